@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test`.
+# Each creates .venv on first use and installs the project with what it needs.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/edgesplit demo
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_planning.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

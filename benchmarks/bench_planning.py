@@ -1,0 +1,59 @@
+"""Planning speed: time to produce a plan from fitted predictors for VGG16 (38 candidates).
+
+    python benchmarks/bench_planning.py [--runs 20000]
+
+Prints the median time per plan for each strategy and predictor (median over batches of runs, all
+measured in this one run), and how that compares with one prediction alone. Target: under 100 us.
+The VGG16 profile is the machine's cached one (measured on first use, without calibration when
+none is cached; a fixed clock law is then used, which costs the planner the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+from edgesplit.planning import Objective, Planner
+from edgesplit.policies import Strategy
+from edgesplit.predictors import Conditions, ProfilePredictor, ThesisPredictor
+from edgesplit.profiler import load_or_profile
+
+CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
+
+
+def per_call_us(call: Callable[[], object], runs: int, batches: int = 20) -> float:
+    per_batch = max(1, runs // batches)
+    samples = []
+    for _ in range(batches):
+        began = time.perf_counter()
+        for _ in range(per_batch):
+            call()
+        samples.append((time.perf_counter() - began) / per_batch * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20_000)
+    args = parser.parse_args()
+    profile = load_or_profile("vgg16")
+    layers = [layer.name for layer in profile.layers]
+    predictors = {"profile": ProfilePredictor().fit(profile)}
+    if len(profile.calibration) >= 2:
+        predictors["thesis"] = ThesisPredictor().fit(profile)
+    print(f"VGG16, {profile.n_layers + 1} candidates, {args.runs} plans per row\n")
+    print("| predictor | strategy | us per plan | plan / predict alone |")
+    print("|---|---|---|---|")
+    for name, predictor in predictors.items():
+        predict_us = per_call_us(lambda p=predictor: p.predict(CONDITIONS), args.runs)
+        for strategy in Strategy:
+            objective = Objective(strategy, 0.5, "rent", deadline_ms=500, max_cost_usd=1e-5)
+            planner = Planner("vgg16", layers, predictor, objective)
+            us = per_call_us(lambda p=planner: p.plan(CONDITIONS), args.runs)
+            print(f"| {name} | {strategy} | {us:.1f} | {us / predict_us:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

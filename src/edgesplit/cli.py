@@ -1,0 +1,276 @@
+"""The ``edgesplit`` command. Subcommands wire files, profiles and the terminal to the pure core.
+
+Every user mistake ends as one line on stderr and exit code 2; ``--json`` prints one object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import zoo
+from .cost import Prices
+from .errors import EdgesplitError
+from .planning import Objective, Planner, SplitPlan
+from .policies import Strategy
+from .predictors import Conditions, make_predictor
+from .profiles import Profile, cached_profiles, read_profile, write_profile
+
+out = Console()
+err = Console(stderr=True)
+
+THESIS_CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
+"""The thesis's mean conditions (7.2 Mbit/s, 1.5 GHz); it gives no RTT, 40 ms is ours."""
+
+
+@contextmanager
+def progress_bar(quiet: bool) -> Iterator[object]:
+    """A rich progress bar for profiling (on stderr, so --json output stays clean)."""
+    if quiet:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(f"profiling: {what}", total=total)
+            bar.update(tasks[what], completed=done)  # type: ignore[arg-type]
+
+        yield report
+
+
+def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
+    from .profiler import load_or_profile
+
+    if path is not None:
+        profile = read_profile(path)
+        if profile.model != model:
+            raise EdgesplitError(f"{path} profiles {profile.model!r}, not {model!r}")
+        return profile
+    with progress_bar(quiet) as report:
+        return load_or_profile(model, threads=threads, progress=report)  # type: ignore[arg-type]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """Split a PyTorch model between an edge and a cloud server, cost-aware."""
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=1,
+                              show_default=True, help="torch threads when profiling.")
+
+
+@app.command()
+@JSON_OPTION
+def models(as_json: bool) -> None:
+    """List the model zoo: layers, split points and parameters."""
+    from .splitting import SplitModel
+
+    rows = []
+    for name, spec in zoo.MODELS.items():
+        module = zoo.build_model(name)
+        split = SplitModel(module, zoo.sample_input(name))
+        rows.append({
+            "model": name,
+            "layers": split.n_layers,
+            "split_points": split.n_layers + 1,
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "input_shape": list(spec.input_shape),
+            "description": spec.description,
+        })
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("model", "layers", "split points", "parameters", "input", "description")
+    for row in rows:
+        table.add_row(row["model"], str(row["layers"]), str(row["split_points"]),
+                      f"{row['parameters']:,}", "x".join(map(str, row["input_shape"][1:])),
+                      row["description"])
+    out.print(table)
+
+
+@app.command()
+@click.argument("model")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed runs (median taken).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Untimed runs first.")
+@THREADS_OPTION
+@click.option("--clocks", default="0.6,0.9,1.2,1.5", show_default=True,
+              help="Emulated clock speeds (GHz) to calibrate at, comma-separated; '' for none.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here, not to the cache.")
+@JSON_OPTION
+def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
+            out_file: Path | None, as_json: bool) -> None:
+    """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
+    from .profiler import profile_model
+    from .profiles import cached_profile_path
+
+    zoo.get_spec(model)
+    clock_list = _floats(clocks, "--clocks")
+    with progress_bar(as_json) as report:
+        result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
+                               clocks_ghz=clock_list, progress=report)  # type: ignore[arg-type]
+    path = write_profile(result, out_file or cached_profile_path(model, result.machine))
+    if as_json:
+        print(result.model_dump_json())
+        return
+    table = Table("layer", "name", "type", "ms", "sends", title=f"{model} on "
+                  f"{result.machine.cpu} at {result.machine.clock_ghz} GHz, "
+                  f"{result.machine.threads} thread(s)")
+    for layer, sp in zip(result.layers, result.split_points[1:], strict=True):
+        table.add_row(str(layer.index), layer.name, layer.type, f"{layer.time_s * 1e3:.3f}",
+                      _size(sp.offload_bytes))
+    out.print(table)
+    out.print(f"whole forward {result.forward_s * 1e3:.2f} ms (median of {repeats})")
+    for point in result.calibration:
+        out.print(f"  at {point.clock_ghz:g} GHz (emulated): {point.latency_s * 1e3:.2f} ms")
+    out.print(f"saved {path}")
+
+
+@app.command()
+@click.argument("model")
+@click.option("--bandwidth-kbps", type=float, default=7200, show_default=True,
+              help="Uplink bandwidth, kbit/s.")
+@click.option("--rtt-ms", type=float, default=40, show_default=True,
+              help="Round-trip time to the cloud, ms.")
+@click.option("--clock-ghz", type=float, default=1.5, show_default=True,
+              help="Edge clock speed, GHz.")
+@click.option("--edge", type=click.Choice(["own", "rent"]), default="own", show_default=True,
+              help="Owned edge (its time is free) or rented.")
+@click.option("--weight", type=float, default=0.5, show_default=True,
+              help="0 = latency only .. 1 = cost only.")
+@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
+              show_default=True, help="How to choose.")
+@click.option("--predictor", type=click.Choice(["profile", "thesis"]), default="profile",
+              show_default=True, help="Latency predictor.")
+@click.option("--deadline-ms", type=float, help="Deadline for --strategy slo.")
+@click.option("--max-cost-usd", type=float, help="Cost cap per inference for --strategy budget.")
+@click.option("--edge-usd-per-hour", type=float, default=Prices().edge_usd_per_hour,
+              show_default=True, help="Rented edge price.")
+@click.option("--cloud-usd-per-hour", type=float, default=Prices().cloud_usd_per_hour,
+              show_default=True, help="Cloud price.")
+@click.option("--transfer-usd-per-gb", type=float, default=0.0, show_default=True,
+              help="Uplink data price.")
+@click.option("--edge-power-w", type=float, default=0.0, show_default=True,
+              help="Owned edge's power draw while computing.")
+@click.option("--energy-usd-per-kwh", type=float, default=0.0, show_default=True,
+              help="Owned edge's energy price.")
+@click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Edge profile file (default: this machine's, cached).")
+@click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Cloud profile file (default: the edge's: a cloud like this machine).")
+@THREADS_OPTION
+@JSON_OPTION
+def plan(model: str, bandwidth_kbps: float, rtt_ms: float, clock_ghz: float, edge: str,
+         weight: float, strategy: str, predictor: str, deadline_ms: float | None,
+         max_cost_usd: float | None, edge_usd_per_hour: float, cloud_usd_per_hour: float,
+         transfer_usd_per_gb: float, edge_power_w: float, energy_usd_per_kwh: float,
+         profile_file: Path | None, cloud_profile: Path | None, threads: int,
+         as_json: bool) -> None:
+    """Predict latency and cost at every split point and choose one."""
+    zoo.get_spec(model)
+    conditions = Conditions(bandwidth_kbps, rtt_ms, clock_ghz)
+    prices = Prices(edge_usd_per_hour, cloud_usd_per_hour, transfer_usd_per_gb, edge_power_w,
+                    energy_usd_per_kwh)
+    objective = Objective(strategy, weight, edge, prices, deadline_ms, max_cost_usd)
+    estimator = make_predictor(predictor)
+    edge_profile = get_profile(model, profile_file, threads, as_json)
+    cloud = read_profile(cloud_profile) if cloud_profile else None
+    estimator.fit(edge_profile, cloud, peers=cached_profiles(edge_profile.machine))
+    result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
+                     objective).plan(conditions)
+    if as_json:
+        print(json.dumps(result.to_dict() | {"predictor": predictor}))
+    else:
+        print_plan(result, predictor)
+
+
+def print_plan(result: SplitPlan, predictor: str) -> None:
+    c = result.conditions
+    o = result.objective
+    title = (f"{result.model}: {c.bandwidth_kbps:g} kbit/s, RTT {c.rtt_ms:g} ms, "
+             f"{c.clock_ghz:g} GHz; {o.edge} edge; {o.strategy} w={o.weight:g}; "
+             f"{predictor} predictor")
+    table = Table("sp", "layer", "edge", "comm", "cloud", "total", "µ$", "sends", "",
+                  title=title, caption="times in ms, cost in millionths of a dollar per "
+                  "inference; ◀ chosen, * on the Pareto front")
+    pareto = set(result.pareto)
+    for row in result.candidates:
+        chosen = row.split_point == result.split_point
+        table.add_row(str(row.split_point), row.layer, f"{row.edge_s * 1e3:.2f}",
+                      f"{row.comm_s * 1e3:.2f}", f"{row.cloud_s * 1e3:.2f}",
+                      f"{row.latency_s * 1e3:.2f}", f"{row.cost_usd * 1e6:.4f}",
+                      _size(row.offload_bytes),
+                      ("◀" if chosen else "") + ("*" if row.split_point in pareto else ""),
+                      style="bold green" if chosen else None)
+    out.print(table)
+    chosen = result.chosen
+    note = "" if result.constraint_met else (
+        " (no split meets the deadline: the fastest)" if o.strategy is Strategy.SLO
+        else " (no split within the budget: the cheapest)")
+    out.print(f"split after layer {chosen.split_point} ({chosen.layer}): "
+              f"{chosen.latency_s * 1e3:.1f} ms, {chosen.cost_usd * 1e6:.4f} µ$ per inference"
+              f"{note}; Pareto front {list(result.pareto)}")
+
+
+@app.command()
+@THREADS_OPTION
+def demo(threads: int) -> None:
+    """Profile the thesis's three models and plan them under its mean conditions."""
+    for model in ("mnist_cnn", "alexnet", "vgg16"):
+        edge_profile = get_profile(model, None, threads, quiet=False)
+        layers = [layer.name for layer in edge_profile.layers]
+        for mode in ("own", "rent"):
+            estimator = make_predictor("profile").fit(edge_profile)
+            result = Planner(model, layers, estimator,
+                             Objective("rank", 0.5, mode)).plan(THESIS_CONDITIONS)
+            print_plan(result, "profile")
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise EdgesplitError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f}K" if n >= 1024 else f"{n}B"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    try:
+        result = app.main(args=argv, prog_name="edgesplit", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        out.print(exc.ctx.get_help(), highlight=False, markup=False)
+        return 0
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "edgesplit"
+        err.print(f"edgesplit: error: {exc.format_message()} (see `{command} --help`)",
+                  highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except EdgesplitError as exc:
+        err.print(f"edgesplit: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except (click.Abort, KeyboardInterrupt):
+        err.print("edgesplit: interrupted", highlight=False)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

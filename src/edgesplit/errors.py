@@ -1,0 +1,59 @@
+"""One exception tree for everything edgesplit raises on purpose.
+
+Every message is one line that says what was given, what was expected and what to do, so the CLI
+can print it as it is and the server can return it as the body of a 4xx.
+"""
+
+from __future__ import annotations
+
+
+class EdgesplitError(Exception):
+    """Root of every error edgesplit raises on purpose."""
+
+
+class UnknownModel(EdgesplitError, LookupError):
+    """A model name that is not in the registry (or not served by this cloud)."""
+
+
+class InvalidSplitPoint(EdgesplitError, ValueError):
+    """A split point outside 0..N for its model."""
+
+
+class ModelNotSplittable(EdgesplitError, ValueError):
+    """A module that cannot be turned into an ordered list of split points."""
+
+
+class InvalidConditions(EdgesplitError, ValueError):
+    """Bandwidth, round-trip time or clock speed out of their valid ranges."""
+
+
+class InvalidArgument(EdgesplitError, ValueError):
+    """A parameter (weight, strategy, price, deadline, ...) out of its valid range."""
+
+
+class ProfileError(EdgesplitError, ValueError):
+    """A profile file that is missing, unreadable or does not match its model."""
+
+
+class CalibrationError(EdgesplitError, ValueError):
+    """Too few or inconsistent calibration measurements to fit a clock-speed law."""
+
+
+class NotFitted(EdgesplitError, RuntimeError):
+    """A predictor asked to predict before `fit` was called."""
+
+
+class WireFormatError(EdgesplitError, ValueError):
+    """Bytes that do not decode to the tensor(s) they claim to be."""
+
+
+class InputError(EdgesplitError, ValueError):
+    """An input file (image or tensor) that cannot be read or has the wrong shape."""
+
+
+class CloudUnavailable(EdgesplitError, ConnectionError):
+    """The cloud could not be reached, refused the request, or answered with an error."""
+
+
+class OffloadTimeout(CloudUnavailable, TimeoutError):
+    """The cloud did not answer within the deadline derived from the plan."""

@@ -1,0 +1,159 @@
+"""From a fitted predictor and live conditions to a split plan: the candidates table and a choice.
+
+Pure: a ``Planner`` holds a fitted predictor and an ``Objective`` (strategy, weight, edge mode,
+prices, deadline or budget, checked once); ``plan(conditions)`` predicts every split point, prices
+it, applies the policy and returns a ``SplitPlan`` with the Pareto front. No I/O, no clocks.
+
+>>> from edgesplit.planning import Objective
+>>> Objective(strategy="slo").deadline_s
+Traceback (most recent call last):
+...
+edgesplit.errors.InvalidArgument: strategy 'slo' needs a deadline: give --deadline-ms
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .cost import EdgeMode, Prices, cost_vector, edge_mode
+from .errors import InvalidArgument
+from .policies import Strategy, choose, pareto_front, strategy
+from .predictors import Conditions, Prediction, Predictor
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """What the user wants: a strategy, a weight (0 latency only .. 1 cost only) and prices."""
+
+    strategy: Strategy = Strategy.RANK  # names ("rank") are accepted and converted
+    weight: float = 0.5
+    edge: EdgeMode = EdgeMode.OWN
+    prices: Prices = field(default_factory=Prices)
+    deadline_ms: float | None = None
+    max_cost_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", strategy(str(self.strategy)))
+        object.__setattr__(self, "edge", edge_mode(str(self.edge)))
+        if not isinstance(self.weight, int | float) or not 0 <= self.weight <= 1:
+            raise InvalidArgument(f"weight must be between 0 and 1, got {self.weight!r}")
+        if self.strategy is Strategy.SLO and self.deadline_ms is None:
+            raise InvalidArgument("strategy 'slo' needs a deadline: give --deadline-ms")
+        if self.strategy is Strategy.BUDGET and self.max_cost_usd is None:
+            raise InvalidArgument("strategy 'budget' needs a cost cap: give --max-cost-usd")
+        for name in ("deadline_ms", "max_cost_usd"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise InvalidArgument(f"{name} must be a positive number, got {value!r}")
+
+    @property
+    def deadline_s(self) -> float | None:
+        return None if self.deadline_ms is None else self.deadline_ms / 1000
+
+
+class Candidate(NamedTuple):
+    """One row of the candidates table: what splitting after ``layer`` is predicted to give."""
+
+    split_point: int
+    layer: str
+    edge_s: float
+    comm_s: float
+    cloud_s: float
+    latency_s: float
+    cost_usd: float
+    offload_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPlan:
+    """The chosen split point, the candidates table, and the Pareto front (fastest first).
+
+    The table is kept as columns (one tuple per quantity, indexed by split point), which is what
+    the planner computes; ``candidates`` and ``chosen`` give it as rows.
+    """
+
+    model: str
+    objective: Objective
+    conditions: Conditions
+    split_point: int
+    layers: tuple[str, ...]
+    prediction: Prediction
+    latency_s: tuple[float, ...]
+    cost_usd: tuple[float, ...]
+    pareto: tuple[int, ...]
+    constraint_met: bool = True
+
+    def candidate(self, split_point: int) -> Candidate:
+        p = self.prediction
+        return Candidate(split_point, self.layers[split_point], p.edge_s[split_point],
+                         p.comm_s[split_point], p.cloud_s[split_point],
+                         self.latency_s[split_point], self.cost_usd[split_point],
+                         p.offload_bytes[split_point])
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return tuple(self.candidate(sp) for sp in range(len(self.latency_s)))
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidate(self.split_point)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``edgesplit plan --json``."""
+        chosen = self.chosen.to_dict()
+        del chosen["split_point"], chosen["layer"]
+        return {
+            "model": self.model,
+            "strategy": str(self.objective.strategy),
+            "weight": self.objective.weight,
+            "edge": str(self.objective.edge),
+            "conditions": {
+                "bandwidth_kbps": self.conditions.bandwidth_kbps,
+                "rtt_ms": self.conditions.rtt_ms,
+                "clock_ghz": self.conditions.clock_ghz,
+            },
+            "split_point": self.split_point,
+            "layer": self.layers[self.split_point],
+            "predicted": chosen,
+            "constraint_met": self.constraint_met,
+            "deadline_ms": self.objective.deadline_ms,
+            "max_cost_usd": self.objective.max_cost_usd,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "pareto": list(self.pareto),
+        }
+
+
+class Planner:
+    """Plans one model: a fitted predictor, its layer names and an objective."""
+
+    def __init__(self, model: str, layers: Sequence[str], predictor: Predictor,
+                 objective: Objective) -> None:
+        self.model = model
+        self.layers = ("input", *layers)
+        self.predictor = predictor
+        self.objective = objective
+
+    def plan(self, conditions: Conditions) -> SplitPlan:
+        return plan_prediction(self.model, self.layers, self.predictor.predict(conditions),
+                               conditions, self.objective)
+
+
+def plan_prediction(model: str, layers: tuple[str, ...], prediction: Prediction,
+                    conditions: Conditions, objective: Objective) -> SplitPlan:
+    """Price every split point of ``prediction`` and choose one by ``objective``.
+
+    ``layers`` names split points 0..N ("input" first).
+    """
+    edge, cloud = prediction.edge_s, prediction.cloud_s
+    latency = prediction.latency_s
+    cost = cost_vector(edge, cloud, prediction.offload_bytes, objective.edge, objective.prices)
+    choice = choose(objective.strategy, latency, cost, weight=objective.weight,
+                    deadline_s=objective.deadline_s, max_cost_usd=objective.max_cost_usd)
+    return SplitPlan(model, objective, conditions, choice.split_point, layers, prediction,
+                     latency, cost, pareto_front(latency, cost), choice.constraint_met)

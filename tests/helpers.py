@@ -1,0 +1,33 @@
+"""Builders of synthetic test data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgesplit.profiles import (
+    CalibrationPoint,
+    LayerProfile,
+    Machine,
+    Profile,
+    SplitPointProfile,
+)
+
+
+def make_profile(model: str = "toy", times: Sequence[float] = (0.1, 0.2, 0.3),
+                 sizes: Sequence[int] = (4000, 3000, 2000, 1000), clock_ghz: float = 2.0,
+                 calibration: Sequence[tuple[float, float]] = (),
+                 forward_s: float | None = None) -> Profile:
+    """A synthetic profile with round numbers, for hand-computed predictions."""
+    machine = Machine(cpu="test", cores=2, clock_ghz=clock_ghz, threads=1, torch="x",
+                      python="3", platform="test")
+    return Profile(
+        model=model, machine=machine, created="2026-01-01T00:00:00+00:00", repeats=1, warmup=0,
+        layers=[LayerProfile(index=i, name=f"l{i}", type="Linear", time_s=t)
+                for i, t in enumerate(times, 1)],
+        split_points=[SplitPointProfile(split_point=sp, layer="input" if sp == 0 else f"l{sp}",
+                                        offload_bytes=size, tensors=[])
+                      for sp, size in enumerate(sizes)],
+        forward_s=forward_s if forward_s is not None else sum(times),
+        calibration=[CalibrationPoint(clock_ghz=c, latency_s=t) for c, t in calibration],
+    )
+

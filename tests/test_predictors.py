@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from edgesplit.errors import CalibrationError, InvalidConditions, NotFitted
+from edgesplit.fitting import denormalise, fit_power_law, min_max_normalise
+from edgesplit.predictors import (
+    Conditions,
+    ProfilePredictor,
+    ThesisPredictor,
+    make_predictor,
+    thesis_comm_s,
+)
+
+from .helpers import make_profile
+
+
+def test_thesis_communication_formula_on_hand_computed_numbers() -> None:
+    # AlexNet after the average pool: 36,864 bytes at 7.2 Mbit/s with a 40 ms ping:
+    # 36864 * 8 / 7,200,000 = 0.04096 s, plus 40 / 2000 = 0.02 s.
+    assert thesis_comm_s(36_864, 7200, 40) == pytest.approx(0.06096)
+    assert thesis_comm_s(0, 1000, 0) == 0
+
+
+def test_power_law_fit_recovers_exact_parameters() -> None:
+    law = fit_power_law([0.6, 0.9, 1.2, 1.5], [3 * c**-1.3 for c in (0.6, 0.9, 1.2, 1.5)])
+    assert law.a == pytest.approx(3, rel=1e-6)
+    assert law.b == pytest.approx(-1.3, rel=1e-6)
+    assert law.ratio(1.0, 2.0) == pytest.approx(2**1.3)
+
+
+def test_power_law_fit_refuses_too_few_clocks() -> None:
+    with pytest.raises(CalibrationError, match="two or more distinct clock speeds"):
+        fit_power_law([1.0, 1.0], [2.0, 2.1])
+
+
+def test_normalisation_round_trips() -> None:
+    values = [0.1, 0.06, 0.04]
+    normalised = min_max_normalise(values)
+    assert normalised == pytest.approx([1.0, 1 / 3, 0.0])
+    assert [denormalise(v, 0.04, 0.1) for v in normalised] == pytest.approx(values)
+    with pytest.raises(CalibrationError):
+        min_max_normalise([1.0, 1.0])
+
+
+def thesis_network(model: str, n: int, latencies: dict[float, float], forward_s: float = 0.5):
+    return make_profile(model, times=[forward_s / n] * n, sizes=[1000 * (n + 1 - sp)
+                                                                  for sp in range(n + 1)],
+                        calibration=sorted(latencies.items()), forward_s=forward_s)
+
+
+def test_thesis_predictor_follows_equations_4_1_to_4_3() -> None:
+    # Network A, 10 layers: all-in-edge 1.0 s at 0.6 GHz, 0.6 s at 1.0 GHz, 0.4 s at 1.5 GHz,
+    # so slopes 0.1, 0.06, 0.04 s/layer, normalised 1, 1/3, 0.
+    a = thesis_network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4})
+    b = thesis_network("b", 4, {0.6: 2.0, 1.0: 1.3, 1.5: 1.0})
+    predictor = ThesisPredictor().fit(a, peers=[b])
+    assert predictor.slope_high_ == pytest.approx(0.1)
+    assert predictor.slope_low_ == pytest.approx(0.04)
+    assert len(predictor.points_) == 6  # both networks' normalised slopes share one law
+    p = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=100, clock_ghz=1.2))
+    slope = denormalise(predictor.law_(1.2), 0.04, 0.1)  # equation 4.2
+    assert p.edge_s == pytest.approx([slope * sp for sp in range(11)])  # equation 4.1
+    # The cloud: one all-in-cloud time (0.5 s) scaled by the layers left.
+    assert p.cloud_s == pytest.approx([0.5 * (10 - sp) / 10 for sp in range(11)])
+    # Communication: 11,000 bytes at 8 kbit/s is 11 s, plus half the 100 ms ping.
+    assert p.comm_s[0] == pytest.approx(11.05)
+    assert p.latency_s[3] == pytest.approx(p.edge_s[3] + p.comm_s[3] + p.cloud_s[3])
+    # The law is decreasing: a slower clock means a steeper edge line.
+    assert predictor.edge_slope_s(0.6) > predictor.edge_slope_s(1.0) > predictor.edge_slope_s(1.5)
+
+
+def test_thesis_predictor_needs_two_calibrated_clocks() -> None:
+    with pytest.raises(CalibrationError, match="--clocks"):
+        ThesisPredictor().fit(thesis_network("a", 10, {1.5: 0.4}))
+
+
+def test_profile_predictor_on_hand_computed_numbers() -> None:
+    # Layers take 0.1, 0.2, 0.3 s at 2 GHz; no calibration: time scales as 1/clock.
+    profile = make_profile(times=(0.1, 0.2, 0.3), sizes=(4000, 3000, 2000, 1000), clock_ghz=2.0)
+    cloud = make_profile(times=(0.01, 0.02, 0.03))
+    predictor = ProfilePredictor(wire_factor=1.0, request_overhead_bytes=0).fit(profile, cloud)
+    p = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=100, clock_ghz=1.0))
+    assert p.edge_s == pytest.approx([0.0, 0.2, 0.6, 1.2])  # cumulative, twice as slow
+    assert p.cloud_s == pytest.approx([0.06, 0.05, 0.03, 0.0])  # what is left, in the cloud
+    # 4,000 bytes at 8 kbit/s is 4 s, plus one whole round trip.
+    assert p.comm_s == pytest.approx([4.1, 3.1, 2.1, 1.1])
+    assert p.offload_bytes == (4000, 3000, 2000, 1000)
+
+
+def test_profile_predictor_counts_wire_overhead_and_codec_ratio() -> None:
+    profile = make_profile(sizes=(4000, 3000, 2000, 1000))
+    predictor = ProfilePredictor(wire_factor=1.05, request_overhead_bytes=500,
+                                 payload_ratio=[0.5, 1, 1, 1], overhead_s=0.01).fit(profile)
+    p = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=0, clock_ghz=2.0))
+    assert p.comm_s[0] == pytest.approx((2000 + 500) * 1.05 / 1000 + 0.01)
+
+
+def test_profile_predictor_uses_the_calibrated_clock_law() -> None:
+    # Calibration says time goes as clock^-0.5 (a memory-bound model), anchored at 2 GHz.
+    calibration = [(c, 0.6 * (c / 2.0) ** -0.5) for c in (0.5, 1.0, 1.5)]
+    profile = make_profile(times=(0.1, 0.2, 0.3), clock_ghz=2.0, calibration=calibration,
+                           forward_s=0.6)
+    predictor = ProfilePredictor().fit(profile)
+    assert predictor.law_.b == pytest.approx(-0.5, rel=1e-4)
+    p = predictor.predict(Conditions(bandwidth_kbps=1000, rtt_ms=0, clock_ghz=0.5))
+    assert p.edge_s[3] == pytest.approx(0.6 * 2.0, rel=1e-4)
+
+
+def test_predictors_refuse_to_predict_before_fit() -> None:
+    for name in ("profile", "thesis"):
+        with pytest.raises(NotFitted, match="call fit"):
+            make_predictor(name).predict(Conditions(1000, 10, 1.0))
+
+
+@pytest.mark.parametrize(("bandwidth", "rtt", "clock", "message"), [
+    (0, 10, 1.0, "bandwidth_kbps must be more than 0"),
+    (-5, 10, 1.0, "bandwidth_kbps must be more than 0"),
+    (1000, -1, 1.0, "rtt_ms must be 0 or more"),
+    (1000, 10, 0, "clock_ghz must be more than 0"),
+    (math.nan, 10, 1.0, "must be a finite number"),
+    (1000, math.inf, 1.0, "must be a finite number"),
+])
+def test_conditions_are_checked(bandwidth: float, rtt: float, clock: float, message: str) -> None:
+    with pytest.raises(InvalidConditions, match=message):
+        Conditions(bandwidth, rtt, clock)
