@@ -79,3 +79,18 @@ def test_plan_records_the_chosen_row_and_pareto_front() -> None:
     assert data["predicted"]["latency_s"] == pytest.approx(plan.chosen.latency_s)
     assert data["pareto"] == list(plan.pareto)
     assert {c["split_point"] for c in data["candidates"]} == {0, 1, 2, 3}
+    assert data["codec"] == "raw"
+
+
+def test_the_planner_gives_each_split_point_its_fastest_allowed_codec() -> None:
+    profile = make_profile(times=(0.1, 0.2, 0.3), sizes=(40_000, 30_000, 20_000, 1000))
+    predictor = ProfilePredictor().fit(profile)
+    conditions = Conditions(bandwidth_kbps=1000, rtt_ms=10, clock_ghz=2.0)
+    planner = Planner("toy", ["a", "b", "c"], predictor, Objective("latency"),
+                      codecs=("raw", "float16", "int8+zstd"))
+    plan = planner.plan(conditions)
+    assert {c.codec for c in plan.candidates} == {"int8+zstd"}  # smallest, no learned cost yet
+    assert plan.chosen.offload_bytes < 40_000
+    excluded = planner.plan(conditions, exclude=frozenset({(0, "int8+zstd")}))
+    assert excluded.candidates[0].codec == "float16"
+    assert excluded.candidates[1].codec == "int8+zstd"

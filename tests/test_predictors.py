@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from edgesplit.errors import CalibrationError, InvalidConditions, NotFitted
+from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 from edgesplit.fitting import denormalise, fit_power_law, min_max_normalise
 from edgesplit.predictors import (
     Conditions,
@@ -90,12 +90,45 @@ def test_profile_predictor_on_hand_computed_numbers() -> None:
     assert p.offload_bytes == (4000, 3000, 2000, 1000)
 
 
-def test_profile_predictor_counts_wire_overhead_and_codec_ratio() -> None:
+def test_profile_predictor_counts_wire_overhead_and_codec_size() -> None:
     profile = make_profile(sizes=(4000, 3000, 2000, 1000))
-    predictor = ProfilePredictor(wire_factor=1.05, request_overhead_bytes=500,
-                                 payload_ratio=[0.5, 1, 1, 1], overhead_s=0.01).fit(profile)
-    p = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=0, clock_ghz=2.0))
-    assert p.comm_s[0] == pytest.approx((2000 + 500) * 1.05 / 1000 + 0.01)
+    predictor = ProfilePredictor(wire_factor=1.05, request_overhead_bytes=500).fit(profile)
+    conditions = Conditions(bandwidth_kbps=8, rtt_ms=0, clock_ghz=2.0)
+    assert predictor.predict(conditions).comm_s[0] == pytest.approx((4000 + 500) * 1.05 / 1000)
+    # Before anything is sent, int8 is a quarter of float32 and zstd two thirds of that.
+    int8 = predictor.predict(conditions, "int8+zstd")
+    assert int8.offload_bytes[0] == round(4000 * 0.25 * 0.65)
+    assert int8.codec == ("int8+zstd",) * 4
+    assert int8.comm_s[0] == pytest.approx((int8.offload_bytes[0] + 500) * 1.05 / 1000)
+
+
+def test_profile_predictor_learns_codec_sizes_and_times() -> None:
+    profile = make_profile(sizes=(4000, 3000, 2000, 1000))
+    predictor = ProfilePredictor(learning_rate=1.0).fit(profile)
+    predictor.partial_fit(clock_ghz=2.0, codec="raw+zstd", split_point=1, encoded_bytes=600,
+                          codec_s=0.004)
+    p = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=0, clock_ghz=2.0), "raw+zstd")
+    assert p.offload_bytes[1] == 600  # learned where it was sent
+    assert p.offload_bytes[2] == round(2000 * 0.65)  # still the prior elsewhere
+    assert p.edge_s[1] == pytest.approx(0.1 + 0.004)  # encoding is edge time
+
+
+def test_profile_predictor_learns_layer_times_online() -> None:
+    profile = make_profile(times=(0.1, 0.2, 0.3), clock_ghz=2.0)
+    predictor = ProfilePredictor(learning_rate=0.5).fit(profile)
+    # At 1 GHz the edge is twice as slow; layer 1 took 0.4 s there, i.e. 0.2 s at 2 GHz.
+    predictor.partial_fit(clock_ghz=1.0, edge_layer_s={1: 0.4}, cloud_layer_s={3: 0.1})
+    assert predictor.edge_layer_s_ == pytest.approx([0.15, 0.2, 0.3])
+    assert predictor.cloud_layer_s_ == pytest.approx([0.1, 0.2, 0.2])
+    p = predictor.predict(Conditions(bandwidth_kbps=1000, rtt_ms=0, clock_ghz=2.0))
+    assert p.edge_s == pytest.approx([0.0, 0.15, 0.35, 0.65])
+    assert p.cloud_s == pytest.approx([0.5, 0.4, 0.2, 0.0])
+
+
+def test_thesis_predictor_models_raw_tensors_only() -> None:
+    predictor = ThesisPredictor().fit(thesis_network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4}))
+    with pytest.raises(InvalidArgument, match="raw float32 tensors only"):
+        predictor.predict(Conditions(1000, 10, 1.0), "float16")
 
 
 def test_profile_predictor_uses_the_calibrated_clock_law() -> None:

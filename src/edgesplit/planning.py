@@ -65,6 +65,7 @@ class Candidate(NamedTuple):
     latency_s: float
     cost_usd: float
     offload_bytes: int
+    codec: str
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -94,7 +95,11 @@ class SplitPlan:
         return Candidate(split_point, self.layers[split_point], p.edge_s[split_point],
                          p.comm_s[split_point], p.cloud_s[split_point],
                          self.latency_s[split_point], self.cost_usd[split_point],
-                         p.offload_bytes[split_point])
+                         p.offload_bytes[split_point], p.codec[split_point])
+
+    @property
+    def codec(self) -> str:
+        return self.prediction.codec[self.split_point]
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
@@ -107,7 +112,7 @@ class SplitPlan:
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``edgesplit plan --json``."""
         chosen = self.chosen.to_dict()
-        del chosen["split_point"], chosen["layer"]
+        del chosen["split_point"], chosen["layer"], chosen["codec"]
         return {
             "model": self.model,
             "strategy": str(self.objective.strategy),
@@ -120,6 +125,7 @@ class SplitPlan:
             },
             "split_point": self.split_point,
             "layer": self.layers[self.split_point],
+            "codec": self.codec,
             "predicted": chosen,
             "constraint_met": self.constraint_met,
             "deadline_ms": self.objective.deadline_ms,
@@ -130,18 +136,47 @@ class SplitPlan:
 
 
 class Planner:
-    """Plans one model: a fitted predictor, its layer names and an objective."""
+    """Plans one model: a fitted predictor, its layer names, an objective and allowed codecs.
+
+    With several codecs, each split point gets the codec that makes it fastest (a codec changes
+    only the bytes sent and the time to encode them, so the fastest is also the cheapest or near
+    it), and the policy then chooses among split points. ``exclude`` removes (split point, codec)
+    pairs, e.g. a lossy codec that changed the model's answer there.
+    """
 
     def __init__(self, model: str, layers: Sequence[str], predictor: Predictor,
-                 objective: Objective) -> None:
+                 objective: Objective, codecs: Sequence[str] = ("raw",)) -> None:
+        if not codecs:
+            raise InvalidArgument("give at least one codec")
         self.model = model
         self.layers = ("input", *layers)
         self.predictor = predictor
         self.objective = objective
+        self.codecs = tuple(codecs)
 
-    def plan(self, conditions: Conditions) -> SplitPlan:
-        return plan_prediction(self.model, self.layers, self.predictor.predict(conditions),
-                               conditions, self.objective)
+    def plan(self, conditions: Conditions,
+             exclude: frozenset[tuple[int, str]] = frozenset()) -> SplitPlan:
+        if len(self.codecs) == 1 and not exclude:
+            prediction = self.predictor.predict(conditions, self.codecs[0])
+        else:
+            prediction = fastest_codecs([self.predictor.predict(conditions, codec)
+                                         for codec in self.codecs], exclude)
+        return plan_prediction(self.model, self.layers, prediction, conditions, self.objective)
+
+
+def fastest_codecs(predictions: Sequence[Prediction],
+                   exclude: frozenset[tuple[int, str]] = frozenset()) -> Prediction:
+    """One prediction taking, at each split point, the fastest codec not excluded there."""
+    rows = []
+    for sp in range(len(predictions[0].edge_s)):
+        allowed = [p for p in predictions if (sp, p.codec[sp]) not in exclude]
+        if not allowed:
+            raise InvalidArgument(f"every codec is excluded at split point {sp}")
+        best = min(allowed, key=lambda p: p.edge_s[sp] + p.comm_s[sp] + p.cloud_s[sp])
+        rows.append((best.edge_s[sp], best.comm_s[sp], best.cloud_s[sp], best.offload_bytes[sp],
+                     best.codec[sp]))
+    edge, comm, cloud, sent, codec = zip(*rows, strict=True)
+    return Prediction(edge, comm, cloud, sent, codec)
 
 
 def plan_prediction(model: str, layers: tuple[str, ...], prediction: Prediction,

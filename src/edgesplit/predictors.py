@@ -12,8 +12,9 @@ prediction is plain arithmetic so that planning stays in microseconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate
 from typing import Protocol
 
@@ -61,7 +62,8 @@ class Prediction:
     edge_s: tuple[float, ...]
     comm_s: tuple[float, ...]
     cloud_s: tuple[float, ...]
-    offload_bytes: tuple[int, ...]
+    offload_bytes: tuple[int, ...]  # as sent, after the codec
+    codec: tuple[str, ...]  # the codec each split point's prediction assumes
 
     @property
     def latency_s(self) -> tuple[float, ...]:
@@ -73,7 +75,7 @@ class Predictor(Protocol):
     def fit(self, edge: Profile, cloud: Profile | None = None,
             peers: Sequence[Profile] = ()) -> Predictor: ...
 
-    def predict(self, conditions: Conditions) -> Prediction: ...
+    def predict(self, conditions: Conditions, codec: str = "raw") -> Prediction: ...
 
 
 def thesis_comm_s(offload_bytes: int, bandwidth_kbps: float, rtt_ms: float) -> float:
@@ -124,7 +126,12 @@ class ThesisPredictor:
         _fitted(self, "law_")
         return denormalise(self.law_(clock_ghz), self.slope_low_, self.slope_high_)
 
-    def predict(self, conditions: Conditions) -> Prediction:
+    def predict(self, conditions: Conditions, codec: str = "raw") -> Prediction:
+        if codec != "raw":
+            raise InvalidArgument(
+                "the thesis predictor models raw float32 tensors only; use --predictor profile "
+                "for other codecs"
+            )
         slope = self.edge_slope_s(conditions.clock_ghz)
         bw, rtt = conditions.bandwidth_kbps, conditions.rtt_ms
         return Prediction(
@@ -132,11 +139,12 @@ class ThesisPredictor:
             comm_s=tuple(thesis_comm_s(size, bw, rtt) for size in self.offload_bytes_),
             cloud_s=self.cloud_s_,
             offload_bytes=self.offload_bytes_,
+            codec=("raw",) * len(self.cloud_s_),
         )
 
 
 class ProfilePredictor:
-    """Cumulative measured per-layer times, scaled by a clock law fitted on calibration pairs.
+    """Cumulative measured per-layer times, scaled by a clock law, learned online.
 
     - Edge: ``sum(t_i for i <= sp) * law(clock) / law(profile clock)``; the law is a power law
       fitted to the profile's (clock, whole-forward latency) pairs plus its full-speed forward.
@@ -144,23 +152,25 @@ class ProfilePredictor:
     - Cloud: ``sum(t_i for i > sp)`` from the cloud's profile (the edge's own when none is given).
     - Communication: the encoded payload plus request overhead, times the wire factor, over the
       bandwidth, plus one round trip (the request goes out, the answer comes back).
+    - Codecs: a codec shrinks the payload by a ratio and costs encode plus decode time; both start
+      from priors and are learned from what was actually sent.
 
-    ``payload_ratio`` (per split point, or one number) is the encoded size over the raw size, as a
-    codec produces it; ``overhead_s`` is extra per-request time learned from measurements.
+    ``partial_fit`` folds measurements in (exponentially weighted, ``learning_rate``): the edge's
+    own per-layer times (brought back to the profile's clock by the law), the per-layer times the
+    cloud returns, and the bytes and seconds each codec really took.
     """
 
     def __init__(self, *, wire_factor: float = WIRE_FACTOR,
                  request_overhead_bytes: int = REQUEST_OVERHEAD_BYTES,
-                 payload_ratio: float | Sequence[float] = 1.0,
-                 overhead_s: float = 0.0) -> None:
-        if wire_factor < 1 or request_overhead_bytes < 0 or overhead_s < 0:
+                 learning_rate: float = 0.2) -> None:
+        if wire_factor < 1 or request_overhead_bytes < 0 or not 0 < learning_rate <= 1:
             raise InvalidArgument(
-                "wire_factor must be at least 1, overheads 0 or more"
+                "wire_factor must be at least 1, request_overhead_bytes 0 or more and "
+                "learning_rate in (0, 1]"
             )
         self.wire_factor = wire_factor
         self.request_overhead_bytes = request_overhead_bytes
-        self.payload_ratio = payload_ratio
-        self.overhead_s = overhead_s
+        self.learning_rate = learning_rate
 
     def fit(self, edge: Profile, cloud: Profile | None = None,
             peers: Sequence[Profile] = ()) -> ProfilePredictor:
@@ -170,30 +180,38 @@ class ProfilePredictor:
                 f"the cloud profile has {cloud.n_layers} layers and the edge's "
                 f"{edge.n_layers}: they must profile the same model"
             )
-        points = _calibration(edge)
-        if points:
-            pairs = [*points, (edge.machine.clock_ghz, edge.forward_s)]
-            self.law_ = fit_power_law([c for c, _ in pairs], [t for _, t in pairs])
-        else:
-            self.law_ = PowerLaw(edge.forward_s * edge.machine.clock_ghz**-DEFAULT_CLOCK_EXPONENT,
-                                 DEFAULT_CLOCK_EXPONENT)
+        self.law_ = clock_law(tuple(_calibration(edge)), edge.machine.clock_ghz, edge.forward_s)
         self.reference_clock_ghz_ = edge.machine.clock_ghz
-        self.edge_cumulative_s_ = (0.0, *accumulate(edge.layer_times_s))
-        cloud_times = cloud.layer_times_s
-        self.cloud_s_ = tuple(sum(cloud_times[sp:]) for sp in range(cloud.n_layers + 1))
+        self.edge_layer_s_ = list(edge.layer_times_s)
+        self.cloud_layer_s_ = list(cloud.layer_times_s)
         self.offload_bytes_ = tuple(edge.offload_bytes)
-        ratios = self.payload_ratio
-        if isinstance(ratios, int | float):
-            ratios = [float(ratios)] * len(self.offload_bytes_)
-        if len(ratios) != len(self.offload_bytes_):
-            raise InvalidArgument(
-                f"payload_ratio has {len(ratios)} values for {len(self.offload_bytes_)} "
-                "split points"
-            )
-        self.wire_bits_ = tuple(
-            (size * ratio + self.request_overhead_bytes) * self.wire_factor * 8
-            for size, ratio in zip(self.offload_bytes_, ratios, strict=True)
-        )
+        self.ratio_: dict[str, list[float]] = {}
+        self.codec_s_: dict[str, list[float]] = {}
+        self._refresh()
+        return self
+
+    def partial_fit(self, *, clock_ghz: float, edge_layer_s: Mapping[int, float] | None = None,
+                    cloud_layer_s: Mapping[int, float] | None = None, codec: str | None = None,
+                    split_point: int | None = None, encoded_bytes: int | None = None,
+                    codec_s: float | None = None) -> ProfilePredictor:
+        """Learn from one inference. Layer maps are ``{layer index (1-based): seconds}``."""
+        rate = self.learning_rate
+        scale = self.edge_scale(clock_ghz)
+        for index, seconds in (edge_layer_s or {}).items():
+            old = self.edge_layer_s_[index - 1]
+            self.edge_layer_s_[index - 1] = old + rate * (seconds / scale - old)
+        for index, seconds in (cloud_layer_s or {}).items():
+            old = self.cloud_layer_s_[index - 1]
+            self.cloud_layer_s_[index - 1] = old + rate * (seconds - old)
+        if codec is not None and split_point is not None:
+            raw = self.offload_bytes_[split_point]
+            if encoded_bytes is not None and raw:
+                ratios = self._codec_table(self.ratio_, codec, codec_ratio_prior(codec))
+                ratios[split_point] += rate * (encoded_bytes / raw - ratios[split_point])
+            if codec_s is not None:
+                times = self._codec_table(self.codec_s_, codec, 0.0)
+                times[split_point] += rate * (codec_s - times[split_point])
+        self._refresh()
         return self
 
     def edge_scale(self, clock_ghz: float) -> float:
@@ -201,16 +219,62 @@ class ProfilePredictor:
         _fitted(self, "law_")
         return self.law_.ratio(clock_ghz, self.reference_clock_ghz_)
 
-    def predict(self, conditions: Conditions) -> Prediction:
+    def predict(self, conditions: Conditions, codec: str = "raw") -> Prediction:
         scale = self.edge_scale(conditions.clock_ghz)
-        per_bit = 1 / (1000 * conditions.bandwidth_kbps)
-        fixed = conditions.rtt_ms / 1000 + self.overhead_s
+        per_bit = self.wire_factor * 8 / (1000 * conditions.bandwidth_kbps)
+        rtt_s = conditions.rtt_ms / 1000
+        overhead = self.request_overhead_bytes
+        if codec == "raw" and codec not in self.ratio_:
+            sent = self.offload_bytes_
+            edge = tuple(t * scale for t in self.edge_cumulative_s_)
+        else:
+            ratios = self.ratio_.get(codec) or [codec_ratio_prior(codec)] * len(self.offload_bytes_)
+            times = self.codec_s_.get(codec) or [0.0] * len(self.offload_bytes_)
+            sent = tuple(round(size * r) for size, r in zip(self.offload_bytes_, ratios,
+                                                              strict=True))
+            edge = tuple(t * scale + c for t, c in zip(self.edge_cumulative_s_, times,
+                                                       strict=True))
         return Prediction(
-            edge_s=tuple(t * scale for t in self.edge_cumulative_s_),
-            comm_s=tuple(bits * per_bit + fixed for bits in self.wire_bits_),
+            edge_s=edge,
+            comm_s=tuple((size + overhead) * per_bit + rtt_s for size in sent),
             cloud_s=self.cloud_s_,
-            offload_bytes=self.offload_bytes_,
+            offload_bytes=sent,
+            codec=(codec,) * len(sent),
         )
+
+    def _refresh(self) -> None:
+        self.edge_cumulative_s_ = (0.0, *accumulate(self.edge_layer_s_))
+        after = [0.0, *accumulate(reversed(self.cloud_layer_s_))]
+        self.cloud_s_ = tuple(reversed(after))
+
+    def _codec_table(self, table: dict[str, list[float]], codec: str,
+                     prior: float) -> list[float]:
+        return table.setdefault(codec, [prior] * len(self.offload_bytes_))
+
+
+PRECISION_RATIO = {"raw": 1.0, "float16": 0.5, "int8": 0.25}
+COMPRESSION_RATIO = {"": 1.0, "lz4": 0.8, "zstd": 0.65}
+"""Priors for a codec's encoded size over the raw float32 size, before anything was sent."""
+
+
+def codec_ratio_prior(codec: str) -> float:
+    precision, _, compression = codec.partition("+")
+    try:
+        return PRECISION_RATIO[precision] * COMPRESSION_RATIO[compression]
+    except KeyError:
+        raise InvalidArgument(f"unknown codec {codec!r}") from None
+
+
+@lru_cache(maxsize=256)
+def clock_law(points: tuple[tuple[float, float], ...], reference_ghz: float,
+              reference_s: float) -> PowerLaw:
+    """The power law through calibration ``points`` and the full-speed forward (cached: the
+    runtime refits on every re-plan and the points rarely change)."""
+    if not points:
+        return PowerLaw(reference_s * reference_ghz ** -DEFAULT_CLOCK_EXPONENT,
+                        DEFAULT_CLOCK_EXPONENT)
+    pairs = [*points, (reference_ghz, reference_s)]
+    return fit_power_law([c for c, _ in pairs], [t for _, t in pairs])
 
 
 PREDICTORS: dict[str, type[ThesisPredictor] | type[ProfilePredictor]] = {
