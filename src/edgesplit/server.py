@@ -1,0 +1,549 @@
+"""The stateless cloud: finishes a split model from whatever split point an edge sends.
+
+``create_app(settings)`` builds a FastAPI app that loads every model once at start-up and speaks:
+
+- the Open Inference Protocol v2 (``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}``,
+  ``POST /v2/models/{m}/infer`` with JSON or binary tensors; the split point is the request
+  parameter ``split_point``, 0 when absent, so a plain OIP client gets a whole inference);
+- the thesis's ``POST /offload`` (base64 raw little-endian float32), unchanged;
+- ``/metrics`` for Prometheus.
+
+Tails run in a bounded thread pool so the event loop never blocks; past ``max_pending`` requests
+the server answers 503 with Retry-After instead of queueing without limit. Every response carries
+the cloud's own timings: ``cloud_s`` (thesis equation 3.2) and ``layer_times_s``. Bad input gets a
+4xx with ``{"error": "..."}``; nothing from the wire is unpickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import torch
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import zoo
+from .errors import (
+    EdgesplitError,
+    InvalidArgument,
+    InvalidSplitPoint,
+    UnknownModel,
+    WireFormatError,
+)
+from .protocol import HEADER_LENGTH, InferenceRequest, encode_response, input_tensor, parse_request
+from .splitting import SplitModel, torch_dtype
+from .wire import TORCH_TO_DATATYPE, decode_tensor, encode_tensor
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAME = "output"
+
+
+class ServerSettings(BaseSettings):
+    """Cloud server settings; each can also come from an ``EDGESPLIT_...`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGESPLIT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    models: list[str] = list(zoo.MODELS)
+    token: SecretStr | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_body_mb: float = Field(default=64.0, gt=0)
+    workers: int = Field(default=2, ge=1)  # threads running tails at once
+    torch_threads: int = Field(default=1, ge=1)
+    max_pending: int = Field(default=32, ge=1)  # running + waiting; more get 503
+    max_batch: int = Field(default=16, ge=1)  # largest batch dimension accepted
+
+
+class Overloaded(EdgesplitError):
+    """The server has ``max_pending`` requests already; the client should retry later."""
+
+
+class Unauthorized(EdgesplitError):
+    """A missing or wrong credential."""
+
+
+class PayloadTooLarge(EdgesplitError):
+    """A request body over the configured limit."""
+
+
+STATUS: dict[type[EdgesplitError], int] = {
+    UnknownModel: 404,
+    InvalidSplitPoint: 400,
+    WireFormatError: 400,
+    InvalidArgument: 400,
+    Unauthorized: 401,
+    PayloadTooLarge: 413,
+    Overloaded: 503,
+}
+
+
+@dataclass(frozen=True)
+class TailResult:
+    output: torch.Tensor
+    layer_times_s: list[float]
+    compute_s: float
+
+
+class CloudService:
+    """The models and the one operation the cloud performs: decode, check, run the tail."""
+
+    def __init__(self, models: Mapping[str, SplitModel], max_batch: int = 16) -> None:
+        self.models = dict(models)
+        self.max_batch = max_batch
+
+    @classmethod
+    def from_zoo(cls, names: Sequence[str], max_batch: int = 16) -> CloudService:
+        models = {}
+        for name in names:
+            log.info("loading %s", name)
+            models[name] = SplitModel(zoo.build_model(name), zoo.sample_input(name))
+        return cls(models, max_batch)
+
+    def split(self, name: str) -> SplitModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModel(
+                f"model {name!r} is not served here: expected one of {', '.join(self.models)}"
+            ) from None
+
+    def check_split_point(self, name: str, value: object) -> int:
+        n = self.split(name).n_layers
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= n:
+            raise InvalidSplitPoint(
+                f"split point {value!r} is out of range for {name}: expected an integer "
+                f"from 0 to {n}"
+            )
+        return value
+
+    def max_elements(self, name: str, split_point: int) -> int:
+        """The most elements one input tensor may have: the largest cut tensor, full batch."""
+        specs = self.split(name).split_points[split_point].tensors
+        return max(math.prod(s.shape) for s in specs) * self.max_batch
+
+    def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
+            torch.Tensor]:
+        """Cast floats to the cut's dtype and refuse NaN, infinity and oversized batches."""
+        specs = self.split(name).split_points[split_point].tensors
+        out = []
+        for spec, tensor in zip(specs, tensors, strict=False):
+            expected = torch_dtype(spec.dtype)
+            if (tensor.dtype != expected and tensor.is_floating_point()
+                    and expected.is_floating_point):
+                tensor = tensor.to(expected)
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise WireFormatError(f"{spec.name} contains NaN or infinity")
+            if tensor.dim() and tensor.shape[0] > self.max_batch:
+                raise WireFormatError(
+                    f"batch of {tensor.shape[0]} is over this server's limit of {self.max_batch}")
+            out.append(tensor)
+        return out
+
+    def run(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
+        split = self.split(name)
+        tensors = self.conform(name, split_point, tensors)
+        timings: list[float] = []
+        began = time.perf_counter()
+        output = split.tail(tensors, split_point, timings)
+        return TailResult(output, timings, time.perf_counter() - began)
+
+
+class Metrics:
+    """Prometheus metrics, in a registry of the app's own (several apps can coexist)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgesplit_requests", "HTTP requests", ["route", "status"],
+                                registry=self.registry)
+        self.errors = Counter("edgesplit_errors", "Requests answered with an error",
+                              ["route", "kind"], registry=self.registry)
+        self.tail_seconds = Histogram(
+            "edgesplit_tail_seconds", "Time to run a tail", ["model", "split_point"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry)
+        self.pending = Gauge("edgesplit_pending_requests", "Tail requests running or waiting",
+                             registry=self.registry)
+        self.received_bytes = Counter("edgesplit_received_bytes", "Tensor bytes received",
+                                      ["model"], registry=self.registry)
+
+
+class Admission:
+    """Counts requests past the door; refuses the one over ``limit`` (bounded queueing)."""
+
+    def __init__(self, limit: int, gauge: Gauge) -> None:
+        self.limit = limit
+        self.pending = 0
+        self.gauge = gauge
+
+    def __enter__(self) -> Admission:
+        if self.pending >= self.limit:
+            raise Overloaded(f"the server is busy ({self.pending} requests pending): retry later")
+        self.pending += 1
+        self.gauge.set(self.pending)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pending -= 1
+        self.gauge.set(self.pending)
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``max_bytes`` gets 413 before it is read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        message = (f"the request body is over the {limit} byte limit: send less or raise "
+                   "--max-body-mb")
+        for key, value in scope["headers"]:
+            if key == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await _send_error(send, 413, message)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(message)
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except PayloadTooLarge:
+            if not started:
+                await _send_error(send, 413, message)
+
+
+class RequestCounter:
+    """ASGI middleware: count responses by route template and status code."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.counter.labels(route, str(status)).inc()
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body = JSONResponse({"error": message}).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class OffloadRequest(BaseModel):
+    """The thesis's request (Listing 1), with an optional explicit shape and dtype."""
+
+    tensor: str
+    splitting_point: int
+    model: str
+    shape: list[int] | None = Field(default=None, max_length=16)
+    dtype: str = "float32"
+
+
+INFER_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+OFFLOAD_BODY_SCHEMA = {
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": OffloadRequest.model_json_schema()}}}
+}
+
+
+def create_app(settings: ServerSettings | None = None,
+               service: CloudService | None = None) -> FastAPI:
+    """The cloud app. Models load at start-up unless a ready ``service`` is passed in."""
+    settings = settings or ServerSettings()
+    metrics = Metrics()
+    state: dict[str, Any] = {"service": service}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        torch.set_num_threads(settings.torch_threads)
+        if state["service"] is None:
+            state["service"] = CloudService.from_zoo(settings.models, settings.max_batch)
+        state["limiter"] = anyio.CapacityLimiter(settings.workers)
+        state["admission"] = Admission(settings.max_pending, metrics.pending)
+        log.info("ready: %s", ", ".join(state["service"].models))
+        yield
+
+    app = FastAPI(title="edgesplit cloud", version="1", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1024 * 1024))
+    app.add_middleware(RequestCounter, counter=metrics.requests)
+
+    def svc() -> CloudService:
+        return state["service"]
+
+    async def authorise(request: Request) -> None:
+        if settings.token is None:
+            return
+        expected = f"Bearer {settings.token.get_secret_value()}"
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("missing or wrong bearer token: send 'Authorization: Bearer ...'")
+
+    async def in_worker(fn: Callable[[], Any]) -> Any:
+        with state["admission"]:
+            return await anyio.to_thread.run_sync(fn, limiter=state["limiter"])
+
+    @app.exception_handler(EdgesplitError)
+    async def edgesplit_error(request: Request, exc: EdgesplitError) -> JSONResponse:
+        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 400)
+        metrics.errors.labels(_route(request), type(exc).__name__).inc()
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels(_route(request), "RequestValidationError").inc()
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse({"error": f"{where}: {first['msg']}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        metrics.errors.labels(_route(request), "internal").inc()
+        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
+
+    @app.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict[str, bool]:
+        return {"ready": svc() is not None}
+
+    @app.get("/v2")
+    async def server_metadata(request: Request) -> dict[str, Any]:
+        await authorise(request)
+        return {"name": "edgesplit", "version": "1",
+                "extensions": ["binary_tensor_data", "edgesplit_split_point"]}
+
+    @app.get("/v2/models/{model}")
+    async def model_metadata(model: str, request: Request) -> dict[str, Any]:
+        await authorise(request)
+        split = svc().split(model)
+        first = split.split_points[0].tensors[0]
+        out = split.split_points[-1].tensors
+        return {
+            "name": model,
+            "versions": ["1"],
+            "platform": "pytorch",
+            "inputs": [{"name": first.name, "datatype": _datatype(first.dtype),
+                        "shape": [-1, *first.shape[1:]]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": _datatype(t.dtype),
+                         "shape": [-1, *t.shape[1:]]} for t in out],
+            "parameters": {"split_points": [
+                {"split_point": sp.split_point, "layer": sp.layer, "layer_type": sp.layer_type,
+                 "offload_bytes": sp.offload_bytes,
+                 "tensors": [{"name": t.name, "datatype": _datatype(t.dtype),
+                              "shape": list(t.shape)} for t in sp.tensors]}
+                for sp in split.split_points]},
+        }
+
+    @app.get("/v2/models/{model}/ready")
+    async def model_ready(model: str, request: Request) -> dict[str, Any]:
+        await authorise(request)
+        svc().split(model)
+        return {"name": model, "ready": True}
+
+    @app.post("/v2/models/{model}/infer", openapi_extra=INFER_BODY_SCHEMA)
+    async def infer(model: str, request: Request) -> Response:
+        await authorise(request)
+        service = svc()
+        service.split(model)
+        body = await request.body()
+        received = time.perf_counter()
+        parsed, payloads = parse_request(body, request.headers.get(HEADER_LENGTH))
+        split_point = service.check_split_point(model, parsed.parameters.get("split_point", 0))
+
+        def work() -> tuple[TailResult, float]:
+            started = time.perf_counter()
+            tensors = _match_inputs(service, model, split_point, parsed, payloads)
+            return service.run(model, split_point, tensors), started
+
+        result, started = await in_worker(work)
+        finished = time.perf_counter()
+        metrics.tail_seconds.labels(model, str(split_point)).observe(result.compute_s)
+        metrics.received_bytes.labels(model).inc(len(body))
+        binary = bool(parsed.parameters.get("binary_data_output", False)) or any(
+            o.parameters.get("binary_data") for o in parsed.outputs)
+        encoded = encode_tensor(result.output, name=OUTPUT_NAME)
+        timings = {"split_point": split_point, "cloud_s": finished - received,
+                   "compute_s": result.compute_s, "queue_s": started - received,
+                   "layer_times_s": result.layer_times_s}
+        content, headers = encode_response(model, [encoded], timings, binary=binary,
+                                           request_id=parsed.id)
+        return Response(content, headers=headers)
+
+    @app.post("/offload", openapi_extra=OFFLOAD_BODY_SCHEMA)
+    async def offload(request: Request) -> dict[str, Any]:
+        await authorise(request)
+        body = await request.body()
+        received = time.perf_counter()
+        try:
+            req = OffloadRequest.model_validate_json(body)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise WireFormatError(
+                f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}") from exc
+        service = svc()
+        split_point = service.check_split_point(req.model, req.splitting_point)
+
+        def work() -> TailResult:
+            return service.run(req.model, split_point, _offload_tensors(service, req))
+
+        result = await in_worker(work)
+        finished = time.perf_counter()
+        metrics.tail_seconds.labels(req.model, str(split_point)).observe(result.compute_s)
+        output = result.output
+        return {"model": req.model, "splitting_point": split_point,
+                "shape": list(output.shape), "output": output.reshape(-1).tolist(),
+                "prediction": int(output.reshape(output.shape[0], -1).argmax(1)[0]),
+                "cloud_s": finished - received, "compute_s": result.compute_s,
+                "layer_times_s": result.layer_times_s}
+
+    @app.post("/edgesplit/probe")
+    async def probe(request: Request) -> dict[str, int]:
+        """Swallow a body: the edge times this to measure its uplink when it is idle."""
+        await authorise(request)
+        return {"received": len(await request.body())}
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        await authorise(request)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _route(request: Request) -> str:
+    return getattr(request.scope.get("route"), "path", "unmatched")
+
+
+def _datatype(dtype: str) -> str:
+    datatype = TORCH_TO_DATATYPE.get(torch_dtype(dtype))
+    if datatype is None:
+        raise WireFormatError(f"dtype {dtype!r} cannot travel on the wire")
+    return datatype
+
+
+def _match_inputs(service: CloudService, model: str, split_point: int,
+                  request: InferenceRequest, payloads: list[bytes | None]) -> list[torch.Tensor]:
+    """Order the request's inputs as the cut's tensors (by name; any name for a single one)."""
+    specs = service.split(model).split_points[split_point].tensors
+    if len(request.inputs) != len(specs):
+        raise WireFormatError(
+            f"split point {split_point} of {model} takes {len(specs)} input(s) "
+            f"({', '.join(s.name for s in specs)}), got {len(request.inputs)}"
+        )
+    by_name = {item.name: (item, payload) for item, payload in
+               zip(request.inputs, payloads, strict=True)}
+    if len(specs) == 1:
+        pairs = [(request.inputs[0], payloads[0])]
+    else:
+        missing = [s.name for s in specs if s.name not in by_name]
+        if missing:
+            raise WireFormatError(
+                f"split point {split_point} of {model} needs inputs named "
+                f"{', '.join(s.name for s in specs)}; missing {', '.join(missing)}")
+        pairs = [by_name[s.name] for s in specs]
+    limit = service.max_elements(model, split_point)
+    return [input_tensor(item, payload, limit) for item, payload in pairs]
+
+
+def _offload_tensors(service: CloudService, req: OffloadRequest) -> list[torch.Tensor]:
+    """Decode the thesis's base64 tensor(s); the shape comes from the model and split point."""
+    try:
+        raw = base64.b64decode(req.tensor, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise WireFormatError(f"tensor is not valid base64: {exc}") from exc
+    specs = service.split(req.model).split_points[req.splitting_point].tensors
+    datatype = _datatype(req.dtype)
+    if req.shape is not None:
+        if len(specs) != 1:
+            raise WireFormatError("an explicit shape works only where one tensor crosses the cut")
+        return [decode_tensor(raw, req.shape, datatype,
+                              max_elements=service.max_elements(req.model, req.splitting_point))]
+    tensors, offset = [], 0
+    itemsize = torch_dtype(req.dtype).itemsize
+    for spec in specs:
+        size = math.prod(spec.shape) * itemsize
+        tensors.append(decode_tensor(raw[offset:offset + size], spec.shape, datatype))
+        offset += size
+    if offset != len(raw):
+        raise WireFormatError(
+            f"split point {req.splitting_point} of {req.model} takes {offset} bytes of "
+            f"{req.dtype}, got {len(raw)}")
+    return tensors
