@@ -5,6 +5,7 @@ Every user mistake ends as one line on stderr and exit code 2; ``--json`` prints
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -238,6 +239,179 @@ def demo(threads: int) -> None:
             result = Planner(model, layers, estimator,
                              Objective("rank", 0.5, mode)).plan(THESIS_CONDITIONS)
             print_plan(result, "profile")
+
+
+@app.group()
+def cloud() -> None:
+    """The cloud server."""
+
+
+@cloud.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--models", default=",".join(zoo.MODELS), show_default=True,
+              help="Zoo models to load, comma-separated.")
+@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Require this bearer token "
+              "(or set EDGESPLIT_TOKEN).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0,
+              show_default=True, help="Largest request body accepted.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Tails run at once (threads).")
+@click.option("--torch-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch threads per tail.")
+@click.option("--max-pending", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Requests running or waiting before the server answers 503.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def serve(host: str, port: int, models: str, token: str | None, tls_cert: Path | None,
+          tls_key: Path | None, max_body_mb: float, workers: int, torch_threads: int,
+          max_pending: int, log_level: str) -> None:
+    """Serve split models over HTTP (Open Inference Protocol v2 and the thesis's /offload)."""
+    import logging
+
+    import uvicorn
+
+    from .server import ServerSettings, create_app
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    for name in names:
+        zoo.get_spec(name)
+    if (tls_cert is None) != (tls_key is None):
+        raise EdgesplitError("--tls-cert and --tls-key go together: give both or neither")
+    settings = ServerSettings(host=host, port=port, models=names, token=token,
+                              tls_cert=tls_cert, tls_key=tls_key, max_body_mb=max_body_mb,
+                              workers=workers, torch_threads=torch_threads,
+                              max_pending=max_pending)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                ssl_certfile=tls_cert, ssl_keyfile=tls_key, timeout_graceful_shutdown=30)
+
+
+@app.group()
+def edge() -> None:
+    """The edge runtime."""
+
+
+def _codec_list(value: str) -> list[str]:
+    from .wire import all_codecs, parse_codec
+
+    if value == "auto":
+        return [c.name for c in all_codecs()]
+    if value == "lossless":
+        return [c.name for c in all_codecs() if not c.lossy]
+    return [parse_codec(part.strip()).name for part in value.split(",") if part.strip()]
+
+
+@edge.command("run")
+@click.option("--cloud", "cloud_url", help="The cloud's base URL, e.g. http://127.0.0.1:8000 "
+              "(none: run everything on the edge).")
+@click.option("--model", required=True, help="A zoo model name.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path),
+              help="An image, a .npy tensor, or a folder of them.")
+@click.option("--sample", is_flag=True, help="Use the model's sample input.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many inferences.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this many seconds.")
+@click.option("--interval", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds from one inference's start to the next.")
+@click.option("--weight", type=float, default=0.5, show_default=True,
+              help="0 = latency only .. 1 = cost only.")
+@click.option("--edge", "edge_mode", type=click.Choice(["own", "rent"]), default="own",
+              show_default=True)
+@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
+              show_default=True)
+@click.option("--predictor", type=click.Choice(["profile", "thesis"]), default="profile",
+              show_default=True)
+@click.option("--deadline-ms", type=float, help="Deadline for --strategy slo.")
+@click.option("--max-cost-usd", type=float, help="Cost cap for --strategy budget.")
+@click.option("--codec", default="raw", show_default=True,
+              help="raw, float16, int8, each optionally +lz4 or +zstd; a comma list; "
+              "'lossless'; or 'auto' (lossy ones only where they keep the top-1 answer).")
+@click.option("--clock-ghz", type=click.FloatRange(min=0, min_open=True),
+              help="The edge's clock speed (default: read from cpufreq).")
+@click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the (emulated) clock speed from this file at every inference.")
+@click.option("--bandwidth-kbps", type=click.FloatRange(min=0, min_open=True), default=7200,
+              show_default=True, help="Uplink bandwidth to assume until measured.")
+@click.option("--rtt-ms", type=click.FloatRange(min=0), default=40, show_default=True,
+              help="Round-trip time to assume until measured.")
+@click.option("--replan-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Re-plan at least this often (seconds).")
+@click.option("--hysteresis", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="A new split must be this much faster or cheaper to replace the current.")
+@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN).")
+@click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA bundle (or the pinned certificate) to verify an HTTPS cloud with.")
+@click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Edge profile file (default: this machine's, cached).")
+@click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Cloud profile file (default: the edge's, corrected online).")
+@click.option("--log", "log_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Append measurements to DIR/measurements.csv and DIR/layers.csv.")
+@THREADS_OPTION
+@JSON_OPTION
+def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample: bool,
+             count: int | None, duration: float | None, interval: float, weight: float,
+             edge_mode: str, strategy: str, predictor: str, deadline_ms: float | None,
+             max_cost_usd: float | None, codec: str, clock_ghz: float | None,
+             clock_file: Path | None, bandwidth_kbps: float, rtt_ms: float,
+             replan_interval: float, hysteresis: float, token: str | None, cacert: Path | None,
+             profile_file: Path | None, cloud_profile: Path | None, log_dir: Path | None,
+             threads: int, as_json: bool) -> None:
+    """Run inferences split with a cloud, re-planning as conditions change."""
+    import torch
+
+    from .inputs import iter_inputs
+    from .rescheduling import ReschedulePolicy
+    from .runtime import EdgeRuntime
+    from .sensors import CpufreqClock, FileClock, FixedClock, LinkEstimator, native_clock_ghz
+
+    spec = zoo.get_spec(model)
+    if (input_path is None) == (not sample):
+        raise EdgesplitError("give either --input PATH or --sample")
+    if count is None and duration is None:
+        count = 1
+    objective = Objective(strategy, weight, edge_mode, Prices(), deadline_ms, max_cost_usd)
+    codecs = _codec_list(codec)
+    inputs = ([zoo.sample_input(model)] if sample
+              else [tensor for _, tensor in iter_inputs(input_path, spec)])  # type: ignore[arg-type]
+    torch.set_num_threads(threads)
+    clock = (FixedClock(clock_ghz) if clock_ghz else
+             FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
+    runtime = EdgeRuntime(
+        model, cloud_url, objective=objective, predictor=predictor, codecs=codecs,
+        profile=get_profile(model, profile_file, threads, as_json),
+        cloud_profile=read_profile(cloud_profile) if cloud_profile else None, clock=clock,
+        link=LinkEstimator(bandwidth_kbps, rtt_ms),
+        reschedule=ReschedulePolicy(interval_s=replan_interval, hysteresis=hysteresis),
+        token=token, verify=str(cacert) if cacert else True, log_dir=log_dir)
+
+    def show(result: object) -> None:
+        m = result.measurement  # type: ignore[attr-defined]
+        if as_json:
+            print(json.dumps(dataclasses.asdict(m)), flush=True)
+            return
+        where = "cloud" if m.finished == "cloud" else f"edge ({m.fallback[:60]})"
+        out.print(f"#{m.seq} split {m.split_point} {m.codec} -> {where}: "
+                  f"{m.latency_s * 1e3:.1f} ms (predicted {m.predicted_latency_s * 1e3:.1f}), "
+                  f"{m.cost_usd * 1e6:.4f} µ$; clock {m.clock_ghz:.2f} GHz, "
+                  f"{m.bandwidth_kbps:.0f} kbit/s, RTT {m.rtt_ms:.1f} ms"
+                  + (f" [re-planned: {m.replan}]" if m.replan else ""), highlight=False,
+                  markup=False, soft_wrap=True)
+
+    with runtime:
+        results = runtime.run(inputs, count=count, duration_s=duration, interval_s=interval,
+                              on_result=show)
+    if not as_json:
+        offloaded = sum(r.measurement.finished == "cloud" for r in results)
+        latencies = sorted(r.measurement.latency_s for r in results)
+        out.print(f"{len(results)} inferences, {offloaded} finished in the cloud, median "
+                  f"latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
+                  + (f"; log in {log_dir}" if log_dir else ""))
 
 
 def _floats(text: str, flag: str) -> list[float]:

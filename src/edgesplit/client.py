@@ -1,0 +1,143 @@
+"""The edge's side of the wire: one kept-alive HTTP connection to the cloud, hard deadlines.
+
+``CloudClient.infer`` sends the tensors of a cut with the Open Inference Protocol's binary
+extension and returns the output with the cloud's own timings. Every call has a deadline that
+holds for the whole exchange, not per socket operation: the call runs on a helper thread and, if
+the deadline passes, the connection is closed under it and ``OffloadTimeout`` is raised. Anything
+else that keeps the answer from arriving (refused connection, reset, 4xx or 5xx) is
+``CloudUnavailable`` with the reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import torch
+
+from .errors import CloudUnavailable, OffloadTimeout, WireFormatError
+from .protocol import HEADER_LENGTH, encode_request, parse_response
+from .wire import EncodedTensor
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CloudReply:
+    output: torch.Tensor
+    cloud_s: float  # the cloud's own time, receipt to result (thesis equation 3.2)
+    layer_times_s: list[float]
+    request_bytes: int
+    response_bytes: int
+    round_trip_s: float  # send to answer, as the edge saw it
+
+
+class CloudClient:
+    """A client for one cloud server. ``verify`` is True, False, or a CA bundle / cert path."""
+
+    def __init__(self, base_url: str, *, token: str | None = None,
+                 verify: bool | str = True, connect_timeout_s: float = 3.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._verify = verify
+        self._connect_timeout_s = connect_timeout_s
+        self._client = self._new_client()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="offload")
+
+    def _new_client(self) -> httpx.Client:
+        timeout = httpx.Timeout(None, connect=self._connect_timeout_s)
+        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify,
+                            timeout=timeout)
+
+    def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
+              deadline_s: float, request_id: str | None = None) -> CloudReply:
+        body, headers = encode_request(tensors, {"split_point": split_point},
+                                       request_id=request_id)
+
+        def call() -> tuple[httpx.Response, float]:
+            began = time.perf_counter()
+            response = self._client.post(f"/v2/models/{model}/infer", content=body,
+                                         headers=headers)
+            return response, time.perf_counter() - began
+
+        response, elapsed = self._within(deadline_s, call)
+        self._check(response)
+        try:
+            header, outputs = parse_response(response.content,
+                                             response.headers.get(HEADER_LENGTH))
+        except WireFormatError as exc:
+            raise CloudUnavailable(f"the cloud's answer is malformed: {exc}") from exc
+        parameters = header.get("parameters") or {}
+        return CloudReply(outputs[0], float(parameters.get("cloud_s", 0.0)),
+                          list(parameters.get("layer_times_s", [])), len(body),
+                          len(response.content), elapsed)
+
+    def ping(self, deadline_s: float = 2.0) -> float:
+        """One small round trip (``GET /v2/health/live``): its time in seconds."""
+        def call() -> float:
+            began = time.perf_counter()
+            self._check(self._client.get("/v2/health/live"))
+            return time.perf_counter() - began
+
+        return self._within(deadline_s, call)
+
+    def probe(self, nbytes: int, deadline_s: float) -> float:
+        """Send ``nbytes`` to the cloud's probe endpoint; the round trip time in seconds."""
+        payload = bytes(nbytes)
+
+        def call() -> float:
+            began = time.perf_counter()
+            self._check(self._client.post("/edgesplit/probe", content=payload))
+            return time.perf_counter() - began
+
+        return self._within(deadline_s, call)
+
+    def close(self) -> None:
+        self._client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> CloudClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _within(self, deadline_s: float, call: Callable[[], T]) -> T:
+        future = self._pool.submit(call)
+        try:
+            return future.result(timeout=deadline_s)
+        except concurrent.futures.TimeoutError:
+            # Closing the client aborts the socket under the helper thread; start afresh with a
+            # new thread too, so the next call never queues behind the stuck one.
+            stuck, self._client = self._client, self._new_client()
+            stuck_pool, self._pool = self._pool, concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="offload")
+            stuck.close()
+            stuck_pool.shutdown(wait=False)
+            raise OffloadTimeout(
+                f"the cloud at {self.base_url} did not answer within {deadline_s:.2f} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise CloudUnavailable(
+                f"cannot reach the cloud at {self.base_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _check(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        raise CloudUnavailable(
+            f"the cloud answered {response.status_code}: {_error_text(response)}"
+        )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body: Any = json.loads(response.content)
+        return str(body.get("error", body))[:300]
+    except (ValueError, AttributeError):
+        return response.text[:300]

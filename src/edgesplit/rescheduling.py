@@ -1,0 +1,80 @@
+"""When to re-plan, and when a new plan is worth switching to (pure; the clock is passed in).
+
+The edge re-plans on a timer and whenever a condition moves past a threshold since the last plan.
+A new split point replaces the current one only if it is better by more than the hysteresis in
+latency or in cost, so two near-equal splits do not flap on measurement noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import InvalidArgument
+from .planning import SplitPlan
+from .predictors import Conditions
+
+
+@dataclass(frozen=True)
+class ReschedulePolicy:
+    """Thresholds: re-plan every ``interval_s`` or when a condition moves this much."""
+
+    interval_s: float = 10.0
+    bandwidth_change: float = 0.2  # relative
+    rtt_change_ms: float = 20.0  # absolute
+    clock_change: float = 0.1  # relative
+    hysteresis: float = 0.05  # relative improvement a new split must bring
+
+    def __post_init__(self) -> None:
+        if min(self.interval_s, self.bandwidth_change, self.rtt_change_ms, self.clock_change,
+               self.hysteresis) < 0 or self.interval_s == 0:
+            raise InvalidArgument("re-scheduling thresholds must be 0 or more, the interval "
+                                  "more than 0")
+
+
+class Rescheduler:
+    """Decides when the next plan is due."""
+
+    def __init__(self, policy: ReschedulePolicy = ReschedulePolicy()) -> None:
+        self.policy = policy
+        self.planned_at: float | None = None
+        self.planned_for: Conditions | None = None
+
+    def due(self, now: float, conditions: Conditions) -> str | None:
+        """Why a re-plan is due now (``"first"``, ``"timer"``, ``"bandwidth"``, ``"rtt"``,
+        ``"clock"``), or None."""
+        last, p = self.planned_for, self.policy
+        if last is None or self.planned_at is None:
+            return "first"
+        if now - self.planned_at >= p.interval_s:
+            return "timer"
+        if abs(conditions.bandwidth_kbps / last.bandwidth_kbps - 1) > p.bandwidth_change:
+            return "bandwidth"
+        if abs(conditions.rtt_ms - last.rtt_ms) > p.rtt_change_ms:
+            return "rtt"
+        if abs(conditions.clock_ghz / last.clock_ghz - 1) > p.clock_change:
+            return "clock"
+        return None
+
+    def planned(self, now: float, conditions: Conditions) -> None:
+        self.planned_at = now
+        self.planned_for = conditions
+
+
+def with_hysteresis(plan: SplitPlan, current: int | None, hysteresis: float) -> SplitPlan:
+    """``plan``, or the same table with ``current`` kept chosen when switching gains too little.
+
+    The current split stays unless the new choice is faster or cheaper by more than
+    ``hysteresis`` (relative), and only while it still meets a deadline or budget the new
+    choice meets.
+    """
+    if current is None or current == plan.split_point or current >= len(plan.latency_s):
+        return plan
+    new, old = plan.chosen, plan.candidate(current)
+    gains = (new.latency_s < old.latency_s * (1 - hysteresis)
+             or new.cost_usd < old.cost_usd * (1 - hysteresis))
+    objective = plan.objective
+    if objective.deadline_s is not None and plan.constraint_met:
+        gains = gains or old.latency_s > objective.deadline_s
+    if objective.max_cost_usd is not None and plan.constraint_met:
+        gains = gains or old.cost_usd > objective.max_cost_usd
+    return plan if gains else replace(plan, split_point=current)

@@ -1,0 +1,373 @@
+"""The edge runtime: the one place that wires sensors, planner, model, wire and log together.
+
+For every inference it reads the clock and its bandwidth and RTT estimates, re-plans when due
+(timer or a condition past its threshold, with hysteresis), runs the head, offloads what crosses
+the cut over one kept-alive connection, and logs predicted against measured latencies (thesis
+equations 3.1 to 3.4). What it measures flows back: its own layer times and the cloud's, the bytes
+each codec produced and the uplink's speed and delay. If the cloud is down, refuses, or misses the
+deadline derived from the plan, the edge finishes the network itself: no inference is lost. It
+checks on the cloud every few seconds and resumes offloading when it answers.
+
+>>> from edgesplit.runtime import EdgeRuntime
+>>> from edgesplit.zoo import sample_input
+>>> with EdgeRuntime("mnist_cnn", cloud_url=None) as edge:   # no cloud: all on the edge
+...     result = edge.infer(sample_input("mnist_cnn"))
+>>> result.measurement.finished, result.measurement.prediction
+('edge', 2)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from . import zoo
+from .client import CloudClient
+from .cost import cost_usd
+from .errors import CloudUnavailable, InvalidArgument
+from .measurements import LayerTime, Measurement, MeasurementLog
+from .planning import Objective, Planner, SplitPlan
+from .predictors import Conditions, ProfilePredictor, make_predictor
+from .profiles import Profile
+from .rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
+from .sensors import ClockSensor, CpufreqClock, LinkEstimator
+from .splitting import SplitModel
+from .wire import decode_tensor, encode_tensor, parse_codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    output: torch.Tensor
+    measurement: Measurement
+
+
+class CodecGuard:
+    """Allows a lossy codec at a split point only if it keeps the top-1 answer on the
+    calibration inputs (checked once per pair, when a plan first wants it)."""
+
+    def __init__(self, split: SplitModel, inputs: torch.Tensor) -> None:
+        self.split = split
+        self.inputs = inputs
+        self._expected: torch.Tensor | None = None
+        self._verdicts: dict[tuple[int, str], bool] = {}
+
+    def allows(self, split_point: int, codec: str) -> bool:
+        parsed = parse_codec(codec)
+        if not parsed.lossy:
+            return True
+        key = (split_point, codec)
+        if key not in self._verdicts:
+            if self._expected is None:
+                self._expected = _top1(self.split(self.inputs))
+            sent = self.split.head(self.inputs, split_point)
+            received = []
+            for tensor in sent:
+                encoded = encode_tensor(tensor, parsed)
+                received.append(decode_tensor(encoded.payload, encoded.shape, encoded.datatype,
+                                              encoded.parameters).to(tensor.dtype))
+            output = self.split.tail(received, split_point)
+            self._verdicts[key] = bool(torch.equal(_top1(output), self._expected))
+            log.info("codec %s at split point %d %s the top-1 answers", codec, split_point,
+                     "keeps" if self._verdicts[key] else "changes")
+        return self._verdicts[key]
+
+
+def _top1(output: torch.Tensor) -> torch.Tensor:
+    return output.reshape(output.shape[0], -1).argmax(1)
+
+
+class EdgeRuntime:
+    """Runs one model split between this edge and a cloud, re-planning as conditions change.
+
+    ``cloud_url=None`` runs everything on the edge (nothing to offload to). Profiles default to
+    this machine's cached profile of a zoo model; pass ``split``, ``profile`` and
+    ``calibration_inputs`` to run your own model. ``codecs`` lists the codecs the planner may
+    use (lossy ones only where they keep the top-1 answer).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        cloud_url: str | None,
+        *,
+        objective: Objective | None = None,
+        predictor: str = "profile",
+        codecs: Sequence[str] = ("raw",),
+        split: SplitModel | None = None,
+        profile: Profile | None = None,
+        cloud_profile: Profile | None = None,
+        calibration_inputs: torch.Tensor | None = None,
+        clock: ClockSensor | None = None,
+        link: LinkEstimator | None = None,
+        reschedule: ReschedulePolicy | None = None,
+        token: str | None = None,
+        verify: bool | str = True,
+        log_dir: Path | None = None,
+        deadline_factor: float = 3.0,
+        min_deadline_s: float = 1.0,
+        retry_s: float = 2.0,
+        probe_bytes: int = 64 * 1024,
+        probe_interval_s: float = 15.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if deadline_factor < 1 or min_deadline_s <= 0 or retry_s <= 0:
+            raise InvalidArgument("deadline factor must be at least 1, minimum deadline and "
+                                  "retry interval positive")
+        for codec in codecs:
+            parse_codec(codec)
+        self.model = model
+        self.objective = objective or Objective()
+        self.predictor_name = predictor
+        self.split = split or SplitModel(zoo.build_model(model), zoo.sample_input(model))
+        if profile is None:
+            from .profiler import load_or_profile
+
+            profile = load_or_profile(model)
+        if profile.n_layers != self.split.n_layers:
+            raise InvalidArgument(f"the profile has {profile.n_layers} layers, the model "
+                                  f"{self.split.n_layers}: profile this model")
+        self.predictor = make_predictor(predictor).fit(profile, cloud_profile)
+        self.planner = Planner(model, [layer.name for layer in self.split.layers],
+                               self.predictor, self.objective, codecs)
+        self.guard = CodecGuard(self.split, calibration_inputs if calibration_inputs is not None
+                                else zoo.calibration_inputs(model))
+        self.clock = clock or CpufreqClock()
+        self.link = link or LinkEstimator(bandwidth_kbps=7200, rtt_ms=40)
+        self.policy = reschedule or ReschedulePolicy()
+        self.rescheduler = Rescheduler(self.policy)
+        self.client = CloudClient(cloud_url, token=token, verify=verify) if cloud_url else None
+        self.log = MeasurementLog(log_dir) if log_dir else None
+        self.deadline_factor = deadline_factor
+        self.min_deadline_s = min_deadline_s
+        self.retry_s = retry_s
+        self.probe_bytes = probe_bytes
+        self.probe_interval_s = probe_interval_s
+        self._now = monotonic
+        self._started = monotonic()
+        self._seq = 0
+        self._excluded: set[tuple[int, str]] = set()
+        self.plan: SplitPlan | None = None
+        self.cloud_down_reason: str | None = None if self.client else "no cloud configured"
+        self._retry_at = 0.0
+        self._last_probe = -float("inf")
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def infer(self, x: torch.Tensor) -> InferenceResult:
+        """One inference: plan if due, split, offload (or finish locally), learn, log."""
+        now = self._now()
+        conditions = self.conditions()
+        replan = self.rescheduler.due(now, conditions) or ""
+        if replan:
+            self.plan = self._replan(conditions)
+            self.rescheduler.planned(now, conditions)
+        assert self.plan is not None
+        self._maybe_reconnect(now)
+        if self.cloud_down_reason is not None:
+            return self._finish(self._run_locally(x, self.cloud_down_reason), conditions, replan)
+        return self._finish(self._offload(x, self.plan), conditions, replan)
+
+    def run(self, inputs: Iterable[torch.Tensor], *, count: int | None = None,
+            duration_s: float | None = None, interval_s: float = 0.0,
+            on_result: Callable[[InferenceResult], None] | None = None) -> list[InferenceResult]:
+        """Infer over ``inputs`` (cycled) until ``count`` inferences or ``duration_s`` seconds;
+        idle time between inferences goes to probing the link."""
+        pool = list(inputs)
+        if not pool:
+            raise InvalidArgument("no inputs to run")
+        results: list[InferenceResult] = []
+        began = self._now()
+        while (count is None or len(results) < count) and (
+                duration_s is None or self._now() - began < duration_s):
+            slot = self._now()
+            result = self.infer(pool[len(results) % len(pool)])
+            results.append(result)
+            if on_result:
+                on_result(result)
+            idle = interval_s - (self._now() - slot)
+            if idle > 0.2 and self.cloud_down_reason is None:
+                self.probe()
+                idle = interval_s - (self._now() - slot)
+            if idle > 0:
+                time.sleep(idle)
+        return results
+
+    def conditions(self) -> Conditions:
+        return Conditions(self.link.bandwidth_kbps, self.link.rtt_ms, self.clock.read_ghz())
+
+    def probe(self) -> None:
+        """Measure the link actively: an RTT ping, and a bandwidth probe when one is due."""
+        if self.client is None:
+            return
+        try:
+            self.link.observe_rtt(self.client.ping(deadline_s=self.min_deadline_s))
+            if self._now() - self._last_probe >= self.probe_interval_s:
+                self._last_probe = self._now()
+                expected = self.probe_bytes * 8 / (self.link.bandwidth_kbps * 1000)
+                seconds = self.client.probe(self.probe_bytes, deadline_s=max(
+                    self.min_deadline_s, self.deadline_factor * expected))
+                self.link.observe_transfer(self.probe_bytes, seconds)
+        except CloudUnavailable as exc:
+            self._mark_down(str(exc))
+
+    def close(self) -> None:
+        if self.client:
+            self.client.close()
+        if self.log:
+            self.log.close()
+
+    def __enter__(self) -> EdgeRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the parts --------------------------------------------------------------------------
+
+    def _replan(self, conditions: Conditions) -> SplitPlan:
+        current = self.plan.split_point if self.plan else None
+        while True:
+            plan = self.planner.plan(conditions, frozenset(self._excluded))
+            plan = with_hysteresis(plan, current, self.policy.hysteresis)
+            if self.guard.allows(plan.split_point, plan.codec):
+                return plan
+            self._excluded.add((plan.split_point, plan.codec))
+
+    def _offload(self, x: torch.Tensor, plan: SplitPlan) -> _Outcome:
+        sp, codec = plan.split_point, parse_codec(plan.codec)
+        edge_layers: list[float] = []
+        began = time.perf_counter()
+        sent = self.split.head(x, sp, edge_layers)
+        encode_began = time.perf_counter()
+        encoded = [encode_tensor(t, codec, spec.name)
+                   for t, spec in zip(sent, self.split.split_points[sp].tensors, strict=True)]
+        edge_s = time.perf_counter() - began
+        outcome = _Outcome(sp=sp, codec=plan.codec, edge_layers=edge_layers, edge_s=edge_s,
+                           codec_s=time.perf_counter() - encode_began,
+                           offload_bytes=sum(t.numel() * t.element_size() for t in sent),
+                           encoded_bytes=sum(len(e.payload) for e in encoded))
+        chosen = plan.chosen
+        deadline = max(self.min_deadline_s,
+                       self.deadline_factor * (chosen.comm_s + chosen.cloud_s))
+        assert self.client is not None
+        try:
+            reply = self.client.infer(self.model, sp, encoded, deadline,
+                                      request_id=str(self._seq + 1))
+        except CloudUnavailable as exc:
+            self._mark_down(str(exc))
+            local_layers: list[float] = []
+            outcome.output = self.split.tail(sent, sp, local_layers)
+            outcome.local_layers = local_layers
+            outcome.fallback = str(exc)
+            outcome.latency_s = time.perf_counter() - began
+            return outcome
+        outcome.latency_s = time.perf_counter() - began
+        outcome.output = reply.output
+        outcome.cloud_s = reply.cloud_s
+        outcome.cloud_layers = reply.layer_times_s
+        outcome.sent_bytes = reply.request_bytes
+        outcome.response_bytes = reply.response_bytes
+        self.link.observe_transfer(reply.request_bytes, reply.round_trip_s - reply.cloud_s)
+        return outcome
+
+    def _run_locally(self, x: torch.Tensor, reason: str) -> _Outcome:
+        n = self.split.n_layers
+        layers: list[float] = []
+        began = time.perf_counter()
+        output = self.split(x, layers)
+        elapsed = time.perf_counter() - began
+        return _Outcome(sp=n, codec="raw", edge_layers=layers, edge_s=elapsed, codec_s=0.0,
+                        offload_bytes=0, encoded_bytes=0, output=output,
+                        latency_s=elapsed, fallback=f"offline: {reason}")
+
+    def _finish(self, o: _Outcome, conditions: Conditions, replan: str) -> InferenceResult:
+        assert self.plan is not None
+        self._seq += 1
+        n = self.split.n_layers
+        local = o.fallback != ""
+        if local:
+            edge_s, cloud_s, comm_s = o.latency_s, 0.0, 0.0
+        else:
+            edge_s, cloud_s = o.edge_s, o.cloud_s
+            comm_s = max(0.0, o.latency_s - edge_s - cloud_s)
+        response_s = o.response_bytes * 8 / (1000 * conditions.bandwidth_kbps)
+        comm_thesis_s = comm_s - conditions.rtt_ms / 2000 - response_s if not local else 0.0
+        layer_times = {i: t for i, t in enumerate(o.edge_layers + o.local_layers, 1)}
+        if isinstance(self.predictor, ProfilePredictor):
+            cloud_layers = {o.sp + i: t for i, t in enumerate(o.cloud_layers, 1)}
+            self.predictor.partial_fit(
+                clock_ghz=conditions.clock_ghz, edge_layer_s=layer_times,
+                cloud_layer_s=cloud_layers or None, codec=None if local else o.codec,
+                split_point=o.sp, encoded_bytes=o.encoded_bytes, codec_s=o.codec_s)
+        predicted = self.plan.candidate(o.sp)
+        objective = self.objective
+        measurement = Measurement(
+            seq=self._seq, time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            elapsed_s=round(self._now() - self._started, 6), model=self.model,
+            strategy=str(objective.strategy), weight=objective.weight, edge=str(objective.edge),
+            predictor=self.predictor_name, codec=o.codec, split_point=o.sp,
+            clock_ghz=conditions.clock_ghz, bandwidth_kbps=round(conditions.bandwidth_kbps, 3),
+            rtt_ms=round(conditions.rtt_ms, 3), predicted_edge_s=predicted.edge_s,
+            predicted_comm_s=predicted.comm_s, predicted_cloud_s=predicted.cloud_s,
+            predicted_latency_s=predicted.latency_s, predicted_cost_usd=predicted.cost_usd,
+            edge_s=edge_s, comm_s=comm_s, comm_thesis_s=comm_thesis_s, cloud_s=cloud_s,
+            latency_s=o.latency_s,
+            cost_usd=cost_usd(edge_s, cloud_s, o.sent_bytes, objective.edge, objective.prices),
+            offload_bytes=o.offload_bytes, sent_bytes=o.sent_bytes,
+            finished="edge" if local else "cloud", fallback=o.fallback, replan=replan,
+            prediction=int(_top1(o.output)[0]),
+        )
+        if self.log:
+            names = [layer.name for layer in self.split.layers]
+            rows = [LayerTime(self._seq, "edge", i, names[i - 1], t)
+                    for i, t in layer_times.items()]
+            rows += [LayerTime(self._seq, "cloud", o.sp + i, names[o.sp + i - 1], t)
+                     for i, t in enumerate(o.cloud_layers, 1) if o.sp + i <= n]
+            self.log.append(measurement, rows)
+        return InferenceResult(o.output, measurement)
+
+    def _mark_down(self, reason: str) -> None:
+        if self.cloud_down_reason is None:
+            log.warning("finishing on the edge: %s", reason)
+        self.cloud_down_reason = reason
+        self._retry_at = self._now() + self.retry_s
+
+    def _maybe_reconnect(self, now: float) -> None:
+        if self.client is None or self.cloud_down_reason is None or now < self._retry_at:
+            return
+        try:
+            self.link.observe_rtt(self.client.ping(deadline_s=self.min_deadline_s))
+        except CloudUnavailable as exc:
+            self._mark_down(str(exc))
+            return
+        log.info("the cloud answers again: offloading resumes")
+        self.cloud_down_reason = None
+
+
+@dataclass
+class _Outcome:
+    """What happened to one inference, before it is turned into a measurement."""
+
+    sp: int
+    codec: str
+    edge_layers: list[float]
+    edge_s: float
+    codec_s: float
+    offload_bytes: int
+    encoded_bytes: int
+    output: torch.Tensor | None = None
+    latency_s: float = 0.0
+    cloud_s: float = 0.0
+    cloud_layers: list[float] = field(default_factory=list)
+    local_layers: list[float] = field(default_factory=list)
+    sent_bytes: int = 0
+    response_bytes: int = 0
+    fallback: str = ""
