@@ -1,0 +1,164 @@
+"""The edge's pure parts and file handling: rescheduler, link estimator, log, inputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgesplit import zoo
+from edgesplit.errors import InputError
+from edgesplit.inputs import input_files, load_input
+from edgesplit.measurements import (
+    LayerTime,
+    Measurement,
+    MeasurementLog,
+    read_measurements,
+    read_rows,
+)
+from edgesplit.planning import Objective, SplitPlan, plan_prediction
+from edgesplit.predictors import Conditions, Prediction
+from edgesplit.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
+from edgesplit.sensors import FileClock, LinkEstimator
+
+BASE = Conditions(bandwidth_kbps=1000, rtt_ms=40, clock_ghz=1.5)
+
+
+def test_rescheduler_replans_on_timer_and_on_each_threshold() -> None:
+    r = Rescheduler(ReschedulePolicy(interval_s=10, bandwidth_change=0.2, rtt_change_ms=20,
+                                     clock_change=0.1))
+    assert r.due(0.0, BASE) == "first"
+    r.planned(0.0, BASE)
+    assert r.due(5.0, BASE) is None
+    assert r.due(10.0, BASE) == "timer"
+    assert r.due(5.0, Conditions(1150, 40, 1.5)) is None  # +15%: noise
+    assert r.due(5.0, Conditions(700, 40, 1.5)) == "bandwidth"
+    assert r.due(5.0, Conditions(1000, 65, 1.5)) == "rtt"
+    assert r.due(5.0, Conditions(1000, 40, 1.2)) == "clock"
+    r.planned(5.0, Conditions(700, 40, 1.5))
+    assert r.due(6.0, Conditions(700, 40, 1.5)) is None
+
+
+def near_tie_plan(strategy: str = "latency", **objective: object) -> SplitPlan:
+    """Split 1 is 2% faster and 2% cheaper than split 0; split 2 is slow but cheap."""
+    prediction = Prediction(edge_s=(0.0, 0.0, 1.5), comm_s=(0.0, 0.0, 0.0),
+                            cloud_s=(1.0, 0.98, 0.5), offload_bytes=(10, 10, 10),
+                            codec=("raw",) * 3)
+    return plan_prediction("toy", ("input", "a", "b"), prediction, BASE,
+                           Objective(strategy, **objective))
+
+
+def test_hysteresis_keeps_the_current_split_when_the_gain_is_small() -> None:
+    plan = near_tie_plan()
+    assert plan.split_point == 1
+    kept = with_hysteresis(plan, current=0, hysteresis=0.05)
+    assert kept.split_point == 0 and kept.candidates == plan.candidates
+    assert with_hysteresis(plan, current=0, hysteresis=0.01) is plan  # 2% beats 1%
+    assert with_hysteresis(plan, current=2, hysteresis=0.05) is plan  # 51% faster
+    assert with_hysteresis(plan, current=1, hysteresis=0.05) is plan
+    assert with_hysteresis(plan, current=None, hysteresis=0.05) is plan
+
+
+def test_hysteresis_never_keeps_a_split_that_misses_the_deadline() -> None:
+    plan = near_tie_plan("slo", deadline_ms=990)
+    assert plan.split_point == 1 and plan.constraint_met
+    assert with_hysteresis(plan, current=0, hysteresis=0.99).split_point == 1
+
+
+def test_link_estimator_learns_bandwidth_from_large_transfers_and_rtt_from_small() -> None:
+    link = LinkEstimator(bandwidth_kbps=1000, rtt_ms=100, smoothing=1.0, wire_factor=1.0)
+    link.observe_transfer(100, 0.05)  # a tiny request: a round trip
+    assert link.rtt_ms == pytest.approx(50)
+    link.observe_transfer(10_000, 0.5)  # mid-sized: says too little, ignored
+    assert link.bandwidth_kbps == 1000
+    link.observe_transfer(100_000, 0.05 + 0.4)  # 800 kbit in 0.4 s on the wire
+    assert link.bandwidth_kbps == pytest.approx(2000)
+    link.observe_transfer(100_000, 0.01)  # faster than a round trip: not a sample
+    assert link.bandwidth_kbps == pytest.approx(2000) and link.bandwidth_samples == 1
+
+
+def test_file_clock_reads_the_emulated_clock_and_keeps_the_last_good_value(
+        tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    clock = FileClock(path, default_ghz=2.0)
+    assert clock.read_ghz() == 2.0
+    path.write_text("0.9\n")
+    assert clock.read_ghz() == 0.9
+    path.write_text("")  # caught mid-write
+    assert clock.read_ghz() == 0.9
+
+
+def measurement(seq: int) -> Measurement:
+    values = {name: 0.0 for name in Measurement.__dataclass_fields__}
+    values |= {"seq": seq, "time": "2026-01-01T00:00:00Z", "model": "m", "strategy": "rank",
+               "edge": "own", "predictor": "profile", "codec": "raw", "split_point": 3,
+               "offload_bytes": 10, "sent_bytes": 12, "finished": "cloud",
+               "fallback": 'refused, "quoted", with commas', "replan": "", "prediction": 7}
+    return Measurement(**values)  # type: ignore[arg-type]
+
+
+def test_measurement_log_appends_and_reads_back(tmp_path: Path) -> None:
+    with MeasurementLog(tmp_path) as log:
+        log.append(measurement(1), [LayerTime(1, "edge", 1, "conv", 0.01)])
+        log.append(measurement(2))
+    with MeasurementLog(tmp_path) as log:  # reopening appends, no second header
+        log.append(measurement(3))
+    rows = read_measurements(tmp_path)
+    assert [m.seq for m in rows] == [1, 2, 3]
+    assert rows[0] == measurement(1)
+    assert list(read_rows(tmp_path / "layers.csv")) == [
+        {"seq": "1", "side": "edge", "index": "1", "layer": "conv", "time_s": "0.01"}]
+
+
+def test_a_torn_last_row_is_skipped_and_healed(tmp_path: Path) -> None:
+    with MeasurementLog(tmp_path) as log:
+        log.append(measurement(1))
+    with open(tmp_path / "measurements.csv", "a") as handle:
+        handle.write("2,2026-01-01,0.5,m,ra")  # a crash in the middle of a row
+    assert [m.seq for m in read_measurements(tmp_path)] == [1]
+    with MeasurementLog(tmp_path) as log:
+        log.append(measurement(3))
+    assert [m.seq for m in read_measurements(tmp_path)] == [1, 3]
+    with open(tmp_path / "measurements.csv", newline="") as handle:
+        assert all(len(row) in (len(Measurement.__dataclass_fields__), 5)
+                   for row in csv.reader(handle))
+
+
+def test_images_are_resized_and_normalised(tmp_path: Path) -> None:
+    spec = zoo.get_spec("alexnet")
+    Image.new("RGB", (640, 480), (255, 0, 0)).save(tmp_path / "red.png")
+    x = load_input(tmp_path / "red.png", spec)
+    assert x.shape == (1, 3, 224, 224)
+    assert x[0, 0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
+    grey = zoo.get_spec("mnist_cnn")
+    Image.new("L", (50, 50), 0).save(tmp_path / "digit.jpg")
+    assert load_input(tmp_path / "digit.jpg", grey).shape == (1, 1, 28, 28)
+
+
+def test_npy_inputs_are_checked(tmp_path: Path) -> None:
+    spec = zoo.get_spec("mnist_cnn")
+    np.save(tmp_path / "ok.npy", np.zeros((1, 28, 28), dtype=np.float32))
+    assert torch.equal(load_input(tmp_path / "ok.npy", spec), torch.zeros(1, 1, 28, 28))
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 28, 28), dtype=np.float32))
+    with pytest.raises(InputError, match=r"takes a numeric array of shape \[1, 1, 28, 28\]"):
+        load_input(tmp_path / "wrong.npy", spec)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match=r"not a readable \.npy"):  # never unpickled
+        load_input(tmp_path / "objects.npy", spec)
+
+
+def test_unreadable_inputs_are_one_clear_error(tmp_path: Path) -> None:
+    spec = zoo.get_spec("alexnet")
+    (tmp_path / "fake.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"fake\.png is not a readable image"):
+        load_input(tmp_path / "fake.png", spec)
+    with pytest.raises(InputError, match="does not exist"):
+        input_files(tmp_path / "missing.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        input_files(tmp_path / "empty")
+    assert input_files(tmp_path) == [tmp_path / "fake.png"]

@@ -1,0 +1,182 @@
+"""The edge runtime against a real cloud process: offload, re-plan, fall back, log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgesplit import zoo
+from edgesplit.measurements import read_measurements, read_rows
+from edgesplit.planning import Objective
+from edgesplit.profiles import read_profile
+from edgesplit.rescheduling import ReschedulePolicy
+from edgesplit.runtime import EdgeRuntime
+from edgesplit.sensors import FixedClock, LinkEstimator
+from edgesplit.splitting import SplitModel
+
+from .conftest import CloudProcess
+
+SplitFactory = Callable[[str], SplitModel]
+
+
+class SetLink(LinkEstimator):
+    """A link estimate the test sets by hand: what the runtime learns from traffic is ignored,
+    so the test decides exactly when conditions change."""
+
+    def observe_rtt(self, seconds: float) -> None:
+        pass
+
+    def observe_transfer(self, nbytes: int, network_s: float) -> None:
+        pass
+
+
+class SetClock(FixedClock):
+    pass
+
+
+def test_offloads_match_local_inference_and_every_row_is_logged(
+        cloud: CloudProcess, mnist_profile_file: Path, tmp_path: Path,
+        split_model: SplitFactory) -> None:
+    split = split_model("mnist_cnn")
+    inputs = list(zoo.calibration_inputs("mnist_cnn").split(1))[:6]
+    with EdgeRuntime("mnist_cnn", cloud.url, split=split,
+                     profile=read_profile(mnist_profile_file), log_dir=tmp_path,
+                     codecs=("raw", "raw+zstd")) as edge:
+        results = edge.run(inputs, count=6)
+    for x, result in zip(inputs, results, strict=True):
+        assert torch.allclose(result.output, split(x), atol=1e-6)
+        m = result.measurement
+        assert m.finished == "cloud" and m.fallback == ""
+        assert m.latency_s >= m.edge_s + m.cloud_s
+        assert m.comm_s == pytest.approx(m.latency_s - m.edge_s - m.cloud_s, abs=1e-9)
+        assert m.predicted_latency_s == pytest.approx(
+            m.predicted_edge_s + m.predicted_comm_s + m.predicted_cloud_s)
+    rows = read_measurements(tmp_path)
+    assert [m.seq for m in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[0].replan == "first" and rows[0].model == "mnist_cnn"
+    layers = list(read_rows(tmp_path / "layers.csv"))
+    first = [row for row in layers if row["seq"] == "1"]
+    assert sorted(int(row["index"]) for row in first) == list(range(1, 10))
+    sp = rows[0].split_point
+    assert {row["side"] for row in first if int(row["index"]) <= sp} <= {"edge"}
+    assert {row["side"] for row in first if int(row["index"]) > sp} <= {"cloud"}
+
+
+def test_conditions_moving_past_a_threshold_trigger_a_new_split(
+        cloud: CloudProcess, split_model: SplitFactory, tmp_path: Path) -> None:
+    link = SetLink(bandwidth_kbps=1_000_000, rtt_ms=1)
+    clock = SetClock(2.0)
+    edge = EdgeRuntime("alexnet", cloud.url, split=split_model("alexnet"),
+                       objective=Objective("latency"), link=link, clock=clock,
+                       reschedule=ReschedulePolicy(interval_s=3600), log_dir=tmp_path)
+    x = zoo.sample_input("alexnet")
+    with edge:
+        fast = edge.infer(x).measurement
+        assert edge.infer(x).measurement.replan == ""  # nothing moved: no re-plan
+        link.bandwidth_kbps = 50  # the uplink collapses
+        slow = edge.infer(x).measurement
+        object.__setattr__(clock, "ghz", 0.2)  # and the edge slows down
+        slower = edge.infer(x).measurement
+    assert fast.replan == "first" and slow.replan == "bandwidth" and slower.replan == "clock"
+    # A fast link sends the raw input; a 50 kbit/s link makes the edge keep the work and send
+    # only the 4 KB result.
+    assert slow.offload_bytes < fast.offload_bytes
+    assert slow.split_point == 19 and fast.split_point < 19
+    assert slow.bandwidth_kbps == 50 and slower.clock_ghz == 0.2
+
+
+def test_a_stopped_cloud_loses_no_inference_and_offloading_resumes(
+        split_model: SplitFactory, mnist_profile_file: Path) -> None:
+    split = split_model("mnist_cnn")
+    x = zoo.sample_input("mnist_cnn")
+    expected = split(x)
+    server = CloudProcess(models="mnist_cnn").start()
+    edge = EdgeRuntime("mnist_cnn", server.url, split=split,
+                       profile=read_profile(mnist_profile_file), retry_s=0.5,
+                       link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1),
+                       objective=Objective("cost", edge="rent"))  # split 0: the cloud works
+    try:
+        before = [edge.infer(x).measurement for _ in range(3)]
+        server.stop(signal.SIGKILL)
+        during = [edge.infer(x) for _ in range(3)]
+        server.start()
+        time.sleep(0.6)  # past the retry interval
+        after = edge.infer(x).measurement
+    finally:
+        edge.close()
+        server.stop()
+    assert [m.finished for m in before] == ["cloud"] * 3
+    assert [r.measurement.finished for r in during] == ["edge"] * 3
+    assert all(torch.allclose(r.output, expected, atol=1e-6) for r in during)
+    assert "cannot reach the cloud" in during[0].measurement.fallback
+    assert during[1].measurement.fallback.startswith("offline:")
+    assert after.finished == "cloud"
+
+
+def test_a_cloud_that_hangs_is_cut_off_at_the_deadline(split_model: SplitFactory,
+                                                       mnist_profile_file: Path) -> None:
+    split = split_model("mnist_cnn")
+    x = zoo.sample_input("mnist_cnn")
+    with CloudProcess(models="mnist_cnn") as server:
+        edge = EdgeRuntime("mnist_cnn", server.url, split=split,
+                           profile=read_profile(mnist_profile_file), min_deadline_s=0.5,
+                           link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1),
+                           objective=Objective("cost", edge="rent"))
+        assert server.process is not None
+        try:
+            edge.infer(x)
+            os.kill(server.process.pid, signal.SIGSTOP)  # alive, accepting, never answering
+            began = time.monotonic()
+            result = edge.infer(x)
+            took = time.monotonic() - began
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+            edge.close()
+    assert result.measurement.finished == "edge"
+    assert "did not answer within 0.50 s" in result.measurement.fallback
+    assert torch.allclose(result.output, split(x), atol=1e-6)
+    assert took < 5  # the deadline, plus a local tail, not a hang
+
+
+def test_the_log_survives_a_kill_of_the_edge(cloud: CloudProcess, mnist_profile_file: Path,
+                                             tmp_path: Path) -> None:
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "edgesplit.cli", "edge", "run", "--cloud", cloud.url,
+         "--model", "mnist_cnn", "--sample", "--count", "100000", "--log", str(tmp_path),
+         "--profile", str(mnist_profile_file), "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "measurements.csv"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("\n") > 30:
+            break
+        time.sleep(0.05)
+    edge.kill()  # SIGKILL: no chance to flush or close anything
+    edge.wait()
+    rows = read_measurements(tmp_path)
+    assert len(rows) >= 30
+    assert [m.seq for m in rows] == list(range(1, len(rows) + 1))
+    assert all(m.finished == "cloud" and m.prediction == 2 for m in rows)
+    assert all(int(row["seq"]) <= len(rows) + 1 for row in read_rows(tmp_path / "layers.csv"))
+
+
+def test_edge_run_cli_offloads_and_reports(cloud: CloudProcess, mnist_profile_file: Path,
+                                           tmp_path: Path) -> None:
+    digit = tmp_path / "digit.npy"
+    np.save(digit, zoo.sample_input("mnist_cnn").numpy()[0])
+    result = subprocess.run(
+        [sys.executable, "-m", "edgesplit.cli", "edge", "run", "--cloud", cloud.url,
+         "--model", "mnist_cnn", "--input", str(digit), "--count", "2",
+         "--profile", str(mnist_profile_file)],
+        capture_output=True, text=True, timeout=120, env=os.environ | {"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "2 inferences, 2 finished in the cloud" in result.stdout

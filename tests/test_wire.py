@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgesplit.errors import WireFormatError
+from edgesplit.protocol import (
+    HEADER_LENGTH,
+    encode_request,
+    encode_response,
+    input_tensor,
+    parse_request,
+    parse_response,
+)
+from edgesplit.wire import Codec, all_codecs, decode_tensor, encode_tensor, parse_codec
+
+
+def activation() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.relu(torch.randn(1, 32, 12, 12))  # sparse and non-negative, like a ReLU output
+
+
+@pytest.mark.parametrize("codec", [c.name for c in all_codecs()])
+def test_every_codec_round_trips(codec: str) -> None:
+    t = activation()
+    enc = encode_tensor(t, parse_codec(codec), "x")
+    back = decode_tensor(enc.payload, enc.shape, enc.datatype, enc.parameters)
+    assert back.shape == t.shape
+    if parse_codec(codec).lossy:
+        tolerance = 1e-3 * float(t.max()) if codec.startswith("float16") else float(t.max()) / 255
+        assert torch.allclose(back.float(), t, atol=tolerance)
+    else:
+        assert torch.equal(back, t)
+
+
+def test_codecs_shrink_what_they_should() -> None:
+    t = activation()
+    size = {c.name: len(encode_tensor(t, c).payload) for c in all_codecs()}
+    assert size["raw"] == t.numel() * 4
+    assert size["float16"] == t.numel() * 2
+    assert size["int8"] == t.numel()
+    assert size["raw+zstd"] < size["raw"] and size["int8+lz4"] < size["int8"]
+
+
+def test_int8_carries_its_scale_and_zero_point() -> None:
+    t = torch.tensor([[-1.0, 0.0, 0.5, 3.0]])
+    enc = encode_tensor(t, Codec("int8"))
+    assert enc.datatype == "INT8"
+    assert enc.parameters["quant_scale"] == pytest.approx(4 / 255)
+    back = decode_tensor(enc.payload, enc.shape, enc.datatype, enc.parameters)
+    assert torch.allclose(back, t, atol=4 / 255)
+
+
+def test_integer_tensors_pass_through_lossy_codecs_unchanged() -> None:
+    t = torch.arange(10, dtype=torch.int64).reshape(1, 10)
+    enc = encode_tensor(t, parse_codec("int8+zstd"))
+    assert enc.datatype == "INT64"
+    assert torch.equal(decode_tensor(enc.payload, enc.shape, enc.datatype, enc.parameters), t)
+
+
+@pytest.mark.parametrize(("payload", "shape", "datatype", "parameters", "message"), [
+    (b"\x00" * 12, [1, 4], "FP32", {}, "needs 16 bytes, got 12"),
+    (b"\x00" * 16, [1, 4], "FP99", {}, "unknown datatype"),
+    (b"\x00" * 16, [1, -4], "FP32", {}, "negative dimension"),
+    (b"\x00" * 16, [1 << 20, 1 << 20], "FP32", {}, "more than the"),
+    (b"garbage", [1, 4], "FP32", {"compression": "zstd"}, "zstd data is corrupt"),
+    (b"garbage", [1, 4], "FP32", {"compression": "lz4"}, "lz4 data is corrupt|needs 16 bytes"),
+    (b"\x00" * 16, [1, 4], "FP32", {"compression": "brotli"}, "unknown compression"),
+    (b"\x00" * 4, [1, 4], "INT8", {"quant_scale": -1, "quant_zero_point": 0}, "quant_scale"),
+    (b"\x00" * 4, [1, 4], "INT8", {"quant_scale": 1.0, "quant_zero_point": 900}, "zero_point"),
+    (b"\x00" * 16, [1, 4], "FP32", {"quant_scale": 1.0, "quant_zero_point": 0}, "only with INT8"),
+    (b"\x00" * 16, "1,4", "FP32", {}, "list of integers"),
+])
+def test_bad_bytes_are_one_clear_error(payload: bytes, shape: object, datatype: str,
+                                       parameters: dict, message: str) -> None:
+    with pytest.raises(WireFormatError, match=message):
+        decode_tensor(payload, shape, datatype, parameters)  # type: ignore[arg-type]
+
+
+def test_a_zstd_frame_that_claims_a_huge_size_is_refused_before_allocating() -> None:
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(bytes(1 << 20))  # 1 MiB of zeros, tiny frame
+    with pytest.raises(WireFormatError, match="declares 1048576 bytes"):
+        decode_tensor(bomb, [1, 4], "FP32", {"compression": "zstd"})
+
+
+def test_unknown_codecs_name_the_valid_forms() -> None:
+    with pytest.raises(WireFormatError, match=r"e\.g\. 'float16\+zstd'"):
+        parse_codec("bfloat16")
+    with pytest.raises(WireFormatError):
+        parse_codec("raw+gzip")
+
+
+def test_request_round_trip_through_the_binary_extension() -> None:
+    tensors = [encode_tensor(activation(), parse_codec("float16+lz4"), "a"),
+               encode_tensor(torch.ones(1, 3), name="b")]
+    body, headers = encode_request(tensors, {"split_point": 4}, request_id="7")
+    request, payloads = parse_request(body, headers[HEADER_LENGTH])
+    assert request.id == "7" and request.parameters["split_point"] == 4
+    assert [i.name for i in request.inputs] == ["a", "b"]
+    a = input_tensor(request.inputs[0], payloads[0], 1 << 20)
+    assert torch.allclose(a.float(), activation(), atol=1e-2)
+    assert torch.equal(input_tensor(request.inputs[1], payloads[1], 10), torch.ones(1, 3))
+
+
+def test_json_inputs_are_decoded_and_checked() -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
+                                   "data": [[1, 2], [3, 4]]}]}).encode()
+    request, payloads = parse_request(body, None)
+    assert payloads == [None]
+    assert input_tensor(request.inputs[0], None, 4).tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(WireFormatError, match="more than the 3 allowed"):
+        input_tensor(request.inputs[0], None, 3)
+    bad = json.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
+                                  "data": ["a", "b"]}]}).encode()
+    request, _ = parse_request(bad, None)
+    with pytest.raises(WireFormatError, match="not a list of FP32 numbers"):
+        input_tensor(request.inputs[0], None, 4)
+
+
+def binary_input(size: object) -> bytes:
+    return json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": size}}]}).encode()
+
+
+@pytest.mark.parametrize(("header", "tail", "header_length", "message"), [
+    (b"not json", b"", None, "invalid inference request"),
+    (b'{"inputs": []}', b"", None, "inputs"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}', b"", None,
+     "neither data nor"),
+    (binary_input(8), b"abcd", "auto", "claims 8 bytes"),
+    (binary_input(4), b"abcdEXTRA", "auto", "after the last input"),
+    (binary_input(-4), b"", "auto", "non-negative"),
+    (binary_input("4"), b"abcd", "auto", "non-negative integer"),
+    (b'{"inputs": []}', b"", "500", "body has 14 bytes"),
+    (b'{"inputs": []}', b"", "0", "body has 14 bytes"),
+    (b'{"inputs": []}', b"", "ten", "must be an integer"),
+])
+def test_malformed_requests_are_one_clear_error(header: bytes, tail: bytes,
+                                                header_length: str | None, message: str) -> None:
+    length = str(len(header)) if header_length == "auto" else header_length
+    with pytest.raises(WireFormatError, match=message):
+        parse_request(header + tail, length)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_response_round_trip(binary: bool) -> None:
+    out = torch.softmax(torch.randn(1, 10), 1)
+    body, headers = encode_response("m", [encode_tensor(out, name="output")],
+                                    {"cloud_s": 0.5}, binary=binary, request_id="1")
+    header, tensors = parse_response(body, headers.get(HEADER_LENGTH))
+    assert header["parameters"]["cloud_s"] == 0.5 and header["id"] == "1"
+    assert torch.allclose(tensors[0], out)
