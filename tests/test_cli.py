@@ -36,7 +36,7 @@ def test_plan_json_has_the_documented_shape(mnist_profile_file: Path) -> None:
     assert all(row.keys() >= ROW_KEYS for row in plan["candidates"])
     chosen = plan["candidates"][plan["split_point"]]
     assert plan["predicted"] == {k: v for k, v in chosen.items()
-                                 if k not in ("split_point", "layer")}
+                                 if k not in ("split_point", "layer", "codec")}
     assert set(plan["pareto"]) <= set(range(10)) and plan["pareto"]
 
 

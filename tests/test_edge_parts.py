@@ -25,6 +25,8 @@ from edgesplit.predictors import Conditions, Prediction
 from edgesplit.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
 from edgesplit.sensors import FileClock, LinkEstimator
 
+from .helpers import measurement
+
 BASE = Conditions(bandwidth_kbps=1000, rtt_ms=40, clock_ghz=1.5)
 
 
@@ -69,16 +71,42 @@ def test_hysteresis_never_keeps_a_split_that_misses_the_deadline() -> None:
     assert with_hysteresis(plan, current=0, hysteresis=0.99).split_point == 1
 
 
-def test_link_estimator_learns_bandwidth_from_large_transfers_and_rtt_from_small() -> None:
-    link = LinkEstimator(bandwidth_kbps=1000, rtt_ms=100, smoothing=1.0, wire_factor=1.0)
-    link.observe_transfer(100, 0.05)  # a tiny request: a round trip
-    assert link.rtt_ms == pytest.approx(50)
-    link.observe_transfer(10_000, 0.5)  # mid-sized: says too little, ignored
-    assert link.bandwidth_kbps == 1000
-    link.observe_transfer(100_000, 0.05 + 0.4)  # 800 kbit in 0.4 s on the wire
+def test_link_estimator_separates_bandwidth_and_rtt_from_mixed_sizes() -> None:
+    link = LinkEstimator(bandwidth_kbps=1000, rtt_ms=10, wire_factor=1.0)
+    for size in (100_000, 0, 50_000, 20_000):  # 2000 kbit/s, 50 ms
+        link.observe_transfer(size, 0.05 + size * 8 / 2_000_000)
     assert link.bandwidth_kbps == pytest.approx(2000)
-    link.observe_transfer(100_000, 0.01)  # faster than a round trip: not a sample
-    assert link.bandwidth_kbps == pytest.approx(2000) and link.bandwidth_samples == 1
+    assert link.rtt_ms == pytest.approx(50)
+    assert link.samples == 4
+
+
+def test_link_estimator_converges_on_a_link_it_misjudged() -> None:
+    link = LinkEstimator(bandwidth_kbps=10_000, rtt_ms=20, wire_factor=1.0)
+    for size in [27_000, 500, 27_000, 300, 40_000, 27_000, 800] * 3:
+        link.observe_transfer(size, 0.1 + size * 8 / 400_000)
+    assert link.bandwidth_kbps == pytest.approx(400, rel=0.01)
+    assert link.rtt_ms == pytest.approx(100, rel=0.01)
+
+
+def test_link_estimator_with_same_sized_offloads_leans_on_pings() -> None:
+    link = LinkEstimator(bandwidth_kbps=10_000, rtt_ms=20, wire_factor=1.0)
+    for _ in range(20):
+        link.observe_rtt(0.1)  # pings: 100 ms
+    for _ in range(20):
+        link.observe_transfer(27_000, 0.1 + 27_000 * 8 / 400_000)
+    assert link.rtt_ms == pytest.approx(100, rel=0.05)
+    assert link.bandwidth_kbps == pytest.approx(400, rel=0.05)
+
+
+def test_link_estimator_follows_a_change() -> None:
+    link = LinkEstimator(bandwidth_kbps=5000, rtt_ms=40, wire_factor=1.0)
+    sizes = [60_000, 4_000, 30_000, 0]
+    for size in sizes * 4:
+        link.observe_transfer(size, 0.04 + size * 8 / 5_000_000)
+    for size in sizes * 4:  # the uplink drops to 500 kbit/s, the RTT doubles
+        link.observe_transfer(size, 0.08 + size * 8 / 500_000)
+    assert link.bandwidth_kbps == pytest.approx(500, rel=0.15)
+    assert link.rtt_ms == pytest.approx(80, rel=0.15)
 
 
 def test_file_clock_reads_the_emulated_clock_and_keeps_the_last_good_value(
@@ -90,15 +118,6 @@ def test_file_clock_reads_the_emulated_clock_and_keeps_the_last_good_value(
     assert clock.read_ghz() == 0.9
     path.write_text("")  # caught mid-write
     assert clock.read_ghz() == 0.9
-
-
-def measurement(seq: int) -> Measurement:
-    values = {name: 0.0 for name in Measurement.__dataclass_fields__}
-    values |= {"seq": seq, "time": "2026-01-01T00:00:00Z", "model": "m", "strategy": "rank",
-               "edge": "own", "predictor": "profile", "codec": "raw", "split_point": 3,
-               "offload_bytes": 10, "sent_bytes": 12, "finished": "cloud",
-               "fallback": 'refused, "quoted", with commas', "replan": "", "prediction": 7}
-    return Measurement(**values)  # type: ignore[arg-type]
 
 
 def test_measurement_log_appends_and_reads_back(tmp_path: Path) -> None:

@@ -28,10 +28,6 @@ from .profiles import Profile, cached_profiles, read_profile, write_profile
 out = Console()
 err = Console(stderr=True)
 
-THESIS_CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
-"""The thesis's mean conditions (7.2 Mbit/s, 1.5 GHz); it gives no RTT, 40 ms is ours."""
-
-
 @contextmanager
 def progress_bar(quiet: bool) -> Iterator[object]:
     """A rich progress bar for profiling (on stderr, so --json output stays clean)."""
@@ -228,17 +224,26 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
 
 
 @app.command()
-@THREADS_OPTION
-def demo(threads: int) -> None:
-    """Profile the thesis's three models and plan them under its mean conditions."""
-    for model in ("mnist_cnn", "alexnet", "vgg16"):
-        edge_profile = get_profile(model, None, threads, quiet=False)
-        layers = [layer.name for layer in edge_profile.layers]
-        for mode in ("own", "rent"):
-            estimator = make_predictor("profile").fit(edge_profile)
-            result = Planner(model, layers, estimator,
-                             Objective("rank", 0.5, mode)).plan(THESIS_CONDITIONS)
-            print_plan(result, "profile")
+@click.option("--model", default="alexnet", show_default=True, help="A zoo model name.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder (default: ./edgesplit-report-<time>).")
+def demo(model: str, out_dir: Path | None) -> None:
+    """A minute of a real edge and cloud under changing bandwidth, RTT, clock and an outage."""
+    from .demo import run_demo
+
+    zoo.get_spec(model)
+    run_demo(model=model, out_dir=out_dir, console=out)
+
+
+@app.command()
+@click.argument("log_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the report (default: LOG_DIR).")
+def report(log_dir: Path, out_dir: Path | None) -> None:
+    """Plots and a summary from a measurement log (edge run --log, or a demo's folder)."""
+    from .report import build_report
+
+    out.print(f"report: {build_report(log_dir, out_dir)}")
 
 
 @app.group()

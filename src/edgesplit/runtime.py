@@ -30,7 +30,7 @@ import torch
 from . import zoo
 from .client import CloudClient
 from .cost import cost_usd
-from .errors import CloudUnavailable, InvalidArgument
+from .errors import CloudUnavailable, InvalidArgument, OffloadTimeout
 from .measurements import LayerTime, Measurement, MeasurementLog
 from .planning import Objective, Planner, SplitPlan
 from .predictors import Conditions, ProfilePredictor, make_predictor
@@ -116,6 +116,7 @@ class EdgeRuntime:
         retry_s: float = 2.0,
         probe_bytes: int = 64 * 1024,
         probe_interval_s: float = 15.0,
+        ping_interval_s: float = 3.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if deadline_factor < 1 or min_deadline_s <= 0 or retry_s <= 0:
@@ -150,6 +151,7 @@ class EdgeRuntime:
         self.retry_s = retry_s
         self.probe_bytes = probe_bytes
         self.probe_interval_s = probe_interval_s
+        self.ping_interval_s = ping_interval_s
         self._now = monotonic
         self._started = monotonic()
         self._seq = 0
@@ -157,7 +159,7 @@ class EdgeRuntime:
         self.plan: SplitPlan | None = None
         self.cloud_down_reason: str | None = None if self.client else "no cloud configured"
         self._retry_at = 0.0
-        self._last_probe = -float("inf")
+        self._last_probe = self._last_ping = -float("inf")
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -178,8 +180,10 @@ class EdgeRuntime:
     def run(self, inputs: Iterable[torch.Tensor], *, count: int | None = None,
             duration_s: float | None = None, interval_s: float = 0.0,
             on_result: Callable[[InferenceResult], None] | None = None) -> list[InferenceResult]:
-        """Infer over ``inputs`` (cycled) until ``count`` inferences or ``duration_s`` seconds;
-        idle time between inferences goes to probing the link."""
+        """Infer over ``inputs`` (cycled) until ``count`` inferences or ``duration_s`` seconds.
+
+        Between inferences it pings the cloud every ``ping_interval_s`` and, when there is idle
+        time before the next slot, probes the bandwidth every ``probe_interval_s``."""
         pool = list(inputs)
         if not pool:
             raise InvalidArgument("no inputs to run")
@@ -192,10 +196,11 @@ class EdgeRuntime:
             results.append(result)
             if on_result:
                 on_result(result)
+            if self._now() - self._last_ping >= self.ping_interval_s:
+                self.ping()
+            if interval_s - (self._now() - slot) > 0.2:
+                self.probe_bandwidth()
             idle = interval_s - (self._now() - slot)
-            if idle > 0.2 and self.cloud_down_reason is None:
-                self.probe()
-                idle = interval_s - (self._now() - slot)
             if idle > 0:
                 time.sleep(idle)
         return results
@@ -203,20 +208,30 @@ class EdgeRuntime:
     def conditions(self) -> Conditions:
         return Conditions(self.link.bandwidth_kbps, self.link.rtt_ms, self.clock.read_ghz())
 
-    def probe(self) -> None:
-        """Measure the link actively: an RTT ping, and a bandwidth probe when one is due."""
-        if self.client is None:
+    def ping(self) -> None:
+        """One round trip to the cloud: a clean RTT sample (and a liveness check)."""
+        if self.client is None or self.cloud_down_reason is not None:
             return
+        self._last_ping = self._now()
         try:
             self.link.observe_rtt(self.client.ping(deadline_s=self.min_deadline_s))
-            if self._now() - self._last_probe >= self.probe_interval_s:
-                self._last_probe = self._now()
-                expected = self.probe_bytes * 8 / (self.link.bandwidth_kbps * 1000)
-                seconds = self.client.probe(self.probe_bytes, deadline_s=max(
-                    self.min_deadline_s, self.deadline_factor * expected))
-                self.link.observe_transfer(self.probe_bytes, seconds)
         except CloudUnavailable as exc:
             self._mark_down(str(exc))
+
+    def probe_bandwidth(self) -> None:
+        """Send ``probe_bytes`` to the cloud when the last probe is old enough (idle time)."""
+        if (self.client is None or self.cloud_down_reason is not None
+                or self._now() - self._last_probe < self.probe_interval_s):
+            return
+        self._last_probe = self._now()
+        expected = self.probe_bytes * 8 / (self.link.bandwidth_kbps * 1000)
+        try:
+            seconds = self.client.probe(self.probe_bytes, deadline_s=max(
+                self.min_deadline_s, self.deadline_factor * expected))
+        except CloudUnavailable as exc:
+            self._mark_down(str(exc))
+            return
+        self.link.observe_transfer(self.probe_bytes, seconds)
 
     def close(self) -> None:
         if self.client:
@@ -262,6 +277,8 @@ class EdgeRuntime:
             reply = self.client.infer(self.model, sp, encoded, deadline,
                                       request_id=str(self._seq + 1))
         except CloudUnavailable as exc:
+            if isinstance(exc, OffloadTimeout):  # it took at least this long: the link is slower
+                self.link.observe_transfer(outcome.encoded_bytes, deadline)
             self._mark_down(str(exc))
             local_layers: list[float] = []
             outcome.output = self.split.tail(sent, sp, local_layers)

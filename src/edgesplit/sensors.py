@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -109,44 +110,63 @@ class FileClock:
 class LinkEstimator:
     """Uplink bandwidth and round-trip time, learned from the edge's own transfers.
 
-    Pure: callers report what they observed and read the estimates. A transfer of ``nbytes``
-    that took ``seconds`` on the wire (the request's network time minus one round trip) is a
-    bandwidth sample when it is large enough to say something (``min_bytes``); a round trip
-    with almost no payload is an RTT sample. Both are smoothed exponentially. The bandwidth is
-    reported as a link rate (goodput times the wire factor), the unit predictors expect.
+    Pure: callers report what they observed and read the estimates. Every offload of ``nbytes``
+    that spent ``network_s`` between sending and the answer is a point on the line
+    ``network_s = RTT + bits / bandwidth``; a ping is a point with no payload. The estimates are
+    a least-squares fit of that line over the recent points, newer ones weighing more, so
+    offloads of different sizes pin down both unknowns. While the sizes are too alike to
+    separate them, the RTT stays as last known (pings keep it fresh) and the bandwidth follows
+    from it. Bandwidth is reported as a link rate (goodput times the wire factor), the unit the
+    predictors expect.
     """
 
-    def __init__(self, bandwidth_kbps: float, rtt_ms: float, *, smoothing: float = 0.3,
-                 min_bytes: int = 32 * 1024, wire_factor: float = 1.045) -> None:
-        if bandwidth_kbps <= 0 or rtt_ms < 0 or not 0 < smoothing <= 1:
-            raise InvalidArgument("initial bandwidth must be positive, RTT 0 or more and "
-                                  "smoothing in (0, 1]")
+    def __init__(self, bandwidth_kbps: float, rtt_ms: float, *, window: int = 16,
+                 decay: float = 0.8, wire_factor: float = 1.045) -> None:
+        if bandwidth_kbps <= 0 or rtt_ms < 0 or window < 2 or not 0 < decay <= 1:
+            raise InvalidArgument("initial bandwidth must be positive, RTT 0 or more, window "
+                                  "at least 2 and decay in (0, 1]")
         self.bandwidth_kbps = bandwidth_kbps
         self.rtt_ms = rtt_ms
-        self.smoothing = smoothing
-        self.min_bytes = min_bytes
+        self.decay = decay
         self.wire_factor = wire_factor
-        self.bandwidth_samples = 0
-        self.rtt_samples = 0
+        self._points: deque[tuple[float, float]] = deque(maxlen=window)  # (bits, seconds)
+        self.samples = 0
 
     def observe_rtt(self, seconds: float) -> None:
-        if seconds < 0:
-            return
-        sample = seconds * 1000
-        self.rtt_ms = sample if not self.rtt_samples else (
-            self.rtt_ms + self.smoothing * (sample - self.rtt_ms))
-        self.rtt_samples += 1
+        """A round trip with (almost) no payload: a ping."""
+        self.observe_transfer(0, seconds)
 
     def observe_transfer(self, nbytes: int, network_s: float) -> None:
         """A request of ``nbytes`` whose network time (send to answer) was ``network_s``."""
-        if nbytes < self.min_bytes:
-            if nbytes < 4096:  # nearly empty: the network time is a round trip
-                self.observe_rtt(network_s)
+        if network_s <= 0 or nbytes < 0:
             return
-        wire_s = network_s - self.rtt_ms / 1000
-        if wire_s <= 0:
-            return
-        sample = nbytes * 8 * self.wire_factor / wire_s / 1000
-        self.bandwidth_kbps = sample if not self.bandwidth_samples else (
-            self.bandwidth_kbps + self.smoothing * (sample - self.bandwidth_kbps))
-        self.bandwidth_samples += 1
+        self._points.append((nbytes * 8 * self.wire_factor, network_s))
+        self.samples += 1
+        self._fit()
+
+    def _fit(self) -> None:
+        n = len(self._points)
+        weights = [self.decay ** (n - 1 - i) for i in range(n)]
+        total = sum(weights)
+        mean_x = sum(w * x for w, (x, _) in zip(weights, self._points, strict=True)) / total
+        mean_y = sum(w * y for w, (_, y) in zip(weights, self._points, strict=True)) / total
+        sxx = sum(w * (x - mean_x) ** 2 for w, (x, _) in zip(weights, self._points, strict=True))
+        sxy = sum(w * (x - mean_x) * (y - mean_y)
+                  for w, (x, y) in zip(weights, self._points, strict=True))
+        spread = (sxx / total) ** 0.5
+        if mean_x > 0 and spread > 0.25 * mean_x:  # sizes differ enough to tell both apart
+            seconds_per_bit = sxy / sxx
+            rtt_s = mean_y - seconds_per_bit * mean_x
+            if seconds_per_bit > 0 and rtt_s >= 0:
+                self.bandwidth_kbps = 1 / seconds_per_bit / 1000
+                self.rtt_ms = rtt_s * 1000
+                return
+        # Too alike (or an inconsistent fit): keep the RTT, explain the rest as payload.
+        x, y = self._points[-1]
+        if x == 0:
+            self.rtt_ms += (1 - self.decay) * (y * 1000 - self.rtt_ms)
+        elif y > self.rtt_ms / 1000:
+            sample = x / (y - self.rtt_ms / 1000) / 1000
+            self.bandwidth_kbps += (1 - self.decay) * (sample - self.bandwidth_kbps)
+        else:  # faster than the assumed round trip: the RTT was overestimated
+            self.rtt_ms += (1 - self.decay) * (y * 1000 - self.rtt_ms)
