@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edgesplit import zoo
-from edgesplit.profiles import write_profile
+from edgesplit.profiles import Profile, write_profile
 from edgesplit.splitting import SplitModel
 
 
@@ -51,6 +51,15 @@ def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     profile = profile_model("mnist_cnn", repeats=3, warmup=1, clocks_ghz=(0.6, 1.2),
                             calibration_repeats=1)
     return write_profile(profile, tmp_path_factory.mktemp("profiles") / "mnist_cnn.json")
+
+
+@pytest.fixture(scope="session")
+def alexnet_profile() -> Profile:
+    """A quick real profile of AlexNet on this machine (no clock calibration)."""
+    from edgesplit.profiler import profile_model
+
+    return profile_model("alexnet", repeats=2, warmup=1, clocks_ghz=(),
+                         split=_split_model("alexnet"))
 
 
 def free_port() -> int:

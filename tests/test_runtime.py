@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from edgesplit import zoo
+from edgesplit.link import LinkEmulator
 from edgesplit.measurements import read_measurements, read_rows
 from edgesplit.planning import Objective
-from edgesplit.profiles import read_profile
+from edgesplit.profiles import Profile, read_profile
 from edgesplit.rescheduling import ReschedulePolicy
 from edgesplit.runtime import EdgeRuntime
 from edgesplit.sensors import FixedClock, LinkEstimator
@@ -72,11 +73,13 @@ def test_offloads_match_local_inference_and_every_row_is_logged(
 
 
 def test_conditions_moving_past_a_threshold_trigger_a_new_split(
-        cloud: CloudProcess, split_model: SplitFactory, tmp_path: Path) -> None:
+        cloud: CloudProcess, split_model: SplitFactory, alexnet_profile: Profile,
+        tmp_path: Path) -> None:
     link = SetLink(bandwidth_kbps=1_000_000, rtt_ms=1)
     clock = SetClock(2.0)
     edge = EdgeRuntime("alexnet", cloud.url, split=split_model("alexnet"),
-                       objective=Objective("latency"), link=link, clock=clock,
+                       profile=alexnet_profile, objective=Objective("latency"), link=link,
+                       clock=clock,
                        reschedule=ReschedulePolicy(interval_s=3600), log_dir=tmp_path)
     x = zoo.sample_input("alexnet")
     with edge:
@@ -92,6 +95,23 @@ def test_conditions_moving_past_a_threshold_trigger_a_new_split(
     assert slow.offload_bytes < fast.offload_bytes
     assert slow.split_point == 19 and fast.split_point < 19
     assert slow.bandwidth_kbps == 50 and slower.clock_ghz == 0.2
+
+
+def test_bandwidth_and_rtt_estimates_match_a_link_of_known_speed(
+        cloud: CloudProcess, split_model: SplitFactory, alexnet_profile: Profile) -> None:
+    # 4000 kbit/s and 60 ms between edge and cloud; the edge starts out believing 20x better.
+    with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=4000, rtt_ms=60,
+                      burst_bytes=4096) as link:
+        edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{link.port}",
+                           split=split_model("alexnet"), profile=alexnet_profile,
+                           objective=Objective("latency"),
+                           link=LinkEstimator(bandwidth_kbps=80_000, rtt_ms=3),
+                           clock=FixedClock(2.0), ping_interval_s=0, probe_interval_s=0)
+        with edge:
+            edge.run([zoo.sample_input("alexnet")], count=8, interval_s=0.5)
+    # The edge reports a link rate: payload rate times the TCP/IP framing factor (1.045).
+    assert edge.link.bandwidth_kbps == pytest.approx(4000 * 1.045, rel=0.25)
+    assert edge.link.rtt_ms == pytest.approx(60, rel=0.25)
 
 
 def test_a_stopped_cloud_loses_no_inference_and_offloading_resumes(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from edgesplit import zoo
+from edgesplit.client import CloudClient
 from edgesplit.protocol import HEADER_LENGTH, encode_request, parse_response
 from edgesplit.splitting import SplitModel
 from edgesplit.wire import all_codecs, encode_tensor
@@ -142,25 +143,23 @@ def test_every_codec_through_the_server(cloud: CloudProcess, split_model: SplitF
     assert int(out.argmax()) == int(split(x).argmax())
 
 
-@pytest.mark.parametrize("sp", range(10))
-def test_every_mnist_split_point_round_trips(cloud: CloudProcess, split_model: SplitFactory,
-                                             sp: int) -> None:
-    split = split_model("mnist_cnn")
-    x = zoo.sample_input("mnist_cnn")
-    assert torch.allclose(output_of(infer(cloud, "mnist_cnn", sp, list(split.head(x, sp)))),
-                          split(x), atol=1e-6)
-
-
-@pytest.mark.parametrize(("model", "sps"), [("alexnet", [0, 3, 9, 14, 19]),
-                                            ("resnet18", [0, 5, 12, 33, 57, 68])])
-def test_sampled_split_points_round_trip(cloud: CloudProcess, split_model: SplitFactory,
-                                         model: str, sps: list[int]) -> None:
+@pytest.mark.parametrize(("model", "split_points"), [
+    ("mnist_cnn", range(10)), ("alexnet", [0, 3, 9, 14, 19]),
+    ("resnet18", [0, 5, 12, 33, 57, 68])])
+def test_the_edge_client_round_trip_matches_local_inference(
+        cloud: CloudProcess, split_model: SplitFactory, model: str,
+        split_points: range | list[int]) -> None:
     split = split_model(model)
     x = zoo.sample_input(model)
-    for sp in sps:
-        names = [t.name for t in split.split_points[sp].tensors]
-        out = output_of(infer(cloud, model, sp, list(split.head(x, sp)), names=names))
-        assert torch.allclose(out, split(x), atol=1e-4), sp
+    expected = split(x)
+    with CloudClient(cloud.url) as client:
+        for sp in split_points:
+            sent = [encode_tensor(t, name=spec.name) for t, spec in
+                    zip(split.head(x, sp), split.split_points[sp].tensors, strict=True)]
+            reply = client.infer(model, sp, sent, deadline_s=30)
+            assert torch.allclose(reply.output, expected, atol=1e-5), (model, sp)
+            assert len(reply.layer_times_s) == split.n_layers - sp
+            assert reply.request_bytes > split.split_points[sp].offload_bytes
 
 
 def bad(cloud: CloudProcess, path: str, **kwargs: object) -> httpx.Response:
