@@ -256,8 +256,16 @@ def cloud() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--models", default=",".join(zoo.MODELS), show_default=True,
               help="Zoo models to load, comma-separated.")
-@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Require this bearer token "
+@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Accept this bearer token "
               "(or set EDGESPLIT_TOKEN).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the bearer token from this file.")
+@click.option("--hmac-keys", type=click.Path(dir_okay=False, path_type=Path),
+              help="Accept requests signed with a key in this file ('<key id> <secret>' lines).")
+@click.option("--max-skew-s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Largest clock difference allowed in signed requests.")
+@click.option("--allow-unauthenticated", is_flag=True,
+              help="Serve on a non-loopback address without a token or keys (not advised).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Serve HTTPS with this certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -272,14 +280,16 @@ def cloud() -> None:
               help="Requests running or waiting before the server answers 503.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
-def serve(host: str, port: int, models: str, token: str | None, tls_cert: Path | None,
-          tls_key: Path | None, max_body_mb: float, workers: int, torch_threads: int,
-          max_pending: int, log_level: str) -> None:
+def serve(host: str, port: int, models: str, token: str | None, token_file: Path | None,
+          hmac_keys: Path | None, max_skew_s: float, allow_unauthenticated: bool,
+          tls_cert: Path | None, tls_key: Path | None, max_body_mb: float, workers: int,
+          torch_threads: int, max_pending: int, log_level: str) -> None:
     """Serve split models over HTTP (Open Inference Protocol v2 and the thesis's /offload)."""
     import logging
 
     import uvicorn
 
+    from .auth import read_keys, secret_from
     from .server import ServerSettings, create_app
 
     names = [name.strip() for name in models.split(",") if name.strip()]
@@ -287,11 +297,26 @@ def serve(host: str, port: int, models: str, token: str | None, tls_cert: Path |
         zoo.get_spec(name)
     if (tls_cert is None) != (tls_key is None):
         raise EdgesplitError("--tls-cert and --tls-key go together: give both or neither")
-    settings = ServerSettings(host=host, port=port, models=names, token=token,
-                              tls_cert=tls_cert, tls_key=tls_key, max_body_mb=max_body_mb,
-                              workers=workers, torch_threads=torch_threads,
-                              max_pending=max_pending)
+    token = secret_from(token, token_file, "EDGESPLIT_TOKEN")
+    if hmac_keys is not None:
+        read_keys(hmac_keys)  # a bad key file fails here, before models load
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if not _is_loopback(host):
+        if token is None and hmac_keys is None:
+            if not allow_unauthenticated:
+                raise EdgesplitError(
+                    f"refusing to serve on {host} without authentication: give --token, "
+                    "--token-file or --hmac-keys (or --allow-unauthenticated to take the risk)")
+            logging.getLogger("edgesplit").warning(
+                "SERVING ON %s WITHOUT AUTHENTICATION: anyone who can reach this port can use "
+                "the models", host)
+        if tls_cert is None:
+            logging.getLogger("edgesplit").warning(
+                "serving on %s without TLS: tensors and credentials travel in clear text", host)
+    settings = ServerSettings(host=host, port=port, models=names, token=token,
+                              hmac_keys=hmac_keys, max_skew_s=max_skew_s, tls_cert=tls_cert,
+                              tls_key=tls_key, max_body_mb=max_body_mb, workers=workers,
+                              torch_threads=torch_threads, max_pending=max_pending)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
                 ssl_certfile=tls_cert, ssl_keyfile=tls_key, timeout_graceful_shutdown=30)
 
@@ -349,6 +374,12 @@ def _codec_list(value: str) -> list[str]:
 @click.option("--hysteresis", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="A new split must be this much faster or cheaper to replace the current.")
 @click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the bearer token from this file.")
+@click.option("--hmac-key-id", envvar="EDGESPLIT_HMAC_KEY_ID",
+              help="Sign requests with this key id (or EDGESPLIT_HMAC_KEY_ID)...")
+@click.option("--hmac-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="...and the secret in this file (or EDGESPLIT_HMAC_KEY).")
 @click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA bundle (or the pinned certificate) to verify an HTTPS cloud with.")
 @click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -364,12 +395,15 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
              edge_mode: str, strategy: str, predictor: str, deadline_ms: float | None,
              max_cost_usd: float | None, codec: str, clock_ghz: float | None,
              clock_file: Path | None, bandwidth_kbps: float, rtt_ms: float,
-             replan_interval: float, hysteresis: float, token: str | None, cacert: Path | None,
+             replan_interval: float, hysteresis: float, token: str | None,
+             token_file: Path | None, hmac_key_id: str | None, hmac_key_file: Path | None,
+             cacert: Path | None,
              profile_file: Path | None, cloud_profile: Path | None, log_dir: Path | None,
              threads: int, as_json: bool) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
+    from .auth import secret_from
     from .inputs import iter_inputs
     from .rescheduling import ReschedulePolicy
     from .runtime import EdgeRuntime
@@ -380,6 +414,14 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         raise EdgesplitError("give either --input PATH or --sample")
     if count is None and duration is None:
         count = 1
+    token = secret_from(token, token_file, "EDGESPLIT_TOKEN")
+    signing = None
+    if hmac_key_id:
+        secret = secret_from(None, hmac_key_file, "EDGESPLIT_HMAC_KEY")
+        if secret is None:
+            raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or set "
+                                 "EDGESPLIT_HMAC_KEY")
+        signing = (hmac_key_id, secret.encode())
     objective = Objective(strategy, weight, edge_mode, Prices(), deadline_ms, max_cost_usd)
     codecs = _codec_list(codec)
     inputs = ([zoo.sample_input(model)] if sample
@@ -393,7 +435,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         cloud_profile=read_profile(cloud_profile) if cloud_profile else None, clock=clock,
         link=LinkEstimator(bandwidth_kbps, rtt_ms),
         reschedule=ReschedulePolicy(interval_s=replan_interval, hysteresis=hysteresis),
-        token=token, verify=str(cacert) if cacert else True, log_dir=log_dir)
+        token=token, signing=signing, verify=str(cacert) if cacert else True,
+        log_dir=log_dir)
 
     def show(result: object) -> None:
         m = result.measurement  # type: ignore[attr-defined]
@@ -417,6 +460,17 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         out.print(f"{len(results)} inferences, {offloaded} finished in the cloud, median "
                   f"latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
                   + (f"; log in {log_dir}" if log_dir else ""))
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _floats(text: str, flag: str) -> list[float]:

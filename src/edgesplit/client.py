@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import torch
 
+from .auth import sign_request
 from .errors import CloudUnavailable, OffloadTimeout, WireFormatError
 from .protocol import HEADER_LENGTH, encode_request, parse_response
 from .wire import EncodedTensor
@@ -38,11 +40,19 @@ class CloudReply:
 
 
 class CloudClient:
-    """A client for one cloud server. ``verify`` is True, False, or a CA bundle / cert path."""
+    """A client for one cloud server.
+
+    ``token`` sends a bearer token; ``signing`` (key id, secret) signs every request with HMAC
+    instead (see ``auth``). ``verify`` is True (the system's CAs), or the path of a CA bundle or
+    of the server's own certificate to trust only that one.
+    """
 
     def __init__(self, base_url: str, *, token: str | None = None,
-                 verify: bool | str = True, connect_timeout_s: float = 3.0) -> None:
+                 signing: tuple[str, bytes] | None = None, verify: bool | str = True,
+                 connect_timeout_s: float = 3.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self._base_path = urlsplit(self.base_url).path
+        self._signing = signing
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
         self._verify = verify
         self._connect_timeout_s = connect_timeout_s
@@ -58,11 +68,12 @@ class CloudClient:
               deadline_s: float, request_id: str | None = None) -> CloudReply:
         body, headers = encode_request(tensors, {"split_point": split_point},
                                        request_id=request_id)
+        path = f"/v2/models/{model}/infer"
 
         def call() -> tuple[httpx.Response, float]:
             began = time.perf_counter()
-            response = self._client.post(f"/v2/models/{model}/infer", content=body,
-                                         headers=headers)
+            response = self._client.post(path, content=body,
+                                         headers=headers | self._sign("POST", path, body))
             return response, time.perf_counter() - began
 
         response, elapsed = self._within(deadline_s, call)
@@ -81,7 +92,7 @@ class CloudClient:
         """One small round trip (``GET /v2/health/live``): its time in seconds."""
         def call() -> float:
             began = time.perf_counter()
-            self._check(self._client.get("/v2/health/live"))
+            self._check(self._client.get("/v2/health/live"))  # open: liveness needs no key
             return time.perf_counter() - began
 
         return self._within(deadline_s, call)
@@ -92,10 +103,18 @@ class CloudClient:
 
         def call() -> float:
             began = time.perf_counter()
-            self._check(self._client.post("/edgesplit/probe", content=payload))
+            self._check(self._client.post("/edgesplit/probe", content=payload,
+                                          headers=self._sign("POST", "/edgesplit/probe",
+                                                             payload)))
             return time.perf_counter() - began
 
         return self._within(deadline_s, call)
+
+    def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        if self._signing is None:
+            return {}
+        key_id, secret = self._signing
+        return sign_request(method, self._base_path + path, body, key_id, secret, time.time())
 
     def close(self) -> None:
         self._client.close()

@@ -57,3 +57,7 @@ class CloudUnavailable(EdgesplitError, ConnectionError):
 
 class OffloadTimeout(CloudUnavailable, TimeoutError):
     """The cloud did not answer within the deadline derived from the plan."""
+
+
+class Unauthorized(EdgesplitError):
+    """A missing, wrong, stale or replayed credential."""

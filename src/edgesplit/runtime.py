@@ -109,6 +109,7 @@ class EdgeRuntime:
         link: LinkEstimator | None = None,
         reschedule: ReschedulePolicy | None = None,
         token: str | None = None,
+        signing: tuple[str, bytes] | None = None,
         verify: bool | str = True,
         log_dir: Path | None = None,
         deadline_factor: float = 3.0,
@@ -144,7 +145,8 @@ class EdgeRuntime:
         self.link = link or LinkEstimator(bandwidth_kbps=7200, rtt_ms=40)
         self.policy = reschedule or ReschedulePolicy()
         self.rescheduler = Rescheduler(self.policy)
-        self.client = CloudClient(cloud_url, token=token, verify=verify) if cloud_url else None
+        self.client = (CloudClient(cloud_url, token=token, signing=signing, verify=verify)
+                       if cloud_url else None)
         self.log = MeasurementLog(log_dir) if log_dir else None
         self.deadline_factor = deadline_factor
         self.min_deadline_s = min_deadline_s

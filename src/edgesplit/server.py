@@ -48,10 +48,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import zoo
+from .auth import HmacVerifier, read_keys
 from .errors import (
     EdgesplitError,
     InvalidArgument,
     InvalidSplitPoint,
+    Unauthorized,
     UnknownModel,
     WireFormatError,
 )
@@ -72,7 +74,9 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     models: list[str] = list(zoo.MODELS)
-    token: SecretStr | None = None
+    token: SecretStr | None = None  # accept "Authorization: Bearer <token>"
+    hmac_keys: Path | None = None  # accept requests signed with a key in this file
+    max_skew_s: float = Field(default=30.0, gt=0)  # signed timestamps, either way
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_body_mb: float = Field(default=64.0, gt=0)
@@ -80,18 +84,19 @@ class ServerSettings(BaseSettings):
     torch_threads: int = Field(default=1, ge=1)
     max_pending: int = Field(default=32, ge=1)  # running + waiting; more get 503
     max_batch: int = Field(default=16, ge=1)  # largest batch dimension accepted
+    body_timeout_s: float = Field(default=30.0, gt=0)  # a body trickling in slower is cut off
 
 
 class Overloaded(EdgesplitError):
     """The server has ``max_pending`` requests already; the client should retry later."""
 
 
-class Unauthorized(EdgesplitError):
-    """A missing or wrong credential."""
-
-
 class PayloadTooLarge(EdgesplitError):
     """A request body over the configured limit."""
+
+
+class RequestTimeout(EdgesplitError):
+    """A request body that stopped arriving."""
 
 
 STATUS: dict[type[EdgesplitError], int] = {
@@ -101,6 +106,7 @@ STATUS: dict[type[EdgesplitError], int] = {
     InvalidArgument: 400,
     Unauthorized: 401,
     PayloadTooLarge: 413,
+    RequestTimeout: 408,
     Overloaded: 503,
 }
 
@@ -216,11 +222,13 @@ class Admission:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over ``max_bytes`` gets 413 before it is read into memory."""
+    """ASGI middleware: a body over ``max_bytes`` gets 413 before it is read into memory, and a
+    body that stalls for ``timeout_s`` between chunks gets 408 (no slow-loris)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -238,7 +246,10 @@ class BodyLimit:
 
         async def limited_receive() -> Message:
             nonlocal received
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                raise RequestTimeout(f"the request body stalled for {self.timeout_s:g} s") from None
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > limit:
@@ -252,9 +263,9 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLarge:
+        except (PayloadTooLarge, RequestTimeout) as exc:
             if not started:
-                await _send_error(send, 413, message)
+                await _send_error(send, STATUS[type(exc)], str(exc))
 
 
 class RequestCounter:
@@ -337,19 +348,32 @@ def create_app(settings: ServerSettings | None = None,
         state["pool"].shutdown(wait=True)
 
     app = FastAPI(title="edgesplit cloud", version="1", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1024 * 1024))
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1024 * 1024),
+                       timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestCounter, counter=metrics.requests)
 
     def svc() -> CloudService:
         return state["service"]
 
+    verifier = (HmacVerifier(read_keys(settings.hmac_keys), max_skew_s=settings.max_skew_s)
+                if settings.hmac_keys else None)
+
     async def authorise(request: Request) -> None:
-        if settings.token is None:
+        """Open when no credential is configured; else a valid token or signature."""
+        if settings.token is None and verifier is None:
             return
-        expected = f"Bearer {settings.token.get_secret_value()}"
         given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Unauthorized("missing or wrong bearer token: send 'Authorization: Bearer ...'")
+        if settings.token is not None and given.startswith("Bearer "):
+            expected = f"Bearer {settings.token.get_secret_value()}"
+            if hmac.compare_digest(given.encode(), expected.encode()):
+                return
+            raise Unauthorized("wrong bearer token")
+        if verifier is not None:
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            verifier.verify(request.method, path, request.headers, await request.body(),
+                            time.time())
+            return
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
 
     async def in_worker(fn: Callable[[], Any]) -> Any:
         with state["admission"]:
