@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -79,7 +80,8 @@ class CloudProcess:
                      *args]
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout_s: float = 90.0, verify: bool | str = True) -> CloudProcess:
+    def start(self, ready_timeout_s: float = 90.0,
+              verify: bool | ssl.SSLContext = True) -> CloudProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edgesplit.cli", "cloud", "serve", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ class CloudClient:
 
     def _new_client(self) -> httpx.Client:
         timeout = httpx.Timeout(None, connect=self._connect_timeout_s)
-        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify,
+        verify: bool | ssl.SSLContext = self._verify if isinstance(self._verify, bool) else (
+            ssl.create_default_context(cafile=self._verify))
+        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=verify,
                             timeout=timeout)
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],

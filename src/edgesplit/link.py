@@ -124,6 +124,7 @@ class LinkEmulator:
         self._downlink_kbps = downlink_kbps
         self._rtt_ms = float(rtt_ms)
         self._refusing = False
+        self._http_error: int | None = None
         self._lock = threading.Lock()
         self._state = "new"  # -> "running" -> "stopped"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -234,6 +235,20 @@ class LinkEmulator:
 
         self._in_loop(apply)
 
+    def set_http_error(self, status: int | None) -> None:
+        """While set, every new connection gets an HTTP ``status`` answer (like a gateway in
+        front of a failing cloud) and is closed; switching it on resets the open connections so
+        kept-alive clients meet it on their next request. ``None`` restores the relay."""
+        if status is not None and not 400 <= status <= 599:
+            raise InvalidArgument(f"http error status must be 400..599, got {status}")
+
+        def apply() -> None:
+            self._http_error = status
+            if status is not None:
+                self._reset_all()
+
+        self._in_loop(apply)
+
     # The event loop side. Buckets, connections and handlers are only touched from the loop.
 
     def _in_loop(self, fn: Callable[[], None]) -> None:
@@ -313,6 +328,9 @@ class LinkEmulator:
             if self._refusing:
                 log.debug("refusing a connection")
                 _reset(client_writer)
+                return
+            if self._http_error is not None:
+                await _answer_http_error(client_reader, client_writer, self._http_error)
                 return
             try:
                 target_reader, target_writer = await asyncio.open_connection(
@@ -443,6 +461,24 @@ class _DelayLine:
             self._bytes -= len(data)
             self._changed.notify_all()
             return due, data
+
+
+async def _answer_http_error(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             status: int) -> None:
+    """Read one request head, answer ``status`` with a JSON error body, and close."""
+    try:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+        _reset(writer)
+        return
+    body = b'{"error": "injected by the link emulator"}'
+    writer.write(b"HTTP/1.1 %d Injected\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (status, len(body),
+                                                                              body))
+    try:
+        await writer.drain()
+    finally:
+        writer.close()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -50,6 +50,7 @@ class Measurement:
     cost_usd: float  # from the measured times
     offload_bytes: int  # raw size of what crossed the cut
     sent_bytes: int  # the request body as sent (after the codec)
+    deadline_s: float  # how long the edge would wait for the cloud (0: it did not ask)
     finished: str  # cloud | edge (fallback or offline)
     fallback: str  # why the edge finished it, empty when the cloud did
     replan: str  # why this inference re-planned, empty when it did not

@@ -274,6 +274,7 @@ class EdgeRuntime:
         chosen = plan.chosen
         deadline = max(self.min_deadline_s,
                        self.deadline_factor * (chosen.comm_s + chosen.cloud_s))
+        outcome.deadline_s = deadline
         assert self.client is not None
         try:
             reply = self.client.infer(self.model, sp, encoded, deadline,
@@ -340,7 +341,7 @@ class EdgeRuntime:
             edge_s=edge_s, comm_s=comm_s, comm_thesis_s=comm_thesis_s, cloud_s=cloud_s,
             latency_s=o.latency_s,
             cost_usd=cost_usd(edge_s, cloud_s, o.sent_bytes, objective.edge, objective.prices),
-            offload_bytes=o.offload_bytes, sent_bytes=o.sent_bytes,
+            offload_bytes=o.offload_bytes, sent_bytes=o.sent_bytes, deadline_s=o.deadline_s,
             finished="edge" if local else "cloud", fallback=o.fallback, replan=replan,
             prediction=int(_top1(o.output)[0]),
         )
@@ -389,4 +390,5 @@ class _Outcome:
     local_layers: list[float] = field(default_factory=list)
     sent_bytes: int = 0
     response_bytes: int = 0
+    deadline_s: float = 0.0
     fallback: str = ""

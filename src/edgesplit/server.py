@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
@@ -312,18 +313,36 @@ class OffloadRequest(BaseModel):
     dtype: str = "float32"
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined, as OpenAPI request bodies need."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
 INFER_BODY_SCHEMA = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            "application/json": {"schema": _inline_schema(InferenceRequest)},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
 OFFLOAD_BODY_SCHEMA = {
     "requestBody": {"required": True, "content": {
-        "application/json": {"schema": OffloadRequest.model_json_schema()}}}
+        "application/json": {"schema": _inline_schema(OffloadRequest)}}}
 }
 
 
@@ -348,6 +367,8 @@ def create_app(settings: ServerSettings | None = None,
         state["pool"].shutdown(wait=True)
 
     app = FastAPI(title="edgesplit cloud", version="1", lifespan=lifespan)
+    # The served models, named in the OpenAPI schema (any other name still gets a 404 here).
+    served = PathParam(json_schema_extra={"enum": list(settings.models)})
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1024 * 1024),
                        timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestCounter, counter=metrics.requests)
@@ -419,7 +440,7 @@ def create_app(settings: ServerSettings | None = None,
                 "extensions": ["binary_tensor_data", "edgesplit_split_point"]}
 
     @app.get("/v2/models/{model}")
-    async def model_metadata(model: str, request: Request) -> dict[str, Any]:
+    async def model_metadata(request: Request, model: str = served) -> dict[str, Any]:
         await authorise(request)
         split = svc().split(model)
         first = split.split_points[0].tensors[0]
@@ -441,13 +462,13 @@ def create_app(settings: ServerSettings | None = None,
         }
 
     @app.get("/v2/models/{model}/ready")
-    async def model_ready(model: str, request: Request) -> dict[str, Any]:
+    async def model_ready(request: Request, model: str = served) -> dict[str, Any]:
         await authorise(request)
         svc().split(model)
         return {"name": model, "ready": True}
 
     @app.post("/v2/models/{model}/infer", openapi_extra=INFER_BODY_SCHEMA)
-    async def infer(model: str, request: Request) -> Response:
+    async def infer(request: Request, model: str = served) -> Response:
         await authorise(request)
         service = svc()
         service.split(model)

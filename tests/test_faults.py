@@ -1,0 +1,227 @@
+"""Faults between a real edge runtime and a real cloud, injected through the link emulator.
+
+Every inference must complete, with the right answer, within its deadline plus a stated bound
+(BOUND: the time to run the remaining layers on the edge, which the test measures, plus 0.5 s of
+scheduling slack); the edge must resume offloading when the cloud is back; the log must hold one
+intact row per inference; and the server must give back what it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from edgesplit import zoo
+from edgesplit.link import LinkEmulator
+from edgesplit.measurements import read_measurements
+from edgesplit.planning import Objective
+from edgesplit.profiles import Profile
+from edgesplit.protocol import encode_request
+from edgesplit.runtime import EdgeRuntime, InferenceResult
+from edgesplit.sensors import FixedClock
+from edgesplit.splitting import SplitModel
+from edgesplit.wire import encode_tensor
+
+from .conftest import CloudProcess, free_port
+from .test_runtime import SetLink
+
+SplitFactory = Callable[[str], SplitModel]
+SLACK_S = 0.5
+
+
+@pytest.fixture
+def faulty(split_model: SplitFactory, alexnet_profile: Profile,
+           tmp_path: Path) -> Iterator[tuple[CloudProcess, LinkEmulator, EdgeRuntime]]:
+    """AlexNet on a rented edge that offloads its raw input (cost strategy) through a relay."""
+    with CloudProcess(models="alexnet") as cloud, \
+            LinkEmulator("127.0.0.1", cloud.port, burst_bytes=4096) as link:
+        edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{link.port}",
+                           split=split_model("alexnet"), profile=alexnet_profile,
+                           objective=Objective("cost", edge="rent"),
+                           link=SetLink(bandwidth_kbps=100_000, rtt_ms=1), clock=FixedClock(2.0),
+                           retry_s=0.5, log_dir=tmp_path)
+        with edge:
+            yield cloud, link, edge
+
+
+def local_time(split: SplitModel) -> float:
+    x = zoo.sample_input("alexnet")
+    began = time.perf_counter()
+    split(x)
+    return time.perf_counter() - began
+
+
+def check(result: InferenceResult, split: SplitModel, bound_s: float) -> None:
+    m = result.measurement
+    assert torch.allclose(result.output, split(zoo.sample_input("alexnet")), atol=1e-4)
+    assert m.latency_s <= m.deadline_s + bound_s, (m.latency_s, m.deadline_s, m.fallback)
+
+
+def rows_are_intact(log_dir: Path, count: int) -> None:
+    assert [m.seq for m in read_measurements(log_dir)] == list(range(1, count + 1))
+
+
+def test_a_cloud_answering_5xx(faulty, split_model: SplitFactory, tmp_path: Path) -> None:
+    _, link, edge = faulty
+    split = split_model("alexnet")
+    bound = 2 * local_time(split) + SLACK_S
+    x = zoo.sample_input("alexnet")
+    assert edge.infer(x).measurement.finished == "cloud"
+    link.set_http_error(503)
+    failed = edge.infer(x)
+    check(failed, split, bound)
+    assert failed.measurement.finished == "edge"
+    assert "503" in failed.measurement.fallback
+    link.set_http_error(None)
+    time.sleep(0.6)
+    assert edge.infer(x).measurement.finished == "cloud"
+    rows_are_intact(tmp_path, 3)
+
+
+def test_a_connection_reset_halfway_through_the_body(faulty, split_model: SplitFactory,
+                                                     tmp_path: Path) -> None:
+    _, link, edge = faulty
+    split = split_model("alexnet")
+    bound = 2 * local_time(split) + SLACK_S
+    link.set_rate_kbps(500)  # the raw input takes ten seconds to go up
+    edge.link.bandwidth_kbps = 500  # the edge knows: its deadline is about half a minute
+    timer = threading.Timer(0.8, link.drop_connections)
+    timer.start()
+    result = edge.infer(zoo.sample_input("alexnet"))
+    timer.join()
+    check(result, split, bound)
+    assert result.measurement.finished == "edge"
+    assert result.measurement.latency_s < 5  # the reset ended the wait, not the deadline
+    assert link.bytes_up < 600_000  # it really was cut off halfway
+    rows_are_intact(tmp_path, 1)
+
+
+def test_bandwidth_dropping_to_nearly_nothing(faulty, split_model: SplitFactory,
+                                              tmp_path: Path) -> None:
+    _, link, edge = faulty
+    split = split_model("alexnet")
+    bound = 2 * local_time(split) + SLACK_S
+    x = zoo.sample_input("alexnet")
+    assert edge.infer(x).measurement.finished == "cloud"
+    link.set_rate_kbps(1)  # the edge still believes 100 Mbit/s: its deadline is the minimum
+    slow = edge.infer(x)
+    check(slow, split, bound)
+    assert slow.measurement.finished == "edge"
+    assert "did not answer within 1.00 s" in slow.measurement.fallback
+    link.set_rate_kbps(None)
+    time.sleep(0.6)
+    assert edge.infer(x).measurement.finished == "cloud"
+    rows_are_intact(tmp_path, 3)
+
+
+def test_a_cloud_restarting_behind_the_link(faulty, split_model: SplitFactory,
+                                            tmp_path: Path) -> None:
+    cloud, _, edge = faulty
+    split = split_model("alexnet")
+    bound = 2 * local_time(split) + SLACK_S
+    x = zoo.sample_input("alexnet")
+    cloud.stop(signal.SIGKILL)
+    down = [edge.infer(x) for _ in range(2)]
+    for result in down:
+        check(result, split, bound)
+        assert result.measurement.finished == "edge"
+    cloud.start()
+    time.sleep(0.6)
+    assert edge.infer(x).measurement.finished == "cloud"
+    rows_are_intact(tmp_path, 3)
+
+
+@pytest.mark.parametrize("url", ["http://cloud.invalid:8000", "refused"])
+def test_an_unresolvable_or_refusing_cloud(url: str, split_model: SplitFactory,
+                                           alexnet_profile: Profile, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}" if url == "refused" else url
+    split = split_model("alexnet")
+    edge = EdgeRuntime("alexnet", url, split=split, profile=alexnet_profile,
+                       objective=Objective("cost", edge="rent"), log_dir=tmp_path)
+    with edge:
+        results = [edge.infer(zoo.sample_input("alexnet")) for _ in range(3)]
+    for result in results:
+        check(result, split, 2 * local_time(split) + SLACK_S)
+        assert result.measurement.finished == "edge"
+    assert "cannot reach the cloud" in results[0].measurement.fallback
+    rows_are_intact(tmp_path, 3)
+
+
+def process_usage(pid: int) -> tuple[int, int, int]:
+    """(open file descriptors, threads, resident kB) of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task")), rss
+
+
+async def hammer(url: str, bodies: list[tuple[bytes, dict[str, str]]], total: int,
+                 concurrency: int = 8) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    queue = iter(range(total))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def worker() -> None:
+            for i in queue:
+                content, headers = bodies[i % len(bodies)]
+                response = await client.post("/v2/models/mnist_cnn/infer", content=content,
+                                             headers=headers)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def test_the_server_frees_what_it_takes_over_10k_requests(split_model: SplitFactory) -> None:
+    split = split_model("mnist_cnn")
+    x = zoo.sample_input("mnist_cnn")
+    bodies = [encode_request([encode_tensor(t, name=spec.name) for t, spec in
+                              zip(split.head(x, sp), split.split_points[sp].tensors,
+                                  strict=True)], {"split_point": sp}) for sp in range(10)]
+    bodies.append((b"garbage", {}))  # errors take their own paths: they must not leak either
+    bodies.append(encode_request([encode_tensor(torch.zeros(1, 3))], {"split_point": 4}))
+    with CloudProcess(models="mnist_cnn") as server:
+        assert server.process is not None
+        asyncio.run(hammer(server.url, bodies, 1000))  # warm up every path
+        before = process_usage(server.process.pid)
+        statuses = asyncio.run(hammer(server.url, bodies, 10_000))
+        after = process_usage(server.process.pid)
+    assert sum(statuses.values()) == 10_000
+    assert statuses == {200: 8334, 400: 1666}  # 10 of every 12 bodies are valid
+    fds, threads, rss = (a - b for a, b in zip(after, before, strict=True))
+    assert fds <= 2 and threads <= 0, (before, after)
+    assert rss < 30_000, f"resident memory grew by {rss} kB over 10,000 requests"
+
+
+def test_sigterm_drains_requests_in_flight() -> None:
+    batch = torch.cat([zoo.sample_input("alexnet")] * 8)
+    content, headers = encode_request([encode_tensor(batch, name="x")], {"split_point": 0})
+    statuses: list[int] = []
+    server = CloudProcess("--workers", "1", models="alexnet").start()
+    assert server.process is not None
+
+    def offload() -> None:
+        response = httpx.post(f"{server.url}/v2/models/alexnet/infer", content=content,
+                              headers=headers, timeout=60)
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=offload) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # all four are in: one running, three waiting for the worker
+    server.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join()
+    # uvicorn drains, then re-raises the signal so a supervisor sees why it ended.
+    assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert statuses == [200, 200, 200, 200]
+    with pytest.raises(httpx.ConnectError):  # and nothing new gets in
+        httpx.get(f"{server.url}/v2/health/live")
