@@ -371,6 +371,12 @@ def _codec_list(value: str) -> list[str]:
               help="Round-trip time to assume until measured.")
 @click.option("--replan-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Re-plan at least this often (seconds).")
+@click.option("--replan-bandwidth", type=click.FloatRange(min=0), default=0.2,
+              show_default=True, help="Re-plan when the bandwidth moves this much (relative).")
+@click.option("--replan-rtt-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Re-plan when the round-trip time moves this much.")
+@click.option("--replan-clock", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Re-plan when the clock speed moves this much (relative).")
 @click.option("--hysteresis", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="A new split must be this much faster or cheaper to replace the current.")
 @click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN).")
@@ -395,7 +401,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
              edge_mode: str, strategy: str, predictor: str, deadline_ms: float | None,
              max_cost_usd: float | None, codec: str, clock_ghz: float | None,
              clock_file: Path | None, bandwidth_kbps: float, rtt_ms: float,
-             replan_interval: float, hysteresis: float, token: str | None,
+             replan_interval: float, replan_bandwidth: float, replan_rtt_ms: float,
+             replan_clock: float, hysteresis: float, token: str | None,
              token_file: Path | None, hmac_key_id: str | None, hmac_key_file: Path | None,
              cacert: Path | None,
              profile_file: Path | None, cloud_profile: Path | None, log_dir: Path | None,
@@ -434,7 +441,9 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         profile=get_profile(model, profile_file, threads, as_json),
         cloud_profile=read_profile(cloud_profile) if cloud_profile else None, clock=clock,
         link=LinkEstimator(bandwidth_kbps, rtt_ms),
-        reschedule=ReschedulePolicy(interval_s=replan_interval, hysteresis=hysteresis),
+        reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
+                                    rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
+                                    hysteresis=hysteresis),
         token=token, signing=signing, verify=str(cacert) if cacert else True,
         log_dir=log_dir)
 
