@@ -17,16 +17,14 @@ import argparse
 import asyncio
 import random
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import torch
 
+from _server import serving
 from edgesplit import zoo
-from edgesplit.demo import free_port
 from edgesplit.protocol import encode_request
 from edgesplit.splitting import SplitModel
 from edgesplit.wire import encode_tensor
@@ -98,19 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = bodies()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "edgesplit.cli", "cloud", "serve",
-                               "--port", str(port), "--models", ",".join(SPLITS),
-                               "--workers", "2", "--max-pending", "32",
-                               "--log-level", "warning"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).is_success:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving(",".join(SPLITS), "--workers", "2", "--max-pending", "32") as (server, url):
         before = rss_mb(server.pid)
         print(f"{args.edges} edges, server on 2 cores with 2 tail workers, 32 pending at most\n")
         print("| load | seconds | completed/s | p50 ms | p99 ms | 200 | 503 | errors |")
@@ -127,9 +113,6 @@ def main() -> None:
         healthy = httpx.get(f"{url}/v2/health/ready", timeout=5).is_success
         print(f"\nserver memory: {before:.0f} MB before, {after:.0f} MB after; "
               f"ready afterwards: {healthy}")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

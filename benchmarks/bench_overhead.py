@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import time
 
-import httpx
 import torch
 
+from _server import serving
 from edgesplit import zoo
 from edgesplit.client import CloudClient
-from edgesplit.demo import free_port
 from edgesplit.splitting import SplitModel
 from edgesplit.wire import encode_tensor
 
@@ -34,18 +31,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "edgesplit.cli", "cloud", "serve",
-                               "--port", str(port), "--models", args.model,
-                               "--log-level", "warning"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).is_success:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving(args.model) as (_, url):
         x = zoo.sample_input(args.model)
         split = SplitModel(zoo.build_model(args.model), x)
         with CloudClient(url) as client:
@@ -79,9 +65,6 @@ def main() -> None:
         print(f"\nmedian overhead over all split points: {median * 1e3:.2f} ms; a bare HTTP "
               f"round trip: {statistics.median(bare) * 1e3:.2f} ms; overhead / bare round trip "
               f"= {median / statistics.median(bare):.1f}x")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

@@ -104,3 +104,16 @@ def test_models_lists_the_zoo() -> None:
     assert {name: row["split_points"] for name, row in rows.items()} == {
         "alexnet": 20, "vgg16": 38, "mnist_cnn": 10, "resnet18": 69}
     assert rows["mnist_cnn"]["parameters"] == 21_840
+
+
+def test_a_trust_file_that_is_not_a_certificate_is_one_clear_error(
+        tmp_path: Path, mnist_profile_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate")
+    assert main(["edge", "run", "--cloud", "https://127.0.0.1:9", "--model", "mnist_cnn",
+                 "--sample", "--cacert", str(junk), "--profile", str(mnist_profile_file)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("edgesplit: error: cannot use") and "PEM" in error
+    assert main(["edge", "run", "--model", "mnist_cnn", "--sample", "--log",
+                 str(junk / "below-a-file"), "--profile", str(mnist_profile_file)]) == 2
+    assert "cannot write the measurement log" in capsys.readouterr().err

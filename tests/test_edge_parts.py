@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from edgesplit import zoo
-from edgesplit.errors import InputError
+from edgesplit.errors import InputError, InvalidArgument
 from edgesplit.inputs import input_files, load_input
 from edgesplit.measurements import (
     LayerTime,
@@ -122,7 +122,7 @@ def test_file_clock_reads_the_emulated_clock_and_keeps_the_last_good_value(
 
 def test_measurement_log_appends_and_reads_back(tmp_path: Path) -> None:
     with MeasurementLog(tmp_path) as log:
-        log.append(measurement(1), [LayerTime(1, "edge", 1, "conv", 0.01)])
+        log.append(measurement(1), [LayerTime(1, "r1", "edge", 1, "conv", 0.01)])
         log.append(measurement(2))
     with MeasurementLog(tmp_path) as log:  # reopening appends, no second header
         log.append(measurement(3))
@@ -130,7 +130,17 @@ def test_measurement_log_appends_and_reads_back(tmp_path: Path) -> None:
     assert [m.seq for m in rows] == [1, 2, 3]
     assert rows[0] == measurement(1)
     assert list(read_rows(tmp_path / "layers.csv")) == [
-        {"seq": "1", "side": "edge", "index": "1", "layer": "conv", "time_s": "0.01"}]
+        {"seq": "1", "run": "r1", "side": "edge", "index": "1", "layer": "conv",
+         "time_s": "0.01"}]
+
+
+def test_a_log_with_other_columns_is_refused_not_corrupted(tmp_path: Path) -> None:
+    (tmp_path / "measurements.csv").write_text("seq,time,latency\n1,x,0.1\n")
+    with pytest.raises(InvalidArgument, match="holds other columns"):
+        MeasurementLog(tmp_path)
+    assert (tmp_path / "measurements.csv").read_text() == "seq,time,latency\n1,x,0.1\n"
+    with pytest.raises(InvalidArgument, match="cannot write the measurement log"):
+        MeasurementLog(tmp_path / "measurements.csv" / "below-a-file")
 
 
 def test_a_torn_last_row_is_skipped_and_healed(tmp_path: Path) -> None:

@@ -9,8 +9,12 @@ intact row per inference; and the server must give back what it takes.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
+import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +25,14 @@ import pytest
 import torch
 
 from edgesplit import zoo
+from edgesplit.client import CloudClient
 from edgesplit.link import LinkEmulator
 from edgesplit.measurements import read_measurements
 from edgesplit.planning import Objective
 from edgesplit.profiles import Profile
 from edgesplit.protocol import encode_request
 from edgesplit.runtime import EdgeRuntime, InferenceResult
-from edgesplit.sensors import FixedClock
+from edgesplit.sensors import FixedClock, LinkEstimator
 from edgesplit.splitting import SplitModel
 from edgesplit.wire import encode_tensor
 
@@ -44,6 +49,11 @@ def faulty(split_model: SplitFactory, alexnet_profile: Profile,
     """AlexNet on a rented edge that offloads its raw input (cost strategy) through a relay."""
     with CloudProcess(models="alexnet") as cloud, \
             LinkEmulator("127.0.0.1", cloud.port, burst_bytes=4096) as link:
+        # The cloud's first AlexNet tail sets up its kernels, which can take longer than the
+        # edge's one-second minimum deadline on a busy machine: warm it first.
+        x = zoo.sample_input("alexnet")
+        with CloudClient(cloud.url) as client:
+            client.infer("alexnet", 0, [encode_tensor(x, name="x")], deadline_s=60)
         edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{link.port}",
                            split=split_model("alexnet"), profile=alexnet_profile,
                            objective=Objective("cost", edge="rent"),
@@ -225,3 +235,71 @@ def test_sigterm_drains_requests_in_flight() -> None:
     assert statuses == [200, 200, 200, 200]
     with pytest.raises(httpx.ConnectError):  # and nothing new gets in
         httpx.get(f"{server.url}/v2/health/live")
+
+
+class WrongCloud(threading.Thread):
+    """A cloud that answers 200 with nonsense: the part of the world the edge cannot trust."""
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.answer = (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{head}"
+                       "Connection: close\r\n\r\n").encode() + body
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1)) if (
+                    b"ontent-length" in head) else 0
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                conn.sendall(self.answer)
+
+
+def oip_answer(outputs: list, parameters: dict) -> tuple[bytes, dict[str, str]]:
+    return json.dumps({"model_name": "alexnet", "outputs": outputs,
+                       "parameters": parameters}).encode().replace(b'"NaN"', b"NaN"), {
+        "content-type": "application/json"}
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (oip_answer([], {}), "malformed"),
+    (oip_answer([{"name": "output", "shape": [1, 1000], "datatype": "FP32",
+                  "data": [0.0] * 1000}], {"cloud_s": "NaN", "layer_times_s": []}), "malformed"),
+    (oip_answer([{"name": "output", "shape": [1, 7], "datatype": "FP32", "data": [0.0] * 7}],
+                {"cloud_s": 0.01, "layer_times_s": [0.01] * 19}), "not this model's output"),
+    (oip_answer([{"name": "output", "shape": [1, 1000], "datatype": "FP32",
+                  "data": [0.0] * 1000}], {"cloud_s": 0.01, "layer_times_s": [0.01] * 50}),
+     "timed 50 layers"),
+    ((b"{not json", {"content-type": "application/json"}), "malformed"),
+    ((b"\x00" * 64, {"inference-header-content-length": "9999"}), "malformed"),
+])
+def test_a_cloud_that_answers_nonsense(answer: tuple[bytes, dict[str, str]], reason: str,
+                                       split_model: SplitFactory, alexnet_profile: Profile,
+                                       tmp_path: Path) -> None:
+    wrong = WrongCloud(*answer)
+    wrong.start()
+    split = split_model("alexnet")
+    edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{wrong.port}", split=split,
+                       profile=alexnet_profile, objective=Objective("cost", edge="rent"),
+                       link=LinkEstimator(bandwidth_kbps=100_000, rtt_ms=1), log_dir=tmp_path)
+    with edge:
+        results = [edge.infer(zoo.sample_input("alexnet")) for _ in range(2)]
+    wrong.sock.close()
+    for result in results:
+        check(result, split, 2 * local_time(split) + SLACK_S)
+        assert result.measurement.finished == "edge"
+    assert reason in results[0].measurement.fallback
+    assert math.isfinite(edge.link.rtt_ms) and math.isfinite(edge.link.bandwidth_kbps)
+    rows_are_intact(tmp_path, 2)

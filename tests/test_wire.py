@@ -69,6 +69,8 @@ def test_integer_tensors_pass_through_lossy_codecs_unchanged() -> None:
     (b"garbage", [1, 4], "FP32", {"compression": "lz4"}, "lz4 data is corrupt|needs 16 bytes"),
     (b"\x00" * 16, [1, 4], "FP32", {"compression": "brotli"}, "unknown compression"),
     (b"\x00" * 4, [1, 4], "INT8", {"quant_scale": -1, "quant_zero_point": 0}, "quant_scale"),
+    (b"\x00" * 4, [1, 4], "INT8", {"quant_scale": 10**400, "quant_zero_point": 0},
+     "quant_scale"),
     (b"\x00" * 4, [1, 4], "INT8", {"quant_scale": 1.0, "quant_zero_point": 900}, "zero_point"),
     (b"\x00" * 16, [1, 4], "FP32", {"quant_scale": 1.0, "quant_zero_point": 0}, "only with INT8"),
     (b"\x00" * 16, "1,4", "FP32", {}, "list of integers"),

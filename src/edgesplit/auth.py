@@ -33,6 +33,7 @@ NONCE_HEADER = "x-edgesplit-nonce"
 SIGNATURE_HEADER = "x-edgesplit-signature"
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NONCE = re.compile(r"^[0-9a-f]{16,64}$")
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 
 
 def signature(secret: bytes, method: str, path: str, timestamp: str, nonce: str,
@@ -91,29 +92,34 @@ class HmacVerifier:
         self.max_skew_s = max_skew_s
         self.nonces = nonces if nonces is not None else NonceCache()
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-               now: float) -> str:
-        """The key id of a correctly signed, fresh, first-seen request; else ``Unauthorized``."""
+    def check_headers(self, headers: Mapping[str, str], now: float) -> None:
+        """What can be checked before reading the body: present, well formed, fresh, a known
+        key. Refusing here keeps unauthenticated clients from making the server buffer bodies."""
         key_id = headers.get(KEY_HEADER, "")
         timestamp = headers.get(TIMESTAMP_HEADER, "")
         nonce = headers.get(NONCE_HEADER, "")
-        given = headers.get(SIGNATURE_HEADER, "")
-        if not (key_id and timestamp and nonce and given):
+        if not (key_id and timestamp and nonce and headers.get(SIGNATURE_HEADER)):
             raise Unauthorized(
                 "missing request signature: send the X-Edgesplit-Key, -Timestamp, -Nonce and "
                 "-Signature headers (edgesplit edge run --hmac-key-id/--hmac-key-file)")
-        secret = self.keys.get(key_id) if _KEY_ID.match(key_id) else None
-        if secret is None:
-            raise Unauthorized("unknown signing key id")
-        if not timestamp.isdigit() or not _NONCE.match(nonce):
+        if not (_TIMESTAMP.match(timestamp) and _NONCE.match(nonce)):
             raise Unauthorized("malformed signature headers")
         skew = abs(now - int(timestamp))
         if skew > self.max_skew_s:
             raise Unauthorized(
                 f"request timestamp is {skew:.0f} s from the server's clock (at most "
                 f"{self.max_skew_s:g} s allowed): check the edge's clock")
-        expected = signature(secret, method, path, timestamp, nonce, body)
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not (_KEY_ID.match(key_id) and key_id in self.keys):
+            raise Unauthorized("bad request signature")  # the same answer as a wrong secret
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+               now: float) -> str:
+        """The key id of a correctly signed, fresh, first-seen request; else ``Unauthorized``."""
+        self.check_headers(headers, now)
+        key_id, timestamp = headers[KEY_HEADER], headers[TIMESTAMP_HEADER]
+        nonce = headers[NONCE_HEADER]
+        expected = signature(self.keys[key_id], method, path, timestamp, nonce, body)
+        if not hmac.compare_digest(headers[SIGNATURE_HEADER].encode(), expected.encode()):
             raise Unauthorized("bad request signature")
         if not self.nonces.add((key_id, nonce), int(timestamp) + self.max_skew_s, now):
             raise Unauthorized("replayed request: this nonce was already used")

@@ -252,39 +252,56 @@ def cloud() -> None:
 
 
 @cloud.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--models", default=",".join(zoo.MODELS), show_default=True,
-              help="Zoo models to load, comma-separated.")
-@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Accept this bearer token "
-              "(or set EDGESPLIT_TOKEN).")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--host", envvar="EDGESPLIT_HOST", default="127.0.0.1", show_default=True,
+              help="Address to bind.")
+@click.option("--port", envvar="EDGESPLIT_PORT", type=click.IntRange(0, 65535), default=8000,
+              show_default=True)
+@click.option("--models", envvar="EDGESPLIT_MODELS", default=",".join(zoo.MODELS),
+              show_default=True, help="Zoo models to load, comma-separated.")
+@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Accept this bearer token.")
+@click.option("--token-file", envvar="EDGESPLIT_TOKEN_FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
               help="Read the bearer token from this file.")
-@click.option("--hmac-keys", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--hmac-keys", envvar="EDGESPLIT_HMAC_KEYS",
+              type=click.Path(dir_okay=False, path_type=Path),
               help="Accept requests signed with a key in this file ('<key id> <secret>' lines).")
-@click.option("--max-skew-s", type=click.FloatRange(min=0, min_open=True), default=30.0,
-              show_default=True, help="Largest clock difference allowed in signed requests.")
+@click.option("--max-skew-s", envvar="EDGESPLIT_MAX_SKEW_S",
+              type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Largest clock difference allowed in signed requests.")
 @click.option("--allow-unauthenticated", is_flag=True,
               help="Serve on a non-loopback address without a token or keys (not advised).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--tls-cert", envvar="EDGESPLIT_TLS_CERT",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Serve HTTPS with this certificate (PEM).")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--tls-key", envvar="EDGESPLIT_TLS_KEY",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The certificate's private key (PEM).")
-@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0,
-              show_default=True, help="Largest request body accepted.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Tails run at once (threads).")
-@click.option("--torch-threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="torch threads per tail.")
-@click.option("--max-pending", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--max-body-mb", envvar="EDGESPLIT_MAX_BODY_MB",
+              type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="Largest request body accepted.")
+@click.option("--body-timeout-s", envvar="EDGESPLIT_BODY_TIMEOUT_S",
+              type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Cut off a request body that stalls this long.")
+@click.option("--max-batch", envvar="EDGESPLIT_MAX_BATCH", type=click.IntRange(min=1),
+              default=16, show_default=True, help="Largest batch of tensors in one request.")
+@click.option("--workers", envvar="EDGESPLIT_WORKERS", type=click.IntRange(min=1), default=2,
+              show_default=True, help="Tails run at once (threads).")
+@click.option("--torch-threads", envvar="EDGESPLIT_TORCH_THREADS", type=click.IntRange(min=1),
+              default=1, show_default=True, help="torch threads per tail.")
+@click.option("--max-pending", envvar="EDGESPLIT_MAX_PENDING", type=click.IntRange(min=1),
+              default=32, show_default=True,
               help="Requests running or waiting before the server answers 503.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def serve(host: str, port: int, models: str, token: str | None, token_file: Path | None,
           hmac_keys: Path | None, max_skew_s: float, allow_unauthenticated: bool,
-          tls_cert: Path | None, tls_key: Path | None, max_body_mb: float, workers: int,
-          torch_threads: int, max_pending: int, log_level: str) -> None:
-    """Serve split models over HTTP (Open Inference Protocol v2 and the thesis's /offload)."""
+          tls_cert: Path | None, tls_key: Path | None, max_body_mb: float,
+          body_timeout_s: float, max_batch: int, workers: int, torch_threads: int,
+          max_pending: int, log_level: str) -> None:
+    """Serve split models over HTTP (Open Inference Protocol v2 and the thesis's /offload).
+
+    Every option can also be set with an EDGESPLIT_<OPTION> variable (EDGESPLIT_MAX_PENDING...).
+    """
     import logging
 
     import uvicorn
@@ -313,10 +330,11 @@ def serve(host: str, port: int, models: str, token: str | None, token_file: Path
         if tls_cert is None:
             logging.getLogger("edgesplit").warning(
                 "serving on %s without TLS: tensors and credentials travel in clear text", host)
-    settings = ServerSettings(host=host, port=port, models=names, token=token,
-                              hmac_keys=hmac_keys, max_skew_s=max_skew_s, tls_cert=tls_cert,
-                              tls_key=tls_key, max_body_mb=max_body_mb, workers=workers,
-                              torch_threads=torch_threads, max_pending=max_pending)
+    settings = ServerSettings(models=names, token=token, hmac_keys=hmac_keys,
+                              max_skew_s=max_skew_s, max_body_mb=max_body_mb,
+                              body_timeout_s=body_timeout_s, max_batch=max_batch,
+                              workers=workers, torch_threads=torch_threads,
+                              max_pending=max_pending)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
                 ssl_certfile=tls_cert, ssl_keyfile=tls_key, timeout_graceful_shutdown=30)
 

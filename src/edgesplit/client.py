@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import math
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ import httpx
 import torch
 
 from .auth import sign_request
-from .errors import CloudUnavailable, OffloadTimeout, WireFormatError
+from .errors import CloudUnavailable, InvalidArgument, OffloadTimeout
 from .protocol import HEADER_LENGTH, encode_request, parse_response
 from .wire import EncodedTensor
 
@@ -55,17 +56,13 @@ class CloudClient:
         self._base_path = urlsplit(self.base_url).path
         self._signing = signing
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._verify = verify
+        self._verify = _trust(verify)
         self._connect_timeout_s = connect_timeout_s
         self._client = self._new_client()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="offload")
 
     def _new_client(self) -> httpx.Client:
-        timeout = httpx.Timeout(None, connect=self._connect_timeout_s)
-        verify: bool | ssl.SSLContext = self._verify if isinstance(self._verify, bool) else (
-            ssl.create_default_context(cafile=self._verify))
-        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=verify,
-                            timeout=timeout)
+        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify)
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None) -> CloudReply:
@@ -73,9 +70,9 @@ class CloudClient:
                                        request_id=request_id)
         path = f"/v2/models/{model}/infer"
 
-        def call() -> tuple[httpx.Response, float]:
+        def call(timeout: httpx.Timeout) -> tuple[httpx.Response, float]:
             began = time.perf_counter()
-            response = self._client.post(path, content=body,
+            response = self._client.post(path, content=body, timeout=timeout,
                                          headers=headers | self._sign("POST", path, body))
             return response, time.perf_counter() - began
 
@@ -84,18 +81,23 @@ class CloudClient:
         try:
             header, outputs = parse_response(response.content,
                                              response.headers.get(HEADER_LENGTH))
-        except WireFormatError as exc:
+            parameters = header.get("parameters") or {}
+            cloud_s = float(parameters.get("cloud_s", 0.0))
+            layer_times = [float(t) for t in parameters.get("layer_times_s", [])]
+            if not outputs or not all(math.isfinite(t) and t >= 0
+                                      for t in (cloud_s, *layer_times)):
+                raise ValueError("no output, or timings that are not non-negative numbers")
+        except Exception as exc:  # whatever the cloud sent, the edge must not crash on it
             raise CloudUnavailable(f"the cloud's answer is malformed: {exc}") from exc
-        parameters = header.get("parameters") or {}
-        return CloudReply(outputs[0], float(parameters.get("cloud_s", 0.0)),
-                          list(parameters.get("layer_times_s", [])), len(body),
-                          len(response.content), elapsed)
+        return CloudReply(outputs[0], cloud_s, layer_times, len(body), len(response.content),
+                          elapsed)
 
     def ping(self, deadline_s: float = 2.0) -> float:
         """One small round trip (``GET /v2/health/live``): its time in seconds."""
-        def call() -> float:
+        def call(timeout: httpx.Timeout) -> float:
             began = time.perf_counter()
-            self._check(self._client.get("/v2/health/live"))  # open: liveness needs no key
+            # Liveness is open on the server: no signature needed.
+            self._check(self._client.get("/v2/health/live", timeout=timeout))
             return time.perf_counter() - began
 
         return self._within(deadline_s, call)
@@ -104,9 +106,9 @@ class CloudClient:
         """Send ``nbytes`` to the cloud's probe endpoint; the round trip time in seconds."""
         payload = bytes(nbytes)
 
-        def call() -> float:
+        def call(timeout: httpx.Timeout) -> float:
             began = time.perf_counter()
-            self._check(self._client.post("/edgesplit/probe", content=payload,
+            self._check(self._client.post("/edgesplit/probe", content=payload, timeout=timeout,
                                           headers=self._sign("POST", "/edgesplit/probe",
                                                              payload)))
             return time.perf_counter() - began
@@ -129,13 +131,20 @@ class CloudClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _within(self, deadline_s: float, call: Callable[[], T]) -> T:
-        future = self._pool.submit(call)
+    def _within(self, deadline_s: float, call: Callable[[httpx.Timeout], T]) -> T:
+        """Run ``call`` on the helper thread and wait at most ``deadline_s`` for it.
+
+        httpx's own timeouts bound each socket operation, not the exchange, so they cannot
+        give the deadline; they are still set to it so that a stuck helper thread ends by itself
+        soon after (closing a socket does not wake a thread blocked reading it).
+        """
+        timeout = httpx.Timeout(deadline_s, connect=min(self._connect_timeout_s, deadline_s))
+        future = self._pool.submit(call, timeout)
         try:
             return future.result(timeout=deadline_s)
         except concurrent.futures.TimeoutError:
-            # Closing the client aborts the socket under the helper thread; start afresh with a
-            # new thread too, so the next call never queues behind the stuck one.
+            # Give up on the stuck exchange: a fresh connection and helper thread for the next
+            # call, so it never queues behind this one.
             stuck, self._client = self._client, self._new_client()
             stuck_pool, self._pool = self._pool, concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="offload")
@@ -155,6 +164,18 @@ class CloudClient:
         raise CloudUnavailable(
             f"the cloud answered {response.status_code}: {_error_text(response)}"
         )
+
+
+def _trust(verify: bool | str) -> bool | ssl.SSLContext:
+    """``verify`` as httpx takes it: True, False, or a context trusting the PEM file given."""
+    if isinstance(verify, bool):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidArgument(
+            f"cannot use {verify} to verify the cloud: it must be a PEM certificate or CA "
+            f"bundle ({exc})") from exc
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -117,7 +117,6 @@ class _EdgeWatcher(threading.Thread):
         super().__init__(daemon=True, name="edge-watcher")
         self.process = process
         self.latest: dict | None = None
-        self.count = 0
         self.first = threading.Event()
 
     def run(self) -> None:
@@ -127,7 +126,6 @@ class _EdgeWatcher(threading.Thread):
                 self.latest = json.loads(line)
             except ValueError:
                 continue
-            self.count += 1
             self.first.set()
 
 

@@ -6,6 +6,8 @@ can print it as it is and the server can return it as the body of a 4xx.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgesplitError(Exception):
     """Root of every error edgesplit raises on purpose."""
@@ -61,3 +63,12 @@ class OffloadTimeout(CloudUnavailable, TimeoutError):
 
 class Unauthorized(EdgesplitError):
     """A missing, wrong, stale or replayed credential."""
+
+
+def first_validation_error(exc: Any) -> str:
+    """One line from a pydantic ``ValidationError``: where, then what (the first problem)."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid input"
+    where = ".".join(str(part) for part in errors[0]["loc"])
+    return f"{where}: {errors[0]['msg']}" if where else errors[0]["msg"]

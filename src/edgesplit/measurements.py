@@ -12,9 +12,11 @@ import csv
 import io
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .errors import InvalidArgument
 
 MEASUREMENTS_FILE = "measurements.csv"
 LAYERS_FILE = "layers.csv"
@@ -24,7 +26,8 @@ LAYERS_FILE = "layers.csv"
 class Measurement:
     """What one inference did: conditions, plan, prediction and measured latencies (s)."""
 
-    seq: int
+    seq: int  # 1, 2, ... within a run
+    run: str  # which run of the runtime: several may append to one log
     time: str  # ISO 8601, UTC
     elapsed_s: float  # since the runtime started
     model: str
@@ -60,6 +63,7 @@ class Measurement:
 @dataclass(frozen=True)
 class LayerTime:
     seq: int
+    run: str
     side: str  # edge | cloud
     index: int
     layer: str
@@ -75,19 +79,27 @@ class MeasurementLog:
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._rows = self._open(MEASUREMENTS_FILE, MEASUREMENT_FIELDS)
-        self._layers = self._open(LAYERS_FILE, LAYER_FIELDS)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._rows: int | None = self._open(MEASUREMENTS_FILE, MEASUREMENT_FIELDS)
+            self._layers: int | None = self._open(LAYERS_FILE, LAYER_FIELDS)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot write the measurement log in {self.directory}: "
+                                  f"{exc.strerror}") from exc
 
     def append(self, measurement: Measurement, layers: Sequence[LayerTime] = ()) -> None:
+        if self._rows is None or self._layers is None:
+            raise InvalidArgument("the measurement log is closed")
         if layers:
             self._write(self._layers, [[getattr(t, k) for k in LAYER_FIELDS] for t in layers])
         self._write(self._rows, [[getattr(measurement, k) for k in MEASUREMENT_FIELDS]])
 
     def close(self) -> None:
         for fd in (self._rows, self._layers):
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+        self._rows = self._layers = None
 
     def __enter__(self) -> MeasurementLog:
         return self
@@ -100,8 +112,13 @@ class MeasurementLog:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if os.fstat(fd).st_size == 0:
             self._write(fd, [header])
-        else:
-            _heal(path, fd)
+            return fd
+        with open(path, newline="") as existing:
+            if next(csv.reader(existing), None) != header:
+                os.close(fd)
+                raise InvalidArgument(f"{path} holds other columns (another version wrote it): "
+                                      "log to a new folder")
+        _heal(path, fd)
         return fd
 
     def _write(self, fd: int, rows: list[list[Any]]) -> None:
@@ -120,7 +137,7 @@ def _heal(path: Path, fd: int) -> None:
             os.write(fd, b"\n")
 
 
-def read_rows(path: Path, names: Sequence[str] = MEASUREMENT_FIELDS) -> Iterator[dict[str, str]]:
+def read_rows(path: Path) -> Iterator[dict[str, str]]:
     """Rows of a log file; a torn or foreign line (wrong number of fields) is skipped."""
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
@@ -151,6 +168,3 @@ def _convert(kind: Any, value: str) -> Any:
         return float(value)
     return value
 
-
-def as_dict(measurement: Measurement) -> dict[str, Any]:
-    return asdict(measurement)

@@ -152,8 +152,9 @@ class ProfilePredictor:
     - Cloud: ``sum(t_i for i > sp)`` from the cloud's profile (the edge's own when none is given).
     - Communication: the encoded payload plus request overhead, times the wire factor, over the
       bandwidth, plus one round trip (the request goes out, the answer comes back).
-    - Codecs: a codec shrinks the payload by a ratio and costs encode plus decode time; both start
-      from priors and are learned from what was actually sent.
+    - Codecs: a codec shrinks the payload by a ratio and costs the edge its encoding time; both
+      start from priors and are learned from what was actually sent (decoding is part of the
+      cloud's time, which the cloud reports).
 
     ``partial_fit`` folds measurements in (exponentially weighted, ``learning_rate``): the edge's
     own per-layer times (brought back to the profile's clock by the law), the per-layer times the
@@ -268,8 +269,8 @@ def codec_ratio_prior(codec: str) -> float:
 @lru_cache(maxsize=256)
 def clock_law(points: tuple[tuple[float, float], ...], reference_ghz: float,
               reference_s: float) -> PowerLaw:
-    """The power law through calibration ``points`` and the full-speed forward (cached: the
-    runtime refits on every re-plan and the points rarely change)."""
+    """The power law through calibration ``points`` and the full-speed forward (cached: every
+    planner of a model on a machine fits the same points)."""
     if not points:
         return PowerLaw(reference_s * reference_ghz ** -DEFAULT_CLOCK_EXPONENT,
                         DEFAULT_CLOCK_EXPONENT)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from .errors import ProfileError
+from .errors import ProfileError, first_validation_error
 
 FORMAT = "edgesplit-profile/1"
 
@@ -110,10 +110,8 @@ def read_profile(path: Path) -> Profile:
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
         raise ProfileError(
-            f"{path} is not a valid edgesplit profile ({where}: {first['msg']}); "
+            f"{path} is not a valid edgesplit profile ({first_validation_error(exc)}); "
             "re-create it with `edgesplit profile`"
         ) from exc
 

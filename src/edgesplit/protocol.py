@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import WireFormatError
+from .errors import WireFormatError, first_validation_error
 from .wire import DATATYPES, EncodedTensor, decode_tensor, element_count
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -57,7 +57,8 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     try:
         request = InferenceRequest.model_validate_json(header_bytes)
     except ValidationError as exc:
-        raise WireFormatError(f"invalid inference request: {_first_error(exc)}") from exc
+        raise WireFormatError(
+            f"invalid inference request: {first_validation_error(exc)}") from exc
     payloads: list[bytes | None] = []
     offset = 0
     for item in request.inputs:
@@ -188,8 +189,3 @@ def _json_values(t: EncodedTensor) -> list[Any]:
     values = decode_tensor(t.payload, t.shape, t.datatype, t.parameters).reshape(-1).tolist()
     return [v if not isinstance(v, float) or math.isfinite(v) else None for v in values]
 
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}" if where else error["msg"]

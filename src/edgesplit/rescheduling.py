@@ -43,7 +43,7 @@ class Rescheduler:
         """Why a re-plan is due now (``"first"``, ``"timer"``, ``"bandwidth"``, ``"rtt"``,
         ``"clock"``), or None."""
         last, p = self.planned_for, self.policy
-        if last is None or self.planned_at is None:
+        if last is None or self.planned_at is None:  # both are set together by planned()
             return "first"
         if now - self.planned_at >= p.interval_s:
             return "timer"

@@ -19,6 +19,7 @@ checks on the cloud every few seconds and resumes offloading when it answers.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import torch
 from . import zoo
 from .client import CloudClient
 from .cost import cost_usd
-from .errors import CloudUnavailable, InvalidArgument, OffloadTimeout
+from .errors import CloudUnavailable, InvalidArgument, OffloadTimeout, WireFormatError
 from .measurements import LayerTime, Measurement, MeasurementLog
 from .planning import Objective, Planner, SplitPlan
 from .predictors import Conditions, ProfilePredictor, make_predictor
@@ -145,9 +146,9 @@ class EdgeRuntime:
         self.link = link or LinkEstimator(bandwidth_kbps=7200, rtt_ms=40)
         self.policy = reschedule or ReschedulePolicy()
         self.rescheduler = Rescheduler(self.policy)
+        self.log = MeasurementLog(log_dir) if log_dir else None
         self.client = (CloudClient(cloud_url, token=token, signing=signing, verify=verify)
                        if cloud_url else None)
-        self.log = MeasurementLog(log_dir) if log_dir else None
         self.deadline_factor = deadline_factor
         self.min_deadline_s = min_deadline_s
         self.retry_s = retry_s
@@ -156,6 +157,7 @@ class EdgeRuntime:
         self.ping_interval_s = ping_interval_s
         self._now = monotonic
         self._started = monotonic()
+        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
         self._seq = 0
         self._excluded: set[tuple[int, str]] = set()
         self.plan: SplitPlan | None = None
@@ -215,10 +217,16 @@ class EdgeRuntime:
         if self.client is None or self.cloud_down_reason is not None:
             return
         self._last_ping = self._now()
+        self._try_ping()
+
+    def _try_ping(self) -> bool:
+        assert self.client is not None
         try:
             self.link.observe_rtt(self.client.ping(deadline_s=self.min_deadline_s))
         except CloudUnavailable as exc:
             self._mark_down(str(exc))
+            return False
+        return True
 
     def probe_bandwidth(self) -> None:
         """Send ``probe_bytes`` to the cloud when the last probe is old enough (idle time)."""
@@ -279,6 +287,7 @@ class EdgeRuntime:
         try:
             reply = self.client.infer(self.model, sp, encoded, deadline,
                                       request_id=str(self._seq + 1))
+            self._check_reply(reply.output, reply.layer_times_s, sp)
         except CloudUnavailable as exc:
             if isinstance(exc, OffloadTimeout):  # it took at least this long: the link is slower
                 self.link.observe_transfer(outcome.encoded_bytes, deadline)
@@ -297,6 +306,18 @@ class EdgeRuntime:
         outcome.response_bytes = reply.response_bytes
         self.link.observe_transfer(reply.request_bytes, reply.round_trip_s - reply.cloud_s)
         return outcome
+
+    def _check_reply(self, output: torch.Tensor, layer_times: list[float], sp: int) -> None:
+        """An answer must look like this model's output, timed layer by layer."""
+        n = self.split.n_layers
+        try:
+            self.split.check_tensors([output], n)
+        except WireFormatError as exc:
+            raise CloudUnavailable(f"the cloud's answer is not this model's output: {exc}"
+                                   ) from exc
+        if len(layer_times) != n - sp:
+            raise CloudUnavailable(f"the cloud timed {len(layer_times)} layers; split point "
+                                   f"{sp} leaves {n - sp}")
 
     def _run_locally(self, x: torch.Tensor, reason: str) -> _Outcome:
         n = self.split.n_layers
@@ -330,7 +351,8 @@ class EdgeRuntime:
         predicted = self.plan.candidate(o.sp)
         objective = self.objective
         measurement = Measurement(
-            seq=self._seq, time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            seq=self._seq, run=self.run_id,
+            time=datetime.now(UTC).isoformat(timespec="milliseconds"),
             elapsed_s=round(self._now() - self._started, 6), model=self.model,
             strategy=str(objective.strategy), weight=objective.weight, edge=str(objective.edge),
             predictor=self.predictor_name, codec=o.codec, split_point=o.sp,
@@ -347,9 +369,9 @@ class EdgeRuntime:
         )
         if self.log:
             names = [layer.name for layer in self.split.layers]
-            rows = [LayerTime(self._seq, "edge", i, names[i - 1], t)
+            rows = [LayerTime(self._seq, self.run_id, "edge", i, names[i - 1], t)
                     for i, t in layer_times.items()]
-            rows += [LayerTime(self._seq, "cloud", o.sp + i, names[o.sp + i - 1], t)
+            rows += [LayerTime(self._seq, self.run_id, "cloud", o.sp + i, names[o.sp + i - 1], t)
                      for i, t in enumerate(o.cloud_layers, 1) if o.sp + i <= n]
             self.log.append(measurement, rows)
         return InferenceResult(o.output, measurement)
@@ -363,13 +385,9 @@ class EdgeRuntime:
     def _maybe_reconnect(self, now: float) -> None:
         if self.client is None or self.cloud_down_reason is None or now < self._retry_at:
             return
-        try:
-            self.link.observe_rtt(self.client.ping(deadline_s=self.min_deadline_s))
-        except CloudUnavailable as exc:
-            self._mark_down(str(exc))
-            return
-        log.info("the cloud answers again: offloading resumes")
-        self.cloud_down_reason = None
+        if self._try_ping():
+            log.info("the cloud answers again: offloading resumes")
+            self.cloud_down_reason = None
 
 
 @dataclass

@@ -7,6 +7,7 @@ round-trip time are learned from the edge's own transfers (``LinkEstimator``).
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -19,6 +20,7 @@ import psutil
 import torch
 
 from .errors import EdgesplitError, InvalidArgument
+from .predictors import WIRE_FACTOR
 from .profiles import Machine
 
 
@@ -77,9 +79,13 @@ class FixedClock:
 
 
 class CpufreqClock:
-    """The CPU's current clock speed from cpufreq (real hardware with DVFS, e.g. a Pi)."""
+    """The CPU's current clock speed from cpufreq (real hardware with DVFS, e.g. a Pi);
+    ``EDGESPLIT_CLOCK_GHZ`` overrides it, as it overrides the clock profiles record."""
 
     def read_ghz(self) -> float:
+        override = os.environ.get("EDGESPLIT_CLOCK_GHZ")
+        if override:
+            return float(override)
         freq = psutil.cpu_freq()
         if freq is not None and freq.current > 0:
             return freq.current / 1000.0
@@ -121,7 +127,7 @@ class LinkEstimator:
     """
 
     def __init__(self, bandwidth_kbps: float, rtt_ms: float, *, window: int = 16,
-                 decay: float = 0.8, wire_factor: float = 1.045) -> None:
+                 decay: float = 0.8, wire_factor: float = WIRE_FACTOR) -> None:
         if bandwidth_kbps <= 0 or rtt_ms < 0 or window < 2 or not 0 < decay <= 1:
             raise InvalidArgument("initial bandwidth must be positive, RTT 0 or more, window "
                                   "at least 2 and decay in (0, 1]")
@@ -138,7 +144,7 @@ class LinkEstimator:
 
     def observe_transfer(self, nbytes: int, network_s: float) -> None:
         """A request of ``nbytes`` whose network time (send to answer) was ``network_s``."""
-        if network_s <= 0 or nbytes < 0:
+        if not (math.isfinite(network_s) and network_s > 0) or nbytes < 0:
             return
         self._points.append((nbytes * 8 * self.wire_factor, network_s))
         self.samples += 1

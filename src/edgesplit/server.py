@@ -57,6 +57,7 @@ from .errors import (
     Unauthorized,
     UnknownModel,
     WireFormatError,
+    first_validation_error,
 )
 from .protocol import HEADER_LENGTH, InferenceRequest, encode_response, input_tensor, parse_request
 from .splitting import SplitModel, torch_dtype
@@ -68,18 +69,15 @@ OUTPUT_NAME = "output"
 
 
 class ServerSettings(BaseSettings):
-    """Cloud server settings; each can also come from an ``EDGESPLIT_...`` variable."""
+    """What the app needs; each can also come from an ``EDGESPLIT_...`` variable (where to
+    listen and TLS are uvicorn's business: ``edgesplit cloud serve`` passes them there)."""
 
     model_config = SettingsConfigDict(env_prefix="EDGESPLIT_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
     models: list[str] = list(zoo.MODELS)
     token: SecretStr | None = None  # accept "Authorization: Bearer <token>"
     hmac_keys: Path | None = None  # accept requests signed with a key in this file
     max_skew_s: float = Field(default=30.0, gt=0)  # signed timestamps, either way
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
     max_body_mb: float = Field(default=64.0, gt=0)
     workers: int = Field(default=2, ge=1)  # threads running tails at once
     torch_threads: int = Field(default=1, ge=1)
@@ -141,15 +139,6 @@ class CloudService:
             raise UnknownModel(
                 f"model {name!r} is not served here: expected one of {', '.join(self.models)}"
             ) from None
-
-    def check_split_point(self, name: str, value: object) -> int:
-        n = self.split(name).n_layers
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= n:
-            raise InvalidSplitPoint(
-                f"split point {value!r} is out of range for {name}: expected an integer "
-                f"from 0 to {n}"
-            )
-        return value
 
     def max_elements(self, name: str, split_point: int) -> int:
         """The most elements one input tensor may have: the largest cut tensor, full batch."""
@@ -383,13 +372,15 @@ def create_app(settings: ServerSettings | None = None,
         """Open when no credential is configured; else a valid token or signature."""
         if settings.token is None and verifier is None:
             return
-        given = request.headers.get("authorization", "")
-        if settings.token is not None and given.startswith("Bearer "):
-            expected = f"Bearer {settings.token.get_secret_value()}"
-            if hmac.compare_digest(given.encode(), expected.encode()):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if settings.token is not None and scheme.lower() == "bearer":
+            expected = settings.token.get_secret_value()
+            if hmac.compare_digest(given.strip().encode(), expected.encode()):
                 return
             raise Unauthorized("wrong bearer token")
         if verifier is not None:
+            # Headers first: a request that cannot be genuine is refused before its body is read.
+            verifier.check_headers(request.headers, time.time())
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             verifier.verify(request.method, path, request.headers, await request.body(),
                             time.time())
@@ -397,8 +388,7 @@ def create_app(settings: ServerSettings | None = None,
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
 
     async def in_worker(fn: Callable[[], Any]) -> Any:
-        with state["admission"]:
-            return await asyncio.get_running_loop().run_in_executor(state["pool"], fn)
+        return await asyncio.get_running_loop().run_in_executor(state["pool"], fn)
 
     @app.exception_handler(EdgesplitError)
     async def edgesplit_error(request: Request, exc: EdgesplitError) -> JSONResponse:
@@ -410,9 +400,7 @@ def create_app(settings: ServerSettings | None = None,
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels(_route(request), "RequestValidationError").inc()
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
-        return JSONResponse({"error": f"{where}: {first['msg']}"}, status_code=422)
+        return JSONResponse({"error": first_validation_error(exc)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -469,20 +457,25 @@ def create_app(settings: ServerSettings | None = None,
 
     @app.post("/v2/models/{model}/infer", openapi_extra=INFER_BODY_SCHEMA)
     async def infer(request: Request, model: str = served) -> Response:
-        await authorise(request)
-        service = svc()
-        service.split(model)
-        body = await request.body()
-        received = time.perf_counter()
-        parsed, payloads = parse_request(body, request.headers.get(HEADER_LENGTH))
-        split_point = service.check_split_point(model, parsed.parameters.get("split_point", 0))
+        # Admitted before anything is read: at most max_pending bodies are held at once.
+        with state["admission"]:
+            await authorise(request)
+            service = svc()
+            service.split(model)
+            body = await request.body()
+            received = time.perf_counter()
+            header_length = request.headers.get(HEADER_LENGTH)
 
-        def work() -> tuple[TailResult, float]:
-            started = time.perf_counter()
-            tensors = _match_inputs(service, model, split_point, parsed, payloads)
-            return service.run(model, split_point, tensors), started
+            def work() -> tuple[InferenceRequest, int, TailResult, float]:
+                # Parsing happens here too: a large JSON body must not stall the event loop.
+                started = time.perf_counter()
+                parsed, payloads = parse_request(body, header_length)
+                sp = service.split(model).check_split_point(parsed.parameters.get("split_point",
+                                                                                  0))
+                tensors = _match_inputs(service, model, sp, parsed, payloads)
+                return parsed, sp, service.run(model, sp, tensors), started
 
-        result, started = await in_worker(work)
+            parsed, split_point, result, started = await in_worker(work)
         finished = time.perf_counter()
         metrics.tail_seconds.labels(model, str(split_point)).observe(result.compute_s)
         metrics.received_bytes.labels(model).inc(len(body))
@@ -498,26 +491,27 @@ def create_app(settings: ServerSettings | None = None,
 
     @app.post("/offload", openapi_extra=OFFLOAD_BODY_SCHEMA)
     async def offload(request: Request) -> dict[str, Any]:
-        await authorise(request)
-        body = await request.body()
-        received = time.perf_counter()
-        try:
-            req = OffloadRequest.model_validate_json(body)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            raise WireFormatError(
-                f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}") from exc
-        service = svc()
-        split_point = service.check_split_point(req.model, req.splitting_point)
+        with state["admission"]:
+            await authorise(request)
+            body = await request.body()
+            received = time.perf_counter()
+            service = svc()
 
-        def work() -> TailResult:
-            return service.run(req.model, split_point, _offload_tensors(service, req))
+            def work() -> tuple[OffloadRequest, TailResult]:
+                try:
+                    req = OffloadRequest.model_validate_json(body)
+                except ValidationError as exc:
+                    raise WireFormatError(first_validation_error(exc)) from exc
+                sp = service.split(req.model).check_split_point(req.splitting_point)
+                return req, service.run(req.model, sp, _offload_tensors(service, req))
 
-        result = await in_worker(work)
+            req, result = await in_worker(work)
         finished = time.perf_counter()
-        metrics.tail_seconds.labels(req.model, str(split_point)).observe(result.compute_s)
+        metrics.tail_seconds.labels(req.model, str(req.splitting_point)).observe(
+            result.compute_s)
+        metrics.received_bytes.labels(req.model).inc(len(body))
         output = result.output
-        return {"model": req.model, "splitting_point": split_point,
+        return {"model": req.model, "splitting_point": req.splitting_point,
                 "shape": list(output.shape), "output": output.reshape(-1).tolist(),
                 "prediction": int(output.reshape(output.shape[0], -1).argmax(1)[0]),
                 "cloud_s": finished - received, "compute_s": result.compute_s,

@@ -2,9 +2,10 @@
 
 The module is traced with ``torch.fx``. Every node that computes something is a *layer*; the
 layers in the graph's topological order are numbered ``1..N`` and a split point ``sp`` is the cut
-after layer ``sp`` (``0`` sends the raw input, ``N`` runs everything on the edge). What crosses a
-cut is the set of *live* tensors: produced at or before the cut and used after it. For a chain
-that is one tensor; after a residual fork it is two.
+after layer ``sp`` (``0`` sends the raw input; ``N`` runs every layer on the edge and leaves the
+cloud nothing but the final output, as in the thesis, where results land in the cloud). What
+crosses a cut is the set of *live* tensors: produced at or before the cut and used after it.
+For a chain that is one tensor; after a residual fork it is two.
 
 Three kinds of node are not layers:
 
@@ -183,7 +184,7 @@ class SplitModel:
 
         With ``timings`` given, the time of each layer run is appended to it (seconds).
         """
-        self._check(split_point)
+        self.check_split_point(split_point)
         self.check_tensors((x,), 0)
         env = self._run({self._input: x}, 0, split_point, timings)
         return tuple(env[n] for n in self._live[split_point])
@@ -191,7 +192,7 @@ class SplitModel:
     def tail(self, tensors: torch.Tensor | Sequence[torch.Tensor], split_point: int,
              timings: list[float] | None = None) -> Any:
         """Run layers ``split_point+1..N`` on what ``head`` sent; return the model's output."""
-        self._check(split_point)
+        self.check_split_point(split_point)
         if isinstance(tensors, torch.Tensor):
             tensors = (tensors,)
         self.check_tensors(tensors, split_point)
@@ -229,12 +230,15 @@ class SplitModel:
                     f"{list(spec.shape)} (any batch size), got {list(t.shape)}"
                 )
 
-    def _check(self, split_point: int) -> None:
-        if not isinstance(split_point, int) or not 0 <= split_point <= self.n_layers:
+    def check_split_point(self, split_point: object) -> int:
+        """``split_point`` if it is an integer from 0 to N; else ``InvalidSplitPoint``."""
+        if (not isinstance(split_point, int) or isinstance(split_point, bool)
+                or not 0 <= split_point <= self.n_layers):
             raise InvalidSplitPoint(
                 f"split point {split_point!r} is out of range: expected an integer "
                 f"from 0 to {self.n_layers}"
             )
+        return split_point
 
     def _run(self, env: dict[fx.Node, Any], start: int, stop: int,
              timings: list[float] | None) -> dict[fx.Node, Any]:

@@ -206,12 +206,22 @@ def quantise_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     return q, scale, zero_point
 
 
+def _positive_float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def dequantise_int8(q: torch.Tensor, scale: object, zero_point: object) -> torch.Tensor:
-    if not isinstance(scale, int | float) or isinstance(scale, bool) or not (
-            math.isfinite(scale) and scale > 0):
-        raise WireFormatError(f"quant_scale must be a positive number, got {scale!r}")
+    value = _positive_float(scale)
+    if value is None:
+        raise WireFormatError(f"quant_scale must be a positive number, got {str(scale)[:40]}")
     if not isinstance(zero_point, int) or isinstance(zero_point, bool) or not (
             -128 <= zero_point <= 127):
         raise WireFormatError(f"quant_zero_point must be an integer in -128..127, got "
-                              f"{zero_point!r}")
-    return (q.to(torch.float32) - zero_point) * scale
+                              f"{str(zero_point)[:40]}")
+    return (q.to(torch.float32) - zero_point) * value
