@@ -248,13 +248,13 @@ def _print_summary(out_dir: Path, console: Console) -> None:
     from .report import read_phases
 
     rows = summarise(read_measurements(out_dir), read_phases(out_dir))
-    table = Table(title="summary per phase")
-    for column in ("phase", "inferences", "cloud", "edge", "split points", "codecs",
-                   "median ms", "predicted ms", "pred. error", "cost µ$"):
+    table = Table(title="summary per phase", caption="ms: median latency measured (predicted); "
+                  "err: median prediction error of offloads; µ$: the phase's total cost")
+    for column in ("phase", "n", "cloud", "splits (most used)", "ms", "err", "µ$"):
         table.add_column(column)
     for s in rows:
-        table.add_row(s.phase, str(s.inferences), str(s.in_cloud), str(s.on_edge),
-                      s.split_points, s.codecs, f"{s.median_latency_s * 1e3:.0f}",
-                      f"{s.median_predicted_s * 1e3:.0f}", f"{s.prediction_error:.0%}",
-                      f"{s.cost_usd * 1e6:.3f}")
+        splits = ", ".join(s.split_points.split(", ")[:2])
+        table.add_row(s.phase, str(s.inferences), str(s.in_cloud), splits,
+                      f"{s.median_latency_s * 1e3:.0f} ({s.median_predicted_s * 1e3:.0f})",
+                      f"{s.prediction_error:.0%}", f"{s.cost_usd * 1e6:.1f}")
     console.print(table)
