@@ -117,3 +117,64 @@ def test_a_trust_file_that_is_not_a_certificate_is_one_clear_error(
     assert main(["edge", "run", "--model", "mnist_cnn", "--sample", "--log",
                  str(junk / "below-a-file"), "--profile", str(mnist_profile_file)]) == 2
     assert "cannot write the measurement log" in capsys.readouterr().err
+
+
+def test_edge_run_refuses_a_misconfigured_cloud_but_waits_for_a_missing_one(
+        tmp_path: Path, mnist_profile_file: Path) -> None:
+    from .conftest import CloudProcess, free_port
+
+    base = ["edge", "run", "--model", "mnist_cnn", "--sample", "--count", "2",
+            "--profile", str(mnist_profile_file)]
+    with CloudProcess("--token", "right", models="alexnet") as cloud:
+        wrong_token = edgesplit(*base, "--cloud", cloud.url, "--token", "wrong")
+        assert wrong_token.returncode == 2
+        assert "refused this edge's credentials" in wrong_token.stderr
+        unserved = edgesplit(*base, "--cloud", cloud.url, "--token", "right")
+        assert unserved.returncode == 2 and "does not serve 'mnist_cnn'" in unserved.stderr
+    malformed = edgesplit(*base, "--cloud", "127.0.0.1:8000")
+    assert malformed.returncode == 2
+    assert "not an http:// or https:// address" in malformed.stderr
+    missing = edgesplit(*base, "--cloud", f"http://127.0.0.1:{free_port()}")
+    assert missing.returncode == 0
+    assert "warning: cannot reach the cloud" in missing.stderr
+    assert "2 inferences, 0 finished in the cloud" in missing.stdout
+    for result in (wrong_token, unserved, malformed, missing):
+        assert "Traceback" not in result.stderr
+
+
+def test_edge_run_goes_through_a_folder_once_and_names_each_answer(
+        tmp_path: Path, mnist_profile_file: Path) -> None:
+    from PIL import Image
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("L", (28, 28), 0).save(tmp_path / name)
+    result = edgesplit("edge", "run", "--model", "mnist_cnn", "--input", str(tmp_path),
+                       "--profile", str(mnist_profile_file))
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()[:3]] == [
+        "#1 a.png", "#2 b.png", "#3 c.png"]
+    assert "class " in result.stdout and "3 inferences" in result.stdout
+
+
+def test_report_and_key_file_mistakes_are_one_line(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no measurement log in" in capsys.readouterr().err
+    (tmp_path / "keys").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    assert main(["cloud", "serve", "--hmac-keys", str(tmp_path / "keys")]) == 2
+    assert "is not text" in capsys.readouterr().err
+
+
+def test_a_busy_port_is_one_line_before_any_model_loads(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["cloud", "serve", "--port", str(port), "--models", "vgg16"]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_version() -> None:
+    result = edgesplit("--version")
+    assert result.returncode == 0 and "version" in result.stdout

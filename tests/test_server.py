@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 
 import httpx
@@ -253,3 +254,15 @@ def test_a_token_is_required_when_set() -> None:
         assert wrong.status_code == 401 and "bearer token" in wrong.json()["error"]
         assert httpx.get(url, headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"{guarded.url}/v2/health/live").status_code == 200
+
+
+def test_a_client_leaving_mid_body_is_routine_not_an_error(cloud: CloudProcess) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", cloud.port)) as sock:
+        sock.sendall(b"POST /v2/models/mnist_cnn/infer HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + b"x" * 1000)
+    time.sleep(0.5)
+    text = httpx.get(f"{cloud.url}/metrics").text
+    assert 'kind="ClientDisconnect"' in text
+    assert 'kind="internal"' not in text

@@ -132,6 +132,8 @@ def read_secret(path: Path) -> str:
         text = Path(path).read_text().strip().splitlines()
     except OSError as exc:
         raise InvalidArgument(f"cannot read the secret file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"the secret file {path} is not text") from None
     if not text or not text[0].strip():
         raise InvalidArgument(f"the secret file {path} is empty")
     return text[0].strip()
@@ -143,6 +145,9 @@ def read_keys(path: Path) -> dict[str, bytes]:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
         raise InvalidArgument(f"cannot read the key file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"the key file {path} is not text: expected '<key id> <secret>' "
+                              "lines") from None
     keys: dict[str, bytes] = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import zoo
 from .cost import Prices
@@ -54,11 +54,18 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
         if profile.model != model:
             raise EdgesplitError(f"{path} profiles {profile.model!r}, not {model!r}")
         return profile
+    from .profiles import cached_profile_path
+    from .sensors import describe_machine
+
+    if not quiet and not cached_profile_path(model, describe_machine(threads)).exists():
+        err.print(f"profiling {model} on this machine (once; cached for later)...",
+                  highlight=False)
     with progress_bar(quiet) as report:
         return load_or_profile(model, threads=threads, progress=report)  # type: ignore[arg-type]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgesplit")
 def app() -> None:
     """Split a PyTorch model between an edge and a cloud server, cost-aware."""
 
@@ -201,7 +208,8 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
     title = (f"{result.model}: {c.bandwidth_kbps:g} kbit/s, RTT {c.rtt_ms:g} ms, "
              f"{c.clock_ghz:g} GHz; {o.edge} edge; {o.strategy} w={o.weight:g}; "
              f"{predictor} predictor")
-    table = Table("sp", "layer", "edge", "comm", "cloud", "total", "µ$", "sends", "",
+    table = Table("sp", Column("layer", no_wrap=True, min_width=14), "edge", "comm", "cloud",
+                  "total", "µ$", "sends", "",
                   title=title, caption="times in ms, cost in millionths of a dollar per "
                   "inference; ◀ chosen, * on the Pareto front")
     pareto = set(result.pareto)
@@ -330,6 +338,7 @@ def serve(host: str, port: int, models: str, token: str | None, token_file: Path
         if tls_cert is None:
             logging.getLogger("edgesplit").warning(
                 "serving on %s without TLS: tensors and credentials travel in clear text", host)
+    _check_port_free(host, port)  # before minutes of model loading, not after
     settings = ServerSettings(models=names, token=token, hmac_keys=hmac_keys,
                               max_skew_s=max_skew_s, max_body_mb=max_body_mb,
                               body_timeout_s=body_timeout_s, max_batch=max_batch,
@@ -429,15 +438,15 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     import torch
 
     from .auth import secret_from
-    from .inputs import iter_inputs
+    from .inputs import input_files, load_input
     from .rescheduling import ReschedulePolicy
-    from .runtime import EdgeRuntime
+    from .runtime import EdgeRuntime, InferenceResult
     from .sensors import CpufreqClock, FileClock, FixedClock, LinkEstimator, native_clock_ghz
 
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):
         raise EdgesplitError("give either --input PATH or --sample")
-    if count is None and duration is None:
+    if sample and count is None and duration is None:
         count = 1
     token = secret_from(token, token_file, "EDGESPLIT_TOKEN")
     signing = None
@@ -449,8 +458,12 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         signing = (hmac_key_id, secret.encode())
     objective = Objective(strategy, weight, edge_mode, Prices(), deadline_ms, max_cost_usd)
     codecs = _codec_list(codec)
-    inputs = ([zoo.sample_input(model)] if sample
-              else [tensor for _, tensor in iter_inputs(input_path, spec)])  # type: ignore[arg-type]
+    if sample:
+        names, inputs = ["sample"], iter([zoo.sample_input(model)])
+    else:
+        files = input_files(input_path)  # type: ignore[arg-type]
+        names = [f.name for f in files]
+        inputs = (load_input(f, spec) for f in files)  # read one at a time
     torch.set_num_threads(threads)
     clock = (FixedClock(clock_ghz) if clock_ghz else
              FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
@@ -465,13 +478,15 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         token=token, signing=signing, verify=str(cacert) if cacert else True,
         log_dir=log_dir)
 
-    def show(result: object) -> None:
-        m = result.measurement  # type: ignore[attr-defined]
+    def show(result: InferenceResult) -> None:
+        m = result.measurement
         if as_json:
-            print(json.dumps(dataclasses.asdict(m)), flush=True)
+            print(json.dumps(dataclasses.asdict(m) | {"input": names[(m.seq - 1) % len(names)]}),
+                  flush=True)
             return
-        where = "cloud" if m.finished == "cloud" else f"edge ({m.fallback[:60]})"
-        out.print(f"#{m.seq} split {m.split_point} {m.codec} -> {where}: "
+        where = "cloud" if m.finished == "cloud" else f"edge ({m.fallback})"
+        out.print(f"#{m.seq} {names[(m.seq - 1) % len(names)]}: class {m.prediction}; "
+                  f"split {m.split_point} {m.codec} -> {where}: "
                   f"{m.latency_s * 1e3:.1f} ms (predicted {m.predicted_latency_s * 1e3:.1f}), "
                   f"{m.cost_usd * 1e6:.4f} µ$; clock {m.clock_ghz:.2f} GHz, "
                   f"{m.bandwidth_kbps:.0f} kbit/s, RTT {m.rtt_ms:.1f} ms"
@@ -479,14 +494,33 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
                   markup=False, soft_wrap=True)
 
     with runtime:
+        unreachable = runtime.check_cloud()
+        if unreachable:
+            err.print(f"edgesplit: warning: {unreachable}; inferences run on the edge until the "
+                      "cloud answers", highlight=False, markup=False, soft_wrap=True)
         results = runtime.run(inputs, count=count, duration_s=duration, interval_s=interval,
                               on_result=show)
-    if not as_json:
+    if not as_json and results:
         offloaded = sum(r.measurement.finished == "cloud" for r in results)
         latencies = sorted(r.measurement.latency_s for r in results)
-        out.print(f"{len(results)} inferences, {offloaded} finished in the cloud, median "
-                  f"latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
+        out.print(f"{_plural(len(results), 'inference')}, {offloaded} finished in the cloud, "
+                  f"median latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
                   + (f"; log in {log_dir}" if log_dir else ""))
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            pass
+    except OSError as exc:
+        raise EdgesplitError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another "
+                             "--port or --host") from exc
 
 
 def _is_loopback(host: str) -> bool:

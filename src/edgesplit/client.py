@@ -53,7 +53,11 @@ class CloudClient:
                  signing: tuple[str, bytes] | None = None, verify: bool | str = True,
                  connect_timeout_s: float = 3.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._base_path = urlsplit(self.base_url).path
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidArgument(f"the cloud URL {base_url!r} is not an http:// or https:// "
+                                  "address (e.g. http://127.0.0.1:8000)")
+        self._base_path = parts.path
         self._signing = signing
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
         self._verify = _trust(verify)
@@ -91,6 +95,21 @@ class CloudClient:
             raise CloudUnavailable(f"the cloud's answer is malformed: {exc}") from exc
         return CloudReply(outputs[0], cloud_s, layer_times, len(body), len(response.content),
                           elapsed)
+
+    def model_metadata(self, model: str, deadline_s: float = 5.0) -> tuple[int, Any]:
+        """``GET /v2/models/{model}``: the status code and the JSON body (or error text)."""
+        path = f"/v2/models/{model}"
+
+        def call(timeout: httpx.Timeout) -> httpx.Response:
+            return self._client.get(path, timeout=timeout, headers=self._sign("GET", path, b""))
+
+        response = self._within(deadline_s, call)
+        if response.status_code >= 400:
+            return response.status_code, _error_text(response)
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
 
     def ping(self, deadline_s: float = 2.0) -> float:
         """One small round trip (``GET /v2/health/live``): its time in seconds."""

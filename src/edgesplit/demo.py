@@ -159,6 +159,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
         # pay their serialisation time too.
         with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=scenario[0].bandwidth_kbps,
                           rtt_ms=scenario[0].rtt_ms, burst_bytes=4096) as link:
+            launched = datetime.now(UTC)  # the first phase starts with the edge's first inference
             with open(out_dir / "edge.log", "ab") as edge_log:  # the child keeps its copy
                 edge = subprocess.Popen(
                     [sys.executable, "-m", "edgesplit.cli", "edge", "run",
@@ -176,7 +177,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
                 if not watcher.first.wait(timeout=180):
                     raise EdgesplitError(f"the edge did not start; see {out_dir}/edge.log")
             phases = _play(scenario, link, cloud, clock_file, edge.pid, native, watcher,
-                           planners, console)
+                           planners, console, launched)
         write_phases(phases, out_dir)
     finally:
         if edge is not None:
@@ -187,8 +188,8 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
                 edge.kill()
         cloud.stop()
     pareto = planners["rank"].plan(Conditions(7200, 40, 1.5))
-    summary = build_report(out_dir, title=f"edgesplit demo: {model}, rented edge, rank w=0.5",
-                           pareto_plan=pareto)
+    summary = build_report(out_dir, title=f"edgesplit demo: {model}, rented edge, rank w=0.5, "
+                           "codecs chosen per split point", pareto_plan=pareto)
     _print_summary(out_dir, console)
     console.print(f"report: {summary} (timeline.png, pareto.png, measurements.csv)")
     return out_dir
@@ -196,12 +197,12 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
 
 def _play(scenario: Sequence[Step], link: LinkEmulator, cloud: _Cloud, clock_file: Path,
           edge_pid: int, native_ghz: float, watcher: _EdgeWatcher,
-          planners: dict[str, Planner], console: Console) -> list[Phase]:
-    phases = []
+          planners: dict[str, Planner], console: Console, launched: datetime) -> list[Phase]:
+    phases: list[Phase] = []
     with DutyCycler(edge_pid, native_ghz, min(scenario[0].clock_ghz, native_ghz)) as cycler, \
             Live(console=console, refresh_per_second=4, transient=False) as live:
         for step in scenario:
-            start = datetime.now(UTC)
+            start = datetime.now(UTC) if phases else launched
             link.set_rate_kbps(step.bandwidth_kbps)
             link.set_rtt_ms(step.rtt_ms)
             clock = min(step.clock_ghz, native_ghz)

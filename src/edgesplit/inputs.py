@@ -5,7 +5,6 @@ Every problem is one ``InputError`` line naming the file and what was wrong with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +45,6 @@ def load_input(path: Path, spec: ModelSpec) -> torch.Tensor:
         raise InputError(f"{path} is not a readable image: {exc}") from exc
     pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     return normalise(pixels, spec)
-
-
-def iter_inputs(path: Path, spec: ModelSpec) -> Iterator[tuple[str, torch.Tensor]]:
-    for file in input_files(path):
-        yield file.name, load_input(file, spec)
 
 
 def _load_npy(path: Path, spec: ModelSpec) -> torch.Tensor:

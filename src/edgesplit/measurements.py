@@ -113,11 +113,10 @@ class MeasurementLog:
         if os.fstat(fd).st_size == 0:
             self._write(fd, [header])
             return fd
-        with open(path, newline="") as existing:
-            if next(csv.reader(existing), None) != header:
-                os.close(fd)
-                raise InvalidArgument(f"{path} holds other columns (another version wrote it): "
-                                      "log to a new folder")
+        if _header(path) != header:
+            os.close(fd)
+            raise InvalidArgument(f"{path} holds other columns (another version wrote it): "
+                                  "log to a new folder")
         _heal(path, fd)
         return fd
 
@@ -127,6 +126,11 @@ class MeasurementLog:
         os.write(fd, buffer.getvalue().encode())
         if self.fsync:
             os.fsync(fd)
+
+
+def _header(path: Path) -> list[str] | None:
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle), None)
 
 
 def _heal(path: Path, fd: int) -> None:
@@ -147,6 +151,18 @@ def read_rows(path: Path) -> Iterator[dict[str, str]]:
         for row in reader:
             if len(row) == len(header):
                 yield dict(zip(header, row, strict=True))
+
+
+def check_log(directory: Path) -> None:
+    """Raise ``InvalidArgument`` unless ``directory`` holds an edgesplit measurement log."""
+    path = Path(directory) / MEASUREMENTS_FILE
+    try:
+        header = _header(path)
+    except OSError as exc:
+        raise InvalidArgument(f"no measurement log in {directory} ({exc.strerror}): give the "
+                              "folder of an 'edge run --log' or a demo report") from exc
+    if header != MEASUREMENT_FIELDS:
+        raise InvalidArgument(f"{path} is not an edgesplit measurement log (other columns)")
 
 
 def read_measurements(directory: Path) -> list[Measurement]:

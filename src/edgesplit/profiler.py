@@ -57,17 +57,30 @@ def profile_model(
     calibration_repeats: int = 3,
     progress: Progress | None = None,
     split: SplitModel | None = None,
+    sample: torch.Tensor | None = None,
 ) -> Profile:
-    """Profile zoo model ``name`` on this machine (and calibrate it at ``clocks_ghz``)."""
+    """Profile model ``name`` on this machine (and calibrate it at ``clocks_ghz``).
+
+    A zoo model is built by name. For a model of your own pass ``split`` and ``sample`` (its
+    input); the clock calibration needs a zoo model (it rebuilds it in a worker process), so give
+    ``clocks_ghz=()`` and the clock law defaults to time inversely proportional to the clock.
+    """
     if repeats < 1 or warmup < 0 or threads < 1 or calibration_repeats < 1:
         raise InvalidArgument(
             "repeats, threads and calibration repeats must be at least 1 and warmup at least 0"
         )
+    own_model = name not in zoo.MODELS
+    if own_model and (split is None or sample is None):
+        raise InvalidArgument(f"{name!r} is not a zoo model: pass split= and sample= to profile "
+                              "it")
+    if own_model and clocks_ghz:
+        raise InvalidArgument(f"clock calibration needs a zoo model; profile {name!r} with "
+                              "clocks_ghz=()")
     machine = describe_machine(threads)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        x = zoo.sample_input(name)
+        x = zoo.sample_input(name) if sample is None else sample
         split = split or SplitModel(zoo.build_model(name), x)
         layer_times, forward_s = measure_layers(split, x, repeats, warmup, progress)
     finally:

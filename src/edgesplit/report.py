@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .measurements import Measurement, read_measurements
+from .measurements import Measurement, check_log, read_measurements
 from .planning import SplitPlan
 
 PHASES_FILE = "phases.json"
@@ -51,8 +51,10 @@ class PhaseSummary:
 def summarise(measurements: Sequence[Measurement],
               phases: Sequence[Phase] = ()) -> list[PhaseSummary]:
     """One summary per phase (measurements outside every phase are left out)."""
-    if not phases:
-        groups = {"all": list(measurements)}
+    if not phases:  # one group per run of the runtime
+        groups: dict[str, list[Measurement]] = {}
+        for m in measurements:
+            groups.setdefault(f"run {m.run}", []).append(m)
     else:
         groups = {p.name: [m for m in measurements if p.start <= m.time < p.end] for p in phases}
     rows = []
@@ -99,6 +101,7 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
     """Plots and ``summary.md`` for the log in ``log_dir``; returns the summary's path."""
     log_dir = Path(log_dir)
     out_dir = Path(out_dir or log_dir)
+    check_log(log_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     measurements = read_measurements(log_dir)
     phases = read_phases(log_dir)
@@ -194,8 +197,10 @@ def _plot_pareto(plan: SplitPlan, out_dir: Path) -> Path:
         ax.annotate(str(c.split_point), (c.latency_s * 1e3, c.cost_usd * 1e6), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     cond = plan.conditions
+    codecs = ", ".join(sorted({c.codec for c in rows}))
     ax.set_title(f"{plan.model}: {cond.bandwidth_kbps:g} kbit/s, RTT {cond.rtt_ms:g} ms, "
-                 f"{cond.clock_ghz:g} GHz, {plan.objective.edge} edge", fontsize=10)
+                 f"{cond.clock_ghz:g} GHz, {plan.objective.edge} edge, {codecs} tensors",
+                 fontsize=10)
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("predicted cost per inference (µ$)")
     ax.set_xscale("log")

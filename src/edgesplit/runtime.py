@@ -18,6 +18,7 @@ checks on the cloud every few seconds and resumes offloading when it answers.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -54,7 +55,7 @@ class CodecGuard:
     """Allows a lossy codec at a split point only if it keeps the top-1 answer on the
     calibration inputs (checked once per pair, when a plan first wants it)."""
 
-    def __init__(self, split: SplitModel, inputs: torch.Tensor) -> None:
+    def __init__(self, split: SplitModel, inputs: torch.Tensor | None) -> None:
         self.split = split
         self.inputs = inputs
         self._expected: torch.Tensor | None = None
@@ -66,6 +67,7 @@ class CodecGuard:
             return True
         key = (split_point, codec)
         if key not in self._verdicts:
+            assert self.inputs is not None, "lossy codecs were allowed without inputs to check"
             if self._expected is None:
                 self._expected = _top1(self.split(self.inputs))
             sent = self.split.head(self.inputs, split_point)
@@ -89,9 +91,11 @@ class EdgeRuntime:
     """Runs one model split between this edge and a cloud, re-planning as conditions change.
 
     ``cloud_url=None`` runs everything on the edge (nothing to offload to). Profiles default to
-    this machine's cached profile of a zoo model; pass ``split``, ``profile`` and
-    ``calibration_inputs`` to run your own model. ``codecs`` lists the codecs the planner may
-    use (lossy ones only where they keep the top-1 answer).
+    this machine's cached profile of a zoo model. For a model of your own pass ``split`` and
+    ``profile`` (``profile_model(name, split=..., sample=..., clocks_ghz=())``), and
+    ``calibration_inputs`` if you allow lossy codecs; the cloud must serve it under the same
+    name (``create_app(service=CloudService({name: split}))``). ``codecs`` lists the codecs the
+    planner may use (lossy ones only where they keep the top-1 answer).
     """
 
     def __init__(
@@ -129,6 +133,13 @@ class EdgeRuntime:
         self.model = model
         self.objective = objective or Objective()
         self.predictor_name = predictor
+        own_model = model not in zoo.MODELS
+        if own_model and (split is None or profile is None):
+            raise InvalidArgument(f"{model!r} is not a zoo model: pass split= and profile=")
+        if own_model and calibration_inputs is None and any(parse_codec(c).lossy
+                                                            for c in codecs):
+            raise InvalidArgument("lossy codecs need calibration_inputs to check the model's "
+                                  "answers against")
         self.split = split or SplitModel(zoo.build_model(model), zoo.sample_input(model))
         if profile is None:
             from .profiler import load_or_profile
@@ -141,7 +152,7 @@ class EdgeRuntime:
         self.planner = Planner(model, [layer.name for layer in self.split.layers],
                                self.predictor, self.objective, codecs)
         self.guard = CodecGuard(self.split, calibration_inputs if calibration_inputs is not None
-                                else zoo.calibration_inputs(model))
+                                else None if own_model else zoo.calibration_inputs(model))
         self.clock = clock or CpufreqClock()
         self.link = link or LinkEstimator(bandwidth_kbps=7200, rtt_ms=40)
         self.policy = reschedule or ReschedulePolicy()
@@ -184,19 +195,26 @@ class EdgeRuntime:
     def run(self, inputs: Iterable[torch.Tensor], *, count: int | None = None,
             duration_s: float | None = None, interval_s: float = 0.0,
             on_result: Callable[[InferenceResult], None] | None = None) -> list[InferenceResult]:
-        """Infer over ``inputs`` (cycled) until ``count`` inferences or ``duration_s`` seconds.
+        """Infer over ``inputs``: once each (read lazily), or cycled until ``count``
+        inferences or ``duration_s`` seconds.
 
         Between inferences it pings the cloud every ``ping_interval_s`` and, when there is idle
         time before the next slot, probes the bandwidth every ``probe_interval_s``."""
-        pool = list(inputs)
-        if not pool:
-            raise InvalidArgument("no inputs to run")
+        if count is None and duration_s is None:
+            stream: Iterable[torch.Tensor] = inputs
+        else:
+            pool = list(inputs)
+            if not pool:
+                raise InvalidArgument("no inputs to run")
+            stream = itertools.cycle(pool)
         results: list[InferenceResult] = []
         began = self._now()
-        while (count is None or len(results) < count) and (
-                duration_s is None or self._now() - began < duration_s):
+        for x in stream:
+            if (count is not None and len(results) >= count) or (
+                    duration_s is not None and self._now() - began >= duration_s):
+                break
             slot = self._now()
-            result = self.infer(pool[len(results) % len(pool)])
+            result = self.infer(x)
             results.append(result)
             if on_result:
                 on_result(result)
@@ -211,6 +229,35 @@ class EdgeRuntime:
 
     def conditions(self) -> Conditions:
         return Conditions(self.link.bandwidth_kbps, self.link.rtt_ms, self.clock.read_ghz())
+
+    def check_cloud(self) -> str | None:
+        """Ask the cloud about this model before relying on it.
+
+        A cloud that refuses this edge's credentials, does not serve the model, or serves a
+        different model under its name is a configuration mistake: ``InvalidArgument``. A cloud
+        that cannot be reached now may come up later: the reason is returned (the edge runs
+        locally meanwhile). None when all is well.
+        """
+        if self.client is None:
+            return None
+        try:
+            status, body = self.client.model_metadata(self.model)
+        except CloudUnavailable as exc:
+            return str(exc)
+        if status in (401, 403):
+            raise InvalidArgument(f"the cloud refused this edge's credentials ({status}: {body}); "
+                                  "check --token or --hmac-key-id/--hmac-key-file")
+        if status == 404:
+            raise InvalidArgument(f"the cloud at {self.client.base_url} does not serve "
+                                  f"{self.model!r} ({body})")
+        if status >= 400:
+            return f"the cloud answered {status}: {body}"
+        served = len((body or {}).get("parameters", {}).get("split_points", []))
+        if served and served != self.split.n_layers + 1:
+            raise InvalidArgument(
+                f"the cloud's {self.model} has {served} split points, this edge's "
+                f"{self.split.n_layers + 1}: they are not the same model")
+        return None
 
     def ping(self) -> None:
         """One round trip to the cloud: a clean RTT sample (and a liveness check)."""
@@ -340,7 +387,9 @@ class EdgeRuntime:
             edge_s, cloud_s = o.edge_s, o.cloud_s
             comm_s = max(0.0, o.latency_s - edge_s - cloud_s)
         response_s = o.response_bytes * 8 / (1000 * conditions.bandwidth_kbps)
-        comm_thesis_s = comm_s - conditions.rtt_ms / 2000 - response_s if not local else 0.0
+        # Equation 3.3 subtracts the estimated half round trip and answer time; it is never
+        # allowed below zero when those estimates run high.
+        comm_thesis_s = max(0.0, comm_s - conditions.rtt_ms / 2000 - response_s)
         layer_times = {i: t for i, t in enumerate(o.edge_layers + o.local_layers, 1)}
         if isinstance(self.predictor, ProfilePredictor):
             cloud_layers = {o.sp + i: t for i, t in enumerate(o.cloud_layers, 1)}

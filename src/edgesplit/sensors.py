@@ -118,12 +118,12 @@ class LinkEstimator:
 
     Pure: callers report what they observed and read the estimates. Every offload of ``nbytes``
     that spent ``network_s`` between sending and the answer is a point on the line
-    ``network_s = RTT + bits / bandwidth``; a ping is a point with no payload. The estimates are
-    a least-squares fit of that line over the recent points, newer ones weighing more, so
-    offloads of different sizes pin down both unknowns. While the sizes are too alike to
-    separate them, the RTT stays as last known (pings keep it fresh) and the bandwidth follows
-    from it. Bandwidth is reported as a link rate (goodput times the wire factor), the unit the
-    predictors expect.
+    ``network_s = RTT + bits / bandwidth``; a ping is a point with no payload. Over the recent
+    points, newer ones weighing more: the pings give the RTT and the offloads, less that RTT,
+    the bandwidth; with no ping in the window a least-squares fit of the line lets offloads of
+    different sizes pin down both; while they are too alike to, the RTT stays as last known and
+    the bandwidth follows from it. Bandwidth is reported as a link rate (goodput times the wire
+    factor), the unit the predictors expect.
     """
 
     def __init__(self, bandwidth_kbps: float, rtt_ms: float, *, window: int = 16,
@@ -152,15 +152,22 @@ class LinkEstimator:
 
     def _fit(self) -> None:
         n = len(self._points)
-        weights = [self.decay ** (n - 1 - i) for i in range(n)]
-        total = sum(weights)
-        mean_x = sum(w * x for w, (x, _) in zip(weights, self._points, strict=True)) / total
-        mean_y = sum(w * y for w, (_, y) in zip(weights, self._points, strict=True)) / total
-        sxx = sum(w * (x - mean_x) ** 2 for w, (x, _) in zip(weights, self._points, strict=True))
-        sxy = sum(w * (x - mean_x) * (y - mean_y)
-                  for w, (x, y) in zip(weights, self._points, strict=True))
-        spread = (sxx / total) ** 0.5
-        if mean_x > 0 and spread > 0.25 * mean_x:  # sizes differ enough to tell both apart
+        weighted = [(self.decay ** (n - 1 - i), x, y) for i, (x, y) in enumerate(self._points)]
+        pings = [(w, y) for w, x, y in weighted if x == 0]
+        loads = [(w, x, y) for w, x, y in weighted if x > 0]
+        if pings:  # a ping measures the round trip directly: trust it, fit only the bandwidth
+            rtt_s = sum(w * y for w, y in pings) / sum(w for w, _ in pings)
+            self.rtt_ms = rtt_s * 1000
+            seconds = sum(w * x * (y - rtt_s) for w, x, y in loads)
+            if seconds > 0:
+                self.bandwidth_kbps = sum(w * x * x for w, x, _ in loads) / seconds / 1000
+            return
+        total = sum(w for w, _, _ in loads)
+        mean_x = sum(w * x for w, x, _ in loads) / total
+        mean_y = sum(w * y for w, _, y in loads) / total
+        sxx = sum(w * (x - mean_x) ** 2 for w, x, _ in loads)
+        sxy = sum(w * (x - mean_x) * (y - mean_y) for w, x, y in loads)
+        if (sxx / total) ** 0.5 > 0.25 * mean_x:  # sizes differ enough to tell both apart
             seconds_per_bit = sxy / sxx
             rtt_s = mean_y - seconds_per_bit * mean_x
             if seconds_per_bit > 0 and rtt_s >= 0:
@@ -169,9 +176,7 @@ class LinkEstimator:
                 return
         # Too alike (or an inconsistent fit): keep the RTT, explain the rest as payload.
         x, y = self._points[-1]
-        if x == 0:
-            self.rtt_ms += (1 - self.decay) * (y * 1000 - self.rtt_ms)
-        elif y > self.rtt_ms / 1000:
+        if y > self.rtt_ms / 1000:
             sample = x / (y - self.rtt_ms / 1000) / 1000
             self.bandwidth_kbps += (1 - self.decay) * (sample - self.bandwidth_kbps)
         else:  # faster than the assumed round trip: the RTT was overestimated

@@ -46,6 +46,7 @@ from prometheus_client import (
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import zoo
@@ -357,7 +358,8 @@ def create_app(settings: ServerSettings | None = None,
 
     app = FastAPI(title="edgesplit cloud", version="1", lifespan=lifespan)
     # The served models, named in the OpenAPI schema (any other name still gets a 404 here).
-    served = PathParam(json_schema_extra={"enum": list(settings.models)})
+    served = PathParam(json_schema_extra={
+        "enum": list(service.models if service is not None else settings.models)})
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1024 * 1024),
                        timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestCounter, counter=metrics.requests)
@@ -406,6 +408,13 @@ def create_app(settings: ServerSettings | None = None,
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # Routine: an edge gives up on its deadline mid-upload. Nobody is left to answer.
+        log.debug("client left during %s", request.url.path)
+        metrics.errors.labels(_route(request), "ClientDisconnect").inc()
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
