@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from edgesplit.demo import free_port
+from edgesplit.testbed.demo import free_port
 
 
 @contextmanager

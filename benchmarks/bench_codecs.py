@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from edgesplit import zoo
-from edgesplit.splitting import SplitModel
-from edgesplit.wire import all_codecs, decode_tensor, encode_tensor
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
+from edgesplit.wire.codecs import all_codecs, decode_tensor, encode_tensor
 
 
 def round_trip(tensors: tuple[torch.Tensor, ...], codec) -> tuple[int, float, list[torch.Tensor]]:

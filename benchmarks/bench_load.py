@@ -24,10 +24,10 @@ import httpx
 import torch
 
 from _server import serving
-from edgesplit import zoo
-from edgesplit.protocol import encode_request
-from edgesplit.splitting import SplitModel
-from edgesplit.wire import encode_tensor
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
+from edgesplit.wire.codecs import encode_tensor
+from edgesplit.wire.protocol import encode_request
 
 SPLITS = {"mnist_cnn": [0, 2, 5, 6, 8], "alexnet": [0, 6, 14, 16, 19]}
 

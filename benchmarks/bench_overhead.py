@@ -19,10 +19,10 @@ import time
 import torch
 
 from _server import serving
-from edgesplit import zoo
-from edgesplit.client import CloudClient
-from edgesplit.splitting import SplitModel
-from edgesplit.wire import encode_tensor
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
+from edgesplit.edge.client import CloudClient
+from edgesplit.wire.codecs import encode_tensor
 
 
 def main() -> None:

@@ -15,10 +15,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-from edgesplit.planning import Objective, Planner
-from edgesplit.policies import Strategy
-from edgesplit.predictors import Conditions, ProfilePredictor, ThesisPredictor
-from edgesplit.profiler import load_or_profile
+from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.policies import Strategy
+from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
+from edgesplit.core.profiler import load_or_profile
 
 CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
 

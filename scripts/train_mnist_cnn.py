@@ -1,8 +1,8 @@
 """Train the zoo's MNIST CNN on scikit-learn's bundled digits and ship the weights.
 
 MNIST itself would have to be downloaded; scikit-learn ships 1,797 8x8 handwritten digits, which
-we upscale to MNIST's 28x28 layout (``edgesplit.zoo.digits_to_mnist``). The split, the seed and the
-schedule are fixed, so the run is reproducible on a CPU:
+we upscale to MNIST's 28x28 layout (``edgesplit.core.zoo.digits_to_mnist``). The split, the
+seed and the schedule are fixed, so the run is reproducible on a CPU:
 
     python scripts/train_mnist_cnn.py            # writes src/edgesplit/data/mnist_cnn.safetensors
 
@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from edgesplit import zoo
+from edgesplit.core import zoo
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "edgesplit" / "data" / zoo.MNIST_WEIGHTS
 SPLIT_SEED = 0

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import torch
 
-from edgesplit import zoo
-from edgesplit.profiles import Profile, write_profile
-from edgesplit.splitting import SplitModel
+from edgesplit.core import zoo
+from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.core.splitting import SplitModel
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,7 +47,7 @@ def split_model() -> Callable[[str], SplitModel]:
 @pytest.fixture(scope="session")
 def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, calibrated profile of the MNIST CNN on this machine, measured once."""
-    from edgesplit.profiler import profile_model
+    from edgesplit.core.profiler import profile_model
 
     profile = profile_model("mnist_cnn", repeats=3, warmup=1, clocks_ghz=(0.6, 1.2),
                             calibration_repeats=1)
@@ -57,7 +57,7 @@ def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def alexnet_profile() -> Profile:
     """A quick real profile of AlexNet on this machine (no clock calibration)."""
-    from edgesplit.profiler import profile_model
+    from edgesplit.core.profiler import profile_model
 
     return profile_model("alexnet", repeats=2, warmup=1, clocks_ghz=(),
                          split=_split_model("alexnet"))

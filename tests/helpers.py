@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgesplit.measurements import Measurement
-from edgesplit.profiles import (
+from edgesplit.core.profiles import (
     CalibrationPoint,
     LayerProfile,
     Machine,
     Profile,
     SplitPointProfile,
 )
+from edgesplit.edge.measurements import Measurement
 
 
 def make_profile(model: str = "toy", times: Sequence[float] = (0.1, 0.2, 0.3),

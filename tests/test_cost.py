@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from edgesplit.cost import EdgeMode, Prices, cost_usd, cost_vector
+from edgesplit.core.cost import EdgeMode, Prices, cost_usd, cost_vector
+from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.predictors import Conditions, ProfilePredictor
 from edgesplit.errors import InvalidArgument
-from edgesplit.planning import Objective, Planner
-from edgesplit.predictors import Conditions, ProfilePredictor
 
 from .helpers import make_profile
 

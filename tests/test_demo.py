@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from edgesplit.demo import Step, run_demo
-from edgesplit.measurements import read_measurements
-from edgesplit.profiles import read_profile
-from edgesplit.report import Phase, read_phases, summarise
+from edgesplit.core.profiles import read_profile
+from edgesplit.edge.measurements import read_measurements
+from edgesplit.testbed.demo import Step, run_demo
+from edgesplit.testbed.report import Phase, read_phases, summarise
 
 from .helpers import measurement
 

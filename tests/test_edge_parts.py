@@ -10,20 +10,21 @@ import pytest
 import torch
 from PIL import Image
 
-from edgesplit import zoo
-from edgesplit.errors import InputError, InvalidArgument
-from edgesplit.inputs import input_files, load_input
-from edgesplit.measurements import (
+from edgesplit.core import zoo
+from edgesplit.core.planning import Objective, SplitPlan, plan_prediction
+from edgesplit.core.predictors import Conditions, Prediction
+from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
+from edgesplit.core.uplink import LinkEstimator
+from edgesplit.edge.inputs import input_files, load_input
+from edgesplit.edge.measurements import (
     LayerTime,
     Measurement,
     MeasurementLog,
     read_measurements,
     read_rows,
 )
-from edgesplit.planning import Objective, SplitPlan, plan_prediction
-from edgesplit.predictors import Conditions, Prediction
-from edgesplit.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
-from edgesplit.sensors import FileClock, LinkEstimator
+from edgesplit.edge.sensors import FileClock
+from edgesplit.errors import InputError, InvalidArgument
 
 from .helpers import measurement
 

@@ -24,17 +24,18 @@ import httpx
 import pytest
 import torch
 
-from edgesplit import zoo
-from edgesplit.client import CloudClient
-from edgesplit.link import LinkEmulator
-from edgesplit.measurements import read_measurements
-from edgesplit.planning import Objective
-from edgesplit.profiles import Profile
-from edgesplit.protocol import encode_request
-from edgesplit.runtime import EdgeRuntime, InferenceResult
-from edgesplit.sensors import FixedClock, LinkEstimator
-from edgesplit.splitting import SplitModel
-from edgesplit.wire import encode_tensor
+from edgesplit.core import zoo
+from edgesplit.core.planning import Objective
+from edgesplit.core.profiles import Profile
+from edgesplit.core.splitting import SplitModel
+from edgesplit.core.uplink import LinkEstimator
+from edgesplit.edge.client import CloudClient
+from edgesplit.edge.measurements import read_measurements
+from edgesplit.edge.runtime import EdgeRuntime, InferenceResult
+from edgesplit.edge.sensors import FixedClock
+from edgesplit.testbed.link import LinkEmulator
+from edgesplit.wire.codecs import encode_tensor
+from edgesplit.wire.protocol import encode_request
 
 from .conftest import CloudProcess, free_port
 from .test_runtime import SetLink

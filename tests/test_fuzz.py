@@ -15,10 +15,21 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgesplit.cloud.server import CloudService, OffloadRequest, _offload_tensors
 from edgesplit.errors import WireFormatError
-from edgesplit.protocol import HEADER_LENGTH, input_tensor, parse_request, parse_response
-from edgesplit.server import CloudService, OffloadRequest, _offload_tensors
-from edgesplit.wire import DATATYPES, decode_tensor, decompress, encode_tensor, parse_codec
+from edgesplit.wire.codecs import (
+    DATATYPES,
+    decode_tensor,
+    decompress,
+    encode_tensor,
+    parse_codec,
+)
+from edgesplit.wire.protocol import (
+    HEADER_LENGTH,
+    input_tensor,
+    parse_request,
+    parse_response,
+)
 
 from .conftest import CloudProcess
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from edgesplit.errors import InvalidArgument
-from edgesplit.link import LinkEmulator, TokenBucket
+from edgesplit.testbed.link import LinkEmulator, TokenBucket
 
 # --- TokenBucket: a fake clock, no sleeping -------------------------------------------------
 

@@ -12,11 +12,11 @@ import torch
 import uvicorn
 from torch import nn
 
+from edgesplit.cloud.server import CloudService, ServerSettings, create_app
+from edgesplit.core.profiler import profile_model
+from edgesplit.core.splitting import SplitModel
+from edgesplit.edge.runtime import EdgeRuntime
 from edgesplit.errors import InvalidArgument
-from edgesplit.profiler import profile_model
-from edgesplit.runtime import EdgeRuntime
-from edgesplit.server import CloudService, ServerSettings, create_app
-from edgesplit.splitting import SplitModel
 
 from .conftest import free_port
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from edgesplit.policies import (
+from edgesplit.core.policies import (
     Strategy,
     budget_choice,
     cheapest,

@@ -4,15 +4,15 @@ import math
 
 import pytest
 
-from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
-from edgesplit.fitting import denormalise, fit_power_law, min_max_normalise
-from edgesplit.predictors import (
+from edgesplit.core.fitting import denormalise, fit_power_law, min_max_normalise
+from edgesplit.core.predictors import (
     Conditions,
     ProfilePredictor,
     ThesisPredictor,
     make_predictor,
     thesis_comm_s,
 )
+from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
 from .helpers import make_profile
 

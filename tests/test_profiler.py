@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edgesplit.emulation import DutyCycler
+from edgesplit.core.machine import describe_machine
+from edgesplit.core.profiler import load_or_profile
+from edgesplit.core.profiles import cached_profile_path, read_profile, write_profile
 from edgesplit.errors import InvalidArgument, ProfileError
-from edgesplit.profiler import load_or_profile
-from edgesplit.profiles import cached_profile_path, read_profile, write_profile
-from edgesplit.sensors import describe_machine
+from edgesplit.testbed.emulation import DutyCycler
 
 
 def test_a_real_profile_describes_every_layer_and_split_point(mnist_profile_file: Path) -> None:

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from edgesplit import zoo
-from edgesplit.link import LinkEmulator
-from edgesplit.measurements import read_measurements, read_rows
-from edgesplit.planning import Objective
-from edgesplit.profiles import Profile, read_profile
-from edgesplit.rescheduling import ReschedulePolicy
-from edgesplit.runtime import EdgeRuntime
-from edgesplit.sensors import FixedClock, LinkEstimator
-from edgesplit.splitting import SplitModel
+from edgesplit.core import zoo
+from edgesplit.core.planning import Objective
+from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.rescheduling import ReschedulePolicy
+from edgesplit.core.splitting import SplitModel
+from edgesplit.core.uplink import LinkEstimator
+from edgesplit.edge.measurements import read_measurements, read_rows
+from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.edge.sensors import FixedClock
+from edgesplit.testbed.link import LinkEmulator
 
 from .conftest import CloudProcess
 

@@ -16,8 +16,12 @@ import httpx
 import pytest
 import torch
 
-from edgesplit import zoo
-from edgesplit.auth import (
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
+from edgesplit.edge.client import CloudClient
+from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.errors import CloudUnavailable, InvalidArgument, Unauthorized
+from edgesplit.wire.auth import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -27,11 +31,7 @@ from edgesplit.auth import (
     read_secret,
     sign_request,
 )
-from edgesplit.client import CloudClient
-from edgesplit.errors import CloudUnavailable, InvalidArgument, Unauthorized
-from edgesplit.runtime import EdgeRuntime
-from edgesplit.splitting import SplitModel
-from edgesplit.wire import encode_tensor
+from edgesplit.wire.codecs import encode_tensor
 
 from .conftest import CloudProcess
 
@@ -211,7 +211,7 @@ def test_https_with_a_ca_the_edge_trusts(tls_files: dict[str, Path],
 
 
 def _quick_profile(split_model: SplitFactory):
-    from edgesplit.profiler import profile_model
+    from edgesplit.core.profiler import profile_model
 
     return profile_model("mnist_cnn", repeats=1, warmup=0, clocks_ghz=(),
                          split=split_model("mnist_cnn"))
@@ -304,7 +304,7 @@ def test_a_full_server_answers_503_with_retry_after(split_model: SplitFactory) -
     with CloudProcess("--workers", "1", "--max-pending", "1", models="alexnet") as server:
 
         def offload() -> None:
-            from edgesplit.protocol import encode_request
+            from edgesplit.wire.protocol import encode_request
 
             content, headers = encode_request(body, {"split_point": 0})
             response = httpx.post(f"{server.url}/v2/models/alexnet/infer", content=content,

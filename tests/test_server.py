@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgesplit import zoo
-from edgesplit.client import CloudClient
-from edgesplit.protocol import HEADER_LENGTH, encode_request, parse_response
-from edgesplit.splitting import SplitModel
-from edgesplit.wire import all_codecs, encode_tensor
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
+from edgesplit.edge.client import CloudClient
+from edgesplit.wire.codecs import all_codecs, encode_tensor
+from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
 from .conftest import CloudProcess
 
@@ -24,7 +24,7 @@ SplitFactory = Callable[[str], SplitModel]
 
 def infer(cloud: CloudProcess, model: str, split_point: int, tensors: list[torch.Tensor],
           codec: str = "raw", names: list[str] | None = None) -> httpx.Response:
-    from edgesplit.wire import parse_codec
+    from edgesplit.wire.codecs import parse_codec
 
     encoded = [encode_tensor(t, parse_codec(codec), name)
                for t, name in zip(tensors, names or ["x"] * len(tensors), strict=True)]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgesplit import zoo
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
-from edgesplit.splitting import SplitModel
 
 SplitFactory = Callable[[str], SplitModel]
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from edgesplit.errors import WireFormatError
-from edgesplit.protocol import (
+from edgesplit.wire.codecs import (
+    Codec,
+    all_codecs,
+    decode_tensor,
+    encode_tensor,
+    parse_codec,
+)
+from edgesplit.wire.protocol import (
     HEADER_LENGTH,
     encode_request,
     encode_response,
@@ -14,7 +21,6 @@ from edgesplit.protocol import (
     parse_request,
     parse_response,
 )
-from edgesplit.wire import Codec, all_codecs, decode_tensor, encode_tensor, parse_codec
 
 
 def activation() -> torch.Tensor:

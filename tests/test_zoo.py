@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgesplit import zoo
+from edgesplit.core import zoo
 from edgesplit.errors import UnknownModel
 
 

@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from . import zoo
-from .cost import Prices
-from .errors import EdgesplitError
-from .planning import Objective, Planner, SplitPlan
-from .policies import Strategy
-from .predictors import Conditions, make_predictor
-from .profiles import Profile, cached_profiles, read_profile, write_profile
+from edgesplit.core import zoo
+from edgesplit.core.cost import Prices
+from edgesplit.core.planning import Objective, Planner, SplitPlan
+from edgesplit.core.policies import Strategy
+from edgesplit.core.predictors import Conditions, make_predictor
+from edgesplit.core.profiles import Profile, cached_profiles, read_profile, write_profile
+from edgesplit.errors import EdgesplitError
 
 out = Console()
 err = Console(stderr=True)
@@ -47,15 +47,15 @@ def progress_bar(quiet: bool) -> Iterator[object]:
 
 
 def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
-    from .profiler import load_or_profile
+    from edgesplit.core.profiler import load_or_profile
 
     if path is not None:
         profile = read_profile(path)
         if profile.model != model:
             raise EdgesplitError(f"{path} profiles {profile.model!r}, not {model!r}")
         return profile
-    from .profiles import cached_profile_path
-    from .sensors import describe_machine
+    from edgesplit.core.machine import describe_machine
+    from edgesplit.core.profiles import cached_profile_path
 
     if not quiet and not cached_profile_path(model, describe_machine(threads)).exists():
         err.print(f"profiling {model} on this machine (once; cached for later)...",
@@ -79,7 +79,7 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=1
 @JSON_OPTION
 def models(as_json: bool) -> None:
     """List the model zoo: layers, split points and parameters."""
-    from .splitting import SplitModel
+    from edgesplit.core.splitting import SplitModel
 
     rows = []
     for name, spec in zoo.MODELS.items():
@@ -119,8 +119,8 @@ def models(as_json: bool) -> None:
 def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
             out_file: Path | None, as_json: bool) -> None:
     """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
-    from .profiler import profile_model
-    from .profiles import cached_profile_path
+    from edgesplit.core.profiler import profile_model
+    from edgesplit.core.profiles import cached_profile_path
 
     zoo.get_spec(model)
     clock_list = _floats(clocks, "--clocks")
@@ -237,7 +237,7 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
               help="Report folder (default: ./edgesplit-report-<time>).")
 def demo(model: str, out_dir: Path | None) -> None:
     """A minute of a real edge and cloud under changing bandwidth, RTT, clock and an outage."""
-    from .demo import run_demo
+    from edgesplit.testbed.demo import run_demo
 
     zoo.get_spec(model)
     run_demo(model=model, out_dir=out_dir, console=out)
@@ -249,7 +249,7 @@ def demo(model: str, out_dir: Path | None) -> None:
               help="Where to write the report (default: LOG_DIR).")
 def report(log_dir: Path, out_dir: Path | None) -> None:
     """Plots and a summary from a measurement log (edge run --log, or a demo's folder)."""
-    from .report import build_report
+    from edgesplit.testbed.report import build_report
 
     out.print(f"report: {build_report(log_dir, out_dir)}")
 
@@ -314,8 +314,8 @@ def serve(host: str, port: int, models: str, token: str | None, token_file: Path
 
     import uvicorn
 
-    from .auth import read_keys, secret_from
-    from .server import ServerSettings, create_app
+    from edgesplit.cloud.server import ServerSettings, create_app
+    from edgesplit.wire.auth import read_keys, secret_from
 
     names = [name.strip() for name in models.split(",") if name.strip()]
     for name in names:
@@ -354,7 +354,7 @@ def edge() -> None:
 
 
 def _codec_list(value: str) -> list[str]:
-    from .wire import all_codecs, parse_codec
+    from edgesplit.wire.codecs import all_codecs, parse_codec
 
     if value == "auto":
         return [c.name for c in all_codecs()]
@@ -437,11 +437,13 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
-    from .auth import secret_from
-    from .inputs import input_files, load_input
-    from .rescheduling import ReschedulePolicy
-    from .runtime import EdgeRuntime, InferenceResult
-    from .sensors import CpufreqClock, FileClock, FixedClock, LinkEstimator, native_clock_ghz
+    from edgesplit.core.machine import native_clock_ghz
+    from edgesplit.core.rescheduling import ReschedulePolicy
+    from edgesplit.core.uplink import LinkEstimator
+    from edgesplit.edge.inputs import input_files, load_input
+    from edgesplit.edge.runtime import EdgeRuntime, InferenceResult
+    from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
+    from edgesplit.wire.auth import secret_from
 
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):

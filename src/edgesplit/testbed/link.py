@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .errors import InvalidArgument
+from edgesplit.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

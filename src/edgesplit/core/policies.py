@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .errors import InvalidArgument
+from edgesplit.errors import InvalidArgument
 
 
 class Strategy(StrEnum):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import zstandard
 
-from .errors import WireFormatError
+from edgesplit.errors import WireFormatError
 
 # OIP datatype -> little-endian numpy dtype (the wire) and torch dtype (in memory).
 DATATYPES: dict[str, tuple[str, torch.dtype]] = {

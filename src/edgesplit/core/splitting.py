@@ -16,8 +16,8 @@ Three kinds of node are not layers:
   offered: the layers on both sides of it run as one.
 
 >>> import torch
->>> from edgesplit.splitting import SplitModel
->>> from edgesplit.zoo import build_model, sample_input
+>>> from edgesplit.core.splitting import SplitModel
+>>> from edgesplit.core.zoo import build_model, sample_input
 >>> x = sample_input("resnet18")
 >>> split = SplitModel(build_model("resnet18"), x)
 >>> sent = split.head(x, 20)            # the edge runs layers 1..20
@@ -39,7 +39,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.node import map_arg
 
-from .errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
+from edgesplit.errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
 
 _REMOVED_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,

@@ -49,9 +49,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import zoo
-from .auth import HmacVerifier, read_keys
-from .errors import (
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel, torch_dtype
+from edgesplit.errors import (
     EdgesplitError,
     InvalidArgument,
     InvalidSplitPoint,
@@ -60,9 +60,15 @@ from .errors import (
     WireFormatError,
     first_validation_error,
 )
-from .protocol import HEADER_LENGTH, InferenceRequest, encode_response, input_tensor, parse_request
-from .splitting import SplitModel, torch_dtype
-from .wire import TORCH_TO_DATATYPE, decode_tensor, encode_tensor
+from edgesplit.wire.auth import HmacVerifier, read_keys
+from edgesplit.wire.codecs import TORCH_TO_DATATYPE, decode_tensor, encode_tensor
+from edgesplit.wire.protocol import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    encode_response,
+    input_tensor,
+    parse_request,
+)
 
 log = logging.getLogger(__name__)
 

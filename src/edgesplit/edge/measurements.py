@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgument
+from edgesplit.errors import InvalidArgument
 
 MEASUREMENTS_FILE = "measurements.csv"
 LAYERS_FILE = "layers.csv"

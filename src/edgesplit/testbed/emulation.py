@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from .errors import InvalidArgument
+from edgesplit.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Protocol
 
-from .errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
-from .fitting import (
+from edgesplit.core.fitting import (
     DEFAULT_CLOCK_EXPONENT,
     PowerLaw,
     denormalise,
     fit_power_law,
     min_max_normalise,
 )
-from .profiles import Profile
+from edgesplit.core.profiles import Profile
+from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
 WIRE_FACTOR = 1.045
 """Bytes on the wire per payload byte: TCP/IP and Ethernet headers (measured, DESIGN.md s. 5)."""

@@ -8,8 +8,8 @@ each codec produced and the uplink's speed and delay. If the cloud is down, refu
 deadline derived from the plan, the edge finishes the network itself: no inference is lost. It
 checks on the cloud every few seconds and resumes offloading when it answers.
 
->>> from edgesplit.runtime import EdgeRuntime
->>> from edgesplit.zoo import sample_input
+>>> from edgesplit.edge.runtime import EdgeRuntime
+>>> from edgesplit.core.zoo import sample_input
 >>> with EdgeRuntime("mnist_cnn", cloud_url=None) as edge:   # no cloud: all on the edge
 ...     result = edge.infer(sample_input("mnist_cnn"))
 >>> result.measurement.finished, result.measurement.prediction
@@ -29,18 +29,19 @@ from pathlib import Path
 
 import torch
 
-from . import zoo
-from .client import CloudClient
-from .cost import cost_usd
-from .errors import CloudUnavailable, InvalidArgument, OffloadTimeout, WireFormatError
-from .measurements import LayerTime, Measurement, MeasurementLog
-from .planning import Objective, Planner, SplitPlan
-from .predictors import Conditions, ProfilePredictor, make_predictor
-from .profiles import Profile
-from .rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
-from .sensors import ClockSensor, CpufreqClock, LinkEstimator
-from .splitting import SplitModel
-from .wire import decode_tensor, encode_tensor, parse_codec
+from edgesplit.core import zoo
+from edgesplit.core.cost import cost_usd
+from edgesplit.core.planning import Objective, Planner, SplitPlan
+from edgesplit.core.predictors import Conditions, ProfilePredictor, make_predictor
+from edgesplit.core.profiles import Profile
+from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
+from edgesplit.core.splitting import SplitModel
+from edgesplit.core.uplink import LinkEstimator
+from edgesplit.edge.client import CloudClient
+from edgesplit.edge.measurements import LayerTime, Measurement, MeasurementLog
+from edgesplit.edge.sensors import ClockSensor, CpufreqClock
+from edgesplit.errors import CloudUnavailable, InvalidArgument, OffloadTimeout, WireFormatError
+from edgesplit.wire.codecs import decode_tensor, encode_tensor, parse_codec
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class EdgeRuntime:
                                   "answers against")
         self.split = split or SplitModel(zoo.build_model(model), zoo.sample_input(model))
         if profile is None:
-            from .profiler import load_or_profile
+            from edgesplit.core.profiler import load_or_profile
 
             profile = load_or_profile(model)
         if profile.n_layers != self.split.n_layers:

@@ -27,15 +27,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .emulation import DutyCycler
-from .errors import EdgesplitError
-from .link import LinkEmulator
-from .measurements import read_measurements
-from .planning import Objective, Planner
-from .predictors import Conditions, ProfilePredictor
-from .profiler import load_or_profile
-from .profiles import Profile, write_profile
-from .report import Phase, build_report, summarise, write_phases
+from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.predictors import Conditions, ProfilePredictor
+from edgesplit.core.profiler import load_or_profile
+from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.edge.measurements import read_measurements
+from edgesplit.errors import EdgesplitError
+from edgesplit.testbed.emulation import DutyCycler
+from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.report import Phase, build_report, summarise, write_phases
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def _table(step: Step, watcher: _EdgeWatcher, planners: dict[str, Planner]) -> T
 
 
 def _print_summary(out_dir: Path, console: Console) -> None:
-    from .report import read_phases
+    from edgesplit.testbed.report import read_phases
 
     rows = summarise(read_measurements(out_dir), read_phases(out_dir))
     table = Table(title="summary per phase", caption="ms: median latency measured (predicted); "

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from .errors import ProfileError, first_validation_error
+from edgesplit.errors import ProfileError, first_validation_error
 
 FORMAT = "edgesplit-profile/1"
 

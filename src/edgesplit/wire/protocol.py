@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import WireFormatError, first_validation_error
-from .wire import DATATYPES, EncodedTensor, decode_tensor, element_count
+from edgesplit.errors import WireFormatError, first_validation_error
+from edgesplit.wire.codecs import DATATYPES, EncodedTensor, decode_tensor, element_count
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_SIZE = "binary_data_size"

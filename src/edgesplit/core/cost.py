@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
-from .errors import InvalidArgument
+from edgesplit.errors import InvalidArgument
 
 SECONDS_PER_HOUR = 3600.0
 

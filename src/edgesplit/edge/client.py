@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from .auth import sign_request
-from .errors import CloudUnavailable, InvalidArgument, OffloadTimeout
-from .protocol import HEADER_LENGTH, encode_request, parse_response
-from .wire import EncodedTensor
+from edgesplit.errors import CloudUnavailable, InvalidArgument, OffloadTimeout
+from edgesplit.wire.auth import sign_request
+from edgesplit.wire.codecs import EncodedTensor
+from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ Pure: a ``Planner`` holds a fitted predictor and an ``Objective`` (strategy, wei
 prices, deadline or budget, checked once); ``plan(conditions)`` predicts every split point, prices
 it, applies the policy and returns a ``SplitPlan`` with the Pareto front. No I/O, no clocks.
 
->>> from edgesplit.planning import Objective
+>>> from edgesplit.core.planning import Objective
 >>> Objective(strategy="slo").deadline_s
 Traceback (most recent call last):
 ...
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .cost import EdgeMode, Prices, cost_vector, edge_mode
-from .errors import InvalidArgument
-from .policies import Strategy, choose, pareto_front, strategy
-from .predictors import Conditions, Prediction, Predictor
+from edgesplit.core.cost import EdgeMode, Prices, cost_vector, edge_mode
+from edgesplit.core.policies import Strategy, choose, pareto_front, strategy
+from edgesplit.core.predictors import Conditions, Prediction, Predictor
+from edgesplit.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)

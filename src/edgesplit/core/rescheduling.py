@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import InvalidArgument
-from .planning import SplitPlan
-from .predictors import Conditions
+from edgesplit.core.planning import SplitPlan
+from edgesplit.core.predictors import Conditions
+from edgesplit.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .measurements import Measurement, check_log, read_measurements
-from .planning import SplitPlan
+from edgesplit.core.planning import SplitPlan
+from edgesplit.edge.measurements import Measurement, check_log, read_measurements
 
 PHASES_FILE = "phases.json"
 

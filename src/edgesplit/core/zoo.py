@@ -5,7 +5,7 @@ same layer structure as the thesis's Tables 5.1 to 5.3. Weights are deterministi
 seeds its own random stream, so two builds are identical and the caller's RNG is untouched. The
 MNIST CNN loads trained weights shipped with the package (see ``scripts/train_mnist_cnn.py``).
 
->>> from edgesplit.zoo import build_model, sample_input
+>>> from edgesplit.core.zoo import build_model, sample_input
 >>> model = build_model("mnist_cnn")
 >>> model(sample_input("mnist_cnn")).shape
 torch.Size([1, 10])
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UnknownModel
+from edgesplit.errors import UnknownModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,116 +1,12 @@
-"""What the edge knows about itself and its uplink: CPU, clock speed, bandwidth, RTT.
-
-On real hardware the clock comes from cpufreq (through psutil). In an emulated testbed it comes
-from the emulator, which is the only place that knows the duty cycle it imposes. Bandwidth and
-round-trip time are learned from the edge's own transfers (``LinkEstimator``).
-"""
+"""The uplink's bandwidth and round-trip time, learned from the edge's own transfers (pure)."""
 
 from __future__ import annotations
 
 import math
-import os
-import platform
-import re
 from collections import deque
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-import psutil
-import torch
-
-from .errors import EdgesplitError, InvalidArgument
-from .predictors import WIRE_FACTOR
-from .profiles import Machine
-
-
-def native_clock_ghz() -> float:
-    """The CPU's clock speed in GHz: cpufreq's maximum, else its current value, else cpuinfo."""
-    freq = psutil.cpu_freq()
-    if freq is not None:
-        mhz = freq.max or freq.current
-        if mhz and mhz > 0:
-            return round(mhz / 1000.0, 3)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        match = re.search(r"@\s*([\d.]+)\s*GHz", cpuinfo.read_text())
-        if match:
-            return float(match.group(1))
-    raise EdgesplitError(
-        "cannot read this machine's clock speed; set EDGESPLIT_CLOCK_GHZ to it (e.g. 1.5)"
-    )
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        if match:
-            return match.group(1).strip()
-    return platform.processor() or platform.machine()
-
-
-def describe_machine(threads: int) -> Machine:
-    """This machine, as profiles record it. ``EDGESPLIT_CLOCK_GHZ`` overrides the clock."""
-    clock = os.environ.get("EDGESPLIT_CLOCK_GHZ")
-    return Machine(
-        cpu=cpu_name(),
-        cores=os.cpu_count() or 1,
-        clock_ghz=float(clock) if clock else native_clock_ghz(),
-        threads=threads,
-        torch=torch.__version__,
-        python=platform.python_version(),
-        platform=f"{platform.system()}-{platform.machine()}",
-    )
-
-
-class ClockSensor(Protocol):
-    def read_ghz(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class FixedClock:
-    """A clock speed given by the user (``--clock-ghz``)."""
-
-    ghz: float
-
-    def read_ghz(self) -> float:
-        return self.ghz
-
-
-class CpufreqClock:
-    """The CPU's current clock speed from cpufreq (real hardware with DVFS, e.g. a Pi);
-    ``EDGESPLIT_CLOCK_GHZ`` overrides it, as it overrides the clock profiles record."""
-
-    def read_ghz(self) -> float:
-        override = os.environ.get("EDGESPLIT_CLOCK_GHZ")
-        if override:
-            return float(override)
-        freq = psutil.cpu_freq()
-        if freq is not None and freq.current > 0:
-            return freq.current / 1000.0
-        return native_clock_ghz()
-
-
-class FileClock:
-    """The emulated clock speed a testbed writes to a file (one number, GHz).
-
-    The emulator throttling this process is the only one that knows the clock it imposes; the
-    last good value is kept if the file is briefly missing or half-written.
-    """
-
-    def __init__(self, path: Path, default_ghz: float) -> None:
-        self.path = Path(path)
-        self.last_ghz = default_ghz
-
-    def read_ghz(self) -> float:
-        try:
-            value = float(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return self.last_ghz
-        if value > 0:
-            self.last_ghz = value
-        return self.last_ghz
+from edgesplit.core.predictors import WIRE_FACTOR
+from edgesplit.errors import InvalidArgument
 
 
 class LinkEstimator:

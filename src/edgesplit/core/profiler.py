@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 
 import torch
 
-from . import zoo
-from .emulation import DutyCycler
-from .errors import CalibrationError, InvalidArgument, ProfileError
-from .profiles import (
+from edgesplit.core import zoo
+from edgesplit.core.machine import describe_machine
+from edgesplit.core.profiles import (
     CalibrationPoint,
     LayerProfile,
     Machine,
@@ -33,8 +32,9 @@ from .profiles import (
     read_profile,
     write_profile,
 )
-from .sensors import describe_machine
-from .splitting import SplitModel
+from edgesplit.core.splitting import SplitModel
+from edgesplit.errors import CalibrationError, InvalidArgument, ProfileError
+from edgesplit.testbed.emulation import DutyCycler
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def calibrate_clock(name: str, clocks_ghz: Sequence[float], machine: Machine, re
     paired with a full-speed sample taken just before it; the point is ``forward_s`` times the
     median ratio of the pairs.
     """
-    command = [sys.executable, "-m", "edgesplit._forward_worker", name, str(machine.threads)]
+    command = [sys.executable, "-m", "edgesplit.core._forward_worker", name, str(machine.threads)]
     worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     points = []
     try:

@@ -1,7 +1,7 @@
 """A process that times whole forwards of one zoo model, for clock calibration.
 
-Run as ``python -m edgesplit._forward_worker MODEL THREADS``. It prints ``{"ready": true}`` once
-the model is built, then answers each request line
+Run as ``python -m edgesplit.core._forward_worker MODEL THREADS``. It prints
+``{"ready": true}`` once the model is built, then answers each request line
 ``{"warmup": W, "repeats": R, "min_time_s": T}`` with ``{"times": [...]}``: one mean forward time
 per repeat, each repeat running forwards for at least ``T`` seconds, over many duty cycles. The
 parent duty-cycles this process to emulate a slower clock, so nothing but the forwards runs here.
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from . import zoo
+from edgesplit.core import zoo
 
 
 def main(argv: list[str]) -> None:

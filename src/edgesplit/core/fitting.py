@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import curve_fit
 
-from .errors import CalibrationError
+from edgesplit.errors import CalibrationError
 
 EXPONENT_LIMIT = 10.0
 """Fitted exponents are kept within +-10: steeper than any clock law of real hardware."""

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import InvalidArgument, Unauthorized
+from edgesplit.errors import InvalidArgument, Unauthorized
 
 KEY_HEADER = "x-edgesplit-key"
 TIMESTAMP_HEADER = "x-edgesplit-timestamp"

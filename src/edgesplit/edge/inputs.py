@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError
-from .zoo import ModelSpec, normalise
+from edgesplit.core.zoo import ModelSpec, normalise
+from edgesplit.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

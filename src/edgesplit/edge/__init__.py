@@ -1,0 +1,1 @@
+"""The edge runtime: sensors, the client to the cloud, the measurement log, inputs."""
