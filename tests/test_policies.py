@@ -19,7 +19,7 @@ from edgesplit.core.policies import (
 
 
 def walk_algorithm_1(latency: list[float], cost: list[float], weight: float) -> int:
-    """Algorithm 1 exactly as DESIGN.md section 4 words it: read both lists step by step."""
+    """Algorithm 1 exactly as docs/design.md section 4 words it: read both lists step by step."""
     n = len(latency)
     by_latency = sorted(range(n), key=lambda sp: (latency[sp], cost[sp], sp))
     by_cost = sorted(range(n), key=lambda sp: (cost[sp], latency[sp], sp))

@@ -77,7 +77,7 @@ def rank_advantage(n: int, weight: float) -> int:
 
 
 def rank_choice(latency: Sequence[float], cost: Sequence[float], weight: float) -> int:
-    """The thesis's Algorithm 1, as DESIGN.md section 4 reads it.
+    """The thesis's Algorithm 1, as docs/design.md section 4 reads it.
 
     Sort fastest-first (``L``) and cheapest-first (``C``). The favoured objective's list (cost
     when ``w > 0.5``) is read up to step ``i`` and the other up to ``i + k``; the first split point

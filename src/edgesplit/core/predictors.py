@@ -29,7 +29,7 @@ from edgesplit.core.profiles import Profile
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
 WIRE_FACTOR = 1.045
-"""Bytes on the wire per payload byte: TCP/IP and Ethernet headers (measured, DESIGN.md s. 5)."""
+"""Bytes on the wire per payload byte: TCP/IP and Ethernet headers (docs/design.md section 5)."""
 
 REQUEST_OVERHEAD_BYTES = 400
 """HTTP request line and headers plus the inference header of one offload, before learning."""
@@ -84,7 +84,7 @@ def thesis_comm_s(offload_bytes: int, bandwidth_kbps: float, rtt_ms: float) -> f
 
 
 class ThesisPredictor:
-    """The thesis's model (DESIGN.md section 3).
+    """The thesis's model (docs/design.md section 3).
 
     Edge latency is linear in the split point, ``slope(CS) * sp``. The slope comes from a power law
     ``a * CS ** b`` fitted on the min-max normalised slopes of every calibrated network (``edge``

@@ -1,9 +1,10 @@
 """Measure a model on this machine: per-layer times, split-point sizes and a clock calibration.
 
 Per-layer times are measured at full speed, with a fixed torch thread count, after warm-up, as the
-median of repeats (throttled per-layer times of a few milliseconds are bimodal, DESIGN.md section
-5). The clock calibration measures whole forwards in a worker process that a ``DutyCycler`` slows
-to each emulated clock; the clock-speed law is fitted on those whole-forward times.
+median of repeats (throttled per-layer times of a few milliseconds are bimodal, docs/design.md
+section 5). The clock calibration measures whole forwards in a worker process that a
+``DutyCycler`` slows to each emulated clock; the clock-speed law is fitted on those whole-forward
+times.
 """
 
 from __future__ import annotations
