@@ -25,6 +25,7 @@ from edgesplit.core.fitting import (
     fit_power_law,
     min_max_normalise,
 )
+from edgesplit.core.load import with_wait
 from edgesplit.core.profiles import Profile
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
@@ -37,16 +38,19 @@ REQUEST_OVERHEAD_BYTES = 400
 
 @dataclass(frozen=True, slots=True)
 class Conditions:
-    """Live conditions: uplink bandwidth (kbit/s), round-trip time (ms), edge clock (GHz)."""
+    """Live conditions: uplink bandwidth (kbit/s), round-trip time (ms), edge clock (GHz), and
+    how long a request will wait at a busy cloud before its tail runs (s; ``core.load``)."""
 
     bandwidth_kbps: float
     rtt_ms: float
     clock_ghz: float
+    cloud_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, low in (("bandwidth_kbps", self.bandwidth_kbps, 0.0),
                                  ("rtt_ms", self.rtt_ms, None),
-                                 ("clock_ghz", self.clock_ghz, 0.0)):
+                                 ("clock_ghz", self.clock_ghz, 0.0),
+                                 ("cloud_wait_s", self.cloud_wait_s, None)):
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise InvalidConditions(f"{name} must be a finite number, got {value!r}")
             if low is not None and value <= low:
@@ -137,7 +141,7 @@ class ThesisPredictor:
         return Prediction(
             edge_s=tuple(slope * sp for sp in range(len(self.cloud_s_))),
             comm_s=tuple(thesis_comm_s(size, bw, rtt) for size in self.offload_bytes_),
-            cloud_s=self.cloud_s_,
+            cloud_s=with_wait(self.cloud_s_, conditions.cloud_wait_s),
             offload_bytes=self.offload_bytes_,
             codec=("raw",) * len(self.cloud_s_),
         )
@@ -149,7 +153,8 @@ class ProfilePredictor:
     - Edge: ``sum(t_i for i <= sp) * law(clock) / law(profile clock)``; the law is a power law
       fitted to the profile's (clock, whole-forward latency) pairs plus its full-speed forward.
       With no calibration the exponent is ``-1`` (time inversely proportional to clock speed).
-    - Cloud: ``sum(t_i for i > sp)`` from the cloud's profile (the edge's own when none is given).
+    - Cloud: ``sum(t_i for i > sp)`` from the cloud's profile (the edge's own when none is given),
+      plus the wait at a busy cloud (``conditions.cloud_wait_s``) wherever a tail is left.
     - Communication: the encoded payload plus request overhead, times the wire factor, over the
       bandwidth, plus one round trip (the request goes out, the answer comes back).
     - Codecs: a codec shrinks the payload by a ratio and costs the edge its encoding time; both
@@ -238,7 +243,7 @@ class ProfilePredictor:
         return Prediction(
             edge_s=edge,
             comm_s=tuple((size + overhead) * per_bit + rtt_s for size in sent),
-            cloud_s=self.cloud_s_,
+            cloud_s=with_wait(self.cloud_s_, conditions.cloud_wait_s),
             offload_bytes=sent,
             codec=(codec,) * len(sent),
         )
