@@ -1,4 +1,4 @@
-"""A cloud server for the benchmarks: started on a free loopback port, stopped after."""
+"""Servers for the benchmarks: started on a free loopback port, stopped after."""
 
 from __future__ import annotations
 
@@ -7,30 +7,48 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 from edgesplit.testbed.demo import free_port
+
+HERE = Path(__file__).parent
 
 
 @contextmanager
 def serving(models: str, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``edgesplit cloud serve`` with ``models`` and extra ``args``; yields (process, url)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "edgesplit.cli", "cloud", "serve",
-                               "--port", str(port), "--models", models,
-                               "--log-level", "warning", *args])
-    url = f"http://127.0.0.1:{port}"
+    with _running([sys.executable, "-m", "edgesplit.cli", "cloud", "serve", "--port", str(port),
+                   "--models", models, "--log-level", "warning", *args],
+                  f"http://127.0.0.1:{port}", "/v2/health/ready") as started:
+        yield started
+
+
+@contextmanager
+def serving_thesis(models: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The thesis-style Flask comparator (``thesis_server.py``); yields (process, url)."""
+    port = free_port()
+    with _running([sys.executable, str(HERE / "thesis_server.py"), "--port", str(port),
+                   "--models", models], f"http://127.0.0.1:{port}", "/health") as started:
+        yield started
+
+
+@contextmanager
+def _running(command: list[str], url: str,
+             ready_path: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    server = subprocess.Popen(command)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
             try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).is_success:
+                if httpx.get(f"{url}{ready_path}", timeout=1).is_success:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError("the cloud server did not start")
+            raise RuntimeError(f"the server did not start: {' '.join(command)}")
         yield server, url
     finally:
         server.terminate()

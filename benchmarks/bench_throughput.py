@@ -1,0 +1,151 @@
+"""Cloud throughput on loopback: edgesplit's server against a cloud built the thesis's way.
+
+    python benchmarks/bench_throughput.py [--seconds 4] [--concurrency 1,8,32] [--servers ...]
+
+For the MNIST CNN (split point 5, after the second pool) and AlexNet (split point 14, so the cloud
+runs the fully connected layers), closed-loop clients on loopback keep ``concurrency`` requests
+in flight for ``--seconds`` against each server, one after another, in one run:
+
+- ``thesis``: the comparator of ``thesis_server.py`` (Flask, base64 JSON, ``/offload``);
+- ``edgesplit``: ``edgesplit cloud serve`` as shipped (OIP v2, binary tensors, 2 tail workers);
+- ``batching``: the same with dynamic batching (``--max-batch-size 8 --batch-wait-ms 2``);
+- ``ray``: the same app on Ray Serve (``--backend ray``), where the ``ray`` extra is installed.
+
+Prints requests per second, the ratio to the thesis design's in this same run, and p50/p99
+latency; a non-200 answer counts as an error. The clients share the machine's cores with the
+server, as in the issue's measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import json
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import torch
+
+from _server import serving, serving_thesis
+from edgesplit.core import zoo
+from edgesplit.core.splitting import SplitModel
+from edgesplit.wire.codecs import encode_tensor
+from edgesplit.wire.protocol import encode_request
+
+CASES = {"mnist_cnn": 5, "alexnet": 14}
+MODELS = ",".join(CASES)
+
+Server = Callable[[], AbstractContextManager[Any]]
+SERVERS: dict[str, tuple[str, Server]] = {
+    "thesis": ("thesis", lambda: serving_thesis(MODELS)),
+    "edgesplit": ("oip", lambda: serving(MODELS, "--workers", "2")),
+    "batching": ("oip", lambda: serving(MODELS, "--workers", "2", "--max-batch-size", "8",
+                                        "--batch-wait-ms", "2")),
+    "ray": ("oip", lambda: serving(MODELS, "--backend", "ray", "--replicas", "1",
+                                   "--max-batch-size", "8", "--batch-wait-ms", "2")),
+}
+
+
+@dataclass
+class Result:
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def request_bodies(model: str, split_point: int) -> dict[str, tuple[str, bytes, dict[str, str]]]:
+    """The same cut of the sample input as each dialect sends it: (path, body, headers)."""
+    x = zoo.sample_input(model)
+    split = SplitModel(zoo.build_model(model), x)
+    (cut,) = split.head(x, split_point)
+    spec = split.split_points[split_point].tensors[0]
+    content, headers = encode_request([encode_tensor(cut, name=spec.name)],
+                                      {"split_point": split_point})
+    thesis = json.dumps({"tensor": base64.b64encode(cut.numpy().astype("<f4").tobytes()).decode(),
+                         "splitting_point": split_point, "model": model}).encode()
+    return {"oip": (f"/v2/models/{model}/infer", content, headers),
+            "thesis": ("/offload", thesis, {"content-type": "application/json"})}
+
+
+async def closed_loop(url: str, request: tuple[str, bytes, dict[str, str]], concurrency: int,
+                      seconds: float) -> Result:
+    """``concurrency`` clients, each sending the next request when its answer arrives."""
+    path, content, headers = request
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def one_client(until: float, record: bool) -> None:
+            nonlocal errors
+            while time.monotonic() < until:
+                began = time.perf_counter()
+                response = await client.post(path, content=content, headers=headers)
+                if not record:
+                    continue
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors += 1
+
+        warm = time.monotonic() + min(1.0, seconds / 4)
+        await asyncio.gather(*(one_client(warm, False) for _ in range(concurrency)))
+        began = time.monotonic()
+        await asyncio.gather(*(one_client(began + seconds, True) for _ in range(concurrency)))
+        elapsed = time.monotonic() - began
+    latencies.sort()
+    if not latencies:
+        return Result(0.0, float("nan"), float("nan"), errors)
+    return Result(len(latencies) / elapsed, statistics.median(latencies) * 1e3,
+                  latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3, errors)
+
+
+def available(name: str) -> bool:
+    return name != "ray" or importlib.util.find_spec("ray") is not None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    names = [n for n in args.servers.split(",") if available(n)]
+    skipped = [n for n in args.servers.split(",") if not available(n)]
+    bodies = {model: request_bodies(model, sp) for model, sp in CASES.items()}
+    results: dict[tuple[str, str, int], Result] = {}
+    for name in names:
+        dialect, server = SERVERS[name]
+        with server() as (_, url):
+            for model in CASES:
+                for level in levels:
+                    results[name, model, level] = asyncio.run(
+                        closed_loop(url, bodies[model][dialect], level, args.seconds))
+    print(f"closed loop on loopback, {args.seconds:g} s per cell; ratio = requests/s over the "
+          "thesis design's in this run" + (f"; skipped: {', '.join(skipped)} (not installed)"
+                                           if skipped else "") + "\n")
+    print("| model (split point) | concurrency | server | requests/s | ratio | p50 ms | p99 ms "
+          "| errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, sp in CASES.items():
+        for level in levels:
+            base = results.get(("thesis", model, level))
+            for name in names:
+                r = results[name, model, level]
+                ratio = (f"{r.throughput / base.throughput:.2f}x" if base and base.throughput
+                         else "-")
+                print(f"| {model} ({sp}) | {level} | {name} | {r.throughput:.1f} | {ratio} | "
+                      f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
+
+
+if __name__ == "__main__":
+    main()
