@@ -3,7 +3,9 @@
     python benchmarks/bench_planning.py [--runs 20000]
 
 Prints the median time per plan for each strategy and predictor (median over batches of runs, all
-measured in this one run), and how that compares with one prediction alone. Target: under 100 us.
+measured in this one run), and how that compares with one prediction alone. Target: under 50 us
+for VGG16. Then the rank plan of every model in the zoo, with an idle cloud and with a busy one
+(a reported wait, which load-aware planning adds to every split point), side by side.
 The VGG16 profile is the machine's cached one (measured on first use, without calibration when
 none is cached; a fixed clock law is then used, which costs the planner the same).
 """
@@ -15,12 +17,14 @@ import statistics
 import time
 from collections.abc import Callable
 
+from edgesplit.core import zoo
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
 from edgesplit.core.profiler import load_or_profile
 
 CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
+BUSY = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5, cloud_wait_s=0.2)
 
 
 def per_call_us(call: Callable[[], object], runs: int, batches: int = 20) -> float:
@@ -53,6 +57,22 @@ def main() -> None:
             planner = Planner("vgg16", layers, predictor, objective)
             us = per_call_us(lambda p=planner: p.plan(CONDITIONS), args.runs)
             print(f"| {name} | {strategy} | {us:.1f} | {us / predict_us:.1f}x |")
+    every_model(args.runs)
+
+
+def every_model(runs: int) -> None:
+    print("\nEvery model, profile predictor, rank w=0.5, rented edge\n")
+    print("| model | candidates | us per plan, idle cloud | us per plan, busy cloud "
+          "| busy / idle |")
+    print("|---|---|---|---|---|")
+    for model in zoo.MODELS:
+        profile = load_or_profile(model)
+        planner = Planner(model, [layer.name for layer in profile.layers],
+                          ProfilePredictor().fit(profile), Objective("rank", 0.5, "rent"))
+        idle = per_call_us(lambda p=planner: p.plan(CONDITIONS), runs)
+        busy = per_call_us(lambda p=planner: p.plan(BUSY), runs)
+        print(f"| {model} | {profile.n_layers + 1} | {idle:.1f} | {busy:.1f} | "
+              f"{busy / idle:.2f}x |")
 
 
 if __name__ == "__main__":

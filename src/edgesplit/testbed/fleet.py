@@ -107,7 +107,9 @@ class FleetSimulation:
 
     def run(self) -> FleetResult:
         for edge in range(self.config.edges):
-            self._schedule(self.rng.expovariate(1 / self.config.interval_s), "infer", edge)
+            first = self.rng.expovariate(1 / self.config.interval_s)
+            if first < self.config.duration_s:
+                self._schedule(first, "infer", edge)
         handlers = {"infer": self._infer, "arrive": self._arrive, "done": self._done}
         while self.events:
             event = heapq.heappop(self.events)
@@ -124,7 +126,7 @@ class FleetSimulation:
 
     def _infer(self, event: _Event) -> None:
         now, edge = event.at_s, event.edge
-        truth = self.traces[edge][int(now // self.config.segment_s)]
+        truth = self._conditions(edge, now)
         wait = self.known_wait_s[edge] if self.load_aware else 0.0
         began = time.perf_counter()
         plan = self.planner.plan(Conditions(truth.bandwidth_kbps, truth.rtt_ms, truth.clock_ghz,
@@ -163,9 +165,12 @@ class FleetSimulation:
         self._answer(event)
         self._start_next(event.at_s)
 
+    def _conditions(self, edge: int, at_s: float) -> Conditions:
+        trace = self.traces[edge]
+        return trace[min(len(trace) - 1, int(at_s // self.config.segment_s))]
+
     def _half_rtt(self, event: _Event) -> float:
-        edge = event.edge
-        return self.traces[edge][int(event.started_s // self.config.segment_s)].rtt_ms / 2000
+        return self._conditions(event.edge, event.started_s).rtt_ms / 2000
 
     def _answer(self, event: _Event) -> None:
         """The edge receives its answer, and with it the cloud's load as it is now."""
