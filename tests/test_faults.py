@@ -30,8 +30,9 @@ from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
+from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements
-from edgesplit.edge.runtime import EdgeRuntime, InferenceResult
+from edgesplit.edge.runtime import EdgeRuntime, InferenceResult, Timing
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.wire.codecs import encode_tensor
@@ -55,11 +56,12 @@ def faulty(split_model: SplitFactory, alexnet_profile: Profile,
         x = zoo.sample_input("alexnet")
         with CloudClient(cloud.url) as client:
             client.infer("alexnet", 0, [encode_tensor(x, name="x")], deadline_s=60)
-        edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{link.port}",
-                           split=split_model("alexnet"), profile=alexnet_profile,
-                           objective=Objective("cost", edge="rent"),
-                           link=SetLink(bandwidth_kbps=100_000, rtt_ms=1), clock=FixedClock(2.0),
-                           retry_s=0.5, log_dir=tmp_path)
+        options = EdgeOptions("alexnet", f"http://127.0.0.1:{link.port}",
+                              objective=Objective("cost", edge="rent"),
+                              timing=Timing(retry_s=0.5), log_dir=tmp_path)
+        edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
+                             link=SetLink(bandwidth_kbps=100_000, rtt_ms=1),
+                             clock=FixedClock(2.0))
         with edge:
             yield cloud, link, edge
 
@@ -153,8 +155,8 @@ def test_an_unresolvable_or_refusing_cloud(url: str, split_model: SplitFactory,
                                            alexnet_profile: Profile, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}" if url == "refused" else url
     split = split_model("alexnet")
-    edge = EdgeRuntime("alexnet", url, split=split, profile=alexnet_profile,
-                       objective=Objective("cost", edge="rent"), log_dir=tmp_path)
+    edge = build_runtime(EdgeOptions("alexnet", url, objective=Objective("cost", edge="rent"),
+                                     log_dir=tmp_path), split=split, profile=alexnet_profile)
     with edge:
         results = [edge.infer(zoo.sample_input("alexnet")) for _ in range(3)]
     for result in results:
@@ -289,9 +291,10 @@ def test_a_cloud_that_answers_nonsense(answer: tuple[bytes, dict[str, str]], rea
     wrong = WrongCloud(*answer)
     wrong.start()
     split = split_model("alexnet")
-    edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{wrong.port}", split=split,
-                       profile=alexnet_profile, objective=Objective("cost", edge="rent"),
-                       link=LinkEstimator(bandwidth_kbps=100_000, rtt_ms=1), log_dir=tmp_path)
+    options = EdgeOptions("alexnet", f"http://127.0.0.1:{wrong.port}",
+                          objective=Objective("cost", edge="rent"), log_dir=tmp_path)
+    edge = build_runtime(options, split=split, profile=alexnet_profile,
+                         link=LinkEstimator(bandwidth_kbps=100_000, rtt_ms=1))
     with edge:
         results = [edge.infer(zoo.sample_input("alexnet")) for _ in range(2)]
     wrong.sock.close()

@@ -15,7 +15,7 @@ from torch import nn
 from edgesplit.cloud.server import CloudService, ServerSettings, create_app
 from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
-from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import InvalidArgument
 
 from .conftest import free_port
@@ -66,9 +66,8 @@ def test_an_own_model_splits_everywhere_and_runs_split(tiny, own_cloud: str) -> 
     split, x = tiny
     profile = profile_model("tiny", split=split, sample=x, clocks_ghz=(), repeats=2)
     assert profile.n_layers == split.n_layers
-    with EdgeRuntime("tiny", own_cloud, split=split, profile=profile,
-                     calibration_inputs=torch.randn(4, 3, 16, 16),
-                     codecs=("raw", "float16")) as edge:
+    with build_runtime(EdgeOptions("tiny", own_cloud, codecs=("raw", "float16")), split=split,
+                       profile=profile, calibration_inputs=torch.randn(4, 3, 16, 16)) as edge:
         results = [edge.infer(x) for _ in range(3)]
         assert edge.check_cloud() is None
     expected = split(x)
@@ -86,7 +85,7 @@ def test_own_models_say_what_they_need(tiny) -> None:
     with pytest.raises(InvalidArgument, match="clock calibration needs a zoo model"):
         profile_model("tiny", split=split, sample=x)
     with pytest.raises(InvalidArgument, match="pass split= and profile="):
-        EdgeRuntime("tiny", None, split=split)
+        build_runtime(EdgeOptions("tiny"), split=split)
     profile = profile_model("tiny", split=split, sample=x, clocks_ghz=(), repeats=1)
     with pytest.raises(InvalidArgument, match="lossy codecs need calibration_inputs"):
-        EdgeRuntime("tiny", None, split=split, profile=profile, codecs=("int8",))
+        build_runtime(EdgeOptions("tiny", codecs=("int8",)), split=split, profile=profile)

@@ -20,8 +20,9 @@ from edgesplit.core.profiles import Profile, read_profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
+from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements, read_rows
-from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.edge.runtime import Timing
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
 
@@ -45,14 +46,27 @@ class SetClock(FixedClock):
     pass
 
 
+class ManualClock:
+    """A monotonic clock for the runtime that moves only when the test says: re-check intervals
+    pass by events, not by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_offloads_match_local_inference_and_every_row_is_logged(
         cloud: CloudProcess, mnist_profile_file: Path, tmp_path: Path,
         split_model: SplitFactory) -> None:
     split = split_model("mnist_cnn")
     inputs = list(zoo.calibration_inputs("mnist_cnn").split(1))[:6]
-    with EdgeRuntime("mnist_cnn", cloud.url, split=split,
-                     profile=read_profile(mnist_profile_file), log_dir=tmp_path,
-                     codecs=("raw", "raw+zstd")) as edge:
+    options = EdgeOptions("mnist_cnn", cloud.url, log_dir=tmp_path, codecs=("raw", "raw+zstd"))
+    with build_runtime(options, split=split, profile=read_profile(mnist_profile_file)) as edge:
         results = edge.run(inputs, count=6)
     for x, result in zip(inputs, results, strict=True):
         assert torch.allclose(result.output, split(x), atol=1e-6)
@@ -78,10 +92,10 @@ def test_conditions_moving_past_a_threshold_trigger_a_new_split(
         tmp_path: Path) -> None:
     link = SetLink(bandwidth_kbps=1_000_000, rtt_ms=1)
     clock = SetClock(2.0)
-    edge = EdgeRuntime("alexnet", cloud.url, split=split_model("alexnet"),
-                       profile=alexnet_profile, objective=Objective("latency"), link=link,
-                       clock=clock,
-                       reschedule=ReschedulePolicy(interval_s=3600), log_dir=tmp_path)
+    options = EdgeOptions("alexnet", cloud.url, objective=Objective("latency"),
+                          reschedule=ReschedulePolicy(interval_s=3600), log_dir=tmp_path)
+    edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
+                         link=link, clock=clock)
     x = zoo.sample_input("alexnet")
     with edge:
         fast = edge.infer(x).measurement
@@ -103,11 +117,12 @@ def test_bandwidth_and_rtt_estimates_match_a_link_of_known_speed(
     # 4000 kbit/s and 60 ms between edge and cloud; the edge starts out believing 20x better.
     with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=4000, rtt_ms=60,
                       burst_bytes=4096) as link:
-        edge = EdgeRuntime("alexnet", f"http://127.0.0.1:{link.port}",
-                           split=split_model("alexnet"), profile=alexnet_profile,
-                           objective=Objective("latency"),
-                           link=LinkEstimator(bandwidth_kbps=80_000, rtt_ms=3),
-                           clock=FixedClock(2.0), ping_interval_s=0, probe_interval_s=0)
+        options = EdgeOptions("alexnet", f"http://127.0.0.1:{link.port}",
+                              objective=Objective("latency"),
+                              timing=Timing(ping_interval_s=0, probe_interval_s=0))
+        edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
+                             link=LinkEstimator(bandwidth_kbps=80_000, rtt_ms=3),
+                             clock=FixedClock(2.0))
         with edge:
             edge.run([zoo.sample_input("alexnet")], count=8, interval_s=0.5)
     # The edge reports a link rate: payload rate times the TCP/IP framing factor (1.045).
@@ -121,16 +136,17 @@ def test_a_stopped_cloud_loses_no_inference_and_offloading_resumes(
     x = zoo.sample_input("mnist_cnn")
     expected = split(x)
     server = CloudProcess(models="mnist_cnn").start()
-    edge = EdgeRuntime("mnist_cnn", server.url, split=split,
-                       profile=read_profile(mnist_profile_file), retry_s=0.5,
-                       link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1),
-                       objective=Objective("cost", edge="rent"))  # split 0: the cloud works
+    now = ManualClock()
+    options = EdgeOptions("mnist_cnn", server.url, timing=Timing(retry_s=0.5),
+                          objective=Objective("cost", edge="rent"))  # split 0: the cloud works
+    edge = build_runtime(options, split=split, profile=read_profile(mnist_profile_file),
+                         link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1), monotonic=now)
     try:
         before = [edge.infer(x).measurement for _ in range(3)]
         server.stop(signal.SIGKILL)
         during = [edge.infer(x) for _ in range(3)]
         server.start()
-        time.sleep(0.6)  # past the retry interval
+        now.advance(0.5)  # one retry interval
         after = edge.infer(x).measurement
     finally:
         edge.close()
@@ -141,6 +157,11 @@ def test_a_stopped_cloud_loses_no_inference_and_offloading_resumes(
     assert "cannot reach the cloud" in during[0].measurement.fallback
     assert during[1].measurement.fallback.startswith("offline:")
     assert after.finished == "cloud"
+    # Each is predicted as what ran: split 0 through the cloud, or the whole model on the edge.
+    assert before[0].split_point == 0 and before[0].predicted_comm_s > 0
+    for m in (r.measurement for r in during):
+        assert (m.predicted_comm_s, m.predicted_cloud_s) == (0.0, 0.0)
+        assert m.predicted_latency_s == m.predicted_edge_s > 0
 
 
 def test_a_cloud_that_hangs_is_cut_off_at_the_deadline(split_model: SplitFactory,
@@ -148,10 +169,10 @@ def test_a_cloud_that_hangs_is_cut_off_at_the_deadline(split_model: SplitFactory
     split = split_model("mnist_cnn")
     x = zoo.sample_input("mnist_cnn")
     with CloudProcess(models="mnist_cnn") as server:
-        edge = EdgeRuntime("mnist_cnn", server.url, split=split,
-                           profile=read_profile(mnist_profile_file), min_deadline_s=0.5,
-                           link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1),
-                           objective=Objective("cost", edge="rent"))
+        options = EdgeOptions("mnist_cnn", server.url, timing=Timing(min_deadline_s=0.5),
+                              objective=Objective("cost", edge="rent"))
+        edge = build_runtime(options, split=split, profile=read_profile(mnist_profile_file),
+                             link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1))
         assert server.process is not None
         try:
             edge.infer(x)

@@ -19,7 +19,7 @@ import torch
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.client import CloudClient
-from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import CloudUnavailable, InvalidArgument, Unauthorized
 from edgesplit.wire.auth import (
     NONCE_HEADER,
@@ -199,9 +199,9 @@ def test_https_with_a_ca_the_edge_trusts(tls_files: dict[str, Path],
         with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port gets nowhere
             httpx.get(server.url.replace("https", "http") + "/v2/health/live")
         # The edge does not offload to a cloud it cannot verify; it finishes on its own.
-        edge = EdgeRuntime("mnist_cnn", server.url, split=split_model("mnist_cnn"),
-                           verify=str(tls_files["other_ca"]),
-                           profile=_quick_profile(split_model))
+        edge = build_runtime(EdgeOptions("mnist_cnn", server.url,
+                                         verify=str(tls_files["other_ca"])),
+                             split=split_model("mnist_cnn"), profile=_quick_profile(split_model))
         with edge:
             result = edge.infer(zoo.sample_input("mnist_cnn"))
         assert result.measurement.finished == "edge"

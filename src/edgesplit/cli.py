@@ -439,9 +439,9 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
 
     from edgesplit.core.machine import native_clock_ghz
     from edgesplit.core.rescheduling import ReschedulePolicy
-    from edgesplit.core.uplink import LinkEstimator
+    from edgesplit.edge.factory import EdgeOptions, build_runtime
     from edgesplit.edge.inputs import input_files, load_input
-    from edgesplit.edge.runtime import EdgeRuntime, InferenceResult
+    from edgesplit.edge.runtime import InferenceResult
     from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
     from edgesplit.wire.auth import secret_from
 
@@ -469,16 +469,16 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     torch.set_num_threads(threads)
     clock = (FixedClock(clock_ghz) if clock_ghz else
              FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
-    runtime = EdgeRuntime(
-        model, cloud_url, objective=objective, predictor=predictor, codecs=codecs,
-        profile=get_profile(model, profile_file, threads, as_json),
-        cloud_profile=read_profile(cloud_profile) if cloud_profile else None, clock=clock,
-        link=LinkEstimator(bandwidth_kbps, rtt_ms),
+    options = EdgeOptions(
+        model, cloud_url, objective=objective, predictor=predictor, codecs=tuple(codecs),
+        bandwidth_kbps=bandwidth_kbps, rtt_ms=rtt_ms,
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
                                     hysteresis=hysteresis),
-        token=token, signing=signing, verify=str(cacert) if cacert else True,
-        log_dir=log_dir)
+        token=token, signing=signing, verify=str(cacert) if cacert else True, log_dir=log_dir)
+    runtime = build_runtime(
+        options, profile=get_profile(model, profile_file, threads, as_json),
+        cloud_profile=read_profile(cloud_profile) if cloud_profile else None, clock=clock)
 
     def show(result: InferenceResult) -> None:
         m = result.measurement

@@ -76,8 +76,23 @@ class Prediction:
 
 
 class Predictor(Protocol):
+    """What the planner and the edge runtime need of a predictor.
+
+    ``partial_fit`` learns from one inference: the clock it ran at, the edge's per-layer times
+    and the cloud's (``{layer index (1-based): seconds}``), and what the codec at the split
+    point really produced (bytes) and cost (seconds). A predictor uses what its model can and
+    ignores the rest.
+    """
+
+    name: str
+
     def fit(self, edge: Profile, cloud: Profile | None = None,
             peers: Sequence[Profile] = ()) -> Predictor: ...
+
+    def partial_fit(self, *, clock_ghz: float, edge_layer_s: Mapping[int, float] | None = None,
+                    cloud_layer_s: Mapping[int, float] | None = None, codec: str | None = None,
+                    split_point: int | None = None, encoded_bytes: int | None = None,
+                    codec_s: float | None = None) -> Predictor: ...
 
     def predict(self, conditions: Conditions, codec: str = "raw") -> Prediction: ...
 
@@ -94,8 +109,11 @@ class ThesisPredictor:
     ``a * CS ** b`` fitted on the min-max normalised slopes of every calibrated network (``edge``
     and ``peers``), de-normalised with this network's slopes at its lowest and highest calibrated
     clocks (equations 4.1, 4.2). The cloud is linear from one all-in-cloud time; communication is
-    equation 4.3 on the raw float32 sizes.
+    equation 4.3 on the raw float32 sizes. It learns nothing online (the thesis fits once):
+    ``partial_fit`` accepts measurements and leaves the model as fitted.
     """
+
+    name = "thesis"
 
     def fit(self, edge: Profile, cloud: Profile | None = None,
             peers: Sequence[Profile] = ()) -> ThesisPredictor:
@@ -123,6 +141,13 @@ class ThesisPredictor:
         self.cloud_s_ = tuple(all_in_cloud_s * (n - sp) / n for sp in range(n + 1))
         self.offload_bytes_ = tuple(edge.offload_bytes)
         self.points_ = list(zip(clocks, normalised, strict=True))
+        return self
+
+    def partial_fit(self, *, clock_ghz: float, edge_layer_s: Mapping[int, float] | None = None,
+                    cloud_layer_s: Mapping[int, float] | None = None, codec: str | None = None,
+                    split_point: int | None = None, encoded_bytes: int | None = None,
+                    codec_s: float | None = None) -> ThesisPredictor:
+        """Nothing to learn: chapter 4's model is a fit on profiles only."""
         return self
 
     def edge_slope_s(self, clock_ghz: float) -> float:
@@ -165,6 +190,8 @@ class ProfilePredictor:
     own per-layer times (brought back to the profile's clock by the law), the per-layer times the
     cloud returns, and the bytes and seconds each codec really took.
     """
+
+    name = "profile"
 
     def __init__(self, *, wire_factor: float = WIRE_FACTOR,
                  request_overhead_bytes: int = REQUEST_OVERHEAD_BYTES,

@@ -172,6 +172,10 @@ class CloudClient:
             raise OffloadTimeout(
                 f"the cloud at {self.base_url} did not answer within {deadline_s:.2f} s"
             ) from None
+        except httpx.TimeoutException:  # httpx's own timeout, set to the deadline, won the race
+            raise OffloadTimeout(
+                f"the cloud at {self.base_url} did not answer within {deadline_s:.2f} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise CloudUnavailable(
                 f"cannot reach the cloud at {self.base_url}: {type(exc).__name__}: {exc}"

@@ -28,9 +28,10 @@ from rich.live import Live
 from rich.table import Table
 
 from edgesplit.core.planning import Objective, Planner
-from edgesplit.core.predictors import Conditions, ProfilePredictor
+from edgesplit.core.predictors import Conditions
 from edgesplit.core.profiler import load_or_profile
 from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import read_measurements
 from edgesplit.errors import EdgesplitError
 from edgesplit.testbed.emulation import DutyCycler
@@ -144,9 +145,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
             profile = load_or_profile(model)
     profile_path = write_profile(profile, out_dir / "edge-profile.json")
     native = profile.machine.clock_ghz
-    planners = {s: Planner(model, [layer.name for layer in profile.layers],
-                           ProfilePredictor().fit(profile), Objective(s, 0.5, "rent"),
-                           codecs=("raw",)) for s in STRATEGIES}
+    planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
     cloud = _Cloud(free_port(), model, out_dir / "cloud.log")
     clock_file = out_dir / "clock_ghz"
     clock_file.write_text(str(scenario[0].clock_ghz))
