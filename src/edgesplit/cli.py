@@ -24,6 +24,7 @@ from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import Conditions, make_predictor
 from edgesplit.core.profiles import Profile, cached_profiles, read_profile, write_profile
 from edgesplit.errors import EdgesplitError
+from edgesplit.extras import needs_extra
 
 out = Console()
 err = Console(stderr=True)
@@ -550,7 +551,8 @@ def _size(n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     try:
-        result = app.main(args=argv, prog_name="edgesplit", standalone_mode=False)
+        with needs_extra("this command"):
+            result = app.main(args=argv, prog_name="edgesplit", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         out.print(exc.ctx.get_help(), highlight=False, markup=False)
         return 0

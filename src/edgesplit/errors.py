@@ -65,6 +65,10 @@ class Unauthorized(EdgesplitError):
     """A missing, wrong, stale or replayed credential."""
 
 
+class MissingExtra(EdgesplitError, ImportError):
+    """A command or module needs a package that only one of edgesplit's extras installs."""
+
+
 def first_validation_error(exc: Any) -> str:
     """One line from a pydantic ``ValidationError``: where, then what (the first problem)."""
     errors = exc.errors()

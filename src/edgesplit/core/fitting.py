@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import curve_fit
+from numpy.typing import NDArray
 
 from edgesplit.errors import CalibrationError
+from edgesplit.extras import needs_extra
 
 EXPONENT_LIMIT = 10.0
 """Fitted exponents are kept within +-10: steeper than any clock law of real hardware."""
@@ -26,11 +27,11 @@ class PowerLaw:
     b: float
 
     def __call__(self, x: float) -> float:
-        return self.a * x**self.b
+        return self.a * float(x**self.b)
 
     def ratio(self, x: float, reference: float) -> float:
         """``f(x) / f(reference)``: how much longer a time at ``x`` is than at ``reference``."""
-        return (x / reference) ** self.b
+        return float((x / reference) ** self.b)
 
 
 _BOUNDS = ([0.0, -EXPONENT_LIMIT], [np.inf, EXPONENT_LIMIT])
@@ -41,8 +42,8 @@ def _clip_start(start: tuple[float, float]) -> tuple[float, float]:
     return max(a, 1e-12), min(max(b, -EXPONENT_LIMIT + 1e-6), EXPONENT_LIMIT - 1e-6)
 
 
-def _power(x: np.ndarray, a: float, b: float) -> np.ndarray:
-    return a * np.power(x, b)
+def _power(x: NDArray[np.float64], a: float, b: float) -> NDArray[np.float64]:
+    return np.multiply(a, np.power(x, b))
 
 
 def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
@@ -52,6 +53,9 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
     >>> round(law.a, 6), round(law.b, 6)
     (2.0, -1.0)
     """
+    with needs_extra("fitting a clock-speed law"):
+        from scipy.optimize import curve_fit  # 113 MB installed: only where a law is fitted
+
     xs = np.asarray(x, dtype=float)
     ys = np.asarray(y, dtype=float)
     if xs.size < 2 or np.unique(xs).size < 2:

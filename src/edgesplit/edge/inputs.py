@@ -12,6 +12,7 @@ import torch
 
 from edgesplit.core.zoo import ModelSpec, normalise
 from edgesplit.errors import InputError
+from edgesplit.extras import needs_extra
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -34,11 +35,12 @@ def load_input(path: Path, spec: ModelSpec) -> torch.Tensor:
     """One input as a normalised ``(1, C, H, W)`` float32 tensor for the model ``spec``."""
     if path.suffix.lower() == ".npy":
         return _load_npy(path, spec)
-    from PIL import Image, UnidentifiedImageError
+    with needs_extra("reading images"):
+        from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if spec.channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("L" if spec.channels == 1 else "RGB")
             image = image.resize((spec.image_size, spec.image_size), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, ValueError) as exc:

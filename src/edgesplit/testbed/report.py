@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgesplit.core.planning import SplitPlan
 from edgesplit.edge.measurements import Measurement, check_log, read_measurements
+from edgesplit.extras import needs_extra
 
 PHASES_FILE = "phases.json"
 
@@ -133,10 +134,11 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
 
 def _plot_timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
                    out_dir: Path) -> list[Path]:
-    import matplotlib
+    with needs_extra("drawing a report's plots"):
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     if not measurements:
         return []
@@ -178,10 +180,11 @@ def _plot_timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
 
 
 def _plot_pareto(plan: SplitPlan, out_dir: Path) -> Path:
-    import matplotlib
+    with needs_extra("drawing a report's plots"):
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
     rows = plan.candidates
