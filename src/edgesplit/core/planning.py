@@ -15,29 +15,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from edgesplit.core.cost import EdgeMode, Prices, cost_vector, edge_mode
-from edgesplit.core.policies import Strategy, choose, pareto_front, strategy
+from edgesplit.core.policies import Strategy, choose, pareto_front
+from edgesplit.core.policies import strategy as strategy_named
 from edgesplit.core.predictors import Conditions, Prediction, Predictor
 from edgesplit.errors import InvalidArgument
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Objective:
-    """What the user wants: a strategy, a weight (0 latency only .. 1 cost only) and prices."""
+    """What the user wants: a strategy, a weight (0 latency only .. 1 cost only) and prices.
 
-    strategy: Strategy = Strategy.RANK  # names ("rank") are accepted and converted
-    weight: float = 0.5
-    edge: EdgeMode = EdgeMode.OWN
-    prices: Prices = field(default_factory=Prices)
-    deadline_ms: float | None = None
-    max_cost_usd: float | None = None
+    The strategy and the edge mode may be given by name (``Objective("rank", 0.5, "rent")``).
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "strategy", strategy(str(self.strategy)))
-        object.__setattr__(self, "edge", edge_mode(str(self.edge)))
+    strategy: Strategy
+    weight: float
+    edge: EdgeMode
+    prices: Prices
+    deadline_ms: float | None
+    max_cost_usd: float | None
+
+    def __init__(self, strategy: Strategy | str = Strategy.RANK, weight: float = 0.5,
+                 edge: EdgeMode | str = EdgeMode.OWN, prices: Prices | None = None,
+                 deadline_ms: float | None = None, max_cost_usd: float | None = None) -> None:
+        values = {"strategy": strategy_named(str(strategy)), "weight": weight,
+                  "edge": edge_mode(str(edge)), "prices": Prices() if prices is None else prices,
+                  "deadline_ms": deadline_ms, "max_cost_usd": max_cost_usd}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
         if not isinstance(self.weight, int | float) or not 0 <= self.weight <= 1:
             raise InvalidArgument(f"weight must be between 0 and 1, got {self.weight!r}")
         if self.strategy is Strategy.SLO and self.deadline_ms is None:

@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edgesplit.errors import ProfileError, first_validation_error
 
-FORMAT = "edgesplit-profile/1"
+FORMAT: Final = "edgesplit-profile/1"
 
 
 class Machine(BaseModel):

@@ -235,6 +235,10 @@ class LinkEmulator:
 
         self._in_loop(apply)
 
+    def _still_refusing(self) -> bool:
+        """Read afresh after an ``await`` (a plain attribute read there looks settled to mypy)."""
+        return self._refusing
+
     def set_http_error(self, status: int | None) -> None:
         """While set, every new connection gets an HTTP ``status`` answer (like a gateway in
         front of a failing cloud) and is closed; switching it on resets the open connections so
@@ -341,7 +345,7 @@ class LinkEmulator:
                 _reset(client_writer)
                 return
             connection = _Connection(client_writer, target_writer)
-            if self._refusing:
+            if self._still_refusing():  # it may have been switched on while this one connected
                 connection.reset()
                 return
             self._connections.add(connection)
