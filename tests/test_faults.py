@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import torch
 
@@ -167,7 +168,13 @@ def test_an_unresolvable_or_refusing_cloud(url: str, split_model: SplitFactory,
 
 
 def process_usage(pid: int) -> tuple[int, int, int]:
-    """(open file descriptors, threads, resident kB) of a process."""
+    """(open file descriptors, threads, resident kB) of a process, once it has closed every
+    connection its clients closed (it notices a close a moment after the client makes it)."""
+    server = psutil.Process(pid)
+    for _ in range(200):  # up to ~20 s: generous on a busy machine
+        if all(c.status == psutil.CONN_LISTEN for c in server.net_connections("tcp")):
+            break
+        time.sleep(0.1)
     status = Path(f"/proc/{pid}/status").read_text()
     rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
     return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task")), rss

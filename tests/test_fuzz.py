@@ -15,7 +15,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgesplit.cloud.server import CloudService, OffloadRequest, _offload_tensors
+from edgesplit.cloud import CloudService
+from edgesplit.cloud.decoding import OffloadRequest, offload_tensors
 from edgesplit.errors import WireFormatError
 from edgesplit.wire.codecs import (
     DATATYPES,
@@ -147,7 +148,7 @@ def test_the_thesis_request_decodes_or_refuses(mnist_service: CloudService, tens
     request = OffloadRequest(tensor=tensor, splitting_point=split_point, model="mnist_cnn",
                              shape=shape, dtype=dtype)
     try:
-        tensors = _offload_tensors(mnist_service, request)
+        tensors = offload_tensors(mnist_service, request)
         mnist_service.run("mnist_cnn", split_point, tensors)
     except WireFormatError:
         return

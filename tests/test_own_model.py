@@ -12,7 +12,7 @@ import torch
 import uvicorn
 from torch import nn
 
-from edgesplit.cloud.server import CloudService, ServerSettings, create_app
+from edgesplit.cloud import CloudService, ServerSettings, create_app
 from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime

@@ -290,10 +290,30 @@ def test_a_stalled_body_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
             socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"POST /edgesplit/probe HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: 1000\r\n\r\n" + b"x" * 10)
-        sock.settimeout(10)
-        answer = sock.recv(4096)
+        answer = read_response(sock)
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"stalled" in answer
+
+
+def read_response(sock: socket.socket, timeout_s: float = 30.0) -> bytes:
+    """One whole HTTP response (head and Content-Length body), or what came before a close."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < _response_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _response_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(head) + 4
 
 
 def test_a_full_server_answers_503_with_retry_after(split_model: SplitFactory) -> None:
@@ -345,7 +365,7 @@ def test_huge_headers_do_not_hurt_the_server(cloud: CloudProcess) -> None:
 def test_nothing_is_ever_unpickled() -> None:
     """No module imports a deserialiser that runs code; every np.load forbids pickles."""
     unsafe_modules = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib"}
-    for path in (Path(__file__).parents[1] / "src" / "edgesplit").glob("*.py"):
+    for path in (Path(__file__).parents[1] / "src" / "edgesplit").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):

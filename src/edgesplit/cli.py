@@ -315,7 +315,7 @@ def serve(host: str, port: int, models: str, token: str | None, token_file: Path
 
     import uvicorn
 
-    from edgesplit.cloud.server import ServerSettings, create_app
+    from edgesplit.cloud import ServerSettings, create_app
     from edgesplit.wire.auth import read_keys, secret_from
 
     names = [name.strip() for name in models.split(",") if name.strip()]

@@ -1,0 +1,106 @@
+"""The stateless cloud: finishes a split model from whatever split point an edge sends.
+
+``create_app(settings)`` builds a FastAPI app that loads every model once at start-up and speaks:
+
+- the Open Inference Protocol v2 (``routers/oip.py``);
+- the thesis's ``POST /offload`` (``routers/offload.py``), unchanged;
+- ``/edgesplit/probe`` for the edge's uplink measurements and ``/metrics`` for Prometheus.
+
+Every route but liveness and readiness is behind the credential (``security.py``, a dependency
+of the whole app). Tails run in a bounded thread pool so the event loop never blocks; past
+``max_pending`` requests the server answers 503 with Retry-After instead of queueing without
+limit (``tail.py``, ``limits.py``). Every response carries the cloud's own timings: ``cloud_s``
+(thesis equation 3.2) and ``layer_times_s``. Bad input gets a 4xx with ``{"error": "..."}``;
+nothing from the wire is unpickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from edgesplit.cloud.errors import status_of
+from edgesplit.cloud.limits import Admission, BodyLimit
+from edgesplit.cloud.metrics import Metrics, RequestCounter, route_of
+from edgesplit.cloud.routers import docs, metrics, offload, oip, probe
+from edgesplit.cloud.security import Authenticator, authenticate
+from edgesplit.cloud.service import CloudService
+from edgesplit.cloud.settings import ServerSettings
+from edgesplit.cloud.state import CloudState
+from edgesplit.cloud.tail import TailRunner
+from edgesplit.errors import EdgesplitError, first_validation_error
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServerSettings | None = None,
+               service: CloudService | None = None) -> FastAPI:
+    """The cloud app. Models load at start-up unless a ready ``service`` is passed in."""
+    settings = settings or ServerSettings()
+    metrics_ = Metrics()
+    cloud = CloudState(settings, metrics_, Authenticator.from_settings(settings),
+                       Admission(settings.max_pending, metrics_.pending))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
+        loaded = service or CloudService.from_zoo(settings.models, settings.max_batch)
+        cloud.runner = TailRunner(loaded, settings.workers, metrics_)
+        log.info("ready: %s", ", ".join(loaded.models))
+        yield
+        cloud.runner.close()
+
+    app = FastAPI(title="edgesplit cloud", version="1", lifespan=lifespan,
+                  dependencies=[Depends(authenticate)],
+                  openapi_url=None, docs_url=None, redoc_url=None)  # routers/docs.py has them
+    app.state.cloud = cloud
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s)
+    app.add_middleware(RequestCounter, counter=metrics_.requests)
+    served = list(service.models if service is not None else settings.models)
+    for api in (oip.router(served), offload.router, probe.router, metrics.router, docs.router):
+        app.include_router(api)
+    add_error_handlers(app, metrics_)
+    return app
+
+
+def add_error_handlers(app: FastAPI, metrics_: Metrics) -> None:
+    """Every error as ``{"error": ...}`` with its status, counted by route and kind."""
+
+    @app.exception_handler(EdgesplitError)
+    async def edgesplit_error(request: Request, exc: EdgesplitError) -> JSONResponse:
+        status = status_of(exc)
+        metrics_.errors.labels(route_of(request.scope), type(exc).__name__).inc()
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics_.errors.labels(route_of(request.scope), "RequestValidationError").inc()
+        return JSONResponse({"error": first_validation_error(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # Routine: an edge gives up on its deadline mid-upload. Nobody is left to answer.
+        log.debug("client left during %s", request.url.path)
+        metrics_.errors.labels(route_of(request.scope), "ClientDisconnect").inc()
+        return Response(status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        metrics_.errors.labels(route_of(request.scope), "internal").inc()
+        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)

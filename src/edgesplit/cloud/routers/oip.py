@@ -1,0 +1,101 @@
+"""The Open Inference Protocol v2: health, server and model metadata, and inference.
+
+The split point is the request parameter ``split_point``, 0 when absent, so a plain OIP client
+gets a whole inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
+
+from edgesplit.cloud.decoding import datatype_of, decode_infer
+from edgesplit.cloud.schemas import INFER_BODY_SCHEMA
+from edgesplit.cloud.state import CloudState, cloud_state
+from edgesplit.cloud.tail import TailCall, run_tail_request
+from edgesplit.core.splitting import SplitModel
+from edgesplit.wire.codecs import encode_tensor
+from edgesplit.wire.protocol import HEADER_LENGTH, InferenceRequest, encode_response
+
+OUTPUT_NAME = "output"
+
+
+def router(served_models: list[str]) -> APIRouter:
+    """The OIP routes; ``served_models`` names the models in the OpenAPI schema."""
+    api = APIRouter()
+    # The served models, named in the OpenAPI schema (any other name still gets a 404 here).
+    served = PathParam(json_schema_extra={"enum": served_models})
+
+    @api.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    async def ready(cloud: CloudState = Depends(cloud_state)) -> dict[str, bool]:
+        return {"ready": cloud.runner is not None}
+
+    @api.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "edgesplit", "version": "1",
+                "extensions": ["binary_tensor_data", "edgesplit_split_point"]}
+
+    @api.get("/v2/models/{model}")
+    async def model_metadata(model: str = served,
+                             cloud: CloudState = Depends(cloud_state)) -> dict[str, Any]:
+        return metadata(model, cloud.service.split(model))
+
+    @api.get("/v2/models/{model}/ready")
+    async def model_ready(model: str = served,
+                          cloud: CloudState = Depends(cloud_state)) -> dict[str, Any]:
+        cloud.service.split(model)
+        return {"name": model, "ready": True}
+
+    @api.post("/v2/models/{model}/infer", openapi_extra=INFER_BODY_SCHEMA)
+    async def infer(request: Request, model: str = served,
+                    cloud: CloudState = Depends(cloud_state)) -> Response:
+        return await run_infer(request, model, cloud)
+
+    return api
+
+
+def metadata(model: str, split: SplitModel) -> dict[str, Any]:
+    """``GET /v2/models/{model}``: inputs, outputs and every split point with its tensors."""
+    first = split.split_points[0].tensors[0]
+    out = split.split_points[-1].tensors
+    return {
+        "name": model,
+        "versions": ["1"],
+        "platform": "pytorch",
+        "inputs": [{"name": first.name, "datatype": datatype_of(first.dtype),
+                    "shape": [-1, *first.shape[1:]]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": datatype_of(t.dtype),
+                     "shape": [-1, *t.shape[1:]]} for t in out],
+        "parameters": {"split_points": [
+            {"split_point": sp.split_point, "layer": sp.layer, "layer_type": sp.layer_type,
+             "offload_bytes": sp.offload_bytes,
+             "tensors": [{"name": t.name, "datatype": datatype_of(t.dtype),
+                          "shape": list(t.shape)} for t in sp.tensors]}
+            for sp in split.split_points]},
+    }
+
+
+async def run_infer(request: Request, model: str, cloud: CloudState) -> Response:
+    cloud.service.split(model)  # an unknown model is a 404 before the body is read
+    header_length = request.headers.get(HEADER_LENGTH)
+
+    def decode(body: bytes) -> TailCall[InferenceRequest]:
+        parsed, split_point, tensors = decode_infer(cloud.service, model, body, header_length)
+        return TailCall(parsed, model, split_point, tensors)
+
+    answer = await run_tail_request(request, cloud, decode)
+    parsed, result = answer.call.request, answer.result
+    binary = bool(parsed.parameters.get("binary_data_output", False)) or any(
+        o.parameters.get("binary_data") for o in parsed.outputs)
+    timings = {"split_point": answer.call.split_point, "cloud_s": answer.cloud_s,
+               "compute_s": result.compute_s, "queue_s": result.queue_s,
+               "layer_times_s": result.layer_times_s}
+    content, headers = encode_response(model, [encode_tensor(result.output, name=OUTPUT_NAME)],
+                                       timings, binary=binary, request_id=parsed.id)
+    return Response(content, headers=headers)

@@ -1,0 +1,13 @@
+"""``POST /edgesplit/probe``: the edge times an upload here to measure its uplink when idle."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+router = APIRouter()
+
+
+@router.post("/edgesplit/probe")
+async def probe(request: Request) -> dict[str, int]:
+    """Swallow a body and say how many bytes it had."""
+    return {"received": len(await request.body())}
