@@ -14,7 +14,8 @@ router = APIRouter()
 
 @router.get("/openapi.json", include_in_schema=False)
 async def openapi(request: Request) -> dict[str, Any]:
-    return request.app.openapi()
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
 
 
 @router.get("/docs", include_in_schema=False)
