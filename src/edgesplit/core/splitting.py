@@ -258,11 +258,13 @@ class SplitModel:
         args = map_arg(node.args, env.__getitem__)
         kwargs = map_arg(node.kwargs, env.__getitem__)
         if node.op == "call_module":
-            return self._modules[node.target](*args, **kwargs)
+            return self._modules[str(node.target)](*args, **kwargs)
         if node.op == "call_function":
-            return node.target(*args, **kwargs)
+            function = node.target
+            assert callable(function)  # fx: a call_function's target is the function itself
+            return function(*args, **kwargs)
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return getattr(args[0], str(node.target))(*args[1:], **kwargs)
         if node.op == "get_attr":
             value: Any = self._gm
             for part in str(node.target).split("."):
@@ -315,7 +317,7 @@ def _remove_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
 
 def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> Layer:
     if node.op == "call_module":
-        return Layer(0, str(node.target), type(modules[node.target]).__name__)
+        return Layer(0, str(node.target), type(modules[str(node.target)]).__name__)
     target = node.target
     kind = target if isinstance(target, str) else getattr(target, "__name__", str(target))
     return Layer(0, node.name, kind)
