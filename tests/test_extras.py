@@ -32,7 +32,8 @@ BLOCKER = ("import sys\nfor name in sys.argv.pop(1).split(','):\n    sys.modules
 
 def _optional_dependencies() -> dict[str, list[str]]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return project["optional-dependencies"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    return extras
 
 
 def _module_of(requirement: str) -> str:
@@ -69,7 +70,7 @@ def test_a_missing_module_of_an_extra_is_one_line_naming_the_extra(
 
 def test_a_missing_module_of_no_extra_is_left_as_it_is() -> None:
     with pytest.raises(ModuleNotFoundError) as caught, needs_extra("anything"):
-        import edgesplit_no_such_module  # noqa: F401
+        import edgesplit_no_such_module  # type: ignore[import-not-found]  # noqa: F401
     assert not isinstance(caught.value, MissingExtra)
 
 
@@ -190,4 +191,5 @@ def _infer_when_ready(url: str, server: subprocess.Popen[str]) -> dict[str, Any]
                         "data": pixels.reshape(-1).tolist()}]}
     response = httpx.post(f"{url}/v2/models/mnist_cnn/infer", json=body, timeout=60)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
