@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import torch
 
@@ -170,17 +171,18 @@ def _time_forwards(worker: subprocess.Popen[str], repeats: int) -> list[float]:
     request = {"warmup": 0, "repeats": repeats, "min_time_s": CALIBRATION_MIN_TIME_S}
     worker.stdin.write(json.dumps(request) + "\n")
     worker.stdin.flush()
-    return _reply(worker)["times"]
+    return [float(t) for t in _reply(worker)["times"]]
 
 
-def _reply(worker: subprocess.Popen[str]) -> dict:
+def _reply(worker: subprocess.Popen[str]) -> dict[str, Any]:
     assert worker.stdout is not None
     line = worker.stdout.readline()
     if not line:
         raise CalibrationError(
             f"the calibration worker exited (code {worker.wait()}) before answering"
         )
-    return json.loads(line)
+    reply: dict[str, Any] = json.loads(line)
+    return reply
 
 
 def load_or_profile(name: str, *, threads: int = 1, refresh: bool = False,

@@ -169,7 +169,8 @@ def compress(data: bytes, compression: str | None) -> bytes:
     if compression is None:
         return data
     if compression == "lz4":
-        return lz4.block.compress(data, store_size=False)
+        compressed: bytes = lz4.block.compress(data, store_size=False)
+        return compressed
     if compression == "zstd":
         return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
     raise WireFormatError(f"unknown compression {compression!r}: expected lz4 or zstd")
@@ -181,7 +182,8 @@ def decompress(data: bytes, compression: str | None, expected: int) -> bytes:
         return data
     try:
         if compression == "lz4":
-            return lz4.block.decompress(data, uncompressed_size=expected)
+            restored: bytes = lz4.block.decompress(data, uncompressed_size=expected)
+            return restored
         if compression == "zstd":
             declared = zstandard.frame_content_size(data)
             if declared not in (-1, expected):
