@@ -79,6 +79,7 @@ def test_a_missing_module_of_no_extra_is_left_as_it_is() -> None:
     ("httpx", ["edge", "run", "--cloud", "http://127.0.0.1:9", "--model", "mnist_cnn",
                "--sample"], "edge"),
     ("matplotlib,matplotlib.pyplot", ["report", "LOG"], "report"),
+    ("uvicorn", ["demo"], "all"),  # before it starts anything
 ])
 def test_a_command_without_its_extra_says_which_to_install(
         blocked: str, args: list[str], extra: str, tmp_path: Path) -> None:

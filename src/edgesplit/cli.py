@@ -24,7 +24,7 @@ from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import Conditions, make_predictor
 from edgesplit.core.profiles import Profile, cached_profiles, read_profile, write_profile
 from edgesplit.errors import EdgesplitError
-from edgesplit.extras import needs_extra
+from edgesplit.extras import needs_extra, require_extra
 
 out = Console()
 err = Console(stderr=True)
@@ -238,6 +238,7 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
               help="Report folder (default: ./edgesplit-report-<time>).")
 def demo(model: str, out_dir: Path | None) -> None:
     """A minute of a real edge and cloud under changing bandwidth, RTT, clock and an outage."""
+    require_extra("edgesplit demo", "all")  # it runs a cloud and an edge and draws plots
     from edgesplit.testbed.demo import run_demo
 
     zoo.get_spec(model)

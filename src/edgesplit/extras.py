@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.util import find_spec
 
 from edgesplit.errors import MissingExtra
 
@@ -44,3 +45,15 @@ def needs_extra(purpose: str) -> Iterator[None]:
             f"{purpose} needs {module}, which is not installed: "
             f"pip install 'edgesplit[{extra}]' (or 'edgesplit[all]')"
         ) from None
+
+
+def require_extra(purpose: str, extra: str) -> None:
+    """Raise MissingExtra unless every module of ``extra`` (``"all"``: of every extra) is
+    installed. For a command that starts other processes, which would fail one by one later."""
+    wanted = [m for m, e in EXTRA_OF_MODULE.items() if extra in ("all", e)]
+    missing = [m for m in wanted if find_spec(m) is None]
+    if missing:
+        raise MissingExtra(
+            f"{purpose} needs {', '.join(missing)} (not installed): "
+            f"pip install 'edgesplit[{extra}]'"
+        )
