@@ -20,6 +20,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from edgesplit.core import zoo
+from edgesplit.core.architectures import mnist_cnn
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "edgesplit" / "data" / zoo.MNIST_WEIGHTS
 SPLIT_SEED = 0
@@ -51,7 +52,7 @@ def train(epochs: int) -> tuple[torch.nn.Module, float]:
     torch.manual_seed(SPLIT_SEED)
     torch.use_deterministic_algorithms(True)
     x_train, y_train, x_test, y_test = digits_split()
-    model = zoo.mnist_cnn()
+    model = mnist_cnn()
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
     inputs = normalise(x_train)

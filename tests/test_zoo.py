@@ -57,3 +57,26 @@ def test_the_mnist_sample_is_a_held_out_digit_the_model_is_sure_of() -> None:
         probabilities = zoo.build_model("mnist_cnn")(zoo.sample_input("mnist_cnn"))
     assert probabilities.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert probabilities.max().item() > 0.9
+
+
+@pytest.mark.parametrize("name", zoo.model_names())
+def test_declared_layers_and_parameters_match_the_built_network(name: str) -> None:
+    """`edgesplit models` shows the declared counts without building anything: keep them true."""
+    spec = zoo.get_spec(name)
+    split = zoo.build_split(name)
+    module = zoo.build_model(name)
+    assert (split.n_layers, len(split.split_points)) == (spec.layers, spec.split_points)
+    assert sum(p.numel() for p in module.parameters()) == spec.parameters
+
+
+def test_synthetic_weights_are_generated_once_then_mapped_from_the_cache() -> None:
+    spec = zoo.get_spec("resnet18")
+    first = zoo.build_model("resnet18")
+    path = zoo.weights_path(spec, first)
+    assert path.exists()
+    stamp = path.stat().st_mtime_ns
+    second = zoo.build_model("resnet18")
+    assert path.stat().st_mtime_ns == stamp  # read, not written again
+    generated = zoo._generate_weights(spec)  # what the architecture's own init draws
+    for key, tensor in second.state_dict().items():
+        assert torch.equal(tensor, generated[key]), key

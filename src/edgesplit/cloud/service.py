@@ -37,7 +37,7 @@ class CloudService:
         models = {}
         for name in names:
             log.info("loading %s", name)
-            models[name] = SplitModel(zoo.build_model(name), zoo.sample_input(name))
+            models[name] = zoo.build_split(name)
         return cls(models, max_batch)
 
     def split(self, name: str) -> SplitModel:
