@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -21,10 +22,12 @@ from edgesplit.core import zoo
 from edgesplit.core.cost import Prices
 from edgesplit.core.planning import Objective, Planner, SplitPlan
 from edgesplit.core.policies import Strategy
-from edgesplit.core.predictors import Conditions, make_predictor
-from edgesplit.core.profiles import Profile, cached_profiles, read_profile, write_profile
+from edgesplit.core.predictors import PREDICTORS, Conditions
 from edgesplit.errors import EdgesplitError
 from edgesplit.extras import needs_extra, require_extra
+
+if TYPE_CHECKING:
+    from edgesplit.core.profiles import Profile
 
 out = Console()
 err = Console(stderr=True)
@@ -48,17 +51,25 @@ def progress_bar(quiet: bool) -> Iterator[object]:
 
 
 def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
-    from edgesplit.core.profiler import load_or_profile
+    """The profile in ``path``, else this machine's cached one (profiling only when missing:
+    reading a cached profile imports no torch)."""
+    from edgesplit.core.machine import describe_machine
+    from edgesplit.core.profiles import cached_profile_path, read_profile
 
     if path is not None:
         profile = read_profile(path)
         if profile.model != model:
             raise EdgesplitError(f"{path} profiles {profile.model!r}, not {model!r}")
         return profile
-    from edgesplit.core.machine import describe_machine
-    from edgesplit.core.profiles import cached_profile_path
+    cached = cached_profile_path(model, describe_machine(threads))
+    if cached.exists():
+        try:
+            return read_profile(cached)
+        except EdgesplitError:
+            pass  # load_or_profile warns and measures again
+    from edgesplit.core.profiler import load_or_profile
 
-    if not quiet and not cached_profile_path(model, describe_machine(threads)).exists():
+    if not quiet and not cached.exists():
         err.print(f"profiling {model} on this machine (once; cached for later)...",
                   highlight=False)
     with progress_bar(quiet) as report:
@@ -80,20 +91,14 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=1
 @JSON_OPTION
 def models(as_json: bool) -> None:
     """List the model zoo: layers, split points and parameters."""
-    from edgesplit.core.splitting import SplitModel
-
-    rows = []
-    for name, spec in zoo.MODELS.items():
-        module = zoo.build_model(name)
-        split = SplitModel(module, zoo.sample_input(name))
-        rows.append({
-            "model": name,
-            "layers": split.n_layers,
-            "split_points": split.n_layers + 1,
-            "parameters": sum(p.numel() for p in module.parameters()),
-            "input_shape": list(spec.input_shape),
-            "description": spec.description,
-        })
+    rows = [{
+        "model": name,
+        "layers": spec.layers,
+        "split_points": spec.split_points,
+        "parameters": spec.parameters,
+        "input_shape": list(spec.input_shape),
+        "description": spec.description,
+    } for name, spec in zoo.MODELS.items()]
     if as_json:
         print(json.dumps(rows))
         return
@@ -120,6 +125,7 @@ def models(as_json: bool) -> None:
 def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
             out_file: Path | None, as_json: bool) -> None:
     """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
+    from edgesplit.core.fitted import store_profile
     from edgesplit.core.profiler import profile_model
     from edgesplit.core.profiles import cached_profile_path
 
@@ -128,7 +134,7 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
     with progress_bar(as_json) as report:
         result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
                                clocks_ghz=clock_list, progress=report)  # type: ignore[arg-type]
-    path = write_profile(result, out_file or cached_profile_path(model, result.machine))
+    path = store_profile(result, out_file or cached_profile_path(model, result.machine))
     if as_json:
         print(result.model_dump_json())
         return
@@ -159,7 +165,7 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
               help="0 = latency only .. 1 = cost only.")
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
               show_default=True, help="How to choose.")
-@click.option("--predictor", type=click.Choice(["profile", "thesis"]), default="profile",
+@click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
               show_default=True, help="Latency predictor.")
 @click.option("--deadline-ms", type=float, help="Deadline for --strategy slo.")
 @click.option("--max-cost-usd", type=float, help="Cost cap per inference for --strategy budget.")
@@ -186,15 +192,17 @@ def plan(model: str, bandwidth_kbps: float, rtt_ms: float, clock_ghz: float, edg
          profile_file: Path | None, cloud_profile: Path | None, threads: int,
          as_json: bool) -> None:
     """Predict latency and cost at every split point and choose one."""
+    from edgesplit.core.fitted import fit_predictor
+    from edgesplit.core.profiles import read_profile
+
     zoo.get_spec(model)
     conditions = Conditions(bandwidth_kbps, rtt_ms, clock_ghz)
     prices = Prices(edge_usd_per_hour, cloud_usd_per_hour, transfer_usd_per_gb, edge_power_w,
                     energy_usd_per_kwh)
     objective = Objective(strategy, weight, edge, prices, deadline_ms, max_cost_usd)
-    estimator = make_predictor(predictor)
     edge_profile = get_profile(model, profile_file, threads, as_json)
     cloud = read_profile(cloud_profile) if cloud_profile else None
-    estimator.fit(edge_profile, cloud, peers=cached_profiles(edge_profile.machine))
+    estimator = fit_predictor(predictor, edge_profile, cloud)
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
                      objective).plan(conditions)
     if as_json:
@@ -383,7 +391,7 @@ def _codec_list(value: str) -> list[str]:
               show_default=True)
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
               show_default=True)
-@click.option("--predictor", type=click.Choice(["profile", "thesis"]), default="profile",
+@click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
               show_default=True)
 @click.option("--deadline-ms", type=float, help="Deadline for --strategy slo.")
 @click.option("--max-cost-usd", type=float, help="Cost cap for --strategy budget.")
@@ -440,6 +448,7 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     import torch
 
     from edgesplit.core.machine import native_clock_ghz
+    from edgesplit.core.profiles import read_profile
     from edgesplit.core.rescheduling import ReschedulePolicy
     from edgesplit.edge.factory import EdgeOptions, build_runtime
     from edgesplit.edge.inputs import input_files, load_input

@@ -1,16 +1,22 @@
-"""Curve fitting for the clock-speed laws: pure functions of numbers (scipy, no I/O)."""
+"""Curve fitting for the clock-speed laws: pure functions of numbers (scipy, no I/O).
+
+numpy and scipy are imported by ``fit_power_law`` only: evaluating a fitted law, and planning with
+one remembered by ``edgesplit.core.fitted``, needs neither.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING
 
 from edgesplit.errors import CalibrationError
 from edgesplit.extras import needs_extra
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 EXPONENT_LIMIT = 10.0
 """Fitted exponents are kept within +-10: steeper than any clock law of real hardware."""
@@ -34,7 +40,9 @@ class PowerLaw:
         return float((x / reference) ** self.b)
 
 
-_BOUNDS = ([0.0, -EXPONENT_LIMIT], [np.inf, EXPONENT_LIMIT])
+LawFitter = Callable[[Sequence[float], Sequence[float]], PowerLaw]
+"""``fit_power_law``'s type: predictors take one, so ``edgesplit.core.fitted`` can hand them the
+fit remembered on disk."""
 
 
 def _clip_start(start: tuple[float, float]) -> tuple[float, float]:
@@ -43,6 +51,8 @@ def _clip_start(start: tuple[float, float]) -> tuple[float, float]:
 
 
 def _power(x: NDArray[np.float64], a: float, b: float) -> NDArray[np.float64]:
+    import numpy as np
+
     return np.multiply(a, np.power(x, b))
 
 
@@ -53,6 +63,8 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
     >>> round(law.a, 6), round(law.b, 6)
     (2.0, -1.0)
     """
+    import numpy as np
+
     with needs_extra("fitting a clock-speed law"):
         from scipy.optimize import curve_fit  # 113 MB installed: only where a law is fitted
 
@@ -71,10 +83,11 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
         start = (math.exp(log_a0), b0)
     else:
         start = (max(float(ys.max()), 1e-9), -1.0)
+    bounds = ([0.0, -EXPONENT_LIMIT], [np.inf, EXPONENT_LIMIT])
     try:
         # Bounded, because normalised slopes reach exactly 0 at the top clock, which a power law
         # only approaches as b -> -inf; the bound keeps that degenerate case finite.
-        (a, b), _ = curve_fit(_power, xs, ys, p0=_clip_start(start), bounds=_BOUNDS,
+        (a, b), _ = curve_fit(_power, xs, ys, p0=_clip_start(start), bounds=bounds,
                               maxfev=20000)
     except (RuntimeError, ValueError) as exc:
         raise CalibrationError(f"the power-law fit did not converge: {exc}") from exc

@@ -1,7 +1,9 @@
 """Latency predictors: per split point, how long the edge, the uplink and the cloud will take.
 
-Both follow one estimator interface: ``Predictor(...).fit(edge, cloud, peers)`` learns from
-profiles and returns the predictor; ``predict(conditions)`` returns a ``Prediction`` with one
+Both follow one estimator interface: ``Predictor(...).fit(edge, cloud, peers, law)`` learns from
+profiles (``law`` fits the clock-speed power laws: scipy by default, remembered on disk by
+``edgesplit.core.fitted.fit_predictor``, the one place that fits a predictor for a model) and
+returns the predictor; ``predict(conditions)`` returns a ``Prediction`` with one
 value per split point ``0..N``. Pure code: numbers and records in, records out; fitting uses scipy,
 prediction is plain arithmetic so that planning stays in microseconds.
 
@@ -16,18 +18,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edgesplit.core.fitting import (
     DEFAULT_CLOCK_EXPONENT,
+    LawFitter,
     PowerLaw,
     denormalise,
     fit_power_law,
     min_max_normalise,
 )
 from edgesplit.core.load import with_wait
-from edgesplit.core.profiles import Profile
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
+
+if TYPE_CHECKING:
+    from edgesplit.core.profiles import Profile
 
 WIRE_FACTOR = 1.045
 """Bytes on the wire per payload byte: TCP/IP and Ethernet headers (docs/design.md section 5)."""
@@ -87,7 +92,7 @@ class Predictor(Protocol):
     name: str
 
     def fit(self, edge: Profile, cloud: Profile | None = None,
-            peers: Sequence[Profile] = ()) -> Predictor: ...
+            peers: Sequence[Profile] = (), law: LawFitter = fit_power_law) -> Predictor: ...
 
     def partial_fit(self, *, clock_ghz: float, edge_layer_s: Mapping[int, float] | None = None,
                     cloud_layer_s: Mapping[int, float] | None = None, codec: str | None = None,
@@ -116,7 +121,7 @@ class ThesisPredictor:
     name = "thesis"
 
     def fit(self, edge: Profile, cloud: Profile | None = None,
-            peers: Sequence[Profile] = ()) -> ThesisPredictor:
+            peers: Sequence[Profile] = (), law: LawFitter = fit_power_law) -> ThesisPredictor:
         n = edge.n_layers
         own = _calibration(edge)
         if len(own) < 2:
@@ -134,7 +139,7 @@ class ThesisPredictor:
             slopes = [latency / profile.n_layers for _, latency in points]
             clocks += [clock for clock, _ in points]
             normalised += min_max_normalise(slopes)
-        self.law_ = fit_power_law(clocks, normalised)
+        self.law_ = law(clocks, normalised)
         self.slope_high_ = own[0][1] / n  # slope at the lowest clock: the upper bound
         self.slope_low_ = own[-1][1] / n  # slope at the highest clock: the lower bound
         all_in_cloud_s = (cloud or edge).forward_s
@@ -206,14 +211,15 @@ class ProfilePredictor:
         self.learning_rate = learning_rate
 
     def fit(self, edge: Profile, cloud: Profile | None = None,
-            peers: Sequence[Profile] = ()) -> ProfilePredictor:
+            peers: Sequence[Profile] = (), law: LawFitter = fit_power_law) -> ProfilePredictor:
         cloud = cloud or edge
         if cloud.n_layers != edge.n_layers:
             raise InvalidArgument(
                 f"the cloud profile has {cloud.n_layers} layers and the edge's "
                 f"{edge.n_layers}: they must profile the same model"
             )
-        self.law_ = clock_law(tuple(_calibration(edge)), edge.machine.clock_ghz, edge.forward_s)
+        self.law_ = clock_law(tuple(_calibration(edge)), edge.machine.clock_ghz, edge.forward_s,
+                              law)
         self.reference_clock_ghz_ = edge.machine.clock_ghz
         self.edge_layer_s_ = list(edge.layer_times_s)
         self.cloud_layer_s_ = list(cloud.layer_times_s)
@@ -300,14 +306,14 @@ def codec_ratio_prior(codec: str) -> float:
 
 @lru_cache(maxsize=256)
 def clock_law(points: tuple[tuple[float, float], ...], reference_ghz: float,
-              reference_s: float) -> PowerLaw:
+              reference_s: float, law: LawFitter = fit_power_law) -> PowerLaw:
     """The power law through calibration ``points`` and the full-speed forward (cached: every
     planner of a model on a machine fits the same points)."""
     if not points:
         return PowerLaw(reference_s * reference_ghz ** -DEFAULT_CLOCK_EXPONENT,
                         DEFAULT_CLOCK_EXPONENT)
     pairs = [*points, (reference_ghz, reference_s)]
-    return fit_power_law([c for c, _ in pairs], [t for _, t in pairs])
+    return law([c for c, _ in pairs], [t for _, t in pairs])
 
 
 PREDICTORS: dict[str, type[ThesisPredictor] | type[ProfilePredictor]] = {

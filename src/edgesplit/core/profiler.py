@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from edgesplit.core import zoo
+from edgesplit.core.fitted import store_profile
 from edgesplit.core.machine import describe_machine
 from edgesplit.core.profiles import (
     CalibrationPoint,
@@ -32,7 +33,6 @@ from edgesplit.core.profiles import (
     TensorInfo,
     cached_profile_path,
     read_profile,
-    write_profile,
 )
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import CalibrationError, InvalidArgument, ProfileError
@@ -196,5 +196,5 @@ def load_or_profile(name: str, *, threads: int = 1, refresh: bool = False,
         except ProfileError:
             log.warning("re-profiling %s: the cached profile %s is unreadable", name, path)
     profile = profile_model(name, threads=threads, progress=progress)
-    write_profile(profile, path)
+    store_profile(profile, path)
     return profile

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from edgesplit.core import zoo
+from edgesplit.core.fitted import fit_predictor
 from edgesplit.core.planning import Objective, Planner
-from edgesplit.core.predictors import make_predictor
 from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
@@ -59,16 +59,18 @@ class EdgeOptions:
 def build_planner(model: str, profile: Profile, objective: Objective, *,
                   predictor: str = "profile", codecs: Sequence[str] = ("raw",),
                   cloud_profile: Profile | None = None,
-                  peers: Sequence[Profile] = ()) -> Planner:
+                  peers: Sequence[Profile] | None = None) -> Planner:
     """A planner for ``model`` with a predictor fitted on ``profile`` (and the cloud's and
-    other networks' profiles where the predictor uses them)."""
-    fitted = make_predictor(predictor).fit(profile, cloud_profile, peers)
+    other networks' profiles where the predictor uses them: by default this machine's cached
+    ones, as ``edgesplit plan`` does)."""
+    fitted = fit_predictor(predictor, profile, cloud_profile, peers)
     return Planner(model, [layer.name for layer in profile.layers], fitted, objective, codecs)
 
 
 def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
                   profile: Profile | None = None, cloud_profile: Profile | None = None,
-                  peers: Sequence[Profile] = (), calibration_inputs: torch.Tensor | None = None,
+                  peers: Sequence[Profile] | None = None,
+                  calibration_inputs: torch.Tensor | None = None,
                   clock: ClockSensor | None = None, link: LinkEstimator | None = None,
                   monotonic: Callable[[], float] = time.monotonic) -> EdgeRuntime:
     """An ``EdgeRuntime`` made from ``options``.
@@ -89,7 +91,7 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
                                   "answers against")
     elif calibration_inputs is None and lossy:
         calibration_inputs = zoo.calibration_inputs(model)
-    split = split or SplitModel(zoo.build_model(model), zoo.sample_input(model))
+    split = split or zoo.build_split(model)
     if profile is None:
         from edgesplit.core.profiler import load_or_profile
 
