@@ -1,0 +1,67 @@
+"""fit_predictor: the one way plan and the runtime fit a predictor, with remembered laws."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgesplit.core.fitted import LawMemo, fit_predictor, store_profile
+from edgesplit.core.fitting import fit_power_law
+from edgesplit.core.predictors import Conditions, ThesisPredictor
+from edgesplit.core.profiles import cached_profile_path
+
+from .helpers import make_profile
+
+
+def network(model: str, n: int, latencies: dict[float, float]):
+    return make_profile(model, times=[0.5 / n] * n, sizes=[1000] * (n + 1),
+                        calibration=sorted(latencies.items()), forward_s=0.5)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("EDGESPLIT_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_the_thesis_predictor_learns_from_every_cached_peer(cache: Path) -> None:
+    a = network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4})
+    b = network("b", 4, {0.6: 2.0, 1.0: 1.9, 1.5: 0.5})
+    alone = ThesisPredictor().fit(a)
+    for profile in (a, b):
+        store_profile(profile, cached_profile_path(profile.model, profile.machine))
+    fitted = fit_predictor("thesis", a)
+    assert isinstance(fitted, ThesisPredictor)
+    assert len(fitted.points_) == 6  # a's three clocks and b's three
+    assert fitted.law_ == ThesisPredictor().fit(a, peers=[a, b]).law_
+    assert fitted.law_ != alone.law_
+
+
+def test_a_remembered_law_is_the_fitted_one_to_the_last_bit(cache: Path) -> None:
+    x, y = [0.6, 0.9, 1.2, 1.5], [0.31, 0.2, 0.17, 0.129]
+    memo = LawMemo()
+    first = memo(x, y)
+    assert first == fit_power_law(x, y)
+    assert len(json.loads((cache / "laws.json").read_text())) == 1
+    (cache / "laws.json").write_text(json.dumps(
+        {key: [2.0, -1.0] for key in json.loads((cache / "laws.json").read_text())}))
+    assert memo(x, y).b == -1.0  # read back, not fitted again
+    assert memo([0.6, 1.5], [0.3, 0.1]) == fit_power_law([0.6, 1.5], [0.3, 0.1])
+
+
+def test_storing_a_profile_remembers_what_planning_will_fit(cache: Path) -> None:
+    a = network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4})
+    store_profile(a, cached_profile_path("a", a.machine))
+    remembered = len(json.loads((cache / "laws.json").read_text()))
+    assert remembered == 2  # the profile predictor's clock law and the thesis law
+    conditions = Conditions(bandwidth_kbps=1000, rtt_ms=20, clock_ghz=1.2)
+    for name in ("profile", "thesis"):
+        assert fit_predictor(name, a).predict(conditions).latency_s
+    assert len(json.loads((cache / "laws.json").read_text())) == remembered
+
+
+def test_an_unreadable_memo_is_fitted_again(cache: Path) -> None:
+    (cache / "laws.json").write_text("{not json")
+    assert LawMemo()([1.0, 2.0], [2.0, 1.0]) == fit_power_law([1.0, 2.0], [2.0, 1.0])
