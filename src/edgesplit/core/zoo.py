@@ -84,7 +84,8 @@ class ModelSpec:
     def network(self) -> nn.Module:
         """A fresh instance of the architecture (weights initialised by its own code)."""
         module, _, attribute = self.architecture.partition(":")
-        return getattr(importlib.import_module(module), attribute)()
+        network: nn.Module = getattr(importlib.import_module(module), attribute)()
+        return network
 
 
 def _mnist_state() -> dict[str, torch.Tensor]:
@@ -191,7 +192,8 @@ def synthetic_image(size: int, phase: float = 0.0) -> np.ndarray:
     red = 0.25 + 0.5 * banks * (0.6 + 0.4 * river)
     green = 0.35 + 0.4 * (1 - y) * banks + 0.1 * river
     blue = 0.3 + 0.6 * (1 - banks) * river + 0.1 * (1 - y)
-    return np.clip(np.stack([red, green, blue]), 0.0, 1.0).astype(np.float32)
+    image: np.ndarray = np.clip(np.stack([red, green, blue]), 0.0, 1.0).astype(np.float32)
+    return image
 
 
 def weights_path(spec: ModelSpec, model: nn.Module) -> Path:
