@@ -11,6 +11,7 @@ from edgesplit.core.profiles import (
     Profile,
     SplitPointProfile,
 )
+from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.measurements import Measurement
 
 
@@ -41,3 +42,28 @@ def measurement(seq: int, **changes: object) -> Measurement:
                "split_point": 3, "offload_bytes": 10, "sent_bytes": 12, "finished": "cloud",
                "fallback": 'refused, "quoted", with commas', "replan": "", "prediction": 7}
     return Measurement(**(values | changes))  # type: ignore[arg-type]
+
+
+class SetLink(LinkEstimator):
+    """A link estimate the test sets by hand: what the runtime learns from traffic is ignored,
+    so the test decides exactly when conditions change."""
+
+    def observe_rtt(self, seconds: float) -> None:
+        pass
+
+    def observe_transfer(self, nbytes: int, network_s: float) -> None:
+        pass
+
+
+class ManualClock:
+    """A monotonic clock for the runtime that moves only when the test says: re-check intervals
+    pass by events, not by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -27,37 +27,13 @@ from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
 
 from .conftest import CloudProcess
+from .helpers import ManualClock, SetLink
 
 SplitFactory = Callable[[str], SplitModel]
 
 
-class SetLink(LinkEstimator):
-    """A link estimate the test sets by hand: what the runtime learns from traffic is ignored,
-    so the test decides exactly when conditions change."""
-
-    def observe_rtt(self, seconds: float) -> None:
-        pass
-
-    def observe_transfer(self, nbytes: int, network_s: float) -> None:
-        pass
-
-
 class SetClock(FixedClock):
     pass
-
-
-class ManualClock:
-    """A monotonic clock for the runtime that moves only when the test says: re-check intervals
-    pass by events, not by sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_offloads_match_local_inference_and_every_row_is_logged(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import math
 import ssl
 import time
@@ -25,20 +26,52 @@ import torch
 
 from edgesplit.errors import CloudUnavailable, InvalidArgument, OffloadTimeout
 from edgesplit.wire.auth import sign_request
-from edgesplit.wire.codecs import EncodedTensor
+from edgesplit.wire.codecs import TORCH_TO_DATATYPE, EncodedTensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+HEADER_ALLOWANCE_BYTES = 64 * 1024
+"""An answer's JSON header beyond its values: names, shapes, parameters (ours use ~1 KB)."""
+BYTES_PER_VALUE = 32
+"""The most one output value or layer time may take in an answer (JSON text; binary is 2-8)."""
+ERROR_BODY_BYTES = 4096
+"""How much of an error answer is read for its message."""
+KEEPALIVE_S = 2.0
+"""Idle connections are dropped after this, well before the server's keep-alive (uvicorn: 5 s)
+closes them, so a request never goes out on a connection the server is closing."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a right answer holds: one output per ``(shape, OIP datatype)``, and one time per
+    layer the cloud ran. It bounds the answer's size before anything is decoded."""
+
+    outputs: tuple[tuple[tuple[int, ...], str], ...]
+    layers: int
+
+    @property
+    def elements(self) -> int:
+        return sum(math.prod(shape) for shape, _ in self.outputs)
+
+    @property
+    def max_response_bytes(self) -> int:
+        return HEADER_ALLOWANCE_BYTES + BYTES_PER_VALUE * (self.elements + self.layers)
 
 
 @dataclass(frozen=True)
 class CloudReply:
-    output: torch.Tensor
-    cloud_s: float  # the cloud's own time, receipt to result (thesis equation 3.2)
+    outputs: tuple[torch.Tensor, ...]
+    cloud_s: float  # the cloud's own time, receipt to result (thesis equation 3.2), bounded
     layer_times_s: list[float]
     request_bytes: int
     response_bytes: int
     round_trip_s: float  # send to answer, as the edge saw it
+
+    @property
+    def output(self) -> torch.Tensor:
+        return self.outputs[0]
 
 
 class CloudClient:
@@ -46,12 +79,15 @@ class CloudClient:
 
     ``token`` sends a bearer token; ``signing`` (key id, secret) signs every request with HMAC
     instead (see ``auth``). ``verify`` is True (the system's CAs), or the path of a CA bundle or
-    of the server's own certificate to trust only that one.
+    of the server's own certificate to trust only that one. After any failed exchange the
+    connection is dropped: the next request opens a fresh one rather than reuse a connection
+    that may have died with the cloud.
     """
 
     def __init__(self, base_url: str, *, token: str | None = None,
                  signing: tuple[str, bytes] | None = None, verify: bool | str = True,
-                 connect_timeout_s: float = 3.0) -> None:
+                 connect_timeout_s: float = 3.0,
+                 max_response_bytes: int = 64 * 1024 * 1024) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -59,42 +95,48 @@ class CloudClient:
                                   "address (e.g. http://127.0.0.1:8000)")
         self._base_path = parts.path
         self._signing = signing
-        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        # Answers come as they are: a content-encoded (gzip, ...) answer could inflate past any
+        # size the edge checks, so none is asked for and none is accepted.
+        self._headers = {"accept-encoding": "identity"} | (
+            {"authorization": f"Bearer {token}"} if token else {})
         self._verify = _trust(verify)
         self._connect_timeout_s = connect_timeout_s
+        self._max_response_bytes = max_response_bytes
         self._client = self._new_client()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="offload")
 
     def _new_client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify)
+        return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify,
+                            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
-              deadline_s: float, request_id: str | None = None) -> CloudReply:
+              deadline_s: float, request_id: str | None = None, *,
+              expect: Expected | None = None) -> CloudReply:
+        """Offload ``tensors`` at ``split_point``; the answer, checked against ``expect``.
+
+        The deadline holds for everything up to the result: sending, the cloud's work, reading
+        the answer (at most ``expect.max_response_bytes``) and decoding it. An answer that is
+        too large, malformed, of the wrong shape, dtype or number of outputs, not finite, or
+        timed for the wrong number of layers is ``CloudUnavailable`` with the reason.
+        """
         body, headers = encode_request(tensors, {"split_point": split_point},
                                        request_id=request_id)
         path = f"/v2/models/{model}/infer"
+        cap = expect.max_response_bytes if expect else self._max_response_bytes
+        ends = time.monotonic() + deadline_s
 
-        def call(timeout: httpx.Timeout) -> tuple[httpx.Response, float]:
+        def call(timeout: httpx.Timeout) -> CloudReply:
             began = time.perf_counter()
-            response = self._client.post(path, content=body, timeout=timeout,
-                                         headers=headers | self._sign("POST", path, body))
-            return response, time.perf_counter() - began
+            with self._client.stream("POST", path, content=body, timeout=timeout,
+                                     headers=headers | self._sign("POST", path, body)) as response:
+                content = _read_answer(response, cap, ends)
+                header_length = response.headers.get(HEADER_LENGTH)
+            elapsed = time.perf_counter() - began
+            outputs, cloud_s, layer_times = _parse_answer(content, header_length, expect)
+            cloud_s, layer_times = bounded_timings(cloud_s, layer_times, elapsed)
+            return CloudReply(outputs, cloud_s, layer_times, len(body), len(content), elapsed)
 
-        response, elapsed = self._within(deadline_s, call)
-        self._check(response)
-        try:
-            header, outputs = parse_response(response.content,
-                                             response.headers.get(HEADER_LENGTH))
-            parameters = header.get("parameters") or {}
-            cloud_s = float(parameters.get("cloud_s", 0.0))
-            layer_times = [float(t) for t in parameters.get("layer_times_s", [])]
-            if not outputs or not all(math.isfinite(t) and t >= 0
-                                      for t in (cloud_s, *layer_times)):
-                raise ValueError("no output, or timings that are not non-negative numbers")
-        except Exception as exc:  # whatever the cloud sent, the edge must not crash on it
-            raise CloudUnavailable(f"the cloud's answer is malformed: {exc}") from exc
-        return CloudReply(outputs[0], cloud_s, layer_times, len(body), len(response.content),
-                          elapsed)
+        return self._within(deadline_s, call)
 
     def model_metadata(self, model: str, deadline_s: float = 5.0) -> tuple[int, Any]:
         """``GET /v2/models/{model}``: the status code and the JSON body (or error text)."""
@@ -120,6 +162,22 @@ class CloudClient:
             return time.perf_counter() - began
 
         return self._within(deadline_s, call)
+
+    def ready(self, deadline_s: float = 2.0) -> None:
+        """Return if the cloud is ready to serve (``GET /v2/health/ready`` answers ready),
+        else raise ``CloudUnavailable`` with why not. Alive is not enough: a cloud still
+        loading its models would fail the offload that trusted it."""
+        def call(timeout: httpx.Timeout) -> None:
+            response = self._client.get("/v2/health/ready", timeout=timeout)
+            self._check(response)
+            try:
+                ready = response.json().get("ready") is True
+            except (ValueError, AttributeError):
+                ready = False
+            if not ready:
+                raise CloudUnavailable(f"the cloud at {self.base_url} is not ready yet")
+
+        self._within(deadline_s, call)
 
     def probe(self, nbytes: int, deadline_s: float) -> float:
         """Send ``nbytes`` to the cloud's probe endpoint; the round trip time in seconds."""
@@ -155,31 +213,37 @@ class CloudClient:
 
         httpx's own timeouts bound each socket operation, not the exchange, so they cannot
         give the deadline; they are still set to it so that a stuck helper thread ends by itself
-        soon after (closing a socket does not wake a thread blocked reading it).
+        soon after (closing a socket does not wake a thread blocked reading it). Whatever goes
+        wrong, the connection is dropped so the next call starts on a fresh one.
         """
         timeout = httpx.Timeout(deadline_s, connect=min(self._connect_timeout_s, deadline_s))
         future = self._pool.submit(call, timeout)
         try:
             return future.result(timeout=deadline_s)
-        except concurrent.futures.TimeoutError:
-            # Give up on the stuck exchange: a fresh connection and helper thread for the next
-            # call, so it never queues behind this one.
-            stuck, self._client = self._client, self._new_client()
-            stuck_pool, self._pool = self._pool, concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="offload")
-            stuck.close()
-            stuck_pool.shutdown(wait=False)
-            raise OffloadTimeout(
-                f"the cloud at {self.base_url} did not answer within {deadline_s:.2f} s"
-            ) from None
-        except httpx.TimeoutException:  # httpx's own timeout, set to the deadline, won the race
+        except (concurrent.futures.TimeoutError, httpx.TimeoutException):
+            # Give up on the stuck exchange (httpx's own timeout, set to the deadline, may win
+            # the race): a fresh connection and helper thread for the next call, so it never
+            # queues behind this one.
+            self._renew(stuck=not future.done())
             raise OffloadTimeout(
                 f"the cloud at {self.base_url} did not answer within {deadline_s:.2f} s"
             ) from None
         except httpx.HTTPError as exc:
+            self._renew(stuck=False)
             raise CloudUnavailable(
                 f"cannot reach the cloud at {self.base_url}: {type(exc).__name__}: {exc}"
             ) from exc
+        except CloudUnavailable:
+            self._renew(stuck=False)
+            raise
+
+    def _renew(self, *, stuck: bool) -> None:
+        old, self._client = self._client, self._new_client()
+        if stuck:
+            old_pool, self._pool = self._pool, concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="offload")
+            old_pool.shutdown(wait=False)
+        old.close()
 
     def _check(self, response: httpx.Response) -> None:
         if response.status_code < 400:
@@ -202,8 +266,103 @@ def _trust(verify: bool | str) -> bool | ssl.SSLContext:
 
 
 def _error_text(response: httpx.Response) -> str:
+    return _error_message(response.content)
+
+
+def _error_message(content: bytes) -> str:
     try:
-        body: Any = json.loads(response.content)
+        body: Any = json.loads(content)
         return str(body.get("error", body))[:300]
     except (ValueError, AttributeError):
-        return response.text[:300]
+        return content.decode(errors="replace")[:300]
+
+
+def _read_answer(response: httpx.Response, cap: int, ends: float) -> bytes:
+    """The answer's body, refusing error statuses, encodings and more than ``cap`` bytes, and
+    giving up at ``ends`` (a monotonic time) however slowly it drips."""
+    if response.status_code >= 400:
+        text = _read_capped(response, ERROR_BODY_BYTES, ends, truncate=True)
+        raise CloudUnavailable(f"the cloud answered {response.status_code}: "
+                               f"{_error_message(text)}")
+    encoding = response.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise CloudUnavailable(f"the cloud's answer is {encoding}-encoded; the edge takes "
+                               "answers as they are")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise CloudUnavailable(f"the cloud's answer is {declared} bytes, more than the {cap} "
+                               "this model's output can take")
+    return _read_capped(response, cap, ends)
+
+
+def _read_capped(response: httpx.Response, cap: int, ends: float, *,
+                 truncate: bool = False) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_raw():
+        if time.monotonic() > ends:
+            raise OffloadTimeout("the cloud's answer was still arriving at the deadline")
+        size += len(chunk)
+        if size > cap:
+            if truncate:
+                chunks.append(chunk[:cap - size])
+                break
+            raise CloudUnavailable(f"the cloud's answer is more than the {cap} bytes this "
+                                   "model's output can take")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_answer(content: bytes, header_length: str | None, expect: Expected | None
+                  ) -> tuple[tuple[torch.Tensor, ...], float, list[float]]:
+    """Outputs and timings of an answer; nothing larger than ``expect`` is decoded."""
+    try:
+        header, outputs = parse_response(content, header_length, max_elements=(
+            expect.elements if expect else 1 << 28))
+        parameters = header.get("parameters") or {}
+        cloud_s = float(parameters.get("cloud_s", 0.0))
+        layer_times = [float(t) for t in parameters.get("layer_times_s", [])]
+    except Exception as exc:  # whatever the cloud sent, the edge must not crash on it
+        raise CloudUnavailable(f"the cloud's answer is malformed: {str(exc)[:300]}") from exc
+    if not outputs or not all(math.isfinite(t) and t >= 0 for t in (cloud_s, *layer_times)):
+        raise CloudUnavailable("the cloud's answer is malformed: no output, or timings that "
+                               "are not non-negative numbers")
+    if expect is not None:
+        check_answer(outputs, layer_times, expect)
+    return tuple(outputs), cloud_s, layer_times
+
+
+def check_answer(outputs: Sequence[torch.Tensor], layer_times: Sequence[float],
+                 expect: Expected) -> None:
+    """Raise ``CloudUnavailable`` unless the outputs are what ``expect`` says, all finite, and
+    the cloud timed each layer it ran."""
+    if len(outputs) != len(expect.outputs):
+        raise CloudUnavailable(f"the cloud's answer is not this model's output: "
+                               f"{len(outputs)} outputs, expected {len(expect.outputs)}")
+    for t, (shape, datatype) in zip(outputs, expect.outputs, strict=True):
+        got = TORCH_TO_DATATYPE.get(t.dtype, str(t.dtype))
+        if tuple(t.shape) != tuple(shape) or got != datatype:
+            raise CloudUnavailable(f"the cloud's answer is not this model's output: expected "
+                                   f"{list(shape)} {datatype}, got {list(t.shape)} {got}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CloudUnavailable("the cloud's answer holds NaN or infinity")
+    if len(layer_times) != expect.layers:
+        raise CloudUnavailable(f"the cloud timed {len(layer_times)} layers; it had "
+                               f"{expect.layers} to run")
+
+
+def bounded_timings(cloud_s: float, layer_times: list[float],
+                    round_trip_s: float) -> tuple[float, list[float]]:
+    """The cloud's timings, bounded by what the edge saw: the cloud cannot have worked longer
+    than the round trip, nor its layers longer than its whole time. Nothing learned or billed
+    from them can exceed what was observed."""
+    bounded = min(cloud_s, max(round_trip_s, 0.0))
+    total = math.fsum(layer_times)
+    if bounded < cloud_s:
+        log.warning("the cloud reported %.3g s of work in a %.3g s round trip: counted as %.3g s",
+                    cloud_s, round_trip_s, bounded)
+    if total > bounded > 0:
+        layer_times = [t * bounded / total for t in layer_times]
+    elif total > bounded:
+        layer_times = [0.0] * len(layer_times)
+    return bounded, layer_times

@@ -139,9 +139,10 @@ def encode_response(model: str, outputs: Sequence[EncodedTensor], parameters: Ma
     return _binary_body(header, [t.payload for t in outputs])
 
 
-def parse_response(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
-                                                                    list[torch.Tensor]]:
-    """The response's JSON header and its output tensors (binary or JSON)."""
+def parse_response(body: bytes, header_length: str | None, *,
+                   max_elements: int = 1 << 28) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """The response's JSON header and its output tensors (binary or JSON), refusing any
+    output of more than ``max_elements`` before decoding it."""
     header_bytes, rest = _split_header(body, header_length)
     try:
         header = json.loads(header_bytes)
@@ -154,10 +155,10 @@ def parse_response(body: bytes, header_length: str | None) -> tuple[dict[str, An
         parameters = item.get("parameters") or {}
         size = parameters.get(BINARY_SIZE)
         if size is None:
-            tensors.append(input_tensor(RequestInput.model_validate(item), None, 1 << 28))
+            tensors.append(input_tensor(RequestInput.model_validate(item), None, max_elements))
             continue
         tensors.append(decode_tensor(rest[offset:offset + size], item["shape"],
-                                     item["datatype"], parameters))
+                                     item["datatype"], parameters, max_elements=max_elements))
         offset += size
     return header, tensors
 
