@@ -80,11 +80,16 @@ class CloudProcess:
                      *args]
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout_s: float = 90.0,
-              verify: bool | ssl.SSLContext = True) -> CloudProcess:
+    def launch(self) -> None:
+        """Start the process and return at once (``start`` also waits until it is ready)."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edgesplit.cli", "cloud", "serve", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self, ready_timeout_s: float = 90.0,
+              verify: bool | ssl.SSLContext = True) -> CloudProcess:
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -40,7 +40,7 @@ from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import encode_request
 
 from .conftest import CloudProcess, free_port
-from .test_runtime import SetLink
+from .helpers import ManualClock, SetLink
 
 SplitFactory = Callable[[str], SplitModel]
 SLACK_S = 0.5
@@ -48,8 +48,10 @@ SLACK_S = 0.5
 
 @pytest.fixture
 def faulty(split_model: SplitFactory, alexnet_profile: Profile,
-           tmp_path: Path) -> Iterator[tuple[CloudProcess, LinkEmulator, EdgeRuntime]]:
-    """AlexNet on a rented edge that offloads its raw input (cost strategy) through a relay."""
+           tmp_path: Path) -> Iterator[tuple[CloudProcess, LinkEmulator, EdgeRuntime,
+                                             ManualClock]]:
+    """AlexNet on a rented edge that offloads its raw input (cost strategy) through a relay;
+    its re-check intervals pass when the test moves its clock."""
     with CloudProcess(models="alexnet") as cloud, \
             LinkEmulator("127.0.0.1", cloud.port, burst_bytes=4096) as link:
         # The cloud's first AlexNet tail sets up its kernels, which can take longer than the
@@ -60,11 +62,12 @@ def faulty(split_model: SplitFactory, alexnet_profile: Profile,
         options = EdgeOptions("alexnet", f"http://127.0.0.1:{link.port}",
                               objective=Objective("cost", edge="rent"),
                               timing=Timing(retry_s=0.5), log_dir=tmp_path)
+        now = ManualClock()
         edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
                              link=SetLink(bandwidth_kbps=100_000, rtt_ms=1),
-                             clock=FixedClock(2.0))
+                             clock=FixedClock(2.0), monotonic=now)
         with edge:
-            yield cloud, link, edge
+            yield cloud, link, edge, now
 
 
 def local_time(split: SplitModel) -> float:
@@ -84,8 +87,9 @@ def rows_are_intact(log_dir: Path, count: int) -> None:
     assert [m.seq for m in read_measurements(log_dir)] == list(range(1, count + 1))
 
 
-def fault_then_recovery(edge: EdgeRuntime, split: SplitModel, inject: Callable[[], None],
-                        clear: Callable[[], None], reason: str, log_dir: Path) -> None:
+def fault_then_recovery(edge: EdgeRuntime, now: ManualClock, split: SplitModel,
+                        inject: Callable[[], None], clear: Callable[[], None], reason: str,
+                        log_dir: Path) -> None:
     """Offload, break something, check the edge finished alone in time, mend it, offload."""
     bound = 2 * local_time(split) + SLACK_S
     x = zoo.sample_input("alexnet")
@@ -96,20 +100,20 @@ def fault_then_recovery(edge: EdgeRuntime, split: SplitModel, inject: Callable[[
     assert failed.measurement.finished == "edge"
     assert reason in failed.measurement.fallback
     clear()
-    time.sleep(0.6)  # past the edge's retry interval
+    now.advance(edge.timing.retry_s)  # the edge checks on the cloud again
     assert edge.infer(x).measurement.finished == "cloud"
     rows_are_intact(log_dir, 3)
 
 
 def test_a_cloud_answering_5xx(faulty, split_model: SplitFactory, tmp_path: Path) -> None:
-    _, link, edge = faulty
-    fault_then_recovery(edge, split_model("alexnet"), lambda: link.set_http_error(503),
+    _, link, edge, now = faulty
+    fault_then_recovery(edge, now, split_model("alexnet"), lambda: link.set_http_error(503),
                         lambda: link.set_http_error(None), "503", tmp_path)
 
 
 def test_a_connection_reset_halfway_through_the_body(faulty, split_model: SplitFactory,
                                                      tmp_path: Path) -> None:
-    _, link, edge = faulty
+    _, link, edge, _ = faulty
     split = split_model("alexnet")
     bound = 2 * local_time(split) + SLACK_S
     link.set_rate_kbps(500)  # the raw input takes ten seconds to go up
@@ -127,28 +131,50 @@ def test_a_connection_reset_halfway_through_the_body(faulty, split_model: SplitF
 
 def test_bandwidth_dropping_to_nearly_nothing(faulty, split_model: SplitFactory,
                                               tmp_path: Path) -> None:
-    _, link, edge = faulty
+    _, link, edge, now = faulty
     # The edge still believes 100 Mbit/s: its deadline is the one-second minimum.
-    fault_then_recovery(edge, split_model("alexnet"), lambda: link.set_rate_kbps(1),
+    fault_then_recovery(edge, now, split_model("alexnet"), lambda: link.set_rate_kbps(1),
                         lambda: link.set_rate_kbps(None), "did not answer within 1.00 s",
                         tmp_path)
 
 
-def test_a_cloud_restarting_behind_the_link(faulty, split_model: SplitFactory,
-                                            tmp_path: Path) -> None:
-    cloud, _, edge = faulty
+def is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v2/health/ready", timeout=2).json().get("ready") is True
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def test_a_restarted_cloud_takes_the_first_offload_once_it_is_ready(
+        faulty, split_model: SplitFactory, tmp_path: Path) -> None:
+    """While the cloud is down or loading its models its port is closed, so the relay resets
+    every connection the edge opens (httpx: ConnectError or ReadError, [Errno 104]); the edge
+    finishes alone and re-checks readiness at every inference here. The first offload after
+    the cloud answers ready, one re-check interval later, must succeed: no connection from
+    before the outage is reused."""
+    cloud, _, edge, now = faulty
     split = split_model("alexnet")
     bound = 2 * local_time(split) + SLACK_S
     x = zoo.sample_input("alexnet")
+    assert edge.infer(x).measurement.finished == "cloud"  # a kept-alive connection, then...
     cloud.stop(signal.SIGKILL)
-    down = [edge.infer(x) for _ in range(2)]
+    down = [edge.infer(x)]
+    cloud.launch()
+    give_up = time.monotonic() + 180  # a generous bound on an event, not a phase length
+    while not is_ready(cloud.url):
+        assert time.monotonic() < give_up, "the restarted cloud never became ready"
+        now.advance(edge.timing.retry_s)
+        down.append(edge.infer(x))
     for result in down:
         check(result, split, bound)
         assert result.measurement.finished == "edge"
-    cloud.start()
-    time.sleep(0.6)
-    assert edge.infer(x).measurement.finished == "cloud"
-    rows_are_intact(tmp_path, 3)
+    # The restarted cloud's first AlexNet tail sets up its kernels (see the fixture).
+    with CloudClient(cloud.url) as client:
+        client.infer("alexnet", 0, [encode_tensor(x, name="x")], deadline_s=60)
+    now.advance(edge.timing.retry_s)
+    first = edge.infer(x).measurement
+    assert first.finished == "cloud", first.fallback
+    rows_are_intact(tmp_path, len(down) + 2)
 
 
 @pytest.mark.parametrize("url", ["http://cloud.invalid:8000", "refused"])

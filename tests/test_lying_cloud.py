@@ -49,10 +49,12 @@ SPLIT_N = Objective("cost")  # an owned edge is free: run everything, send the r
 
 
 class LyingCloud:
-    """An HTTP server that is ready, and answers every inference request with ``answer``."""
+    """An HTTP server that is alive, ready while ``ready`` is set, and answers every inference
+    request with ``answer``."""
 
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
+        self.ready = True
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.inferences = 0
@@ -71,8 +73,11 @@ class LyingCloud:
             conn.settimeout(30)
             try:
                 head = self._read_request(conn)
+                if head.startswith(b"GET /v2/health/live"):
+                    conn.sendall(http(b'{"live": true}'))
+                    return
                 if head.startswith(b"GET /v2/health/ready"):
-                    conn.sendall(http(b'{"ready": true}'))
+                    conn.sendall(http(json.dumps({"ready": self.ready}).encode()))
                     return
                 self.inferences += 1
                 self.answer(conn)
@@ -157,8 +162,10 @@ def edge_for(split_model: SplitFactory, mnist_quick_profile: Profile,
                              link=SetLink(bandwidth_kbps=100_000, rtt_ms=1),
                              clock=FixedClock(2.0), monotonic=now)
         made.append((edge, cloud))
+        make.clouds.append(cloud)  # type: ignore[attr-defined]
         return edge, now
 
+    make.clouds = []  # type: ignore[attr-defined]
     yield make
     for edge, cloud in made:
         edge.close()
@@ -178,6 +185,30 @@ def finished_alone(result: InferenceResult, split: SplitModel, reason: str) -> N
     assert torch.allclose(result.output, expected, atol=1e-5)
     assert m.prediction == 2  # the sample digit
     assert m.latency_s <= m.deadline_s + 2 * local_s + SLACK_S, (m.latency_s, m.deadline_s)
+
+
+# -- issue 7: alive is not ready --------------------------------------------------------------
+
+def test_the_edge_offloads_again_only_once_the_cloud_is_ready(
+        edge_for, split_model: SplitFactory) -> None:
+    """A cloud that answers liveness while it is still loading would fail the offload that
+    trusted it: the edge waits for readiness."""
+    split = split_model(MODEL)
+    truth = fp32(split(zoo.sample_input(MODEL)).detach().numpy())
+    edge, now = edge_for(fixed(http(b"not an answer")))
+    cloud = edge_for.clouds[-1]
+    assert edge.infer(zoo.sample_input(MODEL)).measurement.finished == "edge"
+    cloud.ready = False  # restarted: alive, still loading
+    cloud.answer = fixed(binary([(truth, [1, 10], "FP32", {})], timings(9)))
+    for _ in range(3):
+        now.advance(edge.timing.retry_s)
+        m = edge.infer(zoo.sample_input(MODEL)).measurement
+        assert m.finished == "edge" and "not ready" in m.fallback
+    assert cloud.inferences == 1  # no offload was tried on a cloud that was not ready
+    cloud.ready = True
+    now.advance(edge.timing.retry_s)
+    assert edge.infer(zoo.sample_input(MODEL)).measurement.finished == "cloud"
+    assert cloud.inferences == 2
 
 
 # -- item 7: NaN and infinity -----------------------------------------------------------------
