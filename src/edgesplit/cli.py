@@ -11,22 +11,31 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from edgesplit.cli_options import (
+    AUTH_OPTIONS,
+    LINK_OPTIONS,
+    OBJECTIVE_OPTIONS,
+    PROFILE_OPTIONS,
+    SettingsCommand,
+    auth_from,
+    objective_from,
+)
 from edgesplit.core import zoo
-from edgesplit.core.cost import Prices
-from edgesplit.core.planning import Objective, Planner, SplitPlan
+from edgesplit.core.planning import Planner, SplitPlan
 from edgesplit.core.policies import Strategy
-from edgesplit.core.predictors import PREDICTORS, Conditions
+from edgesplit.core.predictors import Conditions
 from edgesplit.errors import EdgesplitError
 from edgesplit.extras import needs_extra, require_extra
 
 if TYPE_CHECKING:
+    from edgesplit.cloud.settings import ServerSettings
     from edgesplit.core.profiles import Profile
 
 out = Console()
@@ -153,54 +162,24 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 
 @app.command()
 @click.argument("model")
-@click.option("--bandwidth-kbps", type=float, default=7200, show_default=True,
-              help="Uplink bandwidth, kbit/s.")
-@click.option("--rtt-ms", type=float, default=40, show_default=True,
-              help="Round-trip time to the cloud, ms.")
+@LINK_OPTIONS
 @click.option("--clock-ghz", type=float, default=1.5, show_default=True,
               help="Edge clock speed, GHz.")
-@click.option("--edge", type=click.Choice(["own", "rent"]), default="own", show_default=True,
-              help="Owned edge (its time is free) or rented.")
-@click.option("--weight", type=float, default=0.5, show_default=True,
-              help="0 = latency only .. 1 = cost only.")
-@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
-              show_default=True, help="How to choose.")
-@click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
-              show_default=True, help="Latency predictor.")
-@click.option("--deadline-ms", type=float, help="Deadline for --strategy slo.")
-@click.option("--max-cost-usd", type=float, help="Cost cap per inference for --strategy budget.")
-@click.option("--edge-usd-per-hour", type=float, default=Prices().edge_usd_per_hour,
-              show_default=True, help="Rented edge price.")
-@click.option("--cloud-usd-per-hour", type=float, default=Prices().cloud_usd_per_hour,
-              show_default=True, help="Cloud price.")
-@click.option("--transfer-usd-per-gb", type=float, default=0.0, show_default=True,
-              help="Uplink data price.")
-@click.option("--edge-power-w", type=float, default=0.0, show_default=True,
-              help="Owned edge's power draw while computing.")
-@click.option("--energy-usd-per-kwh", type=float, default=0.0, show_default=True,
-              help="Owned edge's energy price.")
-@click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Edge profile file (default: this machine's, cached).")
-@click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
-              help="Cloud profile file (default: the edge's: a cloud like this machine).")
-@THREADS_OPTION
+@OBJECTIVE_OPTIONS
+@PROFILE_OPTIONS
 @JSON_OPTION
-def plan(model: str, bandwidth_kbps: float, rtt_ms: float, clock_ghz: float, edge: str,
-         weight: float, strategy: str, predictor: str, deadline_ms: float | None,
-         max_cost_usd: float | None, edge_usd_per_hour: float, cloud_usd_per_hour: float,
-         transfer_usd_per_gb: float, edge_power_w: float, energy_usd_per_kwh: float,
-         profile_file: Path | None, cloud_profile: Path | None, threads: int,
-         as_json: bool) -> None:
+def plan(model: str, clock_ghz: float, as_json: bool, **options: Any) -> None:
     """Predict latency and cost at every split point and choose one."""
     from edgesplit.core.fitted import fit_predictor
     from edgesplit.core.profiles import read_profile
 
     zoo.get_spec(model)
-    conditions = Conditions(bandwidth_kbps, rtt_ms, clock_ghz)
-    prices = Prices(edge_usd_per_hour, cloud_usd_per_hour, transfer_usd_per_gb, edge_power_w,
-                    energy_usd_per_kwh)
-    objective = Objective(strategy, weight, edge, prices, deadline_ms, max_cost_usd)
-    edge_profile = get_profile(model, profile_file, threads, as_json)
+    conditions = Conditions(options.pop("bandwidth_kbps"), options.pop("rtt_ms"), clock_ghz)
+    objective = objective_from(options)
+    predictor = options.pop("predictor")
+    cloud_profile = options.pop("cloud_profile")
+    edge_profile = get_profile(model, options.pop("profile_file"), options.pop("threads"),
+                               as_json)
     cloud = read_profile(cloud_profile) if cloud_profile else None
     estimator = fit_predictor(predictor, edge_profile, cloud)
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
@@ -269,53 +248,8 @@ def cloud() -> None:
     """The cloud server."""
 
 
-@cloud.command()
-@click.option("--host", envvar="EDGESPLIT_HOST", default="127.0.0.1", show_default=True,
-              help="Address to bind.")
-@click.option("--port", envvar="EDGESPLIT_PORT", type=click.IntRange(0, 65535), default=8000,
-              show_default=True)
-@click.option("--models", envvar="EDGESPLIT_MODELS", default=",".join(zoo.MODELS),
-              show_default=True, help="Zoo models to load, comma-separated.")
-@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Accept this bearer token.")
-@click.option("--token-file", envvar="EDGESPLIT_TOKEN_FILE",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Read the bearer token from this file.")
-@click.option("--hmac-keys", envvar="EDGESPLIT_HMAC_KEYS",
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Accept requests signed with a key in this file ('<key id> <secret>' lines).")
-@click.option("--max-skew-s", envvar="EDGESPLIT_MAX_SKEW_S",
-              type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              help="Largest clock difference allowed in signed requests.")
-@click.option("--allow-unauthenticated", is_flag=True,
-              help="Serve on a non-loopback address without a token or keys (not advised).")
-@click.option("--tls-cert", envvar="EDGESPLIT_TLS_CERT",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Serve HTTPS with this certificate (PEM).")
-@click.option("--tls-key", envvar="EDGESPLIT_TLS_KEY",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The certificate's private key (PEM).")
-@click.option("--max-body-mb", envvar="EDGESPLIT_MAX_BODY_MB",
-              type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
-              help="Largest request body accepted.")
-@click.option("--body-timeout-s", envvar="EDGESPLIT_BODY_TIMEOUT_S",
-              type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              help="Cut off a request body that stalls this long.")
-@click.option("--max-batch", envvar="EDGESPLIT_MAX_BATCH", type=click.IntRange(min=1),
-              default=16, show_default=True, help="Largest batch of tensors in one request.")
-@click.option("--workers", envvar="EDGESPLIT_WORKERS", type=click.IntRange(min=1), default=2,
-              show_default=True, help="Tails run at once (threads).")
-@click.option("--torch-threads", envvar="EDGESPLIT_TORCH_THREADS", type=click.IntRange(min=1),
-              default=1, show_default=True, help="torch threads per tail.")
-@click.option("--max-pending", envvar="EDGESPLIT_MAX_PENDING", type=click.IntRange(min=1),
-              default=32, show_default=True,
-              help="Requests running or waiting before the server answers 503.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
-def serve(host: str, port: int, models: str, token: str | None, token_file: Path | None,
-          hmac_keys: Path | None, max_skew_s: float, allow_unauthenticated: bool,
-          tls_cert: Path | None, tls_key: Path | None, max_body_mb: float,
-          body_timeout_s: float, max_batch: int, workers: int, torch_threads: int,
-          max_pending: int, log_level: str) -> None:
+@cloud.command(cls=SettingsCommand)
+def serve(**given: Any) -> None:
     """Serve split models over HTTP (Open Inference Protocol v2 and the thesis's /offload).
 
     Every option can also be set with an EDGESPLIT_<OPTION> variable (EDGESPLIT_MAX_PENDING...).
@@ -324,38 +258,54 @@ def serve(host: str, port: int, models: str, token: str | None, token_file: Path
 
     import uvicorn
 
-    from edgesplit.cloud import ServerSettings, create_app
-    from edgesplit.wire.auth import read_keys, secret_from
+    from edgesplit.cloud import create_app
+    from edgesplit.wire.auth import read_keys
 
-    names = [name.strip() for name in models.split(",") if name.strip()]
-    for name in names:
-        zoo.get_spec(name)
-    if (tls_cert is None) != (tls_key is None):
+    settings = server_settings(given)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
         raise EdgesplitError("--tls-cert and --tls-key go together: give both or neither")
-    token = secret_from(token, token_file, "EDGESPLIT_TOKEN")
-    if hmac_keys is not None:
-        read_keys(hmac_keys)  # a bad key file fails here, before models load
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if settings.hmac_keys is not None:
+        read_keys(settings.hmac_keys)  # a bad key file fails here, before models load
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(message)s")
+    host = settings.host
     if not _is_loopback(host):
-        if token is None and hmac_keys is None:
-            if not allow_unauthenticated:
+        if settings.token is None and settings.hmac_keys is None:
+            if not settings.allow_unauthenticated:
                 raise EdgesplitError(
                     f"refusing to serve on {host} without authentication: give --token, "
                     "--token-file or --hmac-keys (or --allow-unauthenticated to take the risk)")
             logging.getLogger("edgesplit").warning(
                 "SERVING ON %s WITHOUT AUTHENTICATION: anyone who can reach this port can use "
                 "the models", host)
-        if tls_cert is None:
+        if settings.tls_cert is None:
             logging.getLogger("edgesplit").warning(
                 "serving on %s without TLS: tensors and credentials travel in clear text", host)
-    _check_port_free(host, port)  # before minutes of model loading, not after
-    settings = ServerSettings(models=names, token=token, hmac_keys=hmac_keys,
-                              max_skew_s=max_skew_s, max_body_mb=max_body_mb,
-                              body_timeout_s=body_timeout_s, max_batch=max_batch,
-                              workers=workers, torch_threads=torch_threads,
-                              max_pending=max_pending)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                ssl_certfile=tls_cert, ssl_keyfile=tls_key, timeout_graceful_shutdown=30)
+    _check_port_free(host, settings.port)  # before minutes of model loading, not after
+    uvicorn.run(create_app(settings), host=host, port=settings.port,
+                log_level=settings.log_level, ssl_certfile=settings.tls_cert,
+                ssl_keyfile=settings.tls_key, timeout_graceful_shutdown=30)
+
+
+def server_settings(given: dict[str, Any]) -> ServerSettings:
+    """The settings from the options given (the rest from EDGESPLIT_* variables or defaults);
+    a bad value is one line naming the option and its variable."""
+    from pydantic import SecretStr, ValidationError
+
+    from edgesplit.cloud.settings import ServerSettings
+    from edgesplit.wire.auth import read_secret
+
+    try:
+        settings = ServerSettings(**{k: v for k, v in given.items()
+                                     if v is not None and v is not False})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        raise EdgesplitError(f"--{name.replace('_', '-')} (or EDGESPLIT_{name.upper()}): "
+                             f"{error['msg']}") from None
+    if given.get("token") is None and settings.token_file is not None:  # a file beats a variable
+        settings.token = SecretStr(read_secret(settings.token_file))
+    return settings
 
 
 @app.group()
@@ -385,16 +335,7 @@ def _codec_list(value: str) -> list[str]:
               help="Stop after this many seconds.")
 @click.option("--interval", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds from one inference's start to the next.")
-@click.option("--weight", type=float, default=0.5, show_default=True,
-              help="0 = latency only .. 1 = cost only.")
-@click.option("--edge", "edge_mode", type=click.Choice(["own", "rent"]), default="own",
-              show_default=True)
-@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
-              show_default=True)
-@click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
-              show_default=True)
-@click.option("--deadline-ms", type=float, help="Deadline for --strategy slo.")
-@click.option("--max-cost-usd", type=float, help="Cost cap for --strategy budget.")
+@OBJECTIVE_OPTIONS
 @click.option("--codec", default="raw", show_default=True,
               help="raw, float16, int8, each optionally +lz4 or +zstd; a comma list; "
               "'lossless'; or 'auto' (lossy ones only where they keep the top-1 answer).")
@@ -402,10 +343,7 @@ def _codec_list(value: str) -> list[str]:
               help="The edge's clock speed (default: read from cpufreq).")
 @click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the (emulated) clock speed from this file at every inference.")
-@click.option("--bandwidth-kbps", type=click.FloatRange(min=0, min_open=True), default=7200,
-              show_default=True, help="Uplink bandwidth to assume until measured.")
-@click.option("--rtt-ms", type=click.FloatRange(min=0), default=40, show_default=True,
-              help="Round-trip time to assume until measured.")
+@LINK_OPTIONS
 @click.option("--replan-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Re-plan at least this often (seconds).")
 @click.option("--replan-bandwidth", type=click.FloatRange(min=0), default=0.2,
@@ -416,34 +354,16 @@ def _codec_list(value: str) -> list[str]:
               help="Re-plan when the clock speed moves this much (relative).")
 @click.option("--hysteresis", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="A new split must be this much faster or cheaper to replace the current.")
-@click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN).")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Read the bearer token from this file.")
-@click.option("--hmac-key-id", envvar="EDGESPLIT_HMAC_KEY_ID",
-              help="Sign requests with this key id (or EDGESPLIT_HMAC_KEY_ID)...")
-@click.option("--hmac-key-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="...and the secret in this file (or EDGESPLIT_HMAC_KEY).")
-@click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CA bundle (or the pinned certificate) to verify an HTTPS cloud with.")
-@click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Edge profile file (default: this machine's, cached).")
-@click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
-              help="Cloud profile file (default: the edge's, corrected online).")
+@AUTH_OPTIONS
+@PROFILE_OPTIONS
 @click.option("--log", "log_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Append measurements to DIR/measurements.csv and DIR/layers.csv.")
-@THREADS_OPTION
 @JSON_OPTION
 def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample: bool,
-             count: int | None, duration: float | None, interval: float, weight: float,
-             edge_mode: str, strategy: str, predictor: str, deadline_ms: float | None,
-             max_cost_usd: float | None, codec: str, clock_ghz: float | None,
-             clock_file: Path | None, bandwidth_kbps: float, rtt_ms: float,
-             replan_interval: float, replan_bandwidth: float, replan_rtt_ms: float,
-             replan_clock: float, hysteresis: float, token: str | None,
-             token_file: Path | None, hmac_key_id: str | None, hmac_key_file: Path | None,
-             cacert: Path | None,
-             profile_file: Path | None, cloud_profile: Path | None, log_dir: Path | None,
-             threads: int, as_json: bool) -> None:
+             count: int | None, duration: float | None, interval: float, codec: str,
+             clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
+             replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
+             hysteresis: float, log_dir: Path | None, as_json: bool, **options: Any) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
@@ -454,22 +374,16 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     from edgesplit.edge.inputs import input_files, load_input
     from edgesplit.edge.runtime import InferenceResult
     from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
-    from edgesplit.wire.auth import secret_from
 
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):
         raise EdgesplitError("give either --input PATH or --sample")
     if sample and count is None and duration is None:
         count = 1
-    token = secret_from(token, token_file, "EDGESPLIT_TOKEN")
-    signing = None
-    if hmac_key_id:
-        secret = secret_from(None, hmac_key_file, "EDGESPLIT_HMAC_KEY")
-        if secret is None:
-            raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or set "
-                                 "EDGESPLIT_HMAC_KEY")
-        signing = (hmac_key_id, secret.encode())
-    objective = Objective(strategy, weight, edge_mode, Prices(), deadline_ms, max_cost_usd)
+    token, signing, verify = auth_from(options)
+    objective = objective_from(options)
+    predictor = options.pop("predictor")
+    threads = options.pop("threads")
     codecs = _codec_list(codec)
     if sample:
         names, inputs = ["sample"], iter([zoo.sample_input(model)])
@@ -480,16 +394,17 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     torch.set_num_threads(threads)
     clock = (FixedClock(clock_ghz) if clock_ghz else
              FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
-    options = EdgeOptions(
+    edge_options = EdgeOptions(
         model, cloud_url, objective=objective, predictor=predictor, codecs=tuple(codecs),
-        bandwidth_kbps=bandwidth_kbps, rtt_ms=rtt_ms,
+        bandwidth_kbps=options.pop("bandwidth_kbps"), rtt_ms=options.pop("rtt_ms"),
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
                                     hysteresis=hysteresis),
-        token=token, signing=signing, verify=str(cacert) if cacert else True, log_dir=log_dir)
+        token=token, signing=signing, verify=verify, log_dir=log_dir)
     runtime = build_runtime(
-        options, profile=get_profile(model, profile_file, threads, as_json),
-        cloud_profile=read_profile(cloud_profile) if cloud_profile else None, clock=clock)
+        edge_options, profile=get_profile(model, options.pop("profile_file"), threads, as_json),
+        cloud_profile=read_profile(path) if (path := options.pop("cloud_profile")) else None,
+        clock=clock)
 
     def show(result: InferenceResult) -> None:
         m = result.measurement

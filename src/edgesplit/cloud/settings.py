@@ -1,31 +1,69 @@
-"""The cloud's settings: one object, also read from ``EDGESPLIT_...`` variables."""
+"""The cloud's configuration: one source for every setting, its default, bounds and help.
+
+``ServerSettings`` is read from keyword arguments, else ``EDGESPLIT_<NAME>`` variables, else its
+defaults. ``edgesplit cloud serve`` makes one option per field from it (``--max-pending`` from
+``max_pending``, help from the description), passing on only what was given, so no default is
+written twice. Model names are checked against the zoo's registry.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from edgesplit.core import zoo
 
 
 class ServerSettings(BaseSettings):
-    """What the app needs; each can also come from an ``EDGESPLIT_...`` variable (where to
-    listen and TLS are uvicorn's business: ``edgesplit cloud serve`` passes them there)."""
+    """What ``edgesplit cloud serve`` and ``create_app`` are configured with."""
 
     model_config = SettingsConfigDict(env_prefix="EDGESPLIT_", extra="ignore")
 
-    models: list[str] = list(zoo.MODELS)
-    token: SecretStr | None = None  # accept "Authorization: Bearer <token>"
-    hmac_keys: Path | None = None  # accept requests signed with a key in this file
-    max_skew_s: float = Field(default=30.0, gt=0)  # signed timestamps, either way
-    max_body_mb: float = Field(default=64.0, gt=0)
-    workers: int = Field(default=2, ge=1)  # threads running tails at once
-    torch_threads: int = Field(default=1, ge=1)
-    max_pending: int = Field(default=32, ge=1)  # running + waiting; more get 503
-    max_batch: int = Field(default=16, ge=1)  # largest batch dimension accepted
-    body_timeout_s: float = Field(default=30.0, gt=0)  # a body trickling in slower is cut off
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=zoo.model_names, description="Zoo models to load, comma-separated.")
+    token: SecretStr | None = Field(default=None, description="Accept this bearer token.")
+    token_file: Path | None = Field(default=None,
+                                    description="Read the bearer token from this file.")
+    hmac_keys: Path | None = Field(
+        default=None,
+        description="Accept requests signed with a key in this file ('<key id> <secret>' lines).")
+    max_skew_s: float = Field(default=30.0, gt=0,
+                              description="Largest clock difference allowed in signed requests.")
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve on a non-loopback address without a token or keys (not advised).")
+    tls_cert: FilePath | None = Field(default=None,
+                                      description="Serve HTTPS with this certificate (PEM).")
+    tls_key: FilePath | None = Field(default=None,
+                                     description="The certificate's private key (PEM).")
+    max_body_mb: float = Field(default=64.0, gt=0, description="Largest request body accepted.")
+    body_timeout_s: float = Field(default=30.0, gt=0,
+                                  description="Cut off a request body that stalls this long.")
+    max_batch: int = Field(default=16, ge=1,
+                           description="Largest batch of tensors in one request.")
+    workers: int = Field(default=2, ge=1, description="Tails run at once (threads).")
+    torch_threads: int = Field(default=1, ge=1, description="torch threads per tail.")
+    max_pending: int = Field(default=32, ge=1,
+                             description="Requests running or waiting before the server "
+                             "answers 503.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info",
+                                                                    description="Log level.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, value: object) -> object:
+        """A comma-separated string (a flag or a variable) or a list; every name in the zoo."""
+        names = ([part.strip() for part in value.split(",") if part.strip()]
+                 if isinstance(value, str) else value)
+        if isinstance(names, list):
+            for name in names:
+                zoo.get_spec(str(name))  # an unknown name raises with the known ones
+        return names
 
     @property
     def max_body_bytes(self) -> int:

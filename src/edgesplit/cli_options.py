@@ -1,0 +1,174 @@
+"""Option groups the commands share, and the objects they describe.
+
+Each group is a decorator adding its options to a command and a function making its object from
+the parsed values (popping them, so a command's own options are what is left). ``plan`` and
+``edge run`` take the same objective, prices, predictor, link and profile options; ``edge run``
+adds the auth group. Choices come from the registries (strategies, predictors, edge modes).
+``cloud serve`` makes its options from ``ServerSettings`` instead (``SettingsCommand``).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from edgesplit.core.cost import EdgeMode, Prices
+from edgesplit.core.planning import Objective
+from edgesplit.core.policies import Strategy
+from edgesplit.core.predictors import PREDICTORS
+from edgesplit.errors import EdgesplitError
+from edgesplit.extras import needs_extra
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+Options = dict[str, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def group(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply ``options`` so that they show in ``--help`` in the order given."""
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+PRICE_OPTIONS = group(
+    click.option("--edge-usd-per-hour", type=float, default=Prices().edge_usd_per_hour,
+                 show_default=True, help="Rented edge price."),
+    click.option("--cloud-usd-per-hour", type=float, default=Prices().cloud_usd_per_hour,
+                 show_default=True, help="Cloud price."),
+    click.option("--transfer-usd-per-gb", type=float, default=Prices().transfer_usd_per_gb,
+                 show_default=True, help="Uplink data price."),
+    click.option("--edge-power-w", type=float, default=Prices().edge_power_w, show_default=True,
+                 help="Owned edge's power draw while computing."),
+    click.option("--energy-usd-per-kwh", type=float, default=Prices().energy_usd_per_kwh,
+                 show_default=True, help="Owned edge's energy price."),
+)
+
+
+def prices_from(options: Options) -> Prices:
+    return Prices(options.pop("edge_usd_per_hour"), options.pop("cloud_usd_per_hour"),
+                  options.pop("transfer_usd_per_gb"), options.pop("edge_power_w"),
+                  options.pop("energy_usd_per_kwh"))
+
+
+OBJECTIVE_OPTIONS = group(
+    click.option("--edge", type=click.Choice([m.value for m in EdgeMode]), default="own",
+                 show_default=True, help="Owned edge (its time is free) or rented."),
+    click.option("--weight", type=float, default=0.5, show_default=True,
+                 help="0 = latency only .. 1 = cost only."),
+    click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
+                 show_default=True, help="How to choose."),
+    click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
+                 show_default=True, help="Latency predictor."),
+    click.option("--deadline-ms", type=float, help="Deadline for --strategy slo."),
+    click.option("--max-cost-usd", type=float,
+                 help="Cost cap per inference for --strategy budget."),
+    PRICE_OPTIONS,
+)
+
+
+def objective_from(options: Options) -> Objective:
+    """The objective (with its prices); ``--predictor`` stays in ``options``."""
+    return Objective(options.pop("strategy"), options.pop("weight"), options.pop("edge"),
+                     prices_from(options), options.pop("deadline_ms"),
+                     options.pop("max_cost_usd"))
+
+
+LINK_OPTIONS = group(
+    click.option("--bandwidth-kbps", type=click.FloatRange(min=0, min_open=True), default=7200,
+                 show_default=True, help="Uplink bandwidth, kbit/s (edge run: until measured)."),
+    click.option("--rtt-ms", type=click.FloatRange(min=0), default=40, show_default=True,
+                 help="Round-trip time to the cloud, ms (edge run: until measured)."),
+)
+
+PROFILE_OPTIONS = group(
+    click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Edge profile file (default: this machine's, cached)."),
+    click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Cloud profile file (default: the edge's: a cloud like this machine)."),
+    click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="torch threads when profiling."),
+)
+
+AUTH_OPTIONS = group(
+    click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN)."),
+    click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Read the bearer token from this file."),
+    click.option("--hmac-key-id", envvar="EDGESPLIT_HMAC_KEY_ID",
+                 help="Sign requests with this key id (or EDGESPLIT_HMAC_KEY_ID)..."),
+    click.option("--hmac-key-file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="...and the secret in this file (or EDGESPLIT_HMAC_KEY)."),
+    click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="CA bundle (or the pinned certificate) to verify an HTTPS cloud with."),
+)
+
+
+def auth_from(options: Options) -> tuple[str | None, tuple[str, bytes] | None, bool | str]:
+    """(bearer token, HMAC signing key, TLS verification) from the auth group."""
+    from edgesplit.wire.auth import secret_from
+
+    token = secret_from(options.pop("token"), options.pop("token_file"), "EDGESPLIT_TOKEN")
+    key_id, key_file = options.pop("hmac_key_id"), options.pop("hmac_key_file")
+    signing = None
+    if key_id:
+        secret = secret_from(None, key_file, "EDGESPLIT_HMAC_KEY")
+        if secret is None:
+            raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or set "
+                                 "EDGESPLIT_HMAC_KEY")
+        signing = (key_id, secret.encode())
+    cacert = options.pop("cacert")
+    return token, signing, str(cacert) if cacert else True
+
+
+class SettingsCommand(click.Command):
+    """A command with one option per ``ServerSettings`` field (type, default and help from the
+    field), made when first needed, so ``edgesplit --help`` imports no pydantic-settings."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not any(isinstance(p, SettingsOption) for p in self.params):
+            with needs_extra("edgesplit cloud serve"):
+                from edgesplit.cloud.settings import ServerSettings
+            self.params[:0] = [SettingsOption(name, field)
+                               for name, field in ServerSettings.model_fields.items()]
+        return super().get_params(ctx)
+
+
+class SettingsOption(click.Option):
+    """``--max-pending`` for the field ``max_pending``. It defaults to None (not given), so the
+    settings fill it from ``EDGESPLIT_MAX_PENDING`` or their own default."""
+
+    def __init__(self, name: str, field: FieldInfo) -> None:
+        kind = click_type(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        self.shown_default = (",".join(default) if isinstance(default, list)
+                              else None if default in (None, False) else default)
+        super().__init__([f"--{name.replace('_', '-')}", name], is_flag=kind is None,
+                         type=kind, default=None, show_default=True, help=field.description)
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        """None (not given) when parsing; the setting's own default where help shows it."""
+        return super().get_default(ctx, call) if call else self.shown_default
+
+
+def click_type(annotation: Any) -> click.ParamType[Any] | None:
+    """The click type for a settings field's annotation (None: a flag)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return click.Choice([str(arg) for arg in typing.get_args(annotation)])
+    given = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if origin is not list and given:  # X | None
+        return click_type(given[0])
+    if annotation is bool:
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, Path):
+        return click.Path(dir_okay=False, path_type=Path)
+    simple: dict[Any, click.ParamType[Any]] = {int: click.INT, float: click.FLOAT}
+    return simple.get(annotation, click.STRING)
