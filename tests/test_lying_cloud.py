@@ -55,6 +55,7 @@ class LyingCloud:
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
         self.ready = True
+        self.health: Answer | None = None  # when set, answers every GET instead
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.inferences = 0
@@ -73,6 +74,9 @@ class LyingCloud:
             conn.settimeout(30)
             try:
                 head = self._read_request(conn)
+                if self.health is not None and head.startswith(b"GET "):
+                    self.health(conn)
+                    return
                 if head.startswith(b"GET /v2/health/live"):
                     conn.sendall(http(b'{"live": true}'))
                     return
@@ -414,5 +418,19 @@ def test_a_client_without_expectations_still_caps_answers() -> None:
         with CloudClient(cloud.url, max_response_bytes=1 << 20) as client, \
                 pytest.raises(CloudUnavailable, match="more than the 1048576 bytes"):
             client.infer(MODEL, 0, [], deadline_s=30)
+    finally:
+        cloud.close()
+
+
+def test_every_answer_is_capped_not_only_inferences() -> None:
+    cloud = LyingCloud(endless)
+    cloud.health = endless
+    try:
+        with CloudClient(cloud.url) as client:
+            for call in (lambda: client.ready(deadline_s=30), lambda: client.ping(deadline_s=30),
+                         lambda: client.model_metadata(MODEL, deadline_s=30),
+                         lambda: client.probe(1000, deadline_s=30)):
+                with pytest.raises(CloudUnavailable, match="more than the"):
+                    call()
     finally:
         cloud.close()

@@ -38,6 +38,10 @@ BYTES_PER_VALUE = 32
 """The most one output value or layer time may take in an answer (JSON text; binary is 2-8)."""
 ERROR_BODY_BYTES = 4096
 """How much of an error answer is read for its message."""
+SMALL_BYTES = 4096
+"""The most a health, readiness or probe answer may take."""
+METADATA_BYTES = 1 << 20
+"""The most a model's metadata may take (ResNet-18's 69 split points take 15 KB)."""
 KEEPALIVE_S = 2.0
 """Idle connections are dropped after this, well before the server's keep-alive (uvicorn: 5 s)
 closes them, so a request never goes out on a connection the server is closing."""
@@ -123,18 +127,16 @@ class CloudClient:
                                        request_id=request_id)
         path = f"/v2/models/{model}/infer"
         cap = expect.max_response_bytes if expect else self._max_response_bytes
-        ends = time.monotonic() + deadline_s
 
-        def call(timeout: httpx.Timeout) -> CloudReply:
-            began = time.perf_counter()
-            with self._client.stream("POST", path, content=body, timeout=timeout,
-                                     headers=headers | self._sign("POST", path, body)) as response:
-                content = _read_answer(response, cap, ends)
-                header_length = response.headers.get(HEADER_LENGTH)
-            elapsed = time.perf_counter() - began
-            outputs, cloud_s, layer_times = _parse_answer(content, header_length, expect)
-            cloud_s, layer_times = bounded_timings(cloud_s, layer_times, elapsed)
-            return CloudReply(outputs, cloud_s, layer_times, len(body), len(content), elapsed)
+        def call(timeout: httpx.Timeout, ends: float) -> CloudReply:
+            answer = self._exchange("POST", path, timeout, ends, cap, content=body,
+                                    headers=headers)
+            _check_status(answer)
+            outputs, cloud_s, layer_times = _parse_answer(
+                answer.body, answer.headers.get(HEADER_LENGTH), expect)
+            cloud_s, layer_times = bounded_timings(cloud_s, layer_times, answer.seconds)
+            return CloudReply(outputs, cloud_s, layer_times, len(body), len(answer.body),
+                              answer.seconds)
 
         return self._within(deadline_s, call)
 
@@ -142,24 +144,25 @@ class CloudClient:
         """``GET /v2/models/{model}``: the status code and the JSON body (or error text)."""
         path = f"/v2/models/{model}"
 
-        def call(timeout: httpx.Timeout) -> httpx.Response:
-            return self._client.get(path, timeout=timeout, headers=self._sign("GET", path, b""))
+        def call(timeout: httpx.Timeout, ends: float) -> _Answer:
+            return self._exchange("GET", path, timeout, ends, METADATA_BYTES)
 
-        response = self._within(deadline_s, call)
-        if response.status_code >= 400:
-            return response.status_code, _error_text(response)
+        answer = self._within(deadline_s, call)
+        if answer.status >= 400:
+            return answer.status, _error_message(answer.body)
         try:
-            return response.status_code, response.json()
+            return answer.status, json.loads(answer.body)
         except ValueError:
-            return response.status_code, None
+            return answer.status, None
 
     def ping(self, deadline_s: float = 2.0) -> float:
         """One small round trip (``GET /v2/health/live``): its time in seconds."""
-        def call(timeout: httpx.Timeout) -> float:
-            began = time.perf_counter()
+        def call(timeout: httpx.Timeout, ends: float) -> float:
             # Liveness is open on the server: no signature needed.
-            self._check(self._client.get("/v2/health/live", timeout=timeout))
-            return time.perf_counter() - began
+            answer = self._exchange("GET", "/v2/health/live", timeout, ends, SMALL_BYTES,
+                                    sign=False)
+            _check_status(answer)
+            return answer.seconds
 
         return self._within(deadline_s, call)
 
@@ -167,11 +170,12 @@ class CloudClient:
         """Return if the cloud is ready to serve (``GET /v2/health/ready`` answers ready),
         else raise ``CloudUnavailable`` with why not. Alive is not enough: a cloud still
         loading its models would fail the offload that trusted it."""
-        def call(timeout: httpx.Timeout) -> None:
-            response = self._client.get("/v2/health/ready", timeout=timeout)
-            self._check(response)
+        def call(timeout: httpx.Timeout, ends: float) -> None:
+            answer = self._exchange("GET", "/v2/health/ready", timeout, ends, SMALL_BYTES,
+                                    sign=False)
+            _check_status(answer)
             try:
-                ready = response.json().get("ready") is True
+                ready = json.loads(answer.body).get("ready") is True
             except (ValueError, AttributeError):
                 ready = False
             if not ready:
@@ -183,14 +187,25 @@ class CloudClient:
         """Send ``nbytes`` to the cloud's probe endpoint; the round trip time in seconds."""
         payload = bytes(nbytes)
 
-        def call(timeout: httpx.Timeout) -> float:
-            began = time.perf_counter()
-            self._check(self._client.post("/edgesplit/probe", content=payload, timeout=timeout,
-                                          headers=self._sign("POST", "/edgesplit/probe",
-                                                             payload)))
-            return time.perf_counter() - began
+        def call(timeout: httpx.Timeout, ends: float) -> float:
+            answer = self._exchange("POST", "/edgesplit/probe", timeout, ends, SMALL_BYTES,
+                                    content=payload)
+            _check_status(answer)
+            return answer.seconds
 
         return self._within(deadline_s, call)
+
+    def _exchange(self, method: str, path: str, timeout: httpx.Timeout, ends: float, cap: int,
+                  *, content: bytes = b"", headers: dict[str, str] | None = None,
+                  sign: bool = True) -> _Answer:
+        """One request; its answer read up to ``cap`` bytes (an error's up to a few KB)."""
+        began = time.perf_counter()
+        request_headers = (headers or {}) | (self._sign(method, path, content) if sign else {})
+        with self._client.stream(method, path, content=content or None, timeout=timeout,
+                                 headers=request_headers) as response:
+            body = _read_body(response, cap, ends)
+            return _Answer(response.status_code, body, response.headers,
+                           time.perf_counter() - began)
 
     def _sign(self, method: str, path: str, body: bytes) -> dict[str, str]:
         if self._signing is None:
@@ -208,16 +223,17 @@ class CloudClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _within(self, deadline_s: float, call: Callable[[httpx.Timeout], T]) -> T:
+    def _within(self, deadline_s: float, call: Callable[[httpx.Timeout, float], T]) -> T:
         """Run ``call`` on the helper thread and wait at most ``deadline_s`` for it.
 
         httpx's own timeouts bound each socket operation, not the exchange, so they cannot
         give the deadline; they are still set to it so that a stuck helper thread ends by itself
-        soon after (closing a socket does not wake a thread blocked reading it). Whatever goes
-        wrong, the connection is dropped so the next call starts on a fresh one.
+        soon after (closing a socket does not wake a thread blocked reading it), and ``call``
+        gets the deadline as a monotonic time to stop reading a dripping answer by. Whatever
+        goes wrong, the connection is dropped so the next call starts on a fresh one.
         """
         timeout = httpx.Timeout(deadline_s, connect=min(self._connect_timeout_s, deadline_s))
-        future = self._pool.submit(call, timeout)
+        future = self._pool.submit(call, timeout, time.monotonic() + deadline_s)
         try:
             return future.result(timeout=deadline_s)
         except (concurrent.futures.TimeoutError, httpx.TimeoutException):
@@ -245,14 +261,6 @@ class CloudClient:
             old_pool.shutdown(wait=False)
         old.close()
 
-    def _check(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        raise CloudUnavailable(
-            f"the cloud answered {response.status_code}: {_error_text(response)}"
-        )
-
-
 def _trust(verify: bool | str) -> bool | ssl.SSLContext:
     """``verify`` as httpx takes it: True, False, or a context trusting the PEM file given."""
     if isinstance(verify, bool):
@@ -265,10 +273,6 @@ def _trust(verify: bool | str) -> bool | ssl.SSLContext:
             f"bundle ({exc})") from exc
 
 
-def _error_text(response: httpx.Response) -> str:
-    return _error_message(response.content)
-
-
 def _error_message(content: bytes) -> str:
     try:
         body: Any = json.loads(content)
@@ -277,13 +281,25 @@ def _error_message(content: bytes) -> str:
         return content.decode(errors="replace")[:300]
 
 
-def _read_answer(response: httpx.Response, cap: int, ends: float) -> bytes:
-    """The answer's body, refusing error statuses, encodings and more than ``cap`` bytes, and
-    giving up at ``ends`` (a monotonic time) however slowly it drips."""
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: httpx.Headers
+    seconds: float  # send to the end of the answer
+
+
+def _check_status(answer: _Answer) -> None:
+    if answer.status >= 400:
+        raise CloudUnavailable(f"the cloud answered {answer.status}: "
+                               f"{_error_message(answer.body)}")
+
+
+def _read_body(response: httpx.Response, cap: int, ends: float) -> bytes:
+    """The answer's body: at most ``cap`` bytes (an error's first few KB), never
+    content-encoded, read no later than ``ends`` (a monotonic time) however slowly it drips."""
     if response.status_code >= 400:
-        text = _read_capped(response, ERROR_BODY_BYTES, ends, truncate=True)
-        raise CloudUnavailable(f"the cloud answered {response.status_code}: "
-                               f"{_error_message(text)}")
+        return _read_capped(response, ERROR_BODY_BYTES, ends, truncate=True)
     encoding = response.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise CloudUnavailable(f"the cloud's answer is {encoding}-encoded; the edge takes "
@@ -291,7 +307,7 @@ def _read_answer(response: httpx.Response, cap: int, ends: float) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
         raise CloudUnavailable(f"the cloud's answer is {declared} bytes, more than the {cap} "
-                               "this model's output can take")
+                               "expected")
     return _read_capped(response, cap, ends)
 
 
@@ -307,8 +323,8 @@ def _read_capped(response: httpx.Response, cap: int, ends: float, *,
             if truncate:
                 chunks.append(chunk[:cap - size])
                 break
-            raise CloudUnavailable(f"the cloud's answer is more than the {cap} bytes this "
-                                   "model's output can take")
+            raise CloudUnavailable(f"the cloud's answer is more than the {cap} bytes "
+                                   "expected")
         chunks.append(chunk)
     return b"".join(chunks)
 
