@@ -339,6 +339,8 @@ def _codec_list(value: str) -> list[str]:
 @click.option("--codec", default="raw", show_default=True,
               help="raw, float16, int8, each optionally +lz4 or +zstd; a comma list; "
               "'lossless'; or 'auto' (lossy ones only where they keep the top-1 answer).")
+@click.option("--split-point", type=click.IntRange(min=0),
+              help="Force this split point: no planning, measured and logged as usual.")
 @click.option("--clock-ghz", type=click.FloatRange(min=0, min_open=True),
               help="The edge's clock speed (default: read from cpufreq).")
 @click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -361,6 +363,7 @@ def _codec_list(value: str) -> list[str]:
 @JSON_OPTION
 def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample: bool,
              count: int | None, duration: float | None, interval: float, codec: str,
+             split_point: int | None,
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
              replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
              hysteresis: float, log_dir: Path | None, as_json: bool, **options: Any) -> None:
@@ -427,7 +430,7 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
             err.print(f"edgesplit: warning: {unreachable}; inferences run on the edge until the "
                       "cloud answers", highlight=False, markup=False, soft_wrap=True)
         results = runtime.run(inputs, count=count, duration_s=duration, interval_s=interval,
-                              on_result=show)
+                              on_result=show, split_point=split_point)
     if not as_json and results:
         offloaded = sum(r.measurement.finished == "cloud" for r in results)
         latencies = sorted(r.measurement.latency_s for r in results)

@@ -61,6 +61,10 @@ class OffloadTimeout(CloudUnavailable, TimeoutError):
     """The cloud did not answer within the deadline derived from the plan."""
 
 
+class TestbedError(EdgesplitError):
+    """The testbed could not be set up, changed or checked, or failed its self-check."""
+
+
 class Unauthorized(EdgesplitError):
     """A missing, wrong, stale or replayed credential."""
 

@@ -170,27 +170,35 @@ class EdgeRuntime:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def infer(self, x: torch.Tensor) -> InferenceResult:
-        """One inference: plan if due, split, offload (or finish locally), learn, log."""
+    def infer(self, x: torch.Tensor, split_point: int | None = None) -> InferenceResult:
+        """One inference: plan if due, split, offload (or finish locally), learn, log.
+
+        ``split_point`` forces the split: no planning (the plan's prediction for that split
+        point is still logged), everything else measured and logged as usual."""
         now = self._now()
         conditions = self.conditions()
-        replan = self.rescheduler.due(now, conditions) or ""
-        if replan:
-            self.plan = self._replan(conditions)
-            self.rescheduler.planned(now, conditions)
-        assert self.plan is not None
+        if split_point is not None:
+            plan, replan = self._forced(conditions, split_point), "forced"
+        else:
+            replan = self.rescheduler.due(now, conditions) or ""
+            if replan:
+                self.plan = self._replan(conditions)
+                self.rescheduler.planned(now, conditions)
+            assert self.plan is not None
+            plan = self.plan
         self._maybe_reconnect(now)
         if self.cloud_down_reason is not None:
             output, ran = self._run_locally(x, f"offline: {self.cloud_down_reason}")
         else:
-            output, ran = self._offload(x, self.plan)
-        return self._finish(output, ran, conditions, replan)
+            output, ran = self._offload(x, plan)
+        return self._finish(output, ran, conditions, replan, plan)
 
     def run(self, inputs: Iterable[torch.Tensor], *, count: int | None = None,
             duration_s: float | None = None, interval_s: float = 0.0,
-            on_result: Callable[[InferenceResult], None] | None = None) -> list[InferenceResult]:
+            on_result: Callable[[InferenceResult], None] | None = None,
+            split_point: int | None = None) -> list[InferenceResult]:
         """Infer over ``inputs``: once each (read lazily), or cycled until ``count``
-        inferences or ``duration_s`` seconds.
+        inferences or ``duration_s`` seconds (``split_point`` forces the split of each).
 
         Between inferences it pings the cloud every ``ping_interval_s`` and, when there is idle
         time before the next slot, probes the bandwidth every ``probe_interval_s``."""
@@ -208,7 +216,7 @@ class EdgeRuntime:
                     duration_s is not None and self._now() - began >= duration_s):
                 break
             slot = self._now()
-            result = self.infer(x)
+            result = self.infer(x, split_point)
             results.append(result)
             if on_result:
                 on_result(result)
@@ -305,6 +313,18 @@ class EdgeRuntime:
                 return plan
             self._excluded.add((plan.split_point, plan.codec))
 
+    def _forced(self, conditions: Conditions, split_point: int) -> SplitPlan:
+        n = self.split.n_layers
+        if not 0 <= split_point <= n:
+            raise InvalidArgument(f"split point {split_point} is out of range for {self.model}: "
+                                  f"expected 0..{n}")
+        while True:
+            plan = replace(self.planner.plan(conditions, frozenset(self._excluded)),
+                           split_point=split_point)
+            if self.guard.allows(split_point, plan.codec):
+                return plan
+            self._excluded.add((split_point, plan.codec))
+
     def _offload(self, x: torch.Tensor, plan: SplitPlan) -> tuple[torch.Tensor, Ran]:
         sp, codec = plan.split_point, parse_codec(plan.codec)
         edge_layers: list[float] = []
@@ -356,9 +376,8 @@ class EdgeRuntime:
                            offload_bytes=0, encoded_bytes=0, latency_s=elapsed, fallback=reason)
 
     def _finish(self, output: torch.Tensor, ran: Ran, conditions: Conditions,
-                replan: str) -> InferenceResult:
+                replan: str, plan: SplitPlan) -> InferenceResult:
         """Learn from what ran, then log it and hand it back."""
-        assert self.plan is not None
         self._seq += 1
         self._learn(ran, conditions)
         context = Context(seq=self._seq, run=self.run_id,
@@ -367,20 +386,19 @@ class EdgeRuntime:
                           predictor=self.planner.predictor.name,
                           objective=self.planner.objective, conditions=conditions,
                           replan=replan)
-        measurement = measurement_of(ran, context, self._predicted(ran, conditions),
+        measurement = measurement_of(ran, context, self._predicted(ran, conditions, plan),
                                      int(top1(output)[0]))
         if self.log:
             self.log.append(measurement, layer_rows(ran, context, self._layer_names))
         return InferenceResult(output, measurement)
 
-    def _predicted(self, ran: Ran, conditions: Conditions) -> Candidate:
+    def _predicted(self, ran: Ran, conditions: Conditions, plan: SplitPlan) -> Candidate:
         """The prediction of what ran: the plan's split when the cloud finished it, else the
         whole model on the edge (no network time that never happened)."""
-        assert self.plan is not None
         if ran.cloud is not None:
-            return self.plan.candidate(ran.split_point)
+            return plan.candidate(ran.split_point)
         whole = self.planner.predictor.predict(conditions, "raw").edge_s[-1]
-        return local_candidate(self.plan, whole)
+        return local_candidate(plan, whole)
 
     def _learn(self, ran: Ran, conditions: Conditions) -> None:
         cloud = ran.cloud
