@@ -33,6 +33,7 @@ from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import Conditions
 from edgesplit.errors import EdgesplitError
 from edgesplit.extras import needs_extra, require_extra
+from edgesplit.testbed.commands import experiment, testbed
 
 if TYPE_CHECKING:
     from edgesplit.cloud.settings import ServerSettings
@@ -241,6 +242,10 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
     from edgesplit.testbed.report import build_report
 
     out.print(f"report: {build_report(log_dir, out_dir)}")
+
+
+app.add_command(testbed)
+app.add_command(experiment)
 
 
 @app.group()

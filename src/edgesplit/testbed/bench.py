@@ -120,6 +120,7 @@ class Bench:
         self.rtt_ms = rtt_ms
         self.logs = logs
         self.edge: EdgeWorker
+        self.bandwidth_kbps = 7200.0
         self._children: list[subprocess.Popen[str]] = []
 
     def __enter__(self) -> Bench:
@@ -203,6 +204,7 @@ class NetnsBench(Bench):
         self.testbed.down()
 
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
+        self.bandwidth_kbps = bandwidth_kbps
         self.testbed.set_rate_kbps(bandwidth_kbps)
         self.testbed.set_cpu_share(share_of(clock_ghz))
 
@@ -235,6 +237,7 @@ class UserspaceBench(Bench):
             self.link.stop()
 
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
+        self.bandwidth_kbps = bandwidth_kbps
         self.link.set_rate_kbps(bandwidth_kbps)
         self.cycler.set_clock(min(clock_ghz, MAX_CLOCK_GHZ))
 

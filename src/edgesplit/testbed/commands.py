@@ -1,0 +1,141 @@
+"""``edgesplit testbed up|down|status`` and ``edgesplit experiment``, registered by ``cli.py``.
+
+Heavy imports (torch, the testbed) stay inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+
+@click.group()
+def testbed() -> None:
+    """The root testbed: network namespaces, a tbf-shaped veth pair and CPU cgroups."""
+
+
+@testbed.command()
+@click.option("--tag", help="Short name for this testbed (default: random).")
+@click.option("--bandwidth-kbps", type=click.FloatRange(min=0, min_open=True), default=7200,
+              show_default=True, help="The uplink's rate.")
+@click.option("--clock-ghz", type=click.FloatRange(0.01, 1.5), default=1.5, show_default=True,
+              help="The edge's clock (1.5 GHz = one full core).")
+def up(tag: str | None, bandwidth_kbps: float, clock_ghz: float) -> None:
+    """Create a testbed and leave it up (until `edgesplit testbed down`)."""
+    from edgesplit.testbed.bench import share_of
+    from edgesplit.testbed.netns import CLOUD_ADDRESS, NetnsTestbed
+
+    bed = NetnsTestbed(tag, rate_kbps=bandwidth_kbps)
+    bed.up()
+    bed.set_cpu_share(share_of(clock_ghz))
+    n = bed.names
+    out.print(f"testbed {n.tag} is up: edge namespace {n.edge_ns}, cloud namespace {n.cloud_ns}, "
+              f"uplink {bandwidth_kbps:g} kbit/s (tbf on {n.edge_link}), edge cgroup "
+              f"{n.edge_cgroup} at {share_of(clock_ghz):.0%} of a core\n"
+              f"  cloud: ip netns exec {n.cloud_ns} edgesplit cloud serve --host {CLOUD_ADDRESS} "
+              f"--allow-unauthenticated\n"
+              f"  edge:  ip netns exec {n.edge_ns} edgesplit edge run --cloud "
+              f"http://{CLOUD_ADDRESS}:8000 --model alexnet --sample "
+              f"(after: echo <pid> > {n.edge_cgroup}/cgroup.procs)\n"
+              f"  remove it with: edgesplit testbed down --tag {n.tag}", highlight=False,
+              soft_wrap=True)
+
+
+@testbed.command()
+@click.option("--tag", help="Remove only this testbed (default: every edgesplit testbed).")
+def down(tag: str | None) -> None:
+    """Remove testbeds: processes inside, cgroups, namespaces, links and qdiscs."""
+    from edgesplit.testbed.netns import teardown
+
+    removed = teardown(tag)
+    out.print("removed: " + ", ".join(removed) if removed else "nothing to remove",
+              highlight=False, soft_wrap=True)
+
+
+@testbed.command()
+@click.option("--tag", help="Only this testbed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(tag: str | None, as_json: bool) -> None:
+    """What edgesplit testbeds exist now."""
+    from edgesplit.testbed.netns import status as testbed_status
+
+    found = testbed_status(tag)
+    if as_json:
+        print(json.dumps(found))
+        return
+    if not any(found.values()):
+        out.print("no edgesplit testbed is up")
+    for kind, items in found.items():
+        for item in items:
+            out.print(f"{kind[:-1]}: {item}", highlight=False, soft_wrap=True)
+
+
+@click.command()
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for config.json, runs.csv, profiles and logs (resumed if it exists).")
+@click.option("--models", default="alexnet,vgg16,mnist_cnn", show_default=True,
+              help="Comma list of zoo models.")
+@click.option("--settings", type=click.IntRange(1, 30), default=15, show_default=True,
+              help="Settings drawn from the pools.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--testbed", "testbed_mode", type=click.Choice(["auto", "netns", "userspace"]),
+              default="auto", show_default=True,
+              help="netns needs root; userspace uses the relay and duty cycling.")
+@click.option("--rtt-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Round trip added by the relay.")
+@click.option("--oracle", type=click.Choice(["auto", "e2e", "parts"]), default="auto",
+              show_default=True, help="Measure every split point end to end, or compose it "
+              "from measured head, transfer and tail (auto: parts only for models whose cuts "
+              "together exceed 20 MB).")
+@click.option("--quick", is_flag=True,
+              help="One model (mnist_cnn unless --models), 3 settings, 1 repeat.")
+def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: int,
+               testbed_mode: str, rtt_ms: float, oracle: str, quick: bool) -> None:
+    """The thesis's evaluation on a testbed: strategies and an oracle of every split point."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from edgesplit.core import zoo
+    from edgesplit.testbed.experiment import Experiment, ExperimentConfig
+
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    for name in names:
+        zoo.get_spec(name)
+    ctx = click.get_current_context()
+    given = {k for k in ("models", "settings", "repeats")
+             if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+    changes = {"seed": seed, "testbed": testbed_mode, "rtt_ms": rtt_ms, "oracle": oracle}
+    changes |= {"models": names} if "models" in given else {}
+    changes |= {k: v for k, v in (("settings", settings), ("repeats", repeats)) if k in given}
+    config = (ExperimentConfig.quick(**changes) if quick else
+              ExperimentConfig(**(changes | {"models": names, "settings": settings,
+                                             "repeats": repeats})))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                  console=err) as bar:
+        task = bar.add_task("starting the testbed", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        result = Experiment(config, out_dir, progress=progress,
+                            say=lambda text: bar.console.print(text, highlight=False)).run()
+    out.print(f"experiment done: {result / 'runs.csv'}; report with `edgesplit report "
+              f"{result}`", highlight=False, soft_wrap=True)

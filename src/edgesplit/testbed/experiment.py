@@ -1,0 +1,388 @@
+"""``edgesplit experiment``: the thesis's evaluation (chapter 7) on a real testbed, with an oracle.
+
+For every setting (bandwidth and clock drawn as in section 6.7) and repeat, it measures:
+
+- the oracle: every split point of every model, forced, end to end through the testbed (the edge
+  worker's real runtime, the shaped link, the real cloud). Where that does not fit in the time
+  (VGG16 cuts carry up to 12.8 MB, 14 s each at 7.2 Mbit/s) the oracle is composed from measured
+  parts: the head of every split point from one throttled forward on the edge, the transfer of
+  each distinct payload size over the shaped link (once per setting) and the tail from the
+  cloud's own per-layer times; ``method`` says which (``e2e`` or ``parts``).
+- each strategy's choice: OC (cheapest), OL (fastest) and CL (rank, w = 0.5), for an owned and a
+  rented edge and both predictors, planned with the setting's conditions as the thesis did and
+  then run end to end at the chosen split.
+
+Everything goes to ``DIR/runs.csv`` (one unit at a time, resumable) and ``DIR/config.json``; the
+profiles the planners used are kept in ``DIR/profiles/`` so a resumed run plans the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgesplit.core.cost import cost_usd, edge_mode
+from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.predictors import (
+    REQUEST_OVERHEAD_BYTES,
+    Conditions,
+    ProfilePredictor,
+    ThesisPredictor,
+)
+from edgesplit.core.profiles import CalibrationPoint, Profile, read_profile, write_profile
+from edgesplit.errors import InvalidArgument, TestbedError
+from edgesplit.testbed.bench import (
+    MAX_CLOCK_GHZ,
+    Bench,
+    NetnsBench,
+    UserspaceBench,
+    check_clock,
+    check_rate,
+    forward_s,
+)
+from edgesplit.testbed.conditions import Setting, draw_pools, draw_settings
+from edgesplit.testbed.runs import EDGES, PREDICTORS, STRATEGIES, RunsFile, Unit
+
+FORMAT = "edgesplit-experiment/1"
+CALIBRATION_CLOCKS_GHZ = (0.6, 0.9, 1.2)
+PARTS_ABOVE_BYTES = 20_000_000
+"""``--oracle auto`` composes a model's oracle from parts when all its cuts together exceed this
+(VGG16: about 115 MB per setting and repeat, 2 minutes at 7.2 Mbit/s; AlexNet: about 5 MB)."""
+OBJECTIVES = {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    models: tuple[str, ...] = ("alexnet", "vgg16", "mnist_cnn")
+    settings: int = 15
+    repeats: int = 3
+    seed: int = 0
+    testbed: str = "auto"
+    rtt_ms: float = 20.0
+    oracle: str = "auto"
+    profile_repeats: int = 10
+    calibration_repeats: int = 3
+
+    def __post_init__(self) -> None:
+        if self.testbed not in ("auto", "netns", "userspace"):
+            raise InvalidArgument(f"testbed must be auto, netns or userspace, got "
+                                  f"{self.testbed!r}")
+        if self.oracle not in ("auto", "e2e", "parts"):
+            raise InvalidArgument(f"oracle must be auto, e2e or parts, got {self.oracle!r}")
+        if self.repeats < 1 or self.settings < 1 or not self.models:
+            raise InvalidArgument("give at least one model, one setting and one repeat")
+
+    @classmethod
+    def quick(cls, **changes: Any) -> ExperimentConfig:
+        """One model, three settings, one repeat: a few minutes at most."""
+        base = cls(models=("mnist_cnn",), settings=3, repeats=1, profile_repeats=5,
+                   calibration_repeats=2)
+        return replace(base, **changes)
+
+    def comparable(self) -> dict[str, Any]:
+        """What must match for a folder to be resumed with this configuration."""
+        return {k: v for k, v in asdict(self).items() if k not in ("testbed",)}
+
+
+def resolve_testbed(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "netns" if os.geteuid() == 0 and Path("/sys/fs/cgroup/cpu").is_dir() else "userspace"
+
+
+def make_bench(mode: str, models: list[str], rtt_ms: float, logs: Path) -> Bench:
+    if mode == "netns":
+        return NetnsBench(models, rtt_ms, logs)
+    return UserspaceBench(models, rtt_ms, logs)
+
+
+@dataclass
+class Experiment:
+    config: ExperimentConfig
+    out_dir: Path
+    progress: Callable[[int, int, str], None] | None = None  # (done, total, what)
+    say: Callable[[str], None] = print
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        pools = draw_pools(self.config.seed)
+        settings = draw_settings(self.config.seed, pools, self.config.settings)
+        self.record = self._config_record(pools.to_dict(), settings)
+        mode = resolve_testbed(self.config.testbed)
+        models = list(self.config.models)
+        began = datetime.now(UTC)
+        with make_bench(mode, models, self.config.rtt_ms, self.out_dir / "logs") as bench:
+            self.record["testbed"] = self._testbed_record(mode)
+            self._self_check(bench, settings)
+            profiles = {m: self._profile(bench, m) for m in models}
+            methods = {m: self._method(profiles[m]) for m in models}
+            self.record["oracle_methods"] = methods
+            self._save()
+            units = list(plan_units(self.config, settings, profiles, methods))
+            store = RunsFile(self.out_dir / "runs.csv")
+            done = store.load(units)
+            planners = build_planners(profiles)
+            measurer = Measurer(bench, profiles, planners, self.config.rtt_ms,
+                                self.out_dir / "transfers.json")
+            self._measure(bench, settings, units, done, store, measurer)
+        self.record.setdefault("runs", []).append(
+            {"started": began.isoformat(timespec="seconds"),
+             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+             "seconds": round((datetime.now(UTC) - began).total_seconds(), 1), "mode": mode})
+        self._save()
+        return self.out_dir
+
+    def _measure(self, bench: Bench, settings: list[Setting], units: list[Unit],
+                 done: set[Any], store: RunsFile, measurer: Measurer) -> None:
+        total, finished = len(units), len(done)
+        if self.progress:
+            self.progress(finished, total, "resuming" if finished else "measuring")
+        for setting in settings:
+            todo = [u for u in units if u.setting == setting.index and u.key not in done]
+            if not todo:
+                continue
+            bench.set_conditions(setting.bandwidth_kbps, setting.clock_ghz)
+            for unit in todo:
+                store.append(measurer.measure(unit, setting))
+                finished += 1
+                if self.progress:
+                    self.progress(finished, total, f"setting {setting.index + 1}/"
+                                  f"{len(settings)} ({setting.bandwidth_kbps / 1000:g} Mbit/s, "
+                                  f"{setting.clock_ghz:g} GHz) {unit.model}")
+
+    def _config_record(self, pools: dict[str, Any], settings: list[Setting]) -> dict[str, Any]:
+        path = self.out_dir / "config.json"
+        wanted = self.config.comparable()
+        if path.exists():
+            record = json.loads(path.read_text())
+            old = record.get("parameters", {})
+            for name, value in wanted.items():
+                if json.loads(json.dumps(value)) != old.get(name):
+                    raise InvalidArgument(
+                        f"{self.out_dir} holds an experiment with {name}={old.get(name)!r}, not "
+                        f"{value!r}: resume it with the same options or use another --out")
+            return record
+        return {"format": FORMAT, "parameters": wanted, "pools": pools,
+                "settings": [s.to_dict() for s in settings], "versions": _versions(),
+                "machine": _machine(), "self_checks": [], "runs": []}
+
+    def _testbed_record(self, mode: str) -> dict[str, Any]:
+        clock = (f"clock c GHz = a CFS quota of c/{MAX_CLOCK_GHZ} of one core (period 10 ms) "
+                 "for the edge's cgroup" if mode == "netns" else
+                 f"clock c GHz = SIGSTOP/SIGCONT duty cycling at c/{MAX_CLOCK_GHZ} of every "
+                 "10 ms (no root: coarser than a cgroup quota)")
+        link = ("tbf on the edge's end of a veth pair between two namespaces, the round trip "
+                "added by the userspace relay in the cloud's namespace" if mode == "netns" else
+                "the userspace relay on loopback: token bucket rate and delay line (no root)")
+        return {"mode": mode, "clock": clock, "uplink": link, "rtt_ms": self.config.rtt_ms,
+                "cores": "cloud on core 0, edge on core 1, one torch thread each"}
+
+    def _self_check(self, bench: Bench, settings: list[Setting]) -> None:
+        rates = sorted({min(s.bandwidth_kbps for s in settings),
+                        max(s.bandwidth_kbps for s in settings)})
+        clocks = sorted({min(s.clock_ghz for s in settings), min(CALIBRATION_CLOCKS_GHZ)})
+        model = min(self.config.models, key=lambda m: m != "mnist_cnn")
+        results = []
+        for attempt in range(2):  # a neighbour's burst can spoil one attempt; not two
+            results = ([check_rate(bench, r, MAX_CLOCK_GHZ) for r in rates]
+                       + [check_clock(bench, model, rates[-1], c) for c in clocks if c <
+                          MAX_CLOCK_GHZ])
+            self.record["self_checks"].append(
+                {"time": datetime.now(UTC).isoformat(timespec="seconds"), "attempt": attempt + 1,
+                 "passed": all(r["passed"] for r in results), "checks": results})
+            if all(r["passed"] for r in results):
+                return
+        self._save()
+        failed = "; ".join(f"{r['check']} error {r['error']:+.1%} (tolerance "
+                           f"{r['tolerance']:.0%})" for r in results if not r["passed"])
+        raise TestbedError(f"the testbed failed its self-check ({failed}); nothing was "
+                           f"measured: see {self.out_dir / 'config.json'} and retry on a quieter "
+                           "machine")
+
+    def _profile(self, bench: Bench, model: str) -> Profile:
+        """The edge's profile of ``model`` at full speed with its clock calibrated on the
+        testbed (kept in DIR/profiles so that a resumed run plans the same way)."""
+        path = self.out_dir / "profiles" / f"{model}.json"
+        if path.exists():
+            profile = read_profile(path)
+        else:
+            self.say(f"profiling {model} on the testbed's edge...")
+            bench.set_conditions(max(draw_pools(self.config.seed).bandwidths_kbps),
+                                 MAX_CLOCK_GHZ)
+            profile = calibrate(bench, model, self.config.profile_repeats,
+                                self.config.calibration_repeats)
+            write_profile(profile, path)
+        bench.edge.ask({"op": "load", "model": model, "profile": profile.model_dump(mode="json")})
+        return profile
+
+    def _method(self, profile: Profile) -> str:
+        if self.config.oracle != "auto":
+            return self.config.oracle
+        total = sum(sp.offload_bytes for sp in profile.split_points)
+        return "parts" if total > PARTS_ABOVE_BYTES else "e2e"
+
+    def _save(self) -> None:
+        path = self.out_dir / "config.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.record, indent=2) + "\n")
+        temporary.replace(path)
+
+
+def calibrate(bench: Bench, model: str, repeats: int, calibration_repeats: int) -> Profile:
+    """Per-layer times at full speed, then the whole forward at each calibration clock (paired
+    with a full-speed forward, the ratio's median scaling the profile's forward time)."""
+    data = bench.edge.ask({"op": "profile", "model": model, "repeats": repeats})["profile"]
+    profile = Profile.model_validate(data)
+    points = []
+    for clock in CALIBRATION_CLOCKS_GHZ:
+        ratios = []
+        for _ in range(calibration_repeats):
+            bench.set_conditions(bench.bandwidth_kbps, MAX_CLOCK_GHZ)
+            full = forward_s(bench, model)
+            bench.set_conditions(bench.bandwidth_kbps, clock)
+            ratios.append(forward_s(bench, model) / full)
+        points.append(CalibrationPoint(clock_ghz=clock,
+                                       latency_s=profile.forward_s * statistics.median(ratios)))
+    points.append(CalibrationPoint(clock_ghz=MAX_CLOCK_GHZ, latency_s=profile.forward_s))
+    bench.set_conditions(bench.bandwidth_kbps, MAX_CLOCK_GHZ)
+    machine = profile.machine.model_copy(update={"clock_ghz": MAX_CLOCK_GHZ})
+    return profile.model_copy(update={"machine": machine, "calibration": points})
+
+
+def plan_units(config: ExperimentConfig, settings: list[Setting], profiles: dict[str, Profile],
+               methods: dict[str, str]) -> Iterator[Unit]:
+    """Every unit, setting by setting, repeat by repeat, model by model."""
+    for setting in settings:
+        for repeat in range(config.repeats):
+            for model in config.models:
+                n = profiles[model].n_layers + 1
+                if methods[model] == "parts":
+                    yield Unit(model, setting.index, repeat, "parts", n_split_points=n)
+                else:
+                    for sp in range(n):
+                        yield Unit(model, setting.index, repeat, "oracle", split_point=sp)
+                for edge in EDGES:
+                    for predictor in PREDICTORS:
+                        for strategy in STRATEGIES:
+                            yield Unit(model, setting.index, repeat, "strategy", edge=edge,
+                                       predictor=predictor, strategy=strategy)
+
+
+def build_planners(profiles: dict[str, Profile]) -> dict[tuple[str, str, str, str], Planner]:
+    """(model, predictor, edge, strategy) -> planner; the thesis predictor fits its power law
+    on every model's calibration, as the thesis did."""
+    planners = {}
+    for model, profile in profiles.items():
+        peers = [p for m, p in profiles.items() if m != model]
+        fitted = {"thesis": ThesisPredictor().fit(profile, peers=peers),
+                  "profile": ProfilePredictor().fit(profile)}
+        layers = [layer.name for layer in profile.layers]
+        for predictor in PREDICTORS:
+            for edge in EDGES:
+                for name, (strategy, weight) in OBJECTIVES.items():
+                    planners[(model, predictor, edge, name)] = Planner(
+                        model, layers, fitted[predictor], Objective(strategy, weight, edge))
+    return planners
+
+
+class Measurer:
+    """Turns a unit into rows by asking the edge worker."""
+
+    def __init__(self, bench: Bench, profiles: dict[str, Profile],
+                 planners: dict[tuple[str, str, str, str], Planner], rtt_ms: float,
+                 transfers: Path) -> None:
+        self.bench = bench
+        self.profiles = profiles
+        self.planners = planners
+        self.rtt_ms = rtt_ms
+        self.transfers_path = transfers
+        self.transfers: dict[str, float] = (json.loads(transfers.read_text())
+                                            if transfers.exists() else {})
+
+    def measure(self, unit: Unit, setting: Setting) -> list[dict[str, Any]]:
+        if unit.kind == "parts":
+            return self._parts(unit, setting)
+        if unit.kind == "oracle":
+            m = self._infer(unit.model, unit.split_point, setting)
+            return [self._row(unit, setting, m, edge, "", "oracle", "") for edge in EDGES]
+        planner = self.planners[(unit.model, unit.predictor, unit.edge, unit.strategy)]
+        plan = planner.plan(Conditions(setting.bandwidth_kbps, self.rtt_ms, setting.clock_ghz))
+        m = self._infer(unit.model, plan.split_point, setting)
+        return [self._row(unit, setting, m, unit.edge, unit.predictor, unit.strategy,
+                          plan.chosen.latency_s)]
+
+    def _row(self, unit: Unit, setting: Setting, m: dict[str, Any], edge: str,
+             predictor: str, strategy: str, predicted: float | str,
+             method: str = "e2e") -> dict[str, Any]:
+        return {
+            "model": unit.model, "edge": edge, "predictor": predictor, "strategy": strategy,
+            "setting": setting.index, "repeat": unit.repeat,
+            "bandwidth_kbps": setting.bandwidth_kbps, "clock_ghz": setting.clock_ghz,
+            "rtt_ms": self.rtt_ms, "split_point": m["split_point"], "codec": m["codec"],
+            "predicted_latency_s": predicted, "latency_s": m["latency_s"],
+            "cost_usd": cost_usd(m["edge_s"], m["cloud_s"], 0, edge_mode(edge)),
+            "edge_s": m["edge_s"], "comm_s": m["comm_s"], "cloud_s": m["cloud_s"],
+            "sent_bytes": m["sent_bytes"], "method": method,
+        }
+
+
+    def _infer(self, model: str, split_point: int, setting: Setting) -> dict[str, Any]:
+        for _ in range(3):
+            m = self.bench.edge.ask({"op": "infer", "model": model, "split_point": split_point,
+                                     "clock_ghz": setting.clock_ghz,
+                                     "bandwidth_kbps": setting.bandwidth_kbps,
+                                     "rtt_ms": self.rtt_ms})["measurement"]
+            if m["finished"] == "cloud":
+                return m
+        raise TestbedError(f"{model} at split point {split_point} kept finishing on the edge "
+                           f"({m['fallback']}): the cloud is not answering; see the logs")
+
+    def _parts(self, unit: Unit, setting: Setting) -> list[dict[str, Any]]:
+        profile = self.profiles[unit.model]
+        head = self.bench.edge.ask({"op": "prefix", "model": unit.model})["head_s"]
+        tail_layers = self.bench.edge.ask({"op": "tail", "model": unit.model})["layer_times_s"]
+        rows = []
+        for sp in profile.split_points:
+            k = sp.split_point
+            sent = sp.offload_bytes + REQUEST_OVERHEAD_BYTES
+            comm = self._transfer(setting, sent)
+            m = {"split_point": k, "codec": "raw", "edge_s": head[k], "comm_s": comm,
+                 "cloud_s": sum(tail_layers[k:]), "sent_bytes": sent}
+            m["latency_s"] = m["edge_s"] + comm + m["cloud_s"]
+            rows += [self._row(unit, setting, m, edge, "", "oracle", "", method="parts")
+                     for edge in EDGES]
+        return rows
+
+    def _transfer(self, setting: Setting, nbytes: int) -> float:
+        """Seconds to send ``nbytes`` and hear back, measured once per setting and size."""
+        key = f"{setting.index}:{nbytes}"
+        if key not in self.transfers:
+            self.transfers[key] = self.bench.edge.ask({"op": "send", "bytes": nbytes})["seconds"]
+            temporary = self.transfers_path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.transfers, indent=0))
+            temporary.replace(self.transfers_path)
+        return self.transfers[key]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    packages = ("edgesplit", "torch", "numpy", "scipy", "fastapi", "uvicorn", "httpx")
+    return {"python": sys.version.split()[0]} | {p: version(p) for p in packages}
+
+
+def _machine() -> dict[str, Any]:
+    from edgesplit.core.machine import describe_machine
+
+    return describe_machine(1).model_dump() | {"node": platform.node(),
+                                               "cpus": os.cpu_count() or 0}
