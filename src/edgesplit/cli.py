@@ -238,7 +238,15 @@ def demo(model: str, out_dir: Path | None) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the report (default: LOG_DIR).")
 def report(log_dir: Path, out_dir: Path | None) -> None:
-    """Plots and a summary from a measurement log (edge run --log, or a demo's folder)."""
+    """Plots and a summary from a measurement log (edge run --log, or a demo's folder), or the
+    report of an experiment folder (edgesplit experiment --out)."""
+    from edgesplit.testbed.evaluation import is_experiment
+
+    if is_experiment(log_dir):
+        from edgesplit.testbed.experiment_report import write_experiment_report
+
+        out.print(f"report: {write_experiment_report(log_dir, out_dir)}")
+        return
     from edgesplit.testbed.report import build_report
 
     out.print(f"report: {build_report(log_dir, out_dir)}")

@@ -1,0 +1,381 @@
+"""``edgesplit report DIR`` for an experiment folder: ``DIR/report/`` with tables and figures.
+
+Tables come from ``evaluation`` (pure); this module writes them as CSV and markdown and draws
+the figures of the thesis's chapters 4 and 7 from ``runs.csv``, ``config.json`` and the profiles
+the planners used (``DIR/profiles``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
+from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.errors import InvalidArgument
+from edgesplit.testbed import evaluation as ev
+from edgesplit.testbed.runs import read_runs
+
+STRATEGY_COLOURS = {"OC": "tab:green", "OL": "tab:red", "CL": "tab:blue"}
+
+
+def write_experiment_report(directory: Path, out_dir: Path | None = None) -> Path:
+    """Write the report of the experiment in ``directory``; returns the path of report.md."""
+    if not ev.is_experiment(directory):
+        raise InvalidArgument(f"{directory} is not an experiment folder (no runs.csv and "
+                              "config.json): run `edgesplit experiment --out DIR` first")
+    out = Path(out_dir or directory / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((directory / "config.json").read_text())
+    rows = read_runs(directory / "runs.csv")
+    if not rows:
+        raise InvalidArgument(f"{directory / 'runs.csv'} has no rows yet: let the experiment "
+                              "run (it resumes where it stopped)")
+    thesis = ev.thesis_figures()
+    s, o = ev.strategies(rows), ev.oracle(rows)
+    table = ev.table_7_1(s, thesis["table_7_1"])
+    effect = ev.effectiveness(s, o, thesis["prediction_effectiveness_section_7_1"])
+    pareto = ev.pareto_checks(s, o)
+    _write_csv(out / "table-7-1.csv", ev.as_dicts(table))
+    _write_csv(out / "effectiveness.csv", ev.as_dicts(effect))
+    _write_csv(out / "pareto.csv", ev.as_dicts(pareto))
+    profiles = _profiles(directory)
+    figures = draw_figures(out, config, s, o, profiles)
+    text = _markdown(config, rows, table, effect, pareto, figures)
+    path = out / "report.md"
+    path.write_text(text)
+    return path
+
+
+def _profiles(directory: Path) -> dict[str, Profile]:
+    return {p.stem: read_profile(p) for p in sorted((directory / "profiles").glob("*.json"))}
+
+
+def _write_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as sink:
+        if not records:
+            return
+        writer = csv.DictWriter(sink, list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}%"
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _table_7_1_md(table: Sequence[ev.Comparison]) -> list[str]:
+    by = {(c.model, c.edge, c.metric, c.comparison, c.predictor): c for c in table}
+    lines = ["| model | edge | metric | comparison | thesis predictor | profile predictor | "
+             "the thesis reported |", "|---|---|---|---|---|---|---|"]
+    for model, edge, metric, comparison in sorted({k[:4] for k in by}):
+        cells = [by.get((model, edge, metric, comparison, p)) for p in ("thesis", "profile")]
+        reported = next((c.thesis_pct for c in cells if c is not None), None)
+        lines.append(f"| {model} | {edge} | {metric} | {comparison.replace('_vs_', ' vs ')} | "
+                     + " | ".join(_pct(c.measured_pct) if c else "" for c in cells)
+                     + f" | {_pct(reported) if reported is not None else ''} |")
+    return lines
+
+
+def _effectiveness_md(effect: Sequence[ev.Effectiveness]) -> list[str]:
+    lines = ["| model | predictor | objective | settings | mean regret | worst regret | best | "
+             "top 3 | top 5 | the thesis reported (regret, top 5) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in effect:
+        reported = (f"{e.thesis_mean_regret:.2%}, {_share(e.thesis_top5_share)}"
+                    if e.thesis_mean_regret is not None else "")
+        lines.append(f"| {e.model} | {e.predictor} | {e.objective} | {e.settings} | "
+                     f"{e.mean_regret:.2%} | {e.worst_regret:.2%} | {_share(e.best_share)} | "
+                     f"{_share(e.top3_share)} | {_share(e.top5_share)} | {reported} |")
+    return lines
+
+
+def _pareto_md(pareto: Sequence[ev.ParetoCheck]) -> list[str]:
+    groups: dict[tuple[str, str, str], list[bool]] = {}
+    for p in pareto:
+        groups.setdefault((p.model, p.edge, p.predictor), []).append(p.on_front)
+    lines = ["| model | edge | predictor | CL on the measured front |", "|---|---|---|---|"]
+    lines += [f"| {m} | {e} | {p} | {sum(v)} of {len(v)} settings |"
+              for (m, e, p), v in sorted(groups.items())]
+    return lines
+
+
+def _markdown(config: dict[str, Any], rows: Sequence[dict[str, str]],
+              table: Sequence[ev.Comparison], effect: Sequence[ev.Effectiveness],
+              pareto: Sequence[ev.ParetoCheck], figures: Sequence[Path]) -> str:
+    testbed = config.get("testbed", {})
+    checks = config.get("self_checks", [])
+    methods = config.get("oracle_methods", {})
+    runs = config.get("runs", [])
+    p = config["parameters"]
+    lines = [
+        "# The thesis's evaluation on this testbed", "",
+        f"Models {', '.join(p['models'])}; {p['settings']} settings x {p['repeats']} repeats, "
+        f"seed {p['seed']}; {len(rows)} rows in runs.csv. Testbed: {testbed.get('mode')} "
+        f"({testbed.get('uplink')}; {testbed.get('clock')}; RTT {p['rtt_ms']:g} ms; "
+        f"{testbed.get('cores')}).",
+        f"Self-checks: {sum(c['passed'] for c in checks)} of {len(checks)} passed "
+        "(details in config.json). Run time: "
+        + (", ".join(f"{r['seconds'] / 60:.1f} min ({r['started']})" for r in runs) or "n/a")
+        + ".", "",
+        "Oracle per model: " + ", ".join(
+            f"{m}: {'every split point measured end to end' if v == 'e2e' else 'composed from measured parts (head on the throttled edge, transfer of each payload size on the shaped link once per setting, tail from the cloud per-layer times)'}"  # noqa: E501
+            for m, v in methods.items()) + ".", "",
+        "Definitions are in `edgesplit/testbed/evaluation.py`: values are medians over repeats; "
+        "`X vs Y` = sum over settings of X / sum of Y - 1 (positive: X is slower or dearer); "
+        "regret = oracle value of the chosen split / best oracle value - 1; best, top 3, top 5: "
+        "how often the chosen split ranks there among all split points measured.", "",
+        "## Table 7.1: strategies against each other", "", *_table_7_1_md(table), "",
+        "The thesis's table mixes sign conventions (see `_reading` in "
+        "`edgesplit/data/thesis_figures.json`); ours are as defined above.", "",
+        "## Effectiveness of the predictions (section 7.1)", "", *_effectiveness_md(effect), "",
+        "## CL and the measured Pareto front", "", *_pareto_md(pareto), "",
+        "## Figures", "", *[f"![{f.stem}]({f.name})" for f in figures], ""]
+    return "\n".join(lines)
+
+
+def draw_figures(out: Path, config: dict[str, Any], s: ev.Strategies, o: ev.Oracle,
+                 profiles: dict[str, Profile]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    settings = {d["index"]: d for d in config["settings"]}
+    rtt = float(config["parameters"]["rtt_ms"])
+    figures: list[Path] = []
+    for model, edge in sorted({(k[0], k[1]) for k in s.latency}):
+        figures.append(_bars(out, model, edge, s, o, settings))
+    for model in sorted({k[0] for k in o.latency}):
+        figures.append(_pareto(out, model, s, o, settings))
+    if profiles:
+        figures.append(_slopes(out, profiles))
+        for model in sorted(set(profiles) & {k[0] for k in o.latency}):
+            figures.append(_predicted_vs_measured(out, model, profiles, o, settings, rtt))
+        focus = "alexnet" if "alexnet" in profiles else sorted(profiles)[0]
+        figures.append(_clock_choices(out, focus, profiles, rtt))
+        figures.append(_weights(out, focus, profiles, rtt))
+    return figures
+
+
+def _setting_label(setting: dict[str, Any]) -> str:
+    return f"{setting['bandwidth_kbps'] / 1000:g} Mbit/s\n{setting['clock_ghz']:g} GHz"
+
+
+def _median_setting(settings: dict[int, dict[str, Any]], available: set[int]) -> int:
+    ordered = sorted(available, key=lambda i: (settings[i]["bandwidth_kbps"], i))
+    return ordered[len(ordered) // 2]
+
+
+def _plain(axis: Any) -> None:
+    """Plain numbers on a log axis (20, 50, 100 rather than 2x10^1)."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _bars(out: Path, model: str, edge: str, s: ev.Strategies, o: ev.Oracle,
+          settings: dict[int, dict[str, Any]]) -> Path:
+    """Figures 7.2 to 7.8: per-setting latency and cost of OC, OL and CL (both predictors)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    indices = sorted({k[4] for k in s.latency if k[:2] == (model, edge)})
+    fig, axes = plt.subplots(2, 2, figsize=(max(9, 0.9 * len(indices) * 2), 7.5), sharex=True)
+    x = np.arange(len(indices))
+    for col, predictor in enumerate(("thesis", "profile")):
+        for row, (values, unit, scale) in enumerate(((s.latency, "latency (ms)", 1e3),
+                                                     (s.cost, "cost per inference (µ$)", 1e6))):
+            ax = axes[row][col]
+            for i, strategy in enumerate(("OC", "OL", "CL")):
+                heights = [values.get((model, edge, predictor, strategy, j), np.nan) * scale
+                           for j in indices]
+                ax.bar(x + (i - 1) * 0.27, heights, 0.27, label=strategy,
+                       color=STRATEGY_COLOURS[strategy])
+            if row == 0:
+                best = [min(o.latency[(model, edge, j)].values()) * 1e3
+                        if (model, edge, j) in o.latency else np.nan for j in indices]
+                ax.plot(x, best, "k_", markersize=14, mew=2, label="best measured split")
+            ax.set_ylabel(unit)
+            ax.set_title(f"{predictor} predictor", fontsize=10)
+            ax.legend(fontsize=7, ncol=4, loc="upper right")
+            ax.set_xticks(x, [_setting_label(settings[j]) for j in indices], fontsize=7)
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.2)
+        axes[1][col].set_xlabel("setting (uplink bandwidth, edge clock)")
+    fig.suptitle(f"{model}, {edge}ed edge, w = 0.5: measured median per setting", fontsize=11)
+    return _save(fig, out / f"bars-{model}-{edge}.png")
+
+
+def _pareto(out: Path, model: str, s: ev.Strategies, o: ev.Oracle,
+            settings: dict[int, dict[str, Any]]) -> Path:
+    """Figure 7.9: measured latency and cost of every split point in the median setting."""
+    import matplotlib.pyplot as plt
+
+    from edgesplit.core.policies import pareto_front
+
+    setting = _median_setting(settings, {k[2] for k in o.latency if k[0] == model})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, edge in zip(axes, ("own", "rent"), strict=True):
+        key = (model, edge, setting)
+        sps = sorted(o.latency[key])
+        lat = [o.latency[key][sp] * 1e3 for sp in sps]
+        cost = [o.cost[key][sp] * 1e6 for sp in sps]
+        ax.scatter(lat, cost, color="grey", s=18, label="split points (measured)")
+        front = pareto_front(lat, cost)
+        ax.plot([lat[i] for i in front], [cost[i] for i in front], "o-", color="black",
+                label="measured Pareto front")
+        for i in front:
+            ax.annotate(str(sps[i]), (lat[i], cost[i]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        for strategy, marker in (("OC", "s"), ("OL", "^"), ("CL", "D")):
+            chosen = s.split.get((model, edge, "profile", strategy, setting))
+            if chosen is not None:
+                i = sps.index(chosen)
+                ax.scatter([lat[i]], [cost[i]], s=110, marker=marker, facecolors="none",
+                           edgecolors=STRATEGY_COLOURS[strategy], linewidths=2,
+                           label=f"{strategy} (profile predictor): split {chosen}")
+        ax.set_xscale("log")
+        _plain(ax.xaxis)
+        ax.tick_params(axis="x", which="minor", labelsize=6)
+        ax.set_xlabel("measured latency (ms, log scale)")
+        ax.set_ylabel("measured cost per inference (µ$)")
+        ax.set_title(f"{edge}ed edge", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    label = _setting_label(settings[setting]).replace("\n", ", ")
+    fig.suptitle(f"{model}: every split point, setting {setting} ({label})", fontsize=11)
+    return _save(fig, out / f"pareto-{model}.png")
+
+
+def _slopes(out: Path, profiles: dict[str, Profile]) -> Path:
+    """Figure 4.1: normalised slopes of every calibrated model and the fitted power law."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fitted = ThesisPredictor().fit(next(iter(profiles.values())),
+                                   peers=list(profiles.values())[1:])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for model, profile in profiles.items():
+        points = sorted((c.clock_ghz, c.latency_s / profile.n_layers)
+                        for c in profile.calibration)
+        slopes = [v for _, v in points]
+        low, high = min(slopes), max(slopes)
+        ax.scatter([c for c, _ in points],
+                   [(v - low) / (high - low) if high > low else 0.0 for v in slopes],
+                   label=model, s=30)
+    clocks = np.linspace(0.55, 1.55, 100)
+    ax.plot(clocks, [fitted.law_(c) for c in clocks], color="black",
+            label=f"power law {fitted.law_.a:.3g} x CS^{fitted.law_.b:.3g}")
+    ax.set_xlabel("clock speed CS (GHz)")
+    ax.set_ylabel("normalised slope (0: fastest, 1: slowest)")
+    ax.set_title("Normalised edge slopes measured on the testbed, with the fitted law",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "slopes.png")
+
+
+def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], o: ev.Oracle,
+                           settings: dict[int, dict[str, Any]], rtt: float) -> Path:
+    """Figure 4.3: predicted (both predictors) against measured latency per split point."""
+    import matplotlib.pyplot as plt
+
+    setting = _median_setting(settings, {k[2] for k in o.latency if k[0] == model})
+    st = settings[setting]
+    conditions = Conditions(st["bandwidth_kbps"], rtt, st["clock_ghz"])
+    profile = profiles[model]
+    peers = [p for m, p in profiles.items() if m != model]
+    measured = o.latency[(model, "rent", setting)]
+    sps = sorted(measured)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.plot(sps, [measured[sp] * 1e3 for sp in sps], "o-", color="tab:blue",
+            label="measured (median)")
+    for name, predictor in (("thesis", ThesisPredictor().fit(profile, peers=peers)),
+                            ("profile", ProfilePredictor().fit(profile))):
+        predicted = predictor.predict(conditions).latency_s
+        ax.plot(sps, [predicted[sp] * 1e3 for sp in sps], "--",
+                label=f"predicted, {name} predictor")
+    best = min(sps, key=lambda sp: measured[sp])
+    ax.scatter([best], [measured[best] * 1e3], s=140, facecolors="none", edgecolors="black",
+               linewidths=2, label=f"best measured: split {best}", zorder=3)
+    ax.set_yscale("log")
+    _plain(ax.yaxis)
+    ax.set_xlabel("split point (layers run on the edge)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(f"{model}: {st['bandwidth_kbps'] / 1000:g} Mbit/s, {st['clock_ghz']:g} GHz, "
+                 f"RTT {rtt:g} ms", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, out / f"predicted-vs-measured-{model}.png")
+
+
+def _planner(model: str, profiles: dict[str, Profile], strategy: str, weight: float,
+             edge: str = "rent") -> Planner:
+    profile = profiles[model]
+    return Planner(model, [layer.name for layer in profile.layers],
+                   ProfilePredictor().fit(profile), Objective(strategy, weight, edge))
+
+
+def _clock_choices(out: Path, model: str, profiles: dict[str, Profile], rtt: float) -> Path:
+    """Figure 4.5: the split each strategy chooses as the clock changes (7.2 Mbit/s)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    clocks = np.round(np.arange(0.6, 1.501, 0.05), 2)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (name, (strategy, weight)), offset in zip(
+            {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}.items(),
+            (-0.15, 0.0, 0.15), strict=True):
+        planner = _planner(model, profiles, strategy, weight)
+        chosen = [planner.plan(Conditions(7200, rtt, float(c))).split_point for c in clocks]
+        ax.plot(clocks, np.array(chosen) + offset, "o-", color=STRATEGY_COLOURS[name],
+                label=name, markersize=4)
+    ax.set_xlabel("edge clock speed (GHz)")
+    ax.set_ylabel("chosen split point")
+    ax.set_title(f"{model}, rented edge, 7.2 Mbit/s, profile predictor (lines offset "
+                 "slightly to show overlaps)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "clock-choices.png")
+
+
+def _weights(out: Path, model: str, profiles: dict[str, Profile], rtt: float) -> Path:
+    """Figure 7.1: predicted latency per split point and the choices at four weights."""
+    import matplotlib.pyplot as plt
+
+    conditions = Conditions(7200, rtt, 1.5)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, sharey=True)
+    for ax, weight in zip(axes.flat, (0.0, 0.33, 0.67, 1.0), strict=True):
+        plan = _planner(model, profiles, "rank", weight).plan(conditions)
+        latency = [v * 1e3 for v in plan.latency_s]
+        ax.plot(range(len(latency)), latency, "-", color="grey", label="predicted latency")
+        fastest = _planner(model, profiles, "latency", weight).plan(conditions).split_point
+        cheapest = _planner(model, profiles, "cost", weight).plan(conditions).split_point
+        for sp, colour, label, size in ((cheapest, "tab:green", "cheapest (OC)", 150),
+                                        (fastest, "tab:red", "fastest (OL)", 110),
+                                        (plan.split_point, "tab:blue", "rank (CL)", 60)):
+            ax.scatter([sp], [latency[sp]], color=colour, s=size, zorder=3,
+                       label=f"{label}: split {sp}")
+        ax.set_title(f"w = {weight:g}", fontsize=10)
+        ax.set_yscale("log")
+        _plain(ax.yaxis)
+        ax.legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("split point")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("predicted latency (ms, log)")
+    fig.suptitle(f"{model}, rented edge, 7.2 Mbit/s, 1.5 GHz: choices by weight", fontsize=11)
+    return _save(fig, out / "weights.png")
