@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import statistics
 import sys
 from collections.abc import Callable, Iterator
@@ -99,9 +100,10 @@ def resolve_testbed(choice: str) -> str:
     return "netns" if os.geteuid() == 0 and Path("/sys/fs/cgroup/cpu").is_dir() else "userspace"
 
 
-def make_bench(mode: str, models: list[str], rtt_ms: float, logs: Path) -> Bench:
+def make_bench(mode: str, models: list[str], rtt_ms: float, logs: Path,
+               tag: str | None = None) -> Bench:
     if mode == "netns":
-        return NetnsBench(models, rtt_ms, logs)
+        return NetnsBench(models, rtt_ms, logs, tag)
     return UserspaceBench(models, rtt_ms, logs)
 
 
@@ -121,8 +123,12 @@ class Experiment:
         mode = resolve_testbed(self.config.testbed)
         models = list(self.config.models)
         began = datetime.now(UTC)
-        with make_bench(mode, models, self.config.rtt_ms, self.out_dir / "logs") as bench:
-            self.record["testbed"] = self._testbed_record(mode)
+        tag = secrets.token_hex(3)
+        self.record["testbed"] = self._testbed_record(mode) | (
+            {"tag": tag, "clean_up": f"edgesplit testbed down --tag {tag}"}
+            if mode == "netns" else {})
+        self._save()  # the tag is on disk before anything is created: a crash can be cleaned
+        with make_bench(mode, models, self.config.rtt_ms, self.out_dir / "logs", tag) as bench:
             self._self_check(bench, settings)
             profiles = {m: self._profile(bench, m) for m in models}
             methods = {m: self._method(profiles[m]) for m in models}

@@ -303,15 +303,16 @@ def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], 
     measured = o.latency[(model, "rent", setting)]
     sps = sorted(measured)
     fig, ax = plt.subplots(figsize=(9, 5))
-    ax.plot(sps, [measured[sp] * 1e3 for sp in sps], "o-", color="tab:blue",
+    ax.plot(sps, [measured[sp] * 1e3 for sp in sps], "o-", color="black",
             label="measured (median)")
-    for name, predictor in (("thesis", ThesisPredictor().fit(profile, peers=peers)),
-                            ("profile", ProfilePredictor().fit(profile))):
+    for name, predictor, colour in (
+            ("thesis", ThesisPredictor().fit(profile, peers=peers), "tab:orange"),
+            ("profile", ProfilePredictor().fit(profile), "tab:blue")):
         predicted = predictor.predict(conditions).latency_s
-        ax.plot(sps, [predicted[sp] * 1e3 for sp in sps], "--",
+        ax.plot(sps, [predicted[sp] * 1e3 for sp in sps], "--", color=colour,
                 label=f"predicted, {name} predictor")
     best = min(sps, key=lambda sp: measured[sp])
-    ax.scatter([best], [measured[best] * 1e3], s=140, facecolors="none", edgecolors="black",
+    ax.scatter([best], [measured[best] * 1e3], s=140, facecolors="none", edgecolors="red",
                linewidths=2, label=f"best measured: split {best}", zorder=3)
     ax.set_yscale("log")
     _plain(ax.yaxis)

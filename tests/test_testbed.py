@@ -1,0 +1,208 @@
+"""The root testbed and the experiment on it: set-up and tear-down (also after SIGKILL), the
+self-checks (and that they fail when the knobs do not work), `--quick` end to end, resumption,
+and the forced split of the edge runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgesplit.core import zoo
+from edgesplit.core.planning import Objective
+from edgesplit.core.profiles import read_profile
+from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.errors import InvalidArgument, TestbedError
+from edgesplit.testbed import netns
+from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate
+from edgesplit.testbed.runs import key_of, read_runs
+
+from .conftest import CloudProcess
+
+root = pytest.mark.skipif(
+    os.geteuid() != 0 or not netns.CGROUP_CPU.is_dir(),
+    reason="needs root and the cgroup v1 cpu controller (network namespaces, tc, cgroups)")
+
+
+def _leftovers(tag: str) -> dict[str, list[str]]:
+    return netns.status(tag)
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgesplit.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=os.environ | {"COLUMNS": "200"})
+
+
+@root
+def test_testbed_is_set_up_and_torn_down_even_on_an_error() -> None:
+    with pytest.raises(RuntimeError, match="boom"), netns.NetnsTestbed("tsta") as bed:
+        found = _leftovers("tsta")
+        assert found["namespaces"] == ["esf-tsta-e", "esf-tsta-c"] or \
+            sorted(found["namespaces"]) == ["esf-tsta-c", "esf-tsta-e"]
+        assert "esf-tsta-e: esftstae" in found["links"]
+        assert any("tbf" in q and "7200Kbit" in q for q in found["qdiscs"])
+        bed.set_rate_kbps(3000)
+        bed.set_cpu_share(0.4)
+        found = _leftovers("tsta")
+        assert any("3Mbit" in q for q in found["qdiscs"]), found["qdiscs"]
+        assert any("esf-tsta-e quota 4000 us / period 10000 us" in g
+                   for g in found["cgroups"]), found["cgroups"]
+        raise RuntimeError("boom")
+    assert not any(_leftovers("tsta").values())
+
+
+@root
+def test_cli_up_status_down() -> None:
+    up = _cli("testbed", "up", "--tag", "tstc", "--bandwidth-kbps", "5000", "--clock-ghz", "0.9")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "testbed tstc is up" in up.stdout
+        found = json.loads(_cli("testbed", "status", "--tag", "tstc", "--json").stdout)
+        assert sorted(found["namespaces"]) == ["esf-tstc-c", "esf-tstc-e"]
+        assert any("5Mbit" in q for q in found["qdiscs"])
+        assert any("quota 6000 us" in g for g in found["cgroups"])
+    finally:
+        down = _cli("testbed", "down", "--tag", "tstc")
+    assert down.returncode == 0, down.stderr
+    assert "netns esf-tstc-e" in down.stdout
+    assert not any(_leftovers("tstc").values())
+    again = _cli("testbed", "down", "--tag", "tstc")
+    assert again.returncode == 0 and "nothing to remove" in again.stdout
+
+
+class _DeafLink(NetnsBench):
+    """A testbed whose knobs do not do what they are told: the self-checks must notice."""
+
+    def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
+        super().set_conditions(bandwidth_kbps * 0.7, 1.5)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsBench]:
+    with NetnsBench(["mnist_cnn"], 20.0, tmp_path_factory.mktemp("bench"), "tstb") as bed:
+        yield bed
+    assert not any(_leftovers("tstb").values())
+
+
+@root
+def test_self_checks_pass_on_a_working_testbed(bench: NetnsBench) -> None:
+    rate = check_rate(bench, 6000, 1.5)
+    assert rate["passed"], rate
+    assert rate["payload_bytes"] == 6000 * 125
+    clock = check_clock(bench, "mnist_cnn", 6000, 0.6)
+    assert clock["passed"], clock
+    assert clock["expected_slowdown"] == 2.5
+
+
+@root
+def test_self_checks_fail_when_the_knobs_do_not_work(tmp_path: Path) -> None:
+    with _DeafLink(["mnist_cnn"], 20.0, tmp_path, "tstd") as deaf:
+        rate = check_rate(deaf, 6000, 1.5)
+        clock = check_clock(deaf, "mnist_cnn", 6000, 0.6)
+    assert not rate["passed"] and rate["error"] == pytest.approx(1 / 0.7 - 1, abs=0.08)
+    assert not clock["passed"] and clock["measured_slowdown"] < 1.5
+    assert not any(_leftovers("tstd").values())
+
+
+@root
+def test_quick_experiment_end_to_end_then_report(tmp_path: Path) -> None:
+    out = tmp_path / "quick"
+    done = _cli("experiment", "--quick", "--out", str(out), "--testbed", "netns")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["parameters"]["models"] == ["mnist_cnn"]
+    assert len(config["settings"]) == 3 and len(config["pools"]["bandwidths_kbps"]) == 30
+    assert config["testbed"]["mode"] == "netns" and config["self_checks"][-1]["passed"]
+    assert {c["check"] for c in config["self_checks"][-1]["checks"]} == {"rate", "clock"}
+    assert config["oracle_methods"] == {"mnist_cnn": "e2e"} and config["runs"]
+    assert not any(_leftovers(config["testbed"]["tag"]).values())
+    rows = read_runs(out / "runs.csv")
+    # 3 settings x (10 split points x 2 edges + 2 edges x 2 predictors x 3 strategies)
+    assert len(rows) == 3 * (10 * 2 + 12)
+    assert all(float(r["latency_s"]) > 0 for r in rows)
+    strategies = [r for r in rows if r["strategy"] != "oracle"]
+    assert {(r["edge"], r["predictor"], r["strategy"]) for r in strategies} == {
+        (e, p, s) for e in ("own", "rent") for p in ("thesis", "profile")
+        for s in ("OC", "OL", "CL")}
+    assert all(r["split_point"] == "9" for r in strategies  # owned edge: cheapest is all-edge
+               if r["edge"] == "own" and r["strategy"] == "OC")
+    report = _cli("report", str(out))
+    assert report.returncode == 0, report.stderr
+    for name in ("report.md", "table-7-1.csv", "effectiveness.csv", "pareto.csv",
+                 "slopes.png", "weights.png", "clock-choices.png",
+                 "predicted-vs-measured-mnist_cnn.png", "pareto-mnist_cnn.png"):
+        assert (out / "report" / name).stat().st_size > 0, name
+
+
+@root
+def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "edgesplit.cli", "experiment", "--quick", "--settings", "6",
+               "--out", str(out), "--testbed", "netns"]
+    runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = out / "runs.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and runner.poll() is None:
+        if runs.exists() and len(runs.read_text().splitlines()) > 20:
+            break
+        time.sleep(0.05)
+    assert runner.poll() is None, "the run ended before it could be killed"
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    tag = json.loads((out / "config.json").read_text())["testbed"]["tag"]
+    left = _leftovers(tag)
+    assert left["namespaces"], "SIGKILL leaves the namespaces for `testbed down`"
+    for ns in left["namespaces"]:  # the children died with the runner
+        deadline = time.monotonic() + 30
+        while netns._pids_in_namespace(ns) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not netns._pids_in_namespace(ns)
+    down = _cli("testbed", "down", "--tag", tag)
+    assert down.returncode == 0, down.stderr
+    assert not any(_leftovers(tag).values())
+    before = len(read_runs(runs))
+    resumed = _cli("experiment", "--quick", "--settings", "6", "--out", str(out),
+                   "--testbed", "netns")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_runs(runs)
+    assert len(rows) == 6 * (10 * 2 + 12) > before
+    keys = Counter((key_of(r), r["edge"] if r["strategy"] == "oracle" else "") for r in rows)
+    assert max(keys.values()) == 1  # no row measured twice
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["runs"]) == 1  # the killed run never finished; the resumed one did
+    different = _cli("experiment", "--quick", "--settings", "5", "--out", str(out))
+    assert different.returncode == 2
+    assert "holds an experiment with settings=6, not 5" in different.stderr
+
+
+def test_forced_split_skips_planning_and_is_logged(cloud: CloudProcess, mnist_profile_file: Path,
+                                                   tmp_path: Path) -> None:
+    with EdgeRuntime("mnist_cnn", cloud.url, objective=Objective("latency"),
+                     profile=read_profile(mnist_profile_file), log_dir=tmp_path) as edge:
+        x = zoo.sample_input("mnist_cnn")
+        for sp in (0, 4, 9):
+            result = edge.infer(x, split_point=sp)
+            m = result.measurement
+            assert (m.split_point, m.finished, m.replan) == (sp, "cloud", "forced")
+            assert m.predicted_latency_s > 0 and m.latency_s > 0
+        with pytest.raises(InvalidArgument, match="split point 10 is out of range"):
+            edge.infer(x, split_point=10)
+    done = _cli("edge", "run", "--cloud", cloud.url, "--model", "mnist_cnn", "--sample",
+                "--count", "2", "--split-point", "3", "--profile", str(mnist_profile_file),
+                "--json")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [m["split_point"] for m in lines] == [3, 3]
+
+
+def test_unknown_testbed_errors_are_one_line() -> None:
+    with pytest.raises(TestbedError, match="tag 'Bad-Tag' must be"):
+        netns.Names("Bad-Tag")
