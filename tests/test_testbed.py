@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from edgesplit import errors
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import read_profile
 from edgesplit.edge.runtime import EdgeRuntime
-from edgesplit.errors import InvalidArgument, TestbedError
+from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate
 from edgesplit.testbed.runs import key_of, read_runs
@@ -204,5 +205,5 @@ def test_forced_split_skips_planning_and_is_logged(cloud: CloudProcess, mnist_pr
 
 
 def test_unknown_testbed_errors_are_one_line() -> None:
-    with pytest.raises(TestbedError, match="tag 'Bad-Tag' must be"):
+    with pytest.raises(errors.TestbedError, match="tag 'Bad-Tag' must be"):
         netns.Names("Bad-Tag")
