@@ -20,7 +20,8 @@ from edgesplit import errors
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import read_profile
-from edgesplit.edge.runtime import EdgeRuntime
+from edgesplit.edge.factory import EdgeOptions, build_runtime
+from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate
@@ -186,8 +187,10 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
 
 def test_forced_split_skips_planning_and_is_logged(cloud: CloudProcess, mnist_profile_file: Path,
                                                    tmp_path: Path) -> None:
-    with EdgeRuntime("mnist_cnn", cloud.url, objective=Objective("latency"),
-                     profile=read_profile(mnist_profile_file), log_dir=tmp_path) as edge:
+    options = EdgeOptions("mnist_cnn", cloud.url, objective=Objective("latency"),
+                          log_dir=tmp_path)
+    with build_runtime(options, profile=read_profile(mnist_profile_file),
+                       clock=FixedClock(1.5)) as edge:
         x = zoo.sample_input("mnist_cnn")
         for sp in (0, 4, 9):
             result = edge.infer(x, split_point=sp)
