@@ -69,7 +69,8 @@ def _read_line(process: subprocess.Popen[str], timeout_s: float, what: str,
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         raise TestbedError(f"the {what} did not answer within {timeout_s:g} s"
                            + (f" ({tail[0]})" if tail else f"; see {log}"))
-    return json.loads(line)
+    answer: dict[str, Any] = json.loads(line)
+    return answer
 
 
 def _stop(process: subprocess.Popen[str] | None) -> None:
@@ -278,5 +279,6 @@ def check_clock(bench: Bench, model: str, bandwidth_kbps: float, clock_ghz: floa
 
 
 def forward_s(bench: Bench, model: str, min_time_s: float = 0.3) -> float:
-    return bench.edge.ask({"op": "forward", "model": model, "repeats": 1,
-                           "min_time_s": min_time_s})["times"][0]
+    times = bench.edge.ask({"op": "forward", "model": model, "repeats": 1,
+                            "min_time_s": min_time_s})["times"]
+    return float(times[0])

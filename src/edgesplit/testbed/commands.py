@@ -102,6 +102,8 @@ def status(tag: str | None, as_json: bool) -> None:
 def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: int,
                testbed_mode: str, rtt_ms: float, oracle: str, quick: bool) -> None:
     """The thesis's evaluation on a testbed: strategies and an oracle of every split point."""
+    from dataclasses import replace
+
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -120,12 +122,11 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
     ctx = click.get_current_context()
     given = {k for k in ("models", "settings", "repeats")
              if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
-    changes = {"seed": seed, "testbed": testbed_mode, "rtt_ms": rtt_ms, "oracle": oracle}
-    changes |= {"models": names} if "models" in given else {}
-    changes |= {k: v for k, v in (("settings", settings), ("repeats", repeats)) if k in given}
-    config = (ExperimentConfig.quick(**changes) if quick else
-              ExperimentConfig(**(changes | {"models": names, "settings": settings,
-                                             "repeats": repeats})))
+    base = ExperimentConfig.quick() if quick else ExperimentConfig()  # --quick's own defaults
+    config = replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
+                     models=names if "models" in given or not quick else base.models,
+                     settings=settings if "settings" in given or not quick else base.settings,
+                     repeats=repeats if "repeats" in given or not quick else base.repeats)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),

@@ -66,7 +66,8 @@ class Worker:
         if handler is None:
             raise EdgesplitError(f"unknown request {op!r}")
         with torch.inference_mode():
-            return handler(request)
+            answer: dict[str, Any] = handler(request)
+        return answer
 
     def op_profile(self, request: dict[str, Any]) -> dict[str, Any]:
         from edgesplit.core.profiler import profile_model

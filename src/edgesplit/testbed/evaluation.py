@@ -42,7 +42,8 @@ def is_experiment(directory: Path) -> bool:
 def thesis_figures() -> dict[str, Any]:
     """The thesis's reported figures (``edgesplit/data/thesis_figures.json``)."""
     text = resources.files("edgesplit").joinpath("data", "thesis_figures.json").read_text()
-    return json.loads(text)
+    figures: dict[str, Any] = json.loads(text)
+    return figures
 
 
 @dataclass(frozen=True)

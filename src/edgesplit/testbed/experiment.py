@@ -35,6 +35,7 @@ from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import (
     REQUEST_OVERHEAD_BYTES,
     Conditions,
+    Predictor,
     ProfilePredictor,
     ThesisPredictor,
 )
@@ -170,7 +171,7 @@ class Experiment:
         path = self.out_dir / "config.json"
         wanted = self.config.comparable()
         if path.exists():
-            record = json.loads(path.read_text())
+            record: dict[str, Any] = json.loads(path.read_text())
             old = record.get("parameters", {})
             for name, value in wanted.items():
                 if json.loads(json.dumps(value)) != old.get(name):
@@ -290,8 +291,8 @@ def build_planners(profiles: dict[str, Profile]) -> dict[tuple[str, str, str, st
     planners = {}
     for model, profile in profiles.items():
         peers = [p for m, p in profiles.items() if m != model]
-        fitted = {"thesis": ThesisPredictor().fit(profile, peers=peers),
-                  "profile": ProfilePredictor().fit(profile)}
+        fitted: dict[str, Predictor] = {"thesis": ThesisPredictor().fit(profile, peers=peers),
+                                        "profile": ProfilePredictor().fit(profile)}
         layers = [layer.name for layer in profile.layers]
         for predictor in PREDICTORS:
             for edge in EDGES:
@@ -344,10 +345,10 @@ class Measurer:
 
     def _infer(self, model: str, split_point: int, setting: Setting) -> dict[str, Any]:
         for _ in range(3):
-            m = self.bench.edge.ask({"op": "infer", "model": model, "split_point": split_point,
-                                     "clock_ghz": setting.clock_ghz,
-                                     "bandwidth_kbps": setting.bandwidth_kbps,
-                                     "rtt_ms": self.rtt_ms})["measurement"]
+            request = {"op": "infer", "model": model, "split_point": split_point,
+                       "clock_ghz": setting.clock_ghz, "bandwidth_kbps": setting.bandwidth_kbps,
+                       "rtt_ms": self.rtt_ms}
+            m: dict[str, Any] = self.bench.edge.ask(request)["measurement"]
             if m["finished"] == "cloud":
                 return m
         raise TestbedError(f"{model} at split point {split_point} kept finishing on the edge "
