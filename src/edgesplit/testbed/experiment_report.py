@@ -174,12 +174,28 @@ def _median_setting(settings: dict[int, dict[str, Any]], available: set[int]) ->
 
 
 def _plain(axis: Any) -> None:
-    """Plain numbers on a log axis (20, 50, 100 rather than 2x10^1)."""
-    from matplotlib.ticker import FuncFormatter
+    """Plain numbers on a log axis at 1, 2 and 5 of each decade (20, 50, 100, not 2x10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_formatter(plain)
-    axis.set_minor_formatter(plain)
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _spread(points: Sequence[tuple[float, float]], x_range: tuple[float, float],
+            y_range: tuple[float, float]) -> list[int]:
+    """Indices of the points to label so that no two labels sit on each other: a point is
+    skipped when it is within 4% of the (log) x range and 4% of the y range of a labelled one."""
+    import math
+
+    x_span = max(math.log10(x_range[1] / x_range[0]), 1e-9)
+    y_span = max(y_range[1] - y_range[0], 1e-12)
+    kept: list[int] = []
+    for i, (x, y) in enumerate(points):
+        if all(abs(math.log10(x / points[j][0])) / x_span > 0.04
+               or abs(y - points[j][1]) / y_span > 0.04 for j in kept):
+            kept.append(i)
+    return kept
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -198,7 +214,8 @@ def _bars(out: Path, model: str, edge: str, s: ev.Strategies, o: ev.Oracle,
     import numpy as np
 
     indices = sorted({k[4] for k in s.latency if k[:2] == (model, edge)})
-    fig, axes = plt.subplots(2, 2, figsize=(max(9, 0.9 * len(indices) * 2), 7.5), sharex=True)
+    width = max(10.0, 1.5 * len(indices))
+    fig, axes = plt.subplots(2, 2, figsize=(width, 7.5), sharex=True)
     x = np.arange(len(indices))
     for col, predictor in enumerate(("thesis", "profile")):
         for row, (values, unit, scale) in enumerate(((s.latency, "latency (ms)", 1e3),
@@ -241,7 +258,9 @@ def _pareto(out: Path, model: str, s: ev.Strategies, o: ev.Oracle,
         front = pareto_front(lat, cost)
         ax.plot([lat[i] for i in front], [cost[i] for i in front], "o-", color="black",
                 label="measured Pareto front")
-        for i in front:
+        labelled = _spread([(lat[i], cost[i]) for i in front], (min(lat), max(lat)),
+                           (min(cost), max(cost)))
+        for i in (front[k] for k in labelled):
             ax.annotate(str(sps[i]), (lat[i], cost[i]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
         for strategy, marker in (("OC", "s"), ("OL", "^"), ("CL", "D")):
@@ -253,7 +272,6 @@ def _pareto(out: Path, model: str, s: ev.Strategies, o: ev.Oracle,
                            label=f"{strategy} (profile predictor): split {chosen}")
         ax.set_xscale("log")
         _plain(ax.xaxis)
-        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel("measured latency (ms, log scale)")
         ax.set_ylabel("measured cost per inference (µ$)")
         ax.set_title(f"{edge}ed edge", fontsize=10)
@@ -332,30 +350,36 @@ def _planner(model: str, profiles: dict[str, Profile], strategy: str, weight: fl
 
 
 def _clock_choices(out: Path, model: str, profiles: dict[str, Profile], rtt: float) -> Path:
-    """Figure 4.5: the split each strategy chooses as the clock changes (7.2 Mbit/s)."""
+    """Figure 4.5: the split each strategy chooses as the clock changes, at three bandwidths."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     clocks = np.round(np.arange(0.6, 1.501, 0.05), 2)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (name, (strategy, weight)), offset in zip(
-            {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}.items(),
-            (-0.15, 0.0, 0.15), strict=True):
-        planner = _planner(model, profiles, strategy, weight)
-        chosen = [planner.plan(Conditions(7200, rtt, float(c))).split_point for c in clocks]
-        ax.plot(clocks, np.array(chosen) + offset, "o-", color=STRATEGY_COLOURS[name],
-                label=name, markersize=4)
-    ax.set_xlabel("edge clock speed (GHz)")
-    ax.set_ylabel("chosen split point")
-    ax.set_title(f"{model}, rented edge, 7.2 Mbit/s, profile predictor (lines offset "
-                 "slightly to show overlaps)", fontsize=10)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5), sharey=True)
+    for ax, bandwidth in zip(axes, (7200, 20_000, 50_000), strict=True):
+        for (name, (strategy, weight)), offset in zip(
+                {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}.items(),
+                (-0.2, 0.0, 0.2), strict=True):
+            planner = _planner(model, profiles, strategy, weight)
+            chosen = [planner.plan(Conditions(bandwidth, rtt, float(c))).split_point
+                      for c in clocks]
+            ax.plot(clocks, np.array(chosen) + offset, "o-", color=STRATEGY_COLOURS[name],
+                    label=name, markersize=3)
+        ax.set_title(f"{bandwidth / 1000:g} Mbit/s", fontsize=10)
+        ax.set_xlabel("edge clock speed (GHz)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("chosen split point")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{model}, rented edge, profile predictor: the split chosen as the clock "
+                 "changes (lines offset by 0.2 to show overlaps)", fontsize=11)
     return _save(fig, out / "clock-choices.png")
 
 
 def _weights(out: Path, model: str, profiles: dict[str, Profile], rtt: float) -> Path:
     """Figure 7.1: predicted latency per split point and the choices at four weights."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     conditions = Conditions(7200, rtt, 1.5)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, sharey=True)
@@ -376,6 +400,7 @@ def _weights(out: Path, model: str, profiles: dict[str, Profile], rtt: float) ->
         ax.legend(fontsize=7)
     for ax in axes[1]:
         ax.set_xlabel("split point")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:, 0]:
         ax.set_ylabel("predicted latency (ms, log)")
     fig.suptitle(f"{model}, rented edge, 7.2 Mbit/s, 1.5 GHz: choices by weight", fontsize=11)
