@@ -163,6 +163,11 @@ def test_report_tables_match_hand_computation(tmp_path: Path) -> None:
     assert pareto[("own", "thesis", "0")]["on_front"] == "True"  # front 1 2, CL chose 2
     assert pareto[("own", "thesis", "1")]["front"] == "2"  # 2 is fastest and cheapest
     assert pareto[("own", "thesis", "1")]["on_front"] == "False"  # CL chose 1
+    # 20 strategy rows, all at the oracle's medians but the two extra CL repeats (0.9 and 0.3
+    # against 0.6): ratios 1.5 and 0.5.
+    (check,) = _csv(report / "consistency.csv")
+    assert (check["model"], check["method"], check["pairs"]) == ("alexnet", "e2e", "20")
+    assert (float(check["median_ratio"]), float(check["within_10pct"])) == (1.0, 0.9)
     text = (report / "report.md").read_text()
     assert "| alexnet | rent | cost | CL vs OL | -16.67% | +0.00% | +60.84% |" in text
     assert "| alexnet | own | thesis | 1 of 2 settings |" in text

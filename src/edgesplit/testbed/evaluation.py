@@ -12,6 +12,8 @@ Definitions (every number of the report comes from these):
   are how often the rank is 1, at most 3, at most 5. The latency objective judges OL's choices,
   the cost objective OC's, both for the rented edge (OL's choice does not depend on the edge;
   an owned edge's cheapest split is all-on-edge by construction).
+- Consistency: each strategy row (an end-to-end inference at the chosen split) over the oracle's
+  median at that split and setting; for a composed oracle this checks the composition.
 - Pareto: a CL choice is on the measured front when no split point is measured both at least
   as fast and as cheap and strictly better in one (``core.policies.pareto_front``).
 """
@@ -163,7 +165,7 @@ def effectiveness(s: Strategies, o: Oracle,
     return out
 
 
-def _share(ranks: Sequence[int], within: int) -> float:
+def _share(ranks: Sequence[float], within: float) -> float:
     return round(sum(r <= within for r in ranks) / len(ranks), 4)
 
 
@@ -190,6 +192,33 @@ def pareto_checks(s: Strategies, o: Oracle) -> list[ParetoCheck]:
         out.append(ParetoCheck(model, edge, setting, predictor, chosen, chosen in on,
                                " ".join(str(sps[i]) for i in front)))
     return out
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """The oracle against the strategies' own end-to-end runs at the same split and setting:
+    ``ratio`` = a strategy row's latency / the oracle's median there. For a model whose oracle
+    is composed from parts this checks the composition; otherwise, repeatability."""
+
+    model: str
+    method: str
+    pairs: int
+    median_ratio: float
+    within_10pct: float
+
+
+def consistency(rows: Sequence[Row], o: Oracle) -> list[Consistency]:
+    methods = {r["model"]: r["method"] for r in rows if r["strategy"] == "oracle"}
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        key = (r["model"], "rent", int(r["setting"]))
+        if r["strategy"] != "oracle" and key in o.latency:
+            ratios[r["model"]].append(float(r["latency_s"])
+                                      / o.latency[key][int(r["split_point"])])
+    return [Consistency(model, methods[model], len(values),
+                        round(statistics.median(values), 4),
+                        _share([abs(v - 1) for v in values], 0.1))
+            for model, values in sorted(ratios.items())]
 
 
 def as_dicts(records: Iterable[Any]) -> list[dict[str, Any]]:

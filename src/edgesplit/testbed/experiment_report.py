@@ -40,12 +40,14 @@ def write_experiment_report(directory: Path, out_dir: Path | None = None) -> Pat
     table = ev.table_7_1(s, thesis["table_7_1"])
     effect = ev.effectiveness(s, o, thesis["prediction_effectiveness_section_7_1"])
     pareto = ev.pareto_checks(s, o)
+    checks = ev.consistency(rows, o)
     _write_csv(out / "table-7-1.csv", ev.as_dicts(table))
+    _write_csv(out / "consistency.csv", ev.as_dicts(checks))
     _write_csv(out / "effectiveness.csv", ev.as_dicts(effect))
     _write_csv(out / "pareto.csv", ev.as_dicts(pareto))
     profiles = _profiles(directory)
     figures = draw_figures(out, config, s, o, profiles)
-    text = _markdown(config, rows, table, effect, pareto, figures)
+    text = _markdown(config, rows, table, effect, pareto, figures) + _consistency_md(checks)
     path = out / "report.md"
     path.write_text(text)
     return path
@@ -106,6 +108,17 @@ def _pareto_md(pareto: Sequence[ev.ParetoCheck]) -> list[str]:
     lines += [f"| {m} | {e} | {p} | {sum(v)} of {len(v)} settings |"
               for (m, e, p), v in sorted(groups.items())]
     return lines
+
+
+def _consistency_md(checks: Sequence[ev.Consistency]) -> str:
+    lines = ["", "## The oracle against the strategies' own runs", "",
+             "Each strategy row is an end-to-end inference at the split it chose; its latency "
+             "over the oracle's median at the same split and setting shows how far the oracle "
+             "can be trusted (for a composed oracle: whether head + transfer + tail adds up).",
+             "", "| model | oracle | pairs | median ratio | within 10% |", "|---|---|---|---|---|"]
+    lines += [f"| {c.model} | {c.method} | {c.pairs} | {c.median_ratio:.3f} | "
+              f"{_share(c.within_10pct)} |" for c in checks]
+    return "\n".join(lines) + "\n"
 
 
 def _markdown(config: dict[str, Any], rows: Sequence[dict[str, str]],
