@@ -144,3 +144,17 @@ def test_choose_dispatches_every_strategy() -> None:
     assert picks[Strategy.BUDGET].split_point == 1
     assert picks[Strategy.RANK].split_point == rank_choice(latency, cost, 0.5)
     assert picks[Strategy.WEIGHTED].split_point == weighted_choice(latency, cost, 0.5)
+
+
+def test_every_strategy_has_one_rule_and_constrained_ones_name_their_limit() -> None:
+    from edgesplit.core.planning import Objective
+    from edgesplit.core.policies import STRATEGIES
+    from edgesplit.errors import InvalidArgument
+
+    assert set(STRATEGIES) == set(Strategy)
+    for name, rule in STRATEGIES.items():
+        if rule.needs is None:
+            continue
+        with pytest.raises(InvalidArgument, match=f"needs {rule.needs_what}: give {rule.flag}"):
+            Objective(name)
+        assert rule.unmet

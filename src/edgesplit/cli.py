@@ -29,7 +29,7 @@ from edgesplit.cli_options import (
 )
 from edgesplit.core import zoo
 from edgesplit.core.planning import Planner, SplitPlan
-from edgesplit.core.policies import Strategy
+from edgesplit.core.policies import STRATEGIES
 from edgesplit.core.predictors import Conditions
 from edgesplit.errors import EdgesplitError
 from edgesplit.extras import needs_extra, require_extra
@@ -212,9 +212,7 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
                       style="bold green" if chosen else None)
     out.print(table)
     chosen = result.chosen
-    note = "" if result.constraint_met else (
-        " (no split meets the deadline: the fastest)" if o.strategy is Strategy.SLO
-        else " (no split within the budget: the cheapest)")
+    note = "" if result.constraint_met else f" ({STRATEGIES[o.strategy].unmet})"
     out.print(f"split after layer {chosen.split_point} ({chosen.layer}): "
               f"{chosen.latency_s * 1e3:.1f} ms, {chosen.cost_usd * 1e6:.4f} µ$ per inference"
               f"{note}; Pareto front {list(result.pareto)}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from edgesplit.core.cost import EdgeMode, Prices, cost_vector, edge_mode
-from edgesplit.core.policies import Strategy, choose, pareto_front
+from edgesplit.core.policies import STRATEGIES, Strategy, choose, pareto_front
 from edgesplit.core.policies import strategy as strategy_named
 from edgesplit.core.predictors import Conditions, Prediction, Predictor
 from edgesplit.errors import InvalidArgument
@@ -52,10 +52,10 @@ class Objective:
     def _check(self) -> None:
         if not isinstance(self.weight, int | float) or not 0 <= self.weight <= 1:
             raise InvalidArgument(f"weight must be between 0 and 1, got {self.weight!r}")
-        if self.strategy is Strategy.SLO and self.deadline_ms is None:
-            raise InvalidArgument("strategy 'slo' needs a deadline: give --deadline-ms")
-        if self.strategy is Strategy.BUDGET and self.max_cost_usd is None:
-            raise InvalidArgument("strategy 'budget' needs a cost cap: give --max-cost-usd")
+        rule = STRATEGIES[self.strategy]
+        if rule.needs is not None and getattr(self, rule.needs) is None:
+            raise InvalidArgument(f"strategy '{self.strategy}' needs {rule.needs_what}: give "
+                                  f"{rule.flag}")
         for name in ("deadline_ms", "max_cost_usd"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value <= 0):

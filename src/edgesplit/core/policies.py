@@ -7,7 +7,7 @@ split points. The weight ``w`` runs from 0 (latency only) to 1 (cost only).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -130,20 +130,57 @@ def budget_choice(latency: Sequence[float], cost: Sequence[float], max_cost: flo
     return Choice(min(within, key=lambda sp: (latency[sp], cost[sp], sp)))
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a strategy may be given beside the two vectors (checked by ``Objective``)."""
+
+    weight: float = 0.5
+    deadline_s: float | None = None
+    max_cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyRule:
+    """How a strategy chooses and, for a constrained one, the limit it needs: the ``Objective``
+    field, the flag that gives it, and what the plan says when no split meets it."""
+
+    choose: Callable[[Sequence[float], Sequence[float], Limits], Choice]
+    needs: str | None = None  # "deadline_ms" or "max_cost_usd"
+    needs_what: str = ""
+    flag: str = ""
+    unmet: str = ""
+
+
+def _deadline(limits: Limits) -> float:
+    assert limits.deadline_s is not None
+    return limits.deadline_s
+
+
+def _budget(limits: Limits) -> float:
+    assert limits.max_cost_usd is not None
+    return limits.max_cost_usd
+
+
+STRATEGIES: dict[Strategy, StrategyRule] = {
+    Strategy.LATENCY: StrategyRule(lambda lat, cost, _: Choice(fastest(lat, cost))),
+    Strategy.COST: StrategyRule(lambda lat, cost, _: Choice(cheapest(lat, cost))),
+    Strategy.RANK: StrategyRule(lambda lat, cost, lim: Choice(rank_choice(lat, cost, lim.weight))),
+    Strategy.WEIGHTED: StrategyRule(
+        lambda lat, cost, lim: Choice(weighted_choice(lat, cost, lim.weight))),
+    Strategy.SLO: StrategyRule(
+        lambda lat, cost, lim: slo_choice(lat, cost, _deadline(lim)), needs="deadline_ms",
+        needs_what="a deadline", flag="--deadline-ms",
+        unmet="no split meets the deadline: the fastest"),
+    Strategy.BUDGET: StrategyRule(
+        lambda lat, cost, lim: budget_choice(lat, cost, _budget(lim)), needs="max_cost_usd",
+        needs_what="a cost cap", flag="--max-cost-usd",
+        unmet="no split within the budget: the cheapest"),
+}
+"""The registry: a new strategy is a ``Strategy`` member and its rule here."""
+
+
 def choose(strategy: Strategy, latency: Sequence[float], cost: Sequence[float], *,
            weight: float = 0.5, deadline_s: float | None = None,
            max_cost_usd: float | None = None) -> Choice:
     """Apply ``strategy``; arguments are checked by ``Objective`` before they get here."""
-    if strategy is Strategy.LATENCY:
-        return Choice(fastest(latency, cost))
-    if strategy is Strategy.COST:
-        return Choice(cheapest(latency, cost))
-    if strategy is Strategy.RANK:
-        return Choice(rank_choice(latency, cost, weight))
-    if strategy is Strategy.WEIGHTED:
-        return Choice(weighted_choice(latency, cost, weight))
-    if strategy is Strategy.SLO:
-        assert deadline_s is not None
-        return slo_choice(latency, cost, deadline_s)
-    assert max_cost_usd is not None
-    return budget_choice(latency, cost, max_cost_usd)
+    return STRATEGIES[strategy].choose(latency, cost, Limits(weight, deadline_s, max_cost_usd))
