@@ -31,6 +31,7 @@ from edgesplit.core.cost import cost_usd
 from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
+from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient, bounded_timings
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements
@@ -38,7 +39,7 @@ from edgesplit.edge.runtime import EdgeRuntime, InferenceResult, Timing
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import CloudUnavailable
 
-from .helpers import ManualClock, SetLink
+from .helpers import ManualClock
 
 SplitFactory = Callable[[str], SplitModel]
 Answer = Callable[[socket.socket], None]
@@ -153,7 +154,8 @@ def mnist_quick_profile(split_model: SplitFactory) -> Profile:
 @pytest.fixture
 def edge_for(split_model: SplitFactory, mnist_quick_profile: Profile,
              tmp_path: Path) -> Iterator[Callable[..., tuple[EdgeRuntime, ManualClock]]]:
-    """An edge of the MNIST CNN against a lying cloud; its clock moves when the test says."""
+    """An edge of the MNIST CNN against a lying cloud; its clock moves when the test says, and
+    its link estimate learns as in real use (so a test can see that it learned nothing)."""
     made: list[tuple[EdgeRuntime, LyingCloud]] = []
 
     def make(answer: Answer, objective: Objective = SPLIT_0,
@@ -163,7 +165,7 @@ def edge_for(split_model: SplitFactory, mnist_quick_profile: Profile,
         options = EdgeOptions(MODEL, cloud.url, objective=objective, log_dir=tmp_path,
                               timing=Timing(retry_s=1.0, min_deadline_s=min_deadline_s))
         edge = build_runtime(options, split=split_model(MODEL), profile=mnist_quick_profile,
-                             link=SetLink(bandwidth_kbps=100_000, rtt_ms=1),
+                             link=LinkEstimator(bandwidth_kbps=100_000, rtt_ms=1),
                              clock=FixedClock(2.0), monotonic=now)
         made.append((edge, cloud))
         make.clouds.append(cloud)  # type: ignore[attr-defined]
