@@ -192,6 +192,7 @@ class NetnsBench(Bench):
                         str(RELAY_PORT), "127.0.0.1", str(CLOUD_PORT), str(self.rtt_ms)], 0,
                        self.logs / "relay.log")
         self._children.append(relay)
+        self.testbed.attach(relay.pid, "cloud")  # its delay line must not wait for a core
         _read_line(relay, 60, "delay relay", self.logs / "relay.log")
         process = _spawn([*self.testbed.in_edge(),
                           *self._edge_command(f"http://{CLOUD_ADDRESS}:{RELAY_PORT}")], 1,

@@ -24,6 +24,7 @@ import platform
 import secrets
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -351,6 +352,7 @@ class Measurer:
             m: dict[str, Any] = self.bench.edge.ask(request)["measurement"]
             if m["finished"] == "cloud":
                 return m
+            time.sleep(1.0)  # the runtime tries the cloud again after its retry interval
         raise TestbedError(f"{model} at split point {split_point} kept finishing on the edge "
                            f"({m['fallback']}): the cloud is not answering; see the logs")
 
