@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,15 +152,7 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
                "--out", str(out), "--testbed", "netns"]
     runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = out / "runs.csv"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and runner.poll() is None:
-        if runs.exists() and len(runs.read_text().splitlines()) > 20:
-            break
-        time.sleep(0.05)
-    assert runner.poll() is None, "the run ended before it could be killed"
-    runner.send_signal(signal.SIGKILL)
-    runner.wait()
-    tag = json.loads((out / "config.json").read_text())["testbed"]["tag"]
+    tag = _kill_when(runner, out, lambda config: True)
     left = _leftovers(tag)
     assert left["namespaces"], "SIGKILL leaves the namespaces for `testbed down`"
     for ns in left["namespaces"]:  # the children died with the runner
@@ -170,10 +163,16 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
     down = _cli("testbed", "down", "--tag", tag)
     assert down.returncode == 0, down.stderr
     assert not any(_leftovers(tag).values())
+    # Killed again; this time resuming cleans up what the killed run left.
+    runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = _kill_when(runner, out, lambda config: config["testbed"]["tag"] != tag)
+    assert any(_leftovers(second).values())
     before = len(read_runs(runs))
     resumed = _cli("experiment", "--quick", "--settings", "6", "--out", str(out),
                    "--testbed", "netns")
     assert resumed.returncode == 0, resumed.stderr
+    assert f"netns esf-{second}-e" in resumed.stderr
+    assert not any(_leftovers(second).values())
     rows = read_runs(runs)
     assert len(rows) == 6 * (10 * 2 + 12) > before
     keys = Counter((key_of(r), r["edge"] if r["strategy"] == "oracle" else "") for r in rows)
@@ -183,6 +182,26 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
     different = _cli("experiment", "--quick", "--settings", "5", "--out", str(out))
     assert different.returncode == 2
     assert "holds an experiment with settings=6, not 5" in different.stderr
+
+
+def _kill_when(runner: subprocess.Popen[bytes], out: Path,
+               this_run: Callable[[dict[str, Any]], bool]) -> str:
+    """SIGKILL the runner once this run has added rows; returns its testbed's tag."""
+    runs = out / "runs.csv"
+    start = len(runs.read_text().splitlines()) if runs.exists() else 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and runner.poll() is None:
+        config = json.loads((out / "config.json").read_text()) if (
+            out / "config.json").exists() else {}
+        if ("tag" in config.get("testbed", {}) and this_run(config) and runs.exists()
+                and len(runs.read_text().splitlines()) > start + 20):
+            break
+        time.sleep(0.05)
+    assert runner.poll() is None, "the run ended before it could be killed"
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    tag: str = json.loads((out / "config.json").read_text())["testbed"]["tag"]
+    return tag
 
 
 def test_forced_split_skips_planning_and_is_logged(cloud: CloudProcess, mnist_profile_file: Path,

@@ -125,6 +125,7 @@ class Experiment:
         mode = resolve_testbed(self.config.testbed)
         models = list(self.config.models)
         began = datetime.now(UTC)
+        self._clean_up_after_a_crash(mode)
         tag = secrets.token_hex(3)
         self.record["testbed"] = self._testbed_record(mode) | (
             {"tag": tag, "clean_up": f"edgesplit testbed down --tag {tag}"}
@@ -149,6 +150,16 @@ class Experiment:
              "seconds": round((datetime.now(UTC) - began).total_seconds(), 1), "mode": mode})
         self._save()
         return self.out_dir
+
+    def _clean_up_after_a_crash(self, mode: str) -> None:
+        """A run killed with SIGKILL leaves its namespaces and cgroups: resuming removes them."""
+        old = self.record.get("testbed", {}).get("tag")
+        if mode == "netns" and old:
+            from edgesplit.testbed.netns import teardown
+
+            removed = teardown(old)
+            if removed:
+                self.say(f"removed what the stopped run left: {', '.join(removed)}")
 
     def _measure(self, bench: Bench, settings: list[Setting], units: list[Unit],
                  done: set[Any], store: RunsFile, measurer: Measurer) -> None:
