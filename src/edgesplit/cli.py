@@ -101,7 +101,7 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=1
 @JSON_OPTION
 def models(as_json: bool) -> None:
     """List the model zoo: layers, split points and parameters."""
-    rows = [{
+    rows: list[dict[str, Any]] = [{
         "model": name,
         "layers": spec.layers,
         "split_points": spec.split_points,
@@ -203,13 +203,13 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
                   "inference; ◀ chosen, * on the Pareto front")
     pareto = set(result.pareto)
     for row in result.candidates:
-        chosen = row.split_point == result.split_point
+        is_chosen = row.split_point == result.split_point
         table.add_row(str(row.split_point), row.layer, f"{row.edge_s * 1e3:.2f}",
                       f"{row.comm_s * 1e3:.2f}", f"{row.cloud_s * 1e3:.2f}",
                       f"{row.latency_s * 1e3:.2f}", f"{row.cost_usd * 1e6:.4f}",
                       _size(row.offload_bytes),
-                      ("◀" if chosen else "") + ("*" if row.split_point in pareto else ""),
-                      style="bold green" if chosen else None)
+                      ("◀" if is_chosen else "") + ("*" if row.split_point in pareto else ""),
+                      style="bold green" if is_chosen else None)
     out.print(table)
     chosen = result.chosen
     note = "" if result.constraint_met else f" ({STRATEGIES[o.strategy].unmet})"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -65,7 +66,7 @@ STRATEGIES = ("latency", "cost", "rank")
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 class _Cloud:
@@ -117,7 +118,7 @@ class _EdgeWatcher(threading.Thread):
     def __init__(self, process: subprocess.Popen[str]) -> None:
         super().__init__(daemon=True, name="edge-watcher")
         self.process = process
-        self.latest: dict | None = None
+        self.latest: dict[str, Any] | None = None
         self.first = threading.Event()
 
     def run(self) -> None:
