@@ -104,7 +104,7 @@ def test_wrong_tensors_are_refused_with_what_was_expected(split_model: SplitFact
 
 
 class ShapeCarrying(nn.Module):
-    """Reads the batch size early and uses it late: the cut between must not be offered."""
+    """Reads the batch size early and uses it late: the size is recomputed after any cut."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,11 +118,11 @@ class ShapeCarrying(nn.Module):
         return self.c(y).view(batch, -1)
 
 
-def test_cuts_that_would_carry_python_values_are_merged_away() -> None:
+def test_sizes_taken_early_are_recomputed_after_the_cut() -> None:
     module = ShapeCarrying().eval()
-    x = torch.randn(1, 4)
-    split = SplitModel(module, x)
-    assert split.n_layers < 3
+    split = SplitModel(module, torch.randn(1, 4))
+    assert split.n_layers == 3 and split.unsplittable == ()
+    x = torch.randn(5, 4)
     for sp in range(split.n_layers + 1):
         assert all(isinstance(t, torch.Tensor) for t in split.head(x, sp))
         assert torch.equal(split.tail(split.head(x, sp), sp), module(x))

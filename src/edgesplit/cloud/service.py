@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TailResult:
-    output: torch.Tensor
+    outputs: tuple[torch.Tensor, ...]  # flat, in the order of the model's ``outputs``
     layer_times_s: list[float]
     compute_s: float
     queue_s: float = 0.0  # from handing the tail to a worker to the worker starting it
@@ -55,8 +55,10 @@ class CloudService:
 
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
-        """Cast floats to the cut's dtype and refuse NaN, infinity and oversized batches."""
-        specs = self.split(name).split_points[split_point].tensors
+        """Cast floats to the cut's dtype and refuse NaN, infinity, tensors that are not what
+        crosses the cut and oversized batches (tensors without a batch dimension have none)."""
+        split = self.split(name)
+        specs = split.split_points[split_point].tensors
         out = []
         for spec, tensor in zip(specs, tensors, strict=False):
             expected = torch_dtype(spec.dtype)
@@ -65,10 +67,11 @@ class CloudService:
                 tensor = tensor.to(expected)
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise WireFormatError(f"{spec.name} contains NaN or infinity")
-            if tensor.dim() and tensor.shape[0] > self.max_batch:
-                raise WireFormatError(
-                    f"batch of {tensor.shape[0]} is over this server's limit of {self.max_batch}")
             out.append(tensor)
+        batch = split.check_tensors(out, split_point)
+        if batch > self.max_batch:
+            raise WireFormatError(f"batch of {batch} is over this server's limit of "
+                                  f"{self.max_batch}")
         return out
 
     def run(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
@@ -76,5 +79,11 @@ class CloudService:
         tensors = self.conform(name, split_point, tensors)
         timings: list[float] = []
         began = time.perf_counter()
-        output = split.tail(tensors, split_point, timings)
-        return TailResult(output, timings, time.perf_counter() - began)
+        try:
+            outputs = split.tail_outputs(tensors, split_point, timings)
+        except (RuntimeError, IndexError, ValueError) as exc:
+            # Well-formed tensors the model still cannot take (say token ids out of range).
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise WireFormatError(f"{name} cannot run on these tensors at split point "
+                                  f"{split_point}: {type(exc).__name__}: {first}") from exc
+        return TailResult(outputs, timings, time.perf_counter() - began)

@@ -65,7 +65,7 @@ class TailRunner:
         def work() -> TailResult:
             started = time.perf_counter()
             result = self.service.run(model, split_point, tensors)
-            return TailResult(result.output, result.layer_times_s, result.compute_s,
+            return TailResult(result.outputs, result.layer_times_s, result.compute_s,
                               queue_s=started - submitted)
 
         result = await self.in_worker(work)

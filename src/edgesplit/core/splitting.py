@@ -1,19 +1,29 @@
 """Turn any ``torch.nn.Module`` into an ordered list of split points, without touching ``forward``.
 
-The module is traced with ``torch.fx``. Every node that computes something is a *layer*; the
-layers in the graph's topological order are numbered ``1..N`` and a split point ``sp`` is the cut
-after layer ``sp`` (``0`` sends the raw input; ``N`` runs every layer on the edge and leaves the
-cloud nothing but the final output, as in the thesis, where results land in the cloud). What
-crosses a cut is the set of *live* tensors: produced at or before the cut and used after it.
-For a chain that is one tensor; after a residual fork it is two.
+The module is copied (the caller's stays as it was) and traced with ``torch.fx``. Every node that
+computes from the input's *data* is part of a *layer*; the layers in the graph's topological order
+are numbered ``1..N`` and a split point ``sp`` is the cut after layer ``sp`` (``0`` sends the raw
+input; ``N`` runs every layer on the edge and leaves the cloud nothing but the final outputs, as
+in the thesis, where results land in the cloud). What crosses a cut is the set of *live* tensors:
+computed at or before the cut and used after it. For a chain that is one tensor; after a residual
+fork it is two.
 
-Three kinds of node are not layers:
+Some nodes are not layers:
 
 - Dropout and Identity are removed (identities at inference, as in the thesis);
-- parameter-free reshapes and shape queries (``flatten``, ``view``, ``reshape``, ``size``, ...)
-  travel with the layer after them, so AlexNet's cut after the average pool sends 256x6x6;
-- a cut that would carry anything but tensors (say a Python int from ``x.size(0)``) is not
-  offered: the layers on both sides of it run as one.
+- parameter-free reshapes (``flatten``, ``view``, ``reshape``, ...) travel with the layer after
+  them, so AlexNet's cut after the average pool sends 256x6x6;
+- values that do not depend on the input's data are *derived*, never sent: parameters, buffers,
+  constants, optional arguments left at their defaults, shape queries (``x.size(0)``,
+  ``x.shape``) and whatever is computed from them only (``torch.arange(ids.size(1))``, an LSTM's
+  zero state). Each side recomputes them; a shape query from the batch size of what crosses the
+  cut, since every other dimension is fixed by the sample.
+
+A cut is not offered (the layers on both sides run as one, and ``unsplittable`` says why) when it
+would carry anything but tensors, a tensor whose shape does not follow the batch, views of one
+tensor that a later in-place operation would tell apart, or no batched tensor while the rest needs
+the batch size. Every tensor's batch dimension is learned by running the sample at batch 1 and 2;
+a model that cannot run at batch 2 takes batch 1 only.
 
 >>> import torch
 >>> from edgesplit.core.splitting import SplitModel
@@ -28,6 +38,9 @@ True
 
 from __future__ import annotations
 
+import copy
+import inspect
+import logging
 import operator
 import time
 from collections.abc import Iterable, Sequence
@@ -37,9 +50,11 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.node import map_arg
+from torch.fx.node import map_aggregate, map_arg
 
 from edgesplit.errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
+
+log = logging.getLogger(__name__)
 
 _REMOVED_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -55,15 +70,32 @@ _PASSIVE_METHODS = {
     "view", "reshape", "flatten", "squeeze", "unsqueeze", "size", "dim", "contiguous",
     "view_as", "reshape_as", "permute", "transpose", "t", "expand", "expand_as",
 }
+# Queries of a tensor's shape (recomputed from a stand-in of the right shape, never sent) and of
+# what never changes (taken from the sample).
+_SHAPE_METHODS = {"size", "dim", "numel", "nelement", "ndimension"}
+_SHAPE_ATTRIBUTES = {"shape", "ndim"}
+_STATIC_METHODS = {"is_floating_point", "is_complex"}
+_STATIC_ATTRIBUTES = {"dtype", "device", "is_cuda", "layout"}
+_IN_PLACE_FUNCTIONS = {
+    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+    operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
+    operator.irshift, operator.imatmul, operator.setitem,
+}
+_IRREGULAR = -1  # a tensor whose shape does not follow the batch
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Shape and dtype of one tensor that crosses a cut (batch of one)."""
+    """Shape (at batch 1) and dtype of one tensor that crosses a cut or leaves the model.
+
+    ``batch_dim`` is the dimension that grows with the batch (``shape[batch_dim] * batch``),
+    None for a tensor whose shape does not depend on the batch.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    batch_dim: int | None = 0
 
     @property
     def nbytes(self) -> int:
@@ -71,6 +103,37 @@ class TensorSpec:
         for dim in self.shape:
             count *= dim
         return count * torch_dtype(self.dtype).itemsize
+
+    @property
+    def open_shape(self) -> list[int]:
+        """The shape with -1 where it follows the batch, as OIP metadata writes it."""
+        return [-1 if d == self.batch_dim else size for d, size in enumerate(self.shape)]
+
+    def batched_shape(self, batch: int) -> tuple[int, ...]:
+        if self.batch_dim is None:
+            return self.shape
+        shape = list(self.shape)
+        shape[self.batch_dim] *= batch
+        return tuple(shape)
+
+    def batch_of(self, tensor: object, where: str) -> int | None:
+        """The batch size ``tensor`` has as this spec (None: unbatched); else WireFormatError."""
+        if not isinstance(tensor, torch.Tensor):
+            raise WireFormatError(f"{self.name}: expected a tensor, got {type(tensor).__name__}")
+        if dtype_name(tensor.dtype) != self.dtype:
+            raise WireFormatError(f"{self.name} {where}: expected dtype {self.dtype}, "
+                                  f"got {dtype_name(tensor.dtype)}")
+        batch = None
+        if self.batch_dim is not None and tensor.dim() == len(self.shape):
+            size, unit = tensor.shape[self.batch_dim], self.shape[self.batch_dim]
+            batch = size // unit if size >= unit and size % unit == 0 else 0
+        if tensor.dim() != len(self.shape) or batch == 0 or tuple(
+                tensor.shape) != self.batched_shape(batch or 1):
+            any_batch = {None: "", 0: " (any batch size)"}.get(
+                self.batch_dim, f" (any batch size in dimension {self.batch_dim})")
+            raise WireFormatError(f"{self.name} {where}: expected shape {list(self.shape)}"
+                                  f"{any_batch}, got {list(tensor.shape)}")
+        return batch
 
 
 @dataclass(frozen=True)
@@ -126,8 +189,12 @@ class _Step:
 class SplitModel:
     """A model cut into layers ``1..N``; ``head`` and ``tail`` run either side of a split point.
 
-    ``sample_input`` (batch of one) is run once to learn the shapes and sizes that cross each cut.
-    ``leaf_modules`` lists module types to keep whole (for parts torch.fx cannot trace).
+    ``module`` is copied and put in eval mode: the caller's module is not changed, and changing it
+    later does not change the split. ``sample_input`` (one sample, batch dimension first) is run
+    once to learn what crosses each cut. ``forward`` takes that one tensor; further arguments
+    must have defaults and stay at them. It may return a tensor, or tensors in a tuple, list or
+    dict (``outputs`` names them). ``leaf_modules`` lists module types to keep whole (for parts
+    torch.fx cannot trace).
     """
 
     def __init__(
@@ -137,29 +204,32 @@ class SplitModel:
         *,
         leaf_modules: Iterable[type[nn.Module]] = (),
     ) -> None:
-        module.eval()
-        try:
-            graph = _Tracer(tuple(leaf_modules)).trace(module)
-        except Exception as exc:  # fx raises many types for untraceable Python
-            raise ModelNotSplittable(
-                f"torch.fx cannot trace {type(module).__name__} ({exc}); pass the untraceable "
-                "submodule types as leaf_modules to keep them whole"
-            ) from exc
-        self._gm = fx.GraphModule(module, graph)
+        module = _private_copy(module)
+        self._name = type(module).__name__
+        self._gm = fx.GraphModule(module, _trace(module, tuple(leaf_modules)))
         self._modules = dict(self._gm.named_modules())
         _remove_identities(self._gm.graph, self._modules)
-        placeholders = [n for n in self._gm.graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
-            raise ModelNotSplittable(
-                f"{type(module).__name__}.forward takes {len(placeholders)} inputs; "
-                "a splittable model takes exactly one tensor"
-            )
-        self._input = placeholders[0]
-        self._output = next(n for n in self._gm.graph.nodes if n.op == "output")
-        steps = self._group_steps()
+        nodes = list(self._gm.graph.nodes)
+        self._order = {node: i for i, node in enumerate(nodes)}
+        self._input = nodes[0]
+        self._output = next(n for n in nodes if n.op == "output")
+        self._output_leaves: list[fx.Node] = []
+        map_arg(self._output.args[0], self._output_leaves.append)
+        sample = _one_sample(sample_input)
         with torch.inference_mode():
-            values = self._trace_values(steps, sample_input)
-        self._steps, self._live = _valid_cuts(steps, values, self._input, self._output)
+            values = self._sample_values(sample)
+            batch_dims = self._batch_dims(sample, values)
+        self._derived, self._queries = _classify(nodes, self._input, batch_dims, self._modules)
+        self._specs = {n: _spec(n.name, v, batch_dims[n]) for n, v in values.items()
+                       if isinstance(v, torch.Tensor)}
+        self._frozen = {n: values[n] for n in self._queries if _static_query(n)}
+        self.outputs: tuple[TensorSpec, ...] = self._output_specs(values, batch_dims)
+        self._segments: dict[tuple[int, int], list[fx.Node]] = {}
+        steps = self._group_steps(values)
+        self._steps, self._live, notes = self._valid_cuts(steps, values, batch_dims)
+        self.unsplittable: tuple[str, ...] = tuple(notes)
+        for note in notes:
+            log.info("%s: %s", self._name, note)
         self.layers: tuple[Layer, ...] = tuple(
             Layer(i, s.layer.name, s.layer.type) for i, s in enumerate(self._steps, 1)
         )
@@ -168,11 +238,11 @@ class SplitModel:
                 sp,
                 "input" if sp == 0 else self.layers[sp - 1].name,
                 "Input" if sp == 0 else self.layers[sp - 1].type,
-                tuple(_spec(n, values[n]) for n in live),
+                tuple(self._specs[n] for n in live),
             )
             for sp, live in enumerate(self._live)
         )
-        self._release = _release_plan(self._steps, self._output)
+        self._release = _release_plan(self._steps, self._output, self._derived)
 
     @property
     def n_layers(self) -> int:
@@ -185,50 +255,53 @@ class SplitModel:
         With ``timings`` given, the time of each layer run is appended to it (seconds).
         """
         self.check_split_point(split_point)
-        self.check_tensors((x,), 0)
-        env = self._run({self._input: x}, 0, split_point, timings)
+        batch = self.check_tensors((x,), 0)
+        env = self._run({self._input: x}, 0, split_point, batch, timings)
         return tuple(env[n] for n in self._live[split_point])
 
     def tail(self, tensors: torch.Tensor | Sequence[torch.Tensor], split_point: int,
              timings: list[float] | None = None) -> Any:
-        """Run layers ``split_point+1..N`` on what ``head`` sent; return the model's output."""
+        """Run layers ``split_point+1..N`` on what ``head`` sent; return the model's output
+        (a tensor, or the tuple, list or dict of tensors the model returns)."""
+        return self.pack_outputs(self.tail_outputs(tensors, split_point, timings))
+
+    def tail_outputs(self, tensors: torch.Tensor | Sequence[torch.Tensor], split_point: int,
+                     timings: list[float] | None = None) -> tuple[torch.Tensor, ...]:
+        """As ``tail``, but the outputs as a flat tuple in the order of ``outputs``."""
         self.check_split_point(split_point)
         if isinstance(tensors, torch.Tensor):
             tensors = (tensors,)
-        self.check_tensors(tensors, split_point)
+        batch = self.check_tensors(tensors, split_point)
         env = self._run(dict(zip(self._live[split_point], tensors, strict=True)),
-                        split_point, self.n_layers, timings)
-        return map_arg(self._output.args[0], env.__getitem__)
+                        split_point, self.n_layers, batch, timings)
+        return tuple(env[n] for n in self._output_leaves)
 
     def __call__(self, x: torch.Tensor, timings: list[float] | None = None) -> Any:
         """The whole model, layer by layer (equal to the original module's output)."""
         return self.tail(self.head(x, self.n_layers, timings), self.n_layers)
 
-    def check_tensors(self, tensors: Sequence[torch.Tensor], split_point: int) -> None:
-        """Raise ``WireFormatError`` unless ``tensors`` are what crosses ``split_point``.
+    def pack_outputs(self, tensors: Sequence[torch.Tensor]) -> Any:
+        """The model's output structure from its flat output tensors (``outputs`` order)."""
+        if len(tensors) != len(self.outputs):
+            raise WireFormatError(f"the model has {len(self.outputs)} output(s), got "
+                                  f"{len(tensors)}")
+        remaining = iter(tensors)
+        return map_arg(self._output.args[0], lambda _: next(remaining))
 
-        The batch dimension may differ from the sample's; every other dimension must match.
-        """
-        specs = self.split_points[split_point].tensors
-        if len(tensors) != len(specs):
-            raise WireFormatError(
-                f"split point {split_point} takes {len(specs)} tensor(s), got {len(tensors)}"
-            )
-        for spec, t in zip(specs, tensors, strict=True):
-            if not isinstance(t, torch.Tensor):
-                raise WireFormatError(f"{spec.name}: expected a tensor, got {type(t).__name__}")
-            if dtype_name(t.dtype) != spec.dtype:
-                raise WireFormatError(
-                    f"{spec.name} at split point {split_point}: expected dtype {spec.dtype}, "
-                    f"got {dtype_name(t.dtype)}"
-                )
-            if t.dim() != len(spec.shape) or tuple(t.shape[1:]) != spec.shape[1:] or (
-                t.dim() and t.shape[0] < 1
-            ):
-                raise WireFormatError(
-                    f"{spec.name} at split point {split_point}: expected shape "
-                    f"{list(spec.shape)} (any batch size), got {list(t.shape)}"
-                )
+    def output_tensors(self, output: Any) -> tuple[torch.Tensor, ...]:
+        """The flat tensors of an output structure, in the order of ``outputs``."""
+        return output_tensors(output)
+
+    def check_outputs(self, tensors: Sequence[torch.Tensor]) -> int:
+        """The batch size of a flat output, or ``WireFormatError`` unless it fits ``outputs``."""
+        return _check_all(self.outputs, tensors, "the model's output")
+
+    def check_tensors(self, tensors: Sequence[torch.Tensor], split_point: int) -> int:
+        """The batch size of ``tensors`` if they are what crosses ``split_point``; else raise
+        ``WireFormatError``. The batch may differ from the sample's; every other dimension must
+        match, and every batched tensor must have the same batch."""
+        return _check_all(self.split_points[split_point].tensors, tensors,
+                          f"split point {split_point}")
 
     def check_split_point(self, split_point: object) -> int:
         """``split_point`` if it is an integer from 0 to N; else ``InvalidSplitPoint``."""
@@ -240,19 +313,55 @@ class SplitModel:
             )
         return split_point
 
-    def _run(self, env: dict[fx.Node, Any], start: int, stop: int,
+    def _run(self, env: dict[fx.Node, Any], start: int, stop: int, batch: int,
              timings: list[float] | None) -> dict[fx.Node, Any]:
         clock = time.perf_counter
         with torch.inference_mode():
+            began = clock()
+            for node in self._segment(start, stop):
+                env[node] = self._recompute(node, env, batch)
+            carried = clock() - began  # counted in the first layer's time
             for index in range(start, stop):
-                began = clock() if timings is not None else 0.0
+                began = clock()
                 for node in self._steps[index].nodes:
                     env[node] = self._execute(node, env)
                 for node in self._release[index]:
                     env.pop(node, None)
                 if timings is not None:
-                    timings.append(clock() - began)
+                    timings.append(clock() - began + carried)
+                    carried = 0.0
         return env
+
+    def _segment(self, start: int, stop: int) -> list[fx.Node]:
+        """The derived nodes that layers ``start+1..stop`` (and the output at the end) need."""
+        key = (start, stop)
+        if key not in self._segments:
+            users = [n for step in self._steps[start:stop] for n in step.nodes]
+            self._segments[key] = self._needed(users + ([self._output] if stop == len(
+                self._steps) else []))
+        return self._segments[key]
+
+    def _needed(self, users: Iterable[fx.Node]) -> list[fx.Node]:
+        stack = [a for node in users for a in node.all_input_nodes if a in self._derived]
+        found: set[fx.Node] = set()
+        while stack:
+            node = stack.pop()
+            if node not in found:
+                found.add(node)
+                if node not in self._queries:
+                    stack.extend(a for a in node.all_input_nodes if a in self._derived)
+        return sorted(found, key=self._order.__getitem__)
+
+    def _recompute(self, node: fx.Node, env: dict[fx.Node, Any], batch: int) -> Any:
+        if node in self._frozen:
+            return self._frozen[node]
+        if node in self._queries:
+            source = node.all_input_nodes[0]
+            spec = self._specs[source]
+            stand_in = torch.empty(spec.batched_shape(batch), dtype=torch_dtype(spec.dtype),
+                                   device="meta")
+            return self._execute(node, {source: stand_in})
+        return self._execute(node, env)
 
     def _execute(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
         args = map_arg(node.args, env.__getitem__)
@@ -270,20 +379,72 @@ class SplitModel:
             for part in str(node.target).split("."):
                 value = getattr(value, part)
             return value
+        if node.op == "placeholder":  # an optional argument, at its default
+            return args[0] if args else None
         raise ModelNotSplittable(f"unexpected fx node {node.op} {node.name}")
 
-    def _group_steps(self) -> list[_Step]:
+    def _run_all(self, x: torch.Tensor) -> dict[fx.Node, Any]:
+        values: dict[fx.Node, Any] = {self._input: x}
+        for node in self._gm.graph.nodes:
+            if node is not self._input and node.op != "output":
+                values[node] = self._execute(node, values)
+        return values
+
+    def _run_doubled(self, sample: torch.Tensor) -> dict[fx.Node, Any]:
+        """Every value at batch 2 (empty if the model cannot run at batch 2). For real: the
+        meta device would save the compute but costs more in importing its kernels."""
+        try:
+            return self._run_all(torch.cat([sample, sample]))
+        except Exception:  # a model that takes batch 1 only: every shape is fixed
+            log.info("%s cannot run at batch 2: it takes batch 1 only", self._name)
+            return {}
+
+    def _sample_values(self, sample: torch.Tensor) -> dict[fx.Node, Any]:
+        try:
+            return self._run_all(sample)
+        except Exception as exc:  # the user's model may raise anything on a wrong sample
+            raise ModelNotSplittable(
+                f"{self._name} fails on the sample input of shape {list(sample.shape)} and "
+                f"dtype {dtype_name(sample.dtype)}: {_first_line(exc)}; pass one input the "
+                "model accepts") from None
+
+    def _batch_dims(self, sample: torch.Tensor,
+                    values: dict[fx.Node, Any]) -> dict[fx.Node, int | None]:
+        """Each tensor's batch dimension, from a run at batch 2 (None for all if it fails)."""
+        doubled = self._run_doubled(sample)
+        return {node: _batch_dim(value, doubled.get(node)) if doubled else None
+                for node, value in values.items() if isinstance(value, torch.Tensor)}
+
+    def _output_specs(self, values: dict[fx.Node, Any],
+                      batch_dims: dict[fx.Node, int | None]) -> tuple[TensorSpec, ...]:
+        names = _output_names(self._output.args[0], len(self._output_leaves))
+        for node in self._output_leaves:
+            if not isinstance(values[node], torch.Tensor):
+                raise ModelNotSplittable(
+                    f"{self._name}.forward returns {node.name}, a {type(values[node]).__name__}: "
+                    "a splittable model returns tensors (alone or in a tuple, list or dict)")
+        return tuple(_spec(name, values[node], batch_dims[node])
+                     for name, node in zip(names, self._output_leaves, strict=True))
+
+    def _group_steps(self, values: dict[fx.Node, Any]) -> list[_Step]:
         steps: list[_Step] = []
         pending: list[fx.Node] = []
+        owner: dict[fx.Node, _Step] = {}
         for node in self._gm.graph.nodes:
-            if node.op in ("placeholder", "output"):
+            if node.op in ("placeholder", "output") or node in self._derived:
+                continue
+            source = node.args[0] if node.target is operator.getitem else None
+            if source in owner and not isinstance(values[source], torch.Tensor):
+                owner[source].nodes.append(node)  # unpacking a tuple goes with what made it
+                owner[node] = owner[source]
                 continue
             pending.append(node)
             if not self._is_passive(node):
                 steps.append(_Step(pending, _describe(node, self._modules)))
+                owner.update(dict.fromkeys(pending, steps[-1]))
                 pending = []
         if not steps:
-            raise ModelNotSplittable("the model has no layers to split between")
+            raise ModelNotSplittable(f"{self._name} has no layers to split between")
         steps[-1].nodes.extend(pending)  # trailing reshapes belong to the last layer
         return steps
 
@@ -298,12 +459,206 @@ class SplitModel:
             return node.target in _PASSIVE_METHODS
         return False
 
-    def _trace_values(self, steps: list[_Step], x: torch.Tensor) -> dict[fx.Node, Any]:
-        values: dict[fx.Node, Any] = {self._input: x}
-        for step in steps:
-            for node in step.nodes:
-                values[node] = self._execute(node, values)
-        return values
+    def _valid_cuts(self, steps: list[_Step], values: dict[fx.Node, Any],
+                    batch_dims: dict[fx.Node, int | None]
+                    ) -> tuple[list[_Step], list[list[fx.Node]], list[str]]:
+        """Merge layers across cuts that cannot be offered, until every cut can."""
+        notes: list[str] = []
+        while True:
+            live = _live_sets(steps, self._input, self._output, self._derived)
+            bad = next(((cut, why) for cut in range(1, len(steps))
+                        if (why := self._why_not(cut, steps, live[cut], values, batch_dims))),
+                       None)
+            if bad is None:
+                return steps, live, notes
+            cut, why = bad
+            notes.append(f"no cut after {steps[cut - 1].layer.name}: {why}")
+            steps[cut - 1 : cut + 1] = [_Step(steps[cut - 1].nodes + steps[cut].nodes,
+                                              steps[cut].layer)]
+
+    def _why_not(self, cut: int, steps: list[_Step], live: list[fx.Node],
+                 values: dict[fx.Node, Any], batch_dims: dict[fx.Node, int | None]) -> str:
+        """Why the cut after step ``cut`` cannot be offered ('' if it can)."""
+        for node in live:
+            if not isinstance(values[node], torch.Tensor):
+                return (f"it would carry {node.name}, a {type(values[node]).__name__} computed "
+                        "from the input's data, not a tensor")
+            if batch_dims[node] == _IRREGULAR:
+                return f"the shape of {node.name} does not follow the batch size"
+        later = [n for step in steps[cut:] for n in step.nodes]
+        if _aliased([values[n] for n in live]) and any(_in_place(n, self._modules)
+                                                      for n in later):
+            return ("it would send views of one tensor as separate copies, which an in-place "
+                    "operation after it would tell apart")
+        if all(batch_dims[n] is None for n in live) and any(
+                q in self._queries and q not in self._frozen
+                and batch_dims[q.all_input_nodes[0]] is not None
+                for q in self._needed([*later, self._output])):
+            return "nothing it carries has the batch dimension that the layers after it need"
+        return ""
+
+
+def output_tensors(output: Any) -> tuple[torch.Tensor, ...]:
+    """The tensors in a model's output (a tensor, or a tuple, list or dict of them), in order."""
+    leaves: list[torch.Tensor] = []
+    map_aggregate(output, lambda v: leaves.append(v) if isinstance(v, torch.Tensor) else v)
+    return tuple(leaves)
+
+
+def _private_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` in eval mode: the split neither changes it nor follows its changes."""
+    if not isinstance(module, nn.Module):
+        raise ModelNotSplittable(f"expected a torch.nn.Module, got {type(module).__name__}")
+    try:
+        own = copy.deepcopy(module)
+    except Exception as exc:  # a module holding something that cannot be copied
+        raise ModelNotSplittable(
+            f"cannot copy {type(module).__name__} ({_first_line(exc)}): a split keeps its own "
+            "copy so that the caller's module stays as it is") from None
+    return own.eval()
+
+
+def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...]) -> fx.Graph:
+    name = type(module).__name__
+    try:
+        return _Tracer(leaf_modules).trace(module, concrete_args=_optional_arguments(module))
+    except ModelNotSplittable:
+        raise
+    except Exception as exc:  # fx raises many types for untraceable Python
+        raise ModelNotSplittable(
+            f"torch.fx cannot trace {name} ({_first_line(exc)}); pass the untraceable "
+            "submodule types as leaf_modules to keep them whole"
+        ) from exc
+
+
+def _optional_arguments(module: nn.Module) -> dict[str, Any] | None:
+    """``forward``'s arguments after the first, at their defaults (fx specialises on them)."""
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    named = [p for p in parameters if p.kind in kinds]
+    required = [p.name for p in named[1:] if p.default is inspect.Parameter.empty]
+    if not named or required:
+        raise ModelNotSplittable(
+            f"{type(module).__name__}.forward takes {len(required) + 1} required inputs "
+            f"({', '.join(p.name for p in named if p.default is inspect.Parameter.empty)}): "
+            "a splittable model takes one tensor (further arguments need defaults)")
+    return {p.name: p.default for p in named[1:]} or None
+
+
+def _one_sample(sample: object) -> torch.Tensor:
+    if not isinstance(sample, torch.Tensor):
+        raise ModelNotSplittable(f"the sample input must be a tensor, got {type(sample).__name__}")
+    if sample.dim() == 0 or sample.shape[0] != 1:
+        raise ModelNotSplittable(
+            f"the sample input has shape {list(sample.shape)}: a split learns its sizes from one "
+            "sample with a leading batch dimension of 1 (pass x[:1], or x.unsqueeze(0))")
+    return sample
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _batch_dim(one: torch.Tensor, two: object) -> int | None:
+    """The dimension that doubled from batch 1 to 2, None if none changed, else irregular."""
+    if not isinstance(two, torch.Tensor) or one.dim() != two.dim():
+        return _IRREGULAR
+    changed = [d for d, (a, b) in enumerate(zip(one.shape, two.shape, strict=True)) if a != b]
+    if not changed:
+        return None
+    if len(changed) == 1 and two.shape[changed[0]] == 2 * one.shape[changed[0]]:
+        return changed[0]
+    return _IRREGULAR
+
+
+def _is_query(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _SHAPE_METHODS | _STATIC_METHODS
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] in _SHAPE_ATTRIBUTES | _STATIC_ATTRIBUTES
+    return node.op == "call_function" and node.target in (len, torch.numel)
+
+
+def _static_query(node: fx.Node) -> bool:
+    return node.target in _STATIC_METHODS or (node.target is getattr
+                                              and node.args[1] in _STATIC_ATTRIBUTES)
+
+
+def _classify(nodes: list[fx.Node], input_node: fx.Node, batch_dims: dict[fx.Node, int | None],
+              modules: dict[str, nn.Module]) -> tuple[set[fx.Node], set[fx.Node]]:
+    """The derived nodes (independent of the input's data) and, among them, the shape queries.
+
+    A derived value that an in-place operation on data changes is data itself.
+    """
+    forced: set[fx.Node] = set()
+    while True:
+        derived: set[fx.Node] = set()
+        queries: set[fx.Node] = set()
+        for node in nodes:
+            if node is input_node or node.op == "output" or node in forced:
+                continue
+            inputs = node.all_input_nodes
+            if all(n in derived for n in inputs):
+                derived.add(node)
+            elif _is_query(node) and len(inputs) == 1 and batch_dims.get(
+                    inputs[0], _IRREGULAR) != _IRREGULAR:
+                derived.add(node)
+                queries.add(node)
+        mutated = {n.args[0] for n in nodes if n not in derived and _in_place(n, modules)
+                   and n.args and n.args[0] in derived}
+        if mutated <= forced:
+            return derived, queries
+        forced |= mutated
+
+
+def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_method":
+        return str(node.target).endswith("_") and not str(node.target).startswith("_")
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return (node.target in _IN_PLACE_FUNCTIONS or name.endswith("_") or "out" in node.kwargs
+                or bool(node.kwargs.get("inplace")))
+    if node.op == "call_module":
+        return bool(getattr(modules[str(node.target)], "inplace", False))
+    return False
+
+
+def _aliased(tensors: list[torch.Tensor]) -> bool:
+    """Whether two of ``tensors`` share memory (one is a view of the other, or both of one)."""
+    seen: set[int] = set()
+    for tensor in tensors:
+        if tensor.numel():
+            pointer = tensor.untyped_storage().data_ptr()
+            if pointer in seen:
+                return True
+            seen.add(pointer)
+    return False
+
+
+def _output_names(structure: Any, count: int) -> list[str]:
+    if isinstance(structure, fx.Node):
+        return ["output"]
+    if (isinstance(structure, dict) and len(structure) == count
+            and all(isinstance(k, str) and isinstance(v, fx.Node) for k, v in structure.items())):
+        return list(structure)
+    return [f"output_{i}" for i in range(count)]
+
+
+def _check_all(specs: Sequence[TensorSpec], tensors: Sequence[torch.Tensor], what: str) -> int:
+    if len(tensors) != len(specs):
+        raise WireFormatError(f"{what} takes {len(specs)} tensor(s) "
+                              f"({', '.join(s.name for s in specs)}), got {len(tensors)}")
+    batches = {s.name: b for s, t in zip(specs, tensors, strict=True)
+               if (b := s.batch_of(t, f"at {what}")) is not None}
+    if len(set(batches.values())) > 1:
+        raise WireFormatError(f"the tensors at {what} disagree on the batch size ("
+                              + ", ".join(f"{n}: {b}" for n, b in batches.items()) + ")")
+    return next(iter(batches.values()), 1)
 
 
 def _remove_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
@@ -331,52 +686,36 @@ def _owners(steps: list[_Step], input_node: fx.Node) -> dict[fx.Node, int]:
     return owner
 
 
-def _live_sets(steps: list[_Step], input_node: fx.Node,
-               output_node: fx.Node) -> list[list[fx.Node]]:
-    """For each cut 0..N, the nodes defined at or before it and used after it, in graph order."""
+def _live_sets(steps: list[_Step], input_node: fx.Node, output_node: fx.Node,
+               derived: set[fx.Node]) -> list[list[fx.Node]]:
+    """For each cut 0..N, the nodes defined at or before it and used after it, in graph order
+    (derived nodes are recomputed on each side, so nothing is live for them)."""
     owner = _owners(steps, input_node)
     n = len(steps)
-    last_use = {
-        node: max((n + 1 if user is output_node else owner[user]) for user in node.users)
-        for node in owner if node.users
-    }
+    last_use = {}
+    for node in owner:
+        uses = [n + 1 if user is output_node else owner[user] for user in node.users
+                if user not in derived]
+        if uses:
+            last_use[node] = max(uses)
     ordered = list(owner)
     return [[node for node in ordered if owner[node] <= cut < last_use.get(node, -1)]
             for cut in range(n + 1)]
 
 
-def _valid_cuts(steps: list[_Step], values: dict[fx.Node, Any], input_node: fx.Node,
-                output_node: fx.Node) -> tuple[list[_Step], list[list[fx.Node]]]:
-    """Merge layers across cuts that would carry non-tensors, until every cut carries tensors."""
-    while True:
-        live = _live_sets(steps, input_node, output_node)
-        bad = next((cut for cut in range(1, len(steps))
-                    if not all(isinstance(values[node], torch.Tensor) for node in live[cut])),
-                   None)
-        if bad is None:
-            break
-        steps[bad - 1 : bad + 1] = [_Step(steps[bad - 1].nodes + steps[bad].nodes,
-                                          steps[bad].layer)]
-    for cut in (0, len(steps)):
-        if not all(isinstance(values[node], torch.Tensor) for node in live[cut]):
-            raise ModelNotSplittable(
-                "the model's input and output must be tensors (or tuples of tensors)"
-            )
-    return steps, live
-
-
-def _release_plan(steps: list[_Step], output_node: fx.Node) -> list[list[fx.Node]]:
+def _release_plan(steps: list[_Step], output_node: fx.Node,
+                  derived: set[fx.Node]) -> list[list[fx.Node]]:
     """After each step, the values no later step needs (so a run keeps little memory)."""
     owner = {node: index for index, step in enumerate(steps) for node in step.nodes}
     release: list[list[fx.Node]] = [[] for _ in steps]
     for step in steps:
         for node in step.nodes:
-            users = list(node.users)
+            users = [u for u in node.users if u not in derived]
             if users and output_node not in users:
-                last = max(owner[u] for u in users)
-                release[last].append(node)
+                release[max(owner[u] for u in users)].append(node)
     return release
 
 
-def _spec(node: fx.Node, value: torch.Tensor) -> TensorSpec:
-    return TensorSpec(node.name, tuple(value.shape), dtype_name(value.dtype))
+def _spec(name: str, value: torch.Tensor, batch_dim: int | None) -> TensorSpec:
+    return TensorSpec(name, tuple(value.shape), dtype_name(value.dtype),
+                      None if batch_dim == _IRREGULAR else batch_dim)

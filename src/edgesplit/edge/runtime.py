@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import torch
 
 from edgesplit.core.planning import Candidate, Planner, SplitPlan
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
-from edgesplit.core.splitting import SplitModel, torch_dtype
+from edgesplit.core.splitting import SplitModel, output_tensors, torch_dtype
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient, Expected
 from edgesplit.edge.measurements import Measurement, MeasurementLog
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InferenceResult:
-    output: torch.Tensor
+    output: Any  # what the model returns: a tensor, or a tuple, list or dict of them
     measurement: Measurement
 
 
@@ -85,9 +86,11 @@ class Timing:
         return max(self.min_deadline_s, self.deadline_factor * (chosen.comm_s + chosen.cloud_s))
 
 
-def top1(output: torch.Tensor) -> torch.Tensor:
-    """The model's top-1 class per sample: the one place that reads a model's output."""
-    return output.reshape(output.shape[0], -1).argmax(1)
+def top1(output: Any) -> torch.Tensor:
+    """The model's top-1 class per sample, from its first output: the one place that reads a
+    model's output (a tensor, or a tuple, list or dict of them)."""
+    first = output_tensors(output)[0]
+    return (first.reshape(first.shape[0], -1) if first.dim() else first.reshape(1, 1)).argmax(1)
 
 
 class CodecGuard:
@@ -325,7 +328,7 @@ class EdgeRuntime:
                 return plan
             self._excluded.add((split_point, plan.codec))
 
-    def _offload(self, x: torch.Tensor, plan: SplitPlan) -> tuple[torch.Tensor, Ran]:
+    def _offload(self, x: torch.Tensor, plan: SplitPlan) -> tuple[Any, Ran]:
         sp, codec = plan.split_point, parse_codec(plan.codec)
         edge_layers: list[float] = []
         began = time.perf_counter()
@@ -356,17 +359,18 @@ class EdgeRuntime:
         self.link.observe_transfer(reply.request_bytes, reply.round_trip_s - reply.cloud_s)
         cloud = CloudPart(reply.cloud_s, tuple(reply.layer_times_s), reply.request_bytes,
                           reply.response_bytes)
-        return reply.output, replace(head, latency_s=latency_s, cloud=cloud)
+        return self.split.pack_outputs(reply.outputs), replace(head, latency_s=latency_s,
+                                                               cloud=cloud)
 
     def _expected(self, batch: int, sp: int) -> Expected:
         """What the cloud must answer for a batch cut at ``sp``: the model's outputs for this
         batch, each layer after the cut timed."""
         n = self.split.n_layers
-        outputs = tuple(((batch, *spec.shape[1:]), TORCH_TO_DATATYPE[torch_dtype(spec.dtype)])
-                        for spec in self.split.split_points[n].tensors)
+        outputs = tuple((spec.batched_shape(batch), TORCH_TO_DATATYPE[torch_dtype(spec.dtype)])
+                        for spec in self.split.outputs)
         return Expected(outputs, n - sp)
 
-    def _run_locally(self, x: torch.Tensor, reason: str) -> tuple[torch.Tensor, Ran]:
+    def _run_locally(self, x: torch.Tensor, reason: str) -> tuple[Any, Ran]:
         layers: list[float] = []
         began = time.perf_counter()
         output = self.split(x, layers)
@@ -375,7 +379,7 @@ class EdgeRuntime:
                            edge_layers_s=tuple(layers), edge_s=elapsed, codec_s=0.0,
                            offload_bytes=0, encoded_bytes=0, latency_s=elapsed, fallback=reason)
 
-    def _finish(self, output: torch.Tensor, ran: Ran, conditions: Conditions,
+    def _finish(self, output: Any, ran: Ran, conditions: Conditions,
                 replan: str, plan: SplitPlan) -> InferenceResult:
         """Learn from what ran, then log it and hand it back."""
         self._seq += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from fastapi import APIRouter, Depends, Request
 
 from edgesplit.cloud.decoding import OffloadRequest, decode_offload
@@ -14,6 +15,12 @@ from edgesplit.cloud.tail import TailCall, run_tail_request
 router = APIRouter()
 
 
+def top1(output: torch.Tensor) -> int:
+    """The first sample's top class (the largest element of its flattened output)."""
+    rows = output.reshape(output.shape[0], -1) if output.dim() else output.reshape(1, 1)
+    return int(rows[0].argmax())
+
+
 @router.post("/offload", openapi_extra=OFFLOAD_BODY_SCHEMA)
 async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) -> dict[str, Any]:
     def decode(body: bytes) -> TailCall[OffloadRequest]:
@@ -22,9 +29,13 @@ async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) ->
 
     answer = await run_tail_request(request, cloud, decode)
     req, result = answer.call.request, answer.result
-    output = result.output
+    output = result.outputs[0]  # the thesis's answer has one output; all are in "outputs"
+    specs = cloud.service.split(req.model).outputs
     return {"model": req.model, "splitting_point": req.splitting_point,
             "shape": list(output.shape), "output": output.reshape(-1).tolist(),
-            "prediction": int(output.reshape(output.shape[0], -1).argmax(1)[0]),
+            "prediction": top1(output),
+            "outputs": [{"name": spec.name, "shape": list(t.shape), "dtype": spec.dtype,
+                         "data": t.reshape(-1).tolist()}
+                        for t, spec in zip(result.outputs, specs, strict=True)],
             "cloud_s": answer.cloud_s, "compute_s": result.compute_s,
             "layer_times_s": result.layer_times_s}

@@ -15,11 +15,9 @@ from edgesplit.cloud.decoding import datatype_of, decode_infer
 from edgesplit.cloud.schemas import INFER_BODY_SCHEMA
 from edgesplit.cloud.state import CloudState, cloud_state
 from edgesplit.cloud.tail import TailCall, run_tail_request
-from edgesplit.core.splitting import SplitModel
+from edgesplit.core.splitting import SplitModel, TensorSpec
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import HEADER_LENGTH, InferenceRequest, encode_response
-
-OUTPUT_NAME = "output"
 
 
 def router(served_models: list[str]) -> APIRouter:
@@ -62,23 +60,23 @@ def router(served_models: list[str]) -> APIRouter:
 
 def metadata(model: str, split: SplitModel) -> dict[str, Any]:
     """``GET /v2/models/{model}``: inputs, outputs and every split point with its tensors."""
-    first = split.split_points[0].tensors[0]
-    out = split.split_points[-1].tensors
     return {
         "name": model,
         "versions": ["1"],
         "platform": "pytorch",
-        "inputs": [{"name": first.name, "datatype": datatype_of(first.dtype),
-                    "shape": [-1, *first.shape[1:]]}],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": datatype_of(t.dtype),
-                     "shape": [-1, *t.shape[1:]]} for t in out],
+        "inputs": [_tensor(t, t.open_shape) for t in split.split_points[0].tensors],
+        "outputs": [_tensor(t, t.open_shape) for t in split.outputs],
         "parameters": {"split_points": [
             {"split_point": sp.split_point, "layer": sp.layer, "layer_type": sp.layer_type,
              "offload_bytes": sp.offload_bytes,
-             "tensors": [{"name": t.name, "datatype": datatype_of(t.dtype),
-                          "shape": list(t.shape)} for t in sp.tensors]}
+             "tensors": [_tensor(t, list(t.shape)) for t in sp.tensors]}
             for sp in split.split_points]},
     }
+
+
+def _tensor(spec: TensorSpec, shape: list[int]) -> dict[str, Any]:
+    """One tensor in the metadata (shape: with -1 where it follows the batch, or at batch 1)."""
+    return {"name": spec.name, "datatype": datatype_of(spec.dtype), "shape": shape}
 
 
 async def run_infer(request: Request, model: str, cloud: CloudState) -> Response:
@@ -96,6 +94,8 @@ async def run_infer(request: Request, model: str, cloud: CloudState) -> Response
     timings = {"split_point": answer.call.split_point, "cloud_s": answer.cloud_s,
                "compute_s": result.compute_s, "queue_s": result.queue_s,
                "layer_times_s": result.layer_times_s}
-    content, headers = encode_response(model, [encode_tensor(result.output, name=OUTPUT_NAME)],
-                                       timings, binary=binary, request_id=parsed.id)
+    outputs = [encode_tensor(tensor, name=spec.name) for tensor, spec in
+               zip(result.outputs, cloud.service.split(model).outputs, strict=True)]
+    content, headers = encode_response(model, outputs, timings, binary=binary,
+                                       request_id=parsed.id)
     return Response(content, headers=headers)

@@ -1,0 +1,268 @@
+"""Models the project had never seen, split at every point and run through the real cloud.
+
+The cloud is the real app under a real uvicorn server on loopback; each test sends what the head
+computes over HTTP with the Open Inference Protocol and compares every output with the original
+module's, exactly (floats to within reassociation), at batch 1 and at batch 3.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from torch import nn
+
+from edgesplit.cloud import CloudService, ServerSettings, create_app
+from edgesplit.core.profiler import profile_model
+from edgesplit.core.splitting import SplitModel
+from edgesplit.edge.factory import EdgeOptions, build_runtime
+from edgesplit.errors import ModelNotSplittable
+from edgesplit.wire.codecs import encode_tensor
+from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
+
+from . import unusual_models as unusual
+from .conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, SplitModel]:
+    return {name: SplitModel(unusual.build(name), unusual.sample(name))
+            for name in unusual.MODELS}
+
+
+@pytest.fixture(scope="module")
+def cloud(splits: dict[str, SplitModel]) -> Iterator[str]:
+    """The cloud app serving every unusual model, on a real uvicorn server in this process."""
+    port = free_port()
+    app = create_app(ServerSettings(), service=CloudService(splits))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            if httpx.get(f"{url}/v2/health/ready").is_success:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def infer(url: str, model: str, split_point: int, tensors: tuple[torch.Tensor, ...],
+          split: SplitModel, binary: bool = True) -> httpx.Response:
+    encoded = [encode_tensor(t, name=spec.name)
+               for t, spec in zip(tensors, split.split_points[split_point].tensors, strict=True)]
+    body, headers = encode_request(encoded, {"split_point": split_point}, binary_output=binary)
+    return httpx.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers,
+                      timeout=60)
+
+
+def same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal; floats to within reassociation (the cloud's worker thread may split a batched
+    convolution over a different number of threads than this one)."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return False
+    if not want.is_floating_point():
+        return torch.equal(got, want)
+    return torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def local_outputs(name: str, split: SplitModel, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.inference_mode():
+        return split.output_tensors(unusual.build(name)(x))
+
+
+@pytest.mark.parametrize("name", list(unusual.MODELS))
+def test_every_split_point_through_the_cloud_equals_the_model(
+        name: str, splits: dict[str, SplitModel], cloud: str) -> None:
+    split = splits[name]
+    for batch in (1, 3):
+        x = unusual.sample(name, batch)
+        expected = local_outputs(name, split, x)
+        for sp in range(split.n_layers + 1):
+            response = infer(cloud, name, sp, split.head(x, sp), split)
+            assert response.status_code == 200, (sp, response.text)
+            header, outputs = parse_response(response.content,
+                                             response.headers.get(HEADER_LENGTH))
+            assert [o["name"] for o in header["outputs"]] == [s.name for s in split.outputs]
+            assert len(outputs) == len(expected)
+            for got, want in zip(outputs, expected, strict=True):
+                assert same(got, want), (name, batch, sp)
+
+
+def test_every_output_is_named_and_typed_in_the_metadata(cloud: str) -> None:
+    meta = httpx.get(f"{cloud}/v2/models/dict_outputs").json()
+    assert meta["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [-1, 5]},
+                               {"name": "label", "datatype": "INT64", "shape": [-1]}]
+    pair = httpx.get(f"{cloud}/v2/models/two_outputs").json()
+    assert [(o["name"], o["shape"]) for o in pair["outputs"]] == [("output_0", [-1, 4]),
+                                                                  ("output_1", [-1, 12])]
+
+
+def test_json_answers_and_the_thesis_route_carry_every_output(
+        splits: dict[str, SplitModel], cloud: str) -> None:
+    split = splits["two_outputs"]
+    x = unusual.sample("two_outputs")
+    expected = local_outputs("two_outputs", split, x)
+    response = infer(cloud, "two_outputs", 2, split.head(x, 2), split, binary=False)
+    assert response.headers["content-type"] == "application/json"
+    _, outputs = parse_response(response.content, None)
+    assert all(torch.allclose(g, w, rtol=0, atol=1e-6)
+               for g, w in zip(outputs, expected, strict=True))
+    thesis = httpx.post(f"{cloud}/offload", timeout=60, json={
+        "tensor": base64.b64encode(x.numpy().astype("<f4").tobytes()).decode(),
+        "splitting_point": 0, "model": "two_outputs"}).json()
+    assert [o["name"] for o in thesis["outputs"]] == ["output_0", "output_1"]
+    assert thesis["prediction"] == int(expected[0].argmax())
+    assert torch.allclose(torch.tensor(thesis["outputs"][1]["data"]), expected[1].reshape(-1))
+
+
+def test_the_edge_runtime_returns_every_output_with_and_without_the_cloud(
+        splits: dict[str, SplitModel], cloud: str) -> None:
+    split = splits["two_outputs"]
+    x = unusual.sample("two_outputs")
+    expected = unusual.build("two_outputs")(x)
+    profile = profile_model("two_outputs", split=split, sample=x, clocks_ghz=(), repeats=1)
+    for url in (cloud, None):
+        with build_runtime(EdgeOptions("two_outputs", url), split=split,
+                           profile=profile) as edge:
+            result = edge.infer(x)
+        assert result.measurement.finished == ("cloud" if url else "edge")
+        assert isinstance(result.output, tuple) and len(result.output) == 2
+        assert all(torch.equal(g, w) for g, w in zip(result.output, expected, strict=True))
+        assert result.measurement.prediction == int(expected[0].argmax())
+
+
+def test_a_dict_output_keeps_its_names_locally(splits: dict[str, SplitModel]) -> None:
+    x = unusual.sample("dict_outputs", 2)
+    out = splits["dict_outputs"](x)
+    assert set(out) == {"scores", "label"}
+    assert torch.equal(out["label"], unusual.build("dict_outputs")(x)["label"])
+
+
+def test_the_split_neither_changes_the_callers_module_nor_follows_it() -> None:
+    model = unusual.build("buffers").train()
+    stats = model.bn1.running_mean.clone()
+    x = unusual.sample("buffers", 4)
+    split = SplitModel(model, x[:1])
+    assert model.training, "the caller's module was put in eval mode"
+    before = split(x)
+    model(x)  # the user trains: BatchNorm statistics move in the user's module
+    assert not torch.equal(model.bn1.running_mean, stats)
+    with torch.no_grad():
+        model.gate.mul_(3)
+    assert torch.equal(split(x), before)
+    assert torch.equal(split(x), unusual.build("buffers")(x))
+
+
+def test_values_that_are_not_data_are_recomputed_not_sent(
+        splits: dict[str, SplitModel]) -> None:
+    positional = splits["positional"]
+    for sp in positional.split_points:
+        # Only the token activations travel; the positions arange(length) never do.
+        assert all(t.batch_dim == 0 and t.dtype != "int64" for t in sp.tensors[sp.split_point
+                                                                               == 0:])
+    buffers = splits["buffers"]
+    for sp in buffers.split_points[1:]:
+        assert len(sp.tensors) == 1 and sp.tensors[0].name not in ("gate", "centre")
+    lstm = splits["lstm"]
+    assert all(t.shape[0] == 1 for sp in lstm.split_points for t in sp.tensors)
+
+
+def test_data_without_a_batch_dimension_travels(splits: dict[str, SplitModel],
+                                                cloud: str) -> None:
+    split = splits["batch_statistics"]
+    unbatched = [sp.split_point for sp in split.split_points
+                 if any(t.batch_dim is None for t in sp.tensors)]
+    assert unbatched, "the per-feature peak should cross some cut"
+    x = unusual.sample("batch_statistics", 16)  # as many samples as the server's batch limit
+    expected = local_outputs("batch_statistics", split, x)
+    for sp in unbatched:
+        response = infer(cloud, "batch_statistics", sp, split.head(x, sp), split)
+        assert response.status_code == 200, response.text
+        _, outputs = parse_response(response.content, response.headers.get(HEADER_LENGTH))
+        assert same(outputs[0], expected[0])
+
+
+def test_views_changed_in_place_are_never_separated_by_a_cut(
+        splits: dict[str, SplitModel]) -> None:
+    split = splits["view_in_place"]
+    assert split.n_layers == 3
+    assert all("views of one tensor" in note for note in split.unsplittable)
+    assert len(split.unsplittable) == 2
+
+
+def test_an_early_size_is_recomputed_not_a_reason_to_collapse(
+        splits: dict[str, SplitModel]) -> None:
+    assert splits["early_size"].n_layers == splits["late_size"].n_layers == 6
+    assert splits["early_size"].unsplittable == ()
+
+
+class DataDependentScale(nn.Module):
+    """A Python number from the input's data: no cut may carry it, and the split says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        peak = x.abs().max().item()
+        return self.b(self.a(x)) / peak
+
+
+def test_a_model_that_collapses_says_why() -> None:
+    x = torch.randn(1, 4)
+    model = DataDependentScale().eval()
+    split = SplitModel(model, x)
+    # abs and max may be cut after; from .item() to the end, every cut would carry the float.
+    assert [layer.type for layer in split.layers] == ["abs", "max", "truediv"]
+    assert len(split.unsplittable) == 3
+    assert all("item, a float computed from the input's data" in note
+               for note in split.unsplittable)
+    for sp in range(split.n_layers + 1):
+        assert torch.equal(split.tail(split.head(x, sp), sp), model(x))
+
+
+class NeedsMask(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * mask
+
+
+def test_bad_samples_and_inputs_are_refused_in_one_clear_line() -> None:
+    model = unusual.build("se_net")
+    with pytest.raises(ModelNotSplittable, match=r"fails on the sample input of shape "
+                                                 r"\[1, 3, 7\]") as wrong:
+        SplitModel(model, torch.randn(1, 3, 7))
+    assert "\n" not in str(wrong.value)
+    with pytest.raises(ModelNotSplittable, match=r"shape \[4, 3, 16, 16\].*batch dimension of 1"):
+        SplitModel(model, unusual.sample("se_net", 4))
+    with pytest.raises(ModelNotSplittable, match=r"2 required inputs \(x, mask\)"):
+        SplitModel(NeedsMask(), torch.randn(1, 3))
+
+
+def test_an_optional_argument_is_left_at_its_default(splits: dict[str, SplitModel]) -> None:
+    x = unusual.sample("optional_mask", 2)
+    assert torch.equal(splits["optional_mask"](x), unusual.build("optional_mask")(x))
+
+
+def test_well_formed_tensors_the_model_cannot_take_get_400(cloud: str,
+                                                           splits: dict[str, SplitModel]
+                                                           ) -> None:
+    ids = torch.full((1, 9), 999, dtype=torch.int64)  # token ids past the vocabulary
+    response = infer(cloud, "positional", 0, (ids,), splits["positional"])
+    assert response.status_code == 400
+    assert "cannot run on these tensors" in response.json()["error"]
+    assert httpx.get(f"{cloud}/v2/health/ready").json() == {"ready": True}

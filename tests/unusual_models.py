@@ -1,0 +1,333 @@
+"""Models the project had never seen, for the end-to-end tests of splitting (not the product zoo).
+
+Each kind stresses one thing a split must get right: inverted residuals and depthwise convs,
+parallel branches, skip connections across the network, squeeze-and-excitation (shape queries),
+attention, an LSTM with a zero state sized by the batch, positional embeddings with ``arange``,
+several outputs, buffers and a parameter used in two places, an early ``x.size(0)``, views with
+in-place operations, an optional forward argument and a tensor without a batch dimension.
+``build(name)`` gives the module (deterministic weights, eval mode) and ``sample(name)`` one input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand, 3x3 depthwise, 1x1 project, residual when shapes match."""
+
+    def __init__(self, channels: int, expand: int = 4) -> None:
+        super().__init__()
+        hidden = channels * expand
+        self.expand = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False),
+                                    nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True))
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True))
+        self.project = nn.Sequential(nn.Conv2d(hidden, channels, 1, bias=False),
+                                     nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(self.depthwise(self.expand(x)))
+
+
+class MobileNetV2Like(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(8), nn.ReLU6(inplace=True))
+        self.blocks = nn.Sequential(InvertedResidual(8), InvertedResidual(8))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+class InceptionLike(nn.Module):
+    """Four parallel branches concatenated on the channels, twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b1 = nn.Conv2d(3, 4, 1)
+        self.b3 = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.b5 = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Conv2d(2, 4, 5, padding=2))
+        self.bp = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(3, 4, 1))
+        self.mix = nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], dim=1)
+        y = F.relu(self.mix(F.relu(y)))
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+class UNetLike(nn.Module):
+    """Encoder, bottleneck, decoder; each decoder level concatenates its encoder's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.bottom = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.up2 = nn.ConvTranspose2d(16, 16, 2, stride=2)
+        self.dec2 = nn.Sequential(nn.Conv2d(32, 8, 3, padding=1), nn.ReLU())
+        self.up1 = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec1 = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        b = self.bottom(F.max_pool2d(e2, 2))
+        d2 = self.dec2(torch.cat([self.up2(b), e2], dim=1))
+        return self.dec1(torch.cat([self.up1(d2), e1], dim=1))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // 2)
+        self.fc2 = nn.Linear(channels // 2, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.size(0), x.size(1)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * s.view(b, c, 1, 1)
+
+
+class SENet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.se1 = SqueezeExcite(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.se2 = SqueezeExcite(8)
+        self.fc = nn.Linear(8 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se1(F.relu(self.conv1(x)))
+        y = self.se2(F.relu(self.conv2(y)))
+        return self.fc(y.reshape(y.size(0), -1))
+
+
+class HandAttention(nn.Module):
+    """Scaled dot-product attention written out, shapes taken from the input."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.scale = dim ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        weights = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1)
+        return self.out(weights @ v)
+
+
+class AttentionNet(nn.Module):
+    """A token mixer: MultiheadAttention, then hand-written attention, then a mean-pool head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+        self.hand = HandAttention(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        attended, _ = self.mha(h, h, h, need_weights=False)
+        h = self.norm(h + attended)
+        h = h + self.hand(h)
+        return self.head(h.mean(dim=1))
+
+
+class LSTMNet(nn.Module):
+    """An LSTM over a sequence with a zero initial state sized by the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(5, 12)
+        self.lstm = nn.LSTM(12, 12, batch_first=True)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.zeros(1, x.size(0), 12)
+        c0 = torch.zeros(1, x.size(0), 12)
+        out, (hn, _) = self.lstm(torch.tanh(self.proj(x)), (h0, c0))
+        return self.head(out[:, -1] + hn[0])
+
+
+class PositionalNet(nn.Module):
+    """Token ids plus learned positions ``pos(arange(length))``: the positions are no data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(50, 16)
+        self.pos = nn.Embedding(32, 16)
+        self.mix = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 7)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.tokens(ids) + self.pos(torch.arange(ids.size(1)))
+        h = torch.relu(self.mix(h))
+        return self.head(h + self.pos(torch.arange(ids.size(1))))
+
+
+class TwoOutputs(nn.Module):
+    """Class scores and an embedding, as a tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.embed = nn.Linear(6 * 8 * 8, 12)
+        self.classify = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.embed(torch.flatten(F.relu(self.conv(x)), 1))
+        return self.classify(torch.relu(features)), F.normalize(features, dim=1)
+
+
+class DictOutputs(nn.Module):
+    """Named outputs of two dtypes: float scores and the int64 top class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(10, 16)
+        self.fc2 = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        scores = self.fc2(torch.relu(self.fc1(x)))
+        return {"scores": scores, "label": scores.argmax(dim=1)}
+
+
+class Buffers(nn.Module):
+    """BatchNorm statistics, a registered buffer and a parameter used far apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("centre", torch.linspace(-1, 1, 8).view(1, 8, 1, 1))
+        self.gate = nn.Parameter(torch.linspace(0.5, 1.5, 8).view(1, 8, 1, 1))
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x))) * self.gate - self.centre
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.conv3(y) * self.gate + self.centre
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+class EarlySize(nn.Module):
+    """Takes the batch size before three convolutions and uses it at the end (item 15)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.size(0)
+        y = self.c3(F.relu(self.c2(F.relu(self.c1(x)))))
+        return torch.sigmoid(y).reshape(b, -1)
+
+
+class LateSize(EarlySize):
+    """``EarlySize``'s twin that takes the size at the reshape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c3(F.relu(self.c2(F.relu(self.c1(x)))))
+        return torch.sigmoid(y).reshape(y.size(0), -1)
+
+
+class ViewInPlace(nn.Module):
+    """Item 14: an in-place op on a view changes its base after another layer read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        v = a.narrow(1, 0, 4)
+        w = torch.sigmoid(a)
+        v.relu_()
+        return a + w
+
+
+class OptionalMask(nn.Module):
+    """``forward(x, mask=None)``: the mask is optional and left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        if mask is not None:
+            h = h * mask
+        return self.fc2(h)
+
+
+class BatchStatistics(nn.Module):
+    """Scales by a per-feature maximum over the batch: data without a batch dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 6)
+        self.fc2 = nn.Linear(6, 6)
+        self.fc3 = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        peak = h.abs().amax(dim=0) + 1.0
+        h = torch.relu(self.fc2(h))
+        return self.fc3(h / peak)
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = {
+    "mobilenet_v2_like": (MobileNetV2Like, lambda: torch.randn(1, 3, 16, 16)),
+    "inception_like": (InceptionLike, lambda: torch.randn(1, 3, 12, 12)),
+    "unet_like": (UNetLike, lambda: torch.randn(1, 3, 16, 16)),
+    "se_net": (SENet, lambda: torch.randn(1, 3, 16, 16)),
+    "attention": (AttentionNet, lambda: torch.randn(1, 5, 6)),
+    "lstm": (LSTMNet, lambda: torch.randn(1, 7, 5)),
+    "positional": (PositionalNet, lambda: torch.randint(0, 50, (1, 9))),
+    "two_outputs": (TwoOutputs, lambda: torch.randn(1, 3, 8, 8)),
+    "dict_outputs": (DictOutputs, lambda: torch.randn(1, 10)),
+    "buffers": (Buffers, lambda: torch.randn(1, 3, 8, 8)),
+    "early_size": (EarlySize, lambda: torch.randn(1, 3, 8, 8)),
+    "late_size": (LateSize, lambda: torch.randn(1, 3, 8, 8)),
+    "view_in_place": (ViewInPlace, lambda: torch.randn(1, 3, 6, 6)),
+    "optional_mask": (OptionalMask, lambda: torch.randn(1, 8)),
+    "batch_statistics": (BatchStatistics, lambda: torch.randn(1, 6)),
+}
+
+
+def build(name: str) -> nn.Module:
+    """The model with deterministic weights (BatchNorm statistics too), in eval mode."""
+    torch.manual_seed(sum(map(ord, name)))
+    model = MODELS[name][0]()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def sample(name: str, batch: int = 1) -> torch.Tensor:
+    """A deterministic input of ``batch`` samples."""
+    torch.manual_seed(1000 + sum(map(ord, name)))
+    return torch.cat([MODELS[name][1]() for _ in range(batch)])
