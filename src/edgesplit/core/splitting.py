@@ -610,7 +610,7 @@ def _classify(nodes: list[fx.Node], input_node: fx.Node, batch_dims: dict[fx.Nod
                 derived.add(node)
                 queries.add(node)
         mutated = {n.args[0] for n in nodes if n not in derived and _in_place(n, modules)
-                   and n.args and n.args[0] in derived}
+                   and n.args and isinstance(n.args[0], fx.Node) and n.args[0] in derived}
         if mutated <= forced:
             return derived, queries
         forced |= mutated
