@@ -226,7 +226,7 @@ def test_a_model_that_collapses_says_why() -> None:
     # abs and max may be cut after; from .item() to the end, every cut would carry the float.
     assert [layer.type for layer in split.layers] == ["abs", "max", "truediv"]
     assert len(split.unsplittable) == 3
-    assert all("item, a float computed from the input's data" in note
+    assert all("item (a Python float computed from the input's data)" in note
                for note in split.unsplittable)
     for sp in range(split.n_layers + 1):
         assert torch.equal(split.tail(split.head(x, sp), sp), model(x))

@@ -180,6 +180,10 @@ class _Tracer(fx.Tracer):
         return isinstance(m, self._extra_leaves) or super().is_leaf_module(m, qualname)
 
 
+class _NodeFailed(Exception):
+    """A node of the traced graph raised on the sample (the message names the node)."""
+
+
 @dataclass
 class _Step:
     nodes: list[fx.Node]  # passive nodes first, the layer node last
@@ -387,7 +391,10 @@ class SplitModel:
         values: dict[fx.Node, Any] = {self._input: x}
         for node in self._gm.graph.nodes:
             if node is not self._input and node.op != "output":
-                values[node] = self._execute(node, values)
+                try:
+                    values[node] = self._execute(node, values)
+                except Exception as exc:  # the user's model may raise anything
+                    raise _NodeFailed(f"at {node.name}: {_first_line(exc)}") from exc
         return values
 
     def _run_doubled(self, sample: torch.Tensor) -> dict[fx.Node, Any]:
@@ -395,18 +402,18 @@ class SplitModel:
         meta device would save the compute but costs more in importing its kernels."""
         try:
             return self._run_all(torch.cat([sample, sample]))
-        except Exception:  # a model that takes batch 1 only: every shape is fixed
+        except _NodeFailed:  # a model that takes batch 1 only: every shape is fixed
             log.info("%s cannot run at batch 2: it takes batch 1 only", self._name)
             return {}
 
     def _sample_values(self, sample: torch.Tensor) -> dict[fx.Node, Any]:
         try:
             return self._run_all(sample)
-        except Exception as exc:  # the user's model may raise anything on a wrong sample
+        except _NodeFailed as exc:
             raise ModelNotSplittable(
                 f"{self._name} fails on the sample input of shape {list(sample.shape)} and "
-                f"dtype {dtype_name(sample.dtype)}: {_first_line(exc)}; pass one input the "
-                "model accepts") from None
+                f"dtype {dtype_name(sample.dtype)} {exc}; pass one input the model accepts"
+            ) from None
 
     def _batch_dims(self, sample: torch.Tensor,
                     values: dict[fx.Node, Any]) -> dict[fx.Node, int | None]:
@@ -421,8 +428,9 @@ class SplitModel:
         for node in self._output_leaves:
             if not isinstance(values[node], torch.Tensor):
                 raise ModelNotSplittable(
-                    f"{self._name}.forward returns {node.name}, a {type(values[node]).__name__}: "
-                    "a splittable model returns tensors (alone or in a tuple, list or dict)")
+                    f"{self._name}.forward returns {node.name} (a Python "
+                    f"{type(values[node]).__name__}): a splittable model returns tensors (alone "
+                    "or in a tuple, list or dict)")
         return tuple(_spec(name, values[node], batch_dims[node])
                      for name, node in zip(names, self._output_leaves, strict=True))
 
@@ -481,8 +489,8 @@ class SplitModel:
         """Why the cut after step ``cut`` cannot be offered ('' if it can)."""
         for node in live:
             if not isinstance(values[node], torch.Tensor):
-                return (f"it would carry {node.name}, a {type(values[node]).__name__} computed "
-                        "from the input's data, not a tensor")
+                return (f"it would carry {node.name} (a Python {type(values[node]).__name__} "
+                        "computed from the input's data), not a tensor")
             if batch_dims[node] == _IRREGULAR:
                 return f"the shape of {node.name} does not follow the batch size"
         later = [n for step in steps[cut:] for n in step.nodes]
