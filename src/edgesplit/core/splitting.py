@@ -549,7 +549,10 @@ def _optional_arguments(module: nn.Module) -> dict[str, Any] | None:
              inspect.Parameter.KEYWORD_ONLY)
     named = [p for p in parameters if p.kind in kinds]
     required = [p.name for p in named[1:] if p.default is inspect.Parameter.empty]
-    if not named or required:
+    if not named:
+        raise ModelNotSplittable(f"{type(module).__name__}.forward must take the input tensor "
+                                 "as a named first argument, as in forward(self, x)")
+    if required:
         raise ModelNotSplittable(
             f"{type(module).__name__}.forward takes {len(required) + 1} required inputs "
             f"({', '.join(p.name for p in named if p.default is inspect.Parameter.empty)}): "
