@@ -35,7 +35,7 @@ def fixed_threads() -> None:
 
 @cache
 def _split_model(name: str) -> SplitModel:
-    return SplitModel(zoo.build_model(name), zoo.sample_input(name))
+    return zoo.build_split(name)
 
 
 @pytest.fixture(scope="session")

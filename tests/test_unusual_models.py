@@ -163,6 +163,16 @@ def test_the_split_neither_changes_the_callers_module_nor_follows_it() -> None:
     assert torch.equal(split(x), unusual.build("buffers")(x))
 
 
+def test_a_module_handed_over_is_used_as_it_is() -> None:
+    model = unusual.build("buffers")
+    x = unusual.sample("buffers")
+    split = SplitModel(model, x, take=True)  # no copy: the zoo's memory-mapped weights stay so
+    before = split(x)
+    with torch.no_grad():
+        model.gate.mul_(3)
+    assert not torch.equal(split(x), before)
+
+
 def test_values_that_are_not_data_are_recomputed_not_sent(
         splits: dict[str, SplitModel]) -> None:
     positional = splits["positional"]

@@ -83,7 +83,7 @@ def profile_model(
     torch.set_num_threads(threads)
     try:
         x = zoo.sample_input(name) if sample is None else sample
-        split = split or SplitModel(zoo.build_model(name), x)
+        split = split or SplitModel(zoo.build_model(name), x, take=True)
         layer_times, forward_s = measure_layers(split, x, repeats, warmup, progress)
     finally:
         torch.set_num_threads(previous_threads)

@@ -198,7 +198,8 @@ class SplitModel:
     once to learn what crosses each cut. ``forward`` takes that one tensor; further arguments
     must have defaults and stay at them. It may return a tensor, or tensors in a tuple, list or
     dict (``outputs`` names them). ``leaf_modules`` lists module types to keep whole (for parts
-    torch.fx cannot trace).
+    torch.fx cannot trace). ``take=True`` hands the module over instead of copying it (the zoo's
+    freshly built, memory-mapped models): the caller must not use or change it afterwards.
     """
 
     def __init__(
@@ -207,8 +208,10 @@ class SplitModel:
         sample_input: torch.Tensor,
         *,
         leaf_modules: Iterable[type[nn.Module]] = (),
+        take: bool = False,
     ) -> None:
-        module = _private_copy(module)
+        module = module.eval() if take and isinstance(module, nn.Module) else _private_copy(
+            module)
         self._name = type(module).__name__
         self._gm = fx.GraphModule(module, _trace(module, tuple(leaf_modules)))
         self._modules = dict(self._gm.named_modules())

@@ -151,7 +151,7 @@ def build_split(name: str) -> SplitModel:
     """A zoo model as a ``SplitModel``, traced on its sample input."""
     from edgesplit.core.splitting import SplitModel
 
-    return SplitModel(build_model(name), sample_input(name))
+    return SplitModel(build_model(name), sample_input(name), take=True)
 
 
 def sample_input(name: str) -> torch.Tensor:
