@@ -80,3 +80,15 @@ def test_synthetic_weights_are_generated_once_then_mapped_from_the_cache() -> No
     generated = zoo._generate_weights(spec)  # what the architecture's own init draws
     for key, tensor in second.state_dict().items():
         assert torch.equal(tensor, generated[key]), key
+
+
+def test_an_unreadable_weights_cache_is_generated_again() -> None:
+    first = zoo.build_model("resnet18")
+    expected = {key: tensor.clone() for key, tensor in first.state_dict().items()}
+    path = zoo.weights_path(zoo.get_spec("resnet18"), first)
+    path.unlink()  # a new file, as a cache is replaced: the mapped one must stay whole
+    path.write_bytes(b"not a safetensors file")
+    again = zoo.build_model("resnet18")
+    for key, tensor in again.state_dict().items():
+        assert torch.equal(tensor, expected[key]), key
+    assert path.stat().st_size > 1_000_000  # rewritten whole

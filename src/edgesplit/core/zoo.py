@@ -210,22 +210,37 @@ def weights_path(spec: ModelSpec, model: nn.Module) -> Path:
 
 
 def _synthetic_weights(spec: ModelSpec, meta_model: nn.Module) -> Mapping[str, torch.Tensor]:
-    """The cached weights (memory-mapped), generating and caching them the first time."""
-    from safetensors.torch import load_file, save_file
+    """The cached weights (memory-mapped), generating and caching them the first time (and
+    again if the cached file is unreadable). Files are replaced, never rewritten in place: a
+    running process keeps mapping the one it opened."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     path = weights_path(spec, meta_model)
-    if not path.exists():
-        state = _generate_weights(spec)
+    if path.exists():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            save_file(state, partial)
-            os.replace(partial, path)
-        except OSError as exc:
-            log.warning("cannot cache %s's weights in %s (%s): generating them at every start",
-                        spec.name, path.parent, exc.strerror or exc)
-            return state
-    return load_file(path)  # memory-mapped: pages come in as the first forward touches them
+            return load_file(path)  # memory-mapped: pages come in as a forward touches them
+        except (SafetensorError, OSError) as exc:
+            log.warning("re-generating %s's weights: the cached %s is unreadable (%s)",
+                        spec.name, path, exc)
+    state = _generate_weights(spec)
+    return load_file(path) if _cache_weights(spec, state, path) else state
+
+
+def _cache_weights(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path) -> bool:
+    """Write ``state`` to ``path`` atomically; False (and a warning) if it cannot be cached."""
+    from safetensors.torch import save_file
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        save_file(state, partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        log.warning("cannot cache %s's weights in %s (%s): generating them at every start",
+                    spec.name, path.parent, exc.strerror or exc)
+        return False
+    return True
 
 
 def _generate_weights(spec: ModelSpec) -> dict[str, torch.Tensor]:
