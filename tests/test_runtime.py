@@ -198,3 +198,15 @@ def test_edge_run_cli_offloads_and_reports(cloud: CloudProcess, mnist_profile_fi
         capture_output=True, text=True, timeout=120, env=os.environ | {"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "2 inferences, 2 finished in the cloud" in result.stdout
+
+
+def test_the_thesis_predictor_runs_the_edge_too(mnist_profile_file: Path) -> None:
+    """Every predictor takes what the runtime learns (the thesis's keeps its fit)."""
+    options = EdgeOptions("mnist_cnn", predictor="thesis")  # no cloud: all on the edge
+    with build_runtime(options, profile=read_profile(mnist_profile_file),
+                       clock=FixedClock(1.5)) as edge:
+        fitted = edge.planner.predictor.predict(edge.conditions())
+        rows = [edge.infer(zoo.sample_input("mnist_cnn")).measurement for _ in range(2)]
+        assert edge.planner.predictor.predict(edge.conditions()) == fitted
+    assert [(m.predictor, m.finished, m.prediction) for m in rows] == [("thesis", "edge", 2)] * 2
+    assert rows[0].predicted_latency_s == rows[0].predicted_edge_s > 0
