@@ -55,6 +55,21 @@ def _row(model: str, edge: str, predictor: str, strategy: str, setting: int, rep
                      "method": method, "codec": "raw"}
 
 
+def test_noise_floor_is_the_regret_of_choosing_by_one_repeat() -> None:
+    # Medians 1.0, 1.1, 3.0: split 0 is best. Repeat 0 alone finds it; repeat 1 alone picks
+    # split 1 (0.9 < 1.2): regret 1.1/1.0 - 1 = 10%. Mean over the two repeats: 5%.
+    samples = {0: (1.0, 1.2, 0.8), 1: (1.3, 0.9, 1.1), 2: (3.0, 3.0, 3.0)}
+    rows = [{k: str(v) for k, v in _row("m", "rent", "", "oracle", 0, repeat, sp, latency,
+                                        0.0).items()}
+            for sp, values in samples.items() for repeat, latency in enumerate(values)]
+    from edgesplit.testbed.evaluation import noise_floor, oracle
+
+    o = oracle(rows)
+    assert o.latency[("m", "rent", 0)] == {0: 1.0, 1: 1.1, 2: 3.0}
+    # repeat 2 picks split 0 (0.8): no regret. Mean of 0, 0.1 and 0.
+    assert noise_floor(rows, o) == {"m": round(0.1 / 3, 4)}
+
+
 def test_runs_file_drops_unfinished_units_and_half_lines(tmp_path: Path) -> None:
     units = [Unit("m", 0, 0, "oracle", split_point=0), Unit("m", 0, 0, "oracle", split_point=1),
              Unit("m", 0, 0, "strategy", edge="rent", predictor="thesis", strategy="OL")]
@@ -151,6 +166,8 @@ def test_report_tables_match_hand_computation(tmp_path: Path) -> None:
     assert float(thesis_latency["worst_regret"]) == 1.0
     assert (float(thesis_latency["best_share"]), float(thesis_latency["top3_share"])) == (0, 1)
     assert float(thesis_latency["thesis_mean_regret"]) == 0.2091
+    assert float(thesis_latency["noise_floor"]) == 0.0  # one repeat's best is the medians' best
+    assert effect[("thesis", "cost")]["noise_floor"] == ""  # judged for latency only
     profile_latency = effect[("profile", "latency")]  # chose the best both times
     assert (float(profile_latency["mean_regret"]), float(profile_latency["best_share"])) == (0, 1)
     assert profile_latency["thesis_mean_regret"] == ""

@@ -135,11 +135,42 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
                   console=err) as bar:
         task = bar.add_task("starting the testbed", total=None)
+        log_line = _LogLine()
 
         def progress(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=what)
+            if not err.is_terminal:  # nohup or a pipe: no live bar, so a line every 5%
+                log_line(done, total, what)
 
         result = Experiment(config, out_dir, progress=progress,
                             say=lambda text: bar.console.print(text, highlight=False)).run()
     out.print(f"experiment done: {result / 'runs.csv'}; report with `edgesplit report "
               f"{result}`", highlight=False, soft_wrap=True)
+
+
+class _LogLine:
+    """Progress as plain lines for a log file: every 5% of the units, with the time left
+    estimated from this run's pace so far."""
+
+    def __init__(self) -> None:
+        self.first: tuple[float, int] | None = None
+        self.step = -1
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        import time
+        from datetime import UTC, datetime, timedelta
+
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, done)
+        step = done * 20 // max(total, 1)
+        if step == self.step:
+            return
+        self.step = step
+        began, at_start = self.first
+        pace = (now - began) / (done - at_start) if done > at_start else None
+        left = f", about {pace * (total - done) / 60:.0f} min left (done near " \
+            f"{datetime.now(UTC) + timedelta(seconds=pace * (total - done)):%H:%M} UTC)" \
+            if pace else ""
+        print(f"{datetime.now(UTC):%H:%M:%S} {done}/{total} units{left}: {what}", file=sys.stderr,
+              flush=True)

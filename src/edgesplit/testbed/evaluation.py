@@ -12,6 +12,8 @@ Definitions (every number of the report comes from these):
   are how often the rank is 1, at most 3, at most 5. The latency objective judges OL's choices,
   the cost objective OC's, both for the rented edge (OL's choice does not depend on the edge;
   an owned edge's cheapest split is all-on-edge by construction).
+- Noise floor: the latency regret of choosing by one repeat of the oracle alone (see
+  ``noise_floor``); a predictor's regret is judged against it.
 - Consistency: each strategy row (an end-to-end inference at the chosen split) over the oracle's
   median at that split and setting; for a composed oracle this checks the composition.
 - Pareto: a CL choice is on the measured front when no split point is measured both at least
@@ -129,8 +131,28 @@ class Effectiveness:
     best_share: float
     top3_share: float
     top5_share: float
+    noise_floor: float | None
     thesis_mean_regret: float | None
     thesis_top5_share: float | None
+
+
+def noise_floor(rows: Iterable[Row], o: Oracle) -> dict[str, float]:
+    """Per model, the mean latency regret of choosing, in each setting and repeat, the split
+    that was fastest in that one repeat of the oracle: what measurement noise alone costs a
+    choice that knew the truth up to noise. Regrets near it are as good as this testbed can
+    tell apart."""
+    by_repeat: dict[tuple[str, int, int], dict[int, float]] = defaultdict(dict)
+    for r in rows:
+        if r["strategy"] == "oracle" and r["edge"] == "rent":
+            by_repeat[(r["model"], int(r["setting"]), int(r["repeat"]))][
+                int(r["split_point"])] = float(r["latency_s"])
+    regrets: dict[str, list[float]] = defaultdict(list)
+    for (model, setting, _), values in sorted(by_repeat.items()):
+        if len(values) > 1:
+            chosen = min(values, key=lambda sp: (values[sp], sp))
+            regrets[model].append(regret_and_rank(o.latency[(model, "rent", setting)],
+                                                  chosen)[0])
+    return {model: round(statistics.mean(v), 4) for model, v in regrets.items()}
 
 
 def regret_and_rank(values: Mapping[int, float], chosen: int) -> tuple[float, int]:
@@ -140,9 +162,9 @@ def regret_and_rank(values: Mapping[int, float], chosen: int) -> tuple[float, in
     return regret, 1 + sum(v < values[chosen] for v in values.values())
 
 
-def effectiveness(s: Strategies, o: Oracle,
-                  thesis: Mapping[str, Any] | None = None) -> list[Effectiveness]:
-    figures = (thesis or {})
+def effectiveness(s: Strategies, o: Oracle, thesis: Mapping[str, Any] | None = None,
+                  floor: Mapping[str, float] | None = None) -> list[Effectiveness]:
+    figures, floor = (thesis or {}), (floor or {})
     deficit = figures.get("latency_deficit_vs_optimal_pct", {})
     top5 = figures.get("share_in_best_5_pct", {})
     out = []
@@ -160,6 +182,7 @@ def effectiveness(s: Strategies, o: Oracle,
             out.append(Effectiveness(
                 model, predictor, objective, len(scored), round(statistics.mean(regrets), 4),
                 round(max(regrets), 4), _share(ranks, 1), _share(ranks, 3), _share(ranks, 5),
+                floor.get(model) if objective == "latency" else None,
                 round(deficit[model] / 100, 4) if ours and model in deficit else None,
                 round(top5[model] / 100, 4) if ours and model in top5 else None))
     return out
