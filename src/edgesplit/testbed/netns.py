@@ -31,7 +31,7 @@ CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 EDGE_ADDRESS = "10.200.0.1"
 CLOUD_ADDRESS = "10.200.0.2"
 PERIOD_US = 10_000
-"""CFS period: 10 ms (DESIGN.md section 5: whole forwards scale close to linearly with it)."""
+"""CFS period: 10 ms (docs/design.md section 5: whole forwards scale close to linearly with it)."""
 MIN_QUOTA_US = 1_000  # the kernel's minimum
 MAX_SHARES = 262_144
 TBF = ("burst", "32kbit", "latency", "400ms")  # the thesis's Wondershaper-like cap
