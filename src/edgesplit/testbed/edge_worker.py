@@ -10,8 +10,9 @@ answers one JSON line per request line (JSON on pipes, never pickle):
 - ``{"op": "load", "model": M, "profile": {...}}``: an ``EdgeRuntime`` for M with that profile.
 - ``{"op": "infer", "model": M, "split_point": K, "clock_ghz": C, "bandwidth_kbps": B,
   "rtt_ms": R}``: one inference forced at split K through the real runtime (measured as usual).
-- ``{"op": "prefix", "model": M}``: one whole forward's cumulative per-layer times (the head of
-  every split point at once, measured at the current speed).
+- ``{"op": "prefix", "model": M, "warmup": W, "repeats": R}``: whole forwards' cumulative
+  per-layer times (the head of every split point at once, at the current speed), the median
+  of R after W warm-up forwards.
 - ``{"op": "tail", "model": M}``: an all-in-cloud offload's per-layer cloud times.
 - ``{"op": "send", "bytes": N}``: seconds to send N bytes to the cloud's probe and get the answer.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import sys
 import time
 from itertools import accumulate
@@ -108,9 +110,13 @@ class Worker:
 
     def op_prefix(self, request: dict[str, Any]) -> dict[str, Any]:
         split, x = self.splits[request["model"]], self.inputs[request["model"]]
-        layers: list[float] = []
-        split(x, layers)
-        return {"head_s": [0.0, *accumulate(layers)]}
+        runs = []
+        for i in range(int(request.get("warmup", 0)) + int(request.get("repeats", 1))):
+            layers: list[float] = []
+            split(x, layers)
+            if i >= int(request.get("warmup", 0)):
+                runs.append([0.0, *accumulate(layers)])
+        return {"head_s": [statistics.median(column) for column in zip(*runs, strict=True)]}
 
     def op_tail(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request["model"]

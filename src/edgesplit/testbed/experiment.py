@@ -4,8 +4,9 @@ For every setting (bandwidth and clock drawn as in section 6.7) and repeat, it m
 
 - the oracle: every split point of every model, forced, end to end through the testbed (the edge
   worker's real runtime, the shaped link, the real cloud). Where that does not fit in the time
-  (VGG16 cuts carry up to 12.8 MB, 14 s each at 7.2 Mbit/s) the oracle is composed from measured
-  parts: the head of every split point from one throttled forward on the edge, the transfer of
+  (VGG16 cuts carry up to 16.8 MB, 19 s each at 7.2 Mbit/s) the oracle is composed from measured
+  parts: the head of every split point from throttled forwards on the edge (the median of three
+  after a warm-up), the transfer of
   each distinct payload size over the shaped link (once per setting) and the tail from the
   cloud's own per-layer times; ``method`` says which (``e2e`` or ``parts``).
 - each strategy's choice: OC (cheapest), OL (fastest) and CL (rank, w = 0.5), for an owned and a
@@ -58,7 +59,7 @@ FORMAT = "edgesplit-experiment/1"
 CALIBRATION_CLOCKS_GHZ = (0.6, 0.9, 1.2)
 PARTS_ABOVE_BYTES = 20_000_000
 """``--oracle auto`` composes a model's oracle from parts when all its cuts together exceed this
-(VGG16: about 115 MB per setting and repeat, 2 minutes at 7.2 Mbit/s; AlexNet: about 5 MB)."""
+(VGG16: about 150 MB per setting and repeat, 3 minutes at 7.2 Mbit/s; AlexNet: about 5 MB)."""
 OBJECTIVES = {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}
 Progress = Callable[[str, int, int], None]
 
@@ -369,7 +370,10 @@ class Measurer:
 
     def _parts(self, unit: Unit, setting: Setting) -> list[dict[str, Any]]:
         profile = self.profiles[unit.model]
-        head = self.bench.edge.ask({"op": "prefix", "model": unit.model})["head_s"]
+        # One warm-up forward (the worker ran other models just before), then the median of
+        # three, split point by split point.
+        head = self.bench.edge.ask({"op": "prefix", "model": unit.model, "warmup": 1,
+                                    "repeats": 3})["head_s"]
         tail_layers = self.bench.edge.ask({"op": "tail", "model": unit.model})["layer_times_s"]
         rows = []
         for sp in profile.split_points:
