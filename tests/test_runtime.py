@@ -209,4 +209,5 @@ def test_the_thesis_predictor_runs_the_edge_too(mnist_profile_file: Path) -> Non
         rows = [edge.infer(zoo.sample_input("mnist_cnn")).measurement for _ in range(2)]
         assert edge.planner.predictor.predict(edge.conditions()) == fitted
     assert [(m.predictor, m.finished, m.prediction) for m in rows] == [("thesis", "edge", 2)] * 2
-    assert rows[0].predicted_latency_s == rows[0].predicted_edge_s > 0
+    assert rows[0].predicted_latency_s == rows[0].predicted_edge_s
+    assert (rows[0].predicted_comm_s, rows[0].predicted_cloud_s) == (0.0, 0.0)
