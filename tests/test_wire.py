@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from edgesplit.wire.codecs import (
 )
 from edgesplit.wire.protocol import (
     HEADER_LENGTH,
+    JsonData,
     encode_request,
     encode_response,
     input_tensor,
@@ -118,15 +120,51 @@ def test_json_inputs_are_decoded_and_checked() -> None:
     body = json.dumps({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
                                    "data": [[1, 2], [3, 4]]}]}).encode()
     request, payloads = parse_request(body, None)
-    assert payloads == [None]
-    assert input_tensor(request.inputs[0], None, 4).tolist() == [[1, 2], [3, 4]]
+    assert payloads == [JsonData(b"[[1, 2], [3, 4]]")]  # kept as text until decoded
+    assert input_tensor(request.inputs[0], payloads[0], 4).tolist() == [[1, 2], [3, 4]]
     with pytest.raises(WireFormatError, match="more than the 3 allowed"):
-        input_tensor(request.inputs[0], None, 3)
+        input_tensor(request.inputs[0], payloads[0], 3)
     bad = json.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
                                   "data": ["a", "b"]}]}).encode()
-    request, _ = parse_request(bad, None)
+    request, payloads = parse_request(bad, None)
     with pytest.raises(WireFormatError, match="not a list of FP32 numbers"):
-        input_tensor(request.inputs[0], None, 4)
+        input_tensor(request.inputs[0], payloads[0], 4)
+
+
+@pytest.mark.parametrize(("data", "shape", "datatype", "expected"), [
+    ("[1, 2.5e3, -3E-1, 0]", [2, 2], "FP32", [1, 2500, -0.3, 0]),  # flat: numpy parses it
+    ("[[1, 2], [3, 4]]", [2, 2], "FP16", [1, 2, 3, 4]),  # nested as the shape
+    ("[[[1], [2]]]", [1, 2, 1], "FP64", [1, 2]),
+    ("[]", [0, 3], "FP32", []),
+    ("[1, 2, 3, 4]", [2, 2], "INT32", [1, 2, 3, 4]),  # integers keep exact values
+    ("[true, false]", [2], "BOOL", [True, False]),
+])
+def test_json_data_of_every_form_decodes(data: str, shape: list[int], datatype: str,
+                                         expected: list[float]) -> None:
+    body = f'{{"inputs": [{{"name": "x", "shape": {shape}, "datatype": "{datatype}", ' \
+           f'"data": {data}}}]}}'.encode()
+    request, payloads = parse_request(body, None)
+    tensor = input_tensor(request.inputs[0], payloads[0], 64)
+    assert list(tensor.shape) == shape
+    assert np.allclose(tensor.reshape(-1).double().numpy(), expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("data", ["[1, 2, 3]", "[[1, 2], [3]]", "[[1, 2], 3, 4]", "5",
+                                  '[1, "a", 3, 4]', "[1, 2, 3, {}]"])
+def test_json_data_that_does_not_fit_its_shape_is_refused(data: str) -> None:
+    body = f'{{"inputs": [{{"name": "x", "shape": [2, 2], "datatype": "FP32", ' \
+           f'"data": {data}}}]}}'.encode()
+    request, payloads = parse_request(body, None)
+    with pytest.raises(WireFormatError):
+        input_tensor(request.inputs[0], payloads[0], 64)
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"inputs": {}}', b'{"inputs": [{"data": [1,,2]}]}',
+                                  b'{"inputs": [{"name": "x"}]}', b'{"inputs": [7]}', b"{",
+                                  b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}'])
+def test_malformed_json_requests_are_refused(body: bytes) -> None:
+    with pytest.raises(WireFormatError):
+        parse_request(body, None)
 
 
 def binary_input(size: object) -> bytes:

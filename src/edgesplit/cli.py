@@ -267,9 +267,8 @@ def serve(**given: Any) -> None:
     """
     import logging
 
-    import uvicorn
-
     from edgesplit.cloud import create_app
+    from edgesplit.cloud.serving import serve as serve_app
     from edgesplit.wire.auth import read_keys
 
     settings = server_settings(given)
@@ -293,9 +292,9 @@ def serve(**given: Any) -> None:
             logging.getLogger("edgesplit").warning(
                 "serving on %s without TLS: tensors and credentials travel in clear text", host)
     _check_port_free(host, settings.port)  # before minutes of model loading, not after
-    uvicorn.run(create_app(settings), host=host, port=settings.port,
-                log_level=settings.log_level, ssl_certfile=settings.tls_cert,
-                ssl_keyfile=settings.tls_key, timeout_graceful_shutdown=30)
+    serve_app(create_app(settings), host, settings.port,
+              max_head_bytes=settings.max_header_kb * 1024, log_level=settings.log_level,
+              tls_cert=settings.tls_cert, tls_key=settings.tls_key)
 
 
 def server_settings(given: dict[str, Any]) -> ServerSettings:

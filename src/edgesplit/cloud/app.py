@@ -27,8 +27,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from edgesplit.cloud.body import BodyBudget
 from edgesplit.cloud.errors import status_of
-from edgesplit.cloud.limits import Admission, BodyLimit
+from edgesplit.cloud.limits import Admission, BodyPace
 from edgesplit.cloud.metrics import Metrics, RequestCounter, route_of
 from edgesplit.cloud.routers import docs, metrics, offload, oip, probe
 from edgesplit.cloud.security import Authenticator, authenticate
@@ -47,7 +48,8 @@ def create_app(settings: ServerSettings | None = None,
     settings = settings or ServerSettings()
     metrics_ = Metrics()
     cloud = CloudState(settings, metrics_, Authenticator.from_settings(settings),
-                       Admission(settings.max_pending, metrics_.pending))
+                       Admission(settings.max_pending, metrics_.pending),
+                       BodyBudget(settings.max_bodies_bytes))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,8 +64,9 @@ def create_app(settings: ServerSettings | None = None,
                   dependencies=[Depends(authenticate)],
                   openapi_url=None, docs_url=None, redoc_url=None)  # routers/docs.py has them
     app.state.cloud = cloud
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       timeout_s=settings.body_timeout_s)
+    app.add_middleware(BodyPace, max_bytes=settings.max_body_bytes,
+                       grace_s=settings.body_timeout_s,
+                       min_rate=settings.min_body_rate_kb * 1024)
     app.add_middleware(RequestCounter, counter=metrics_.requests)
     served = list(service.models if service is not None else settings.models)
     for api in (oip.router(served), offload.router, probe.router, metrics.router, docs.router):

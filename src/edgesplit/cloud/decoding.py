@@ -16,7 +16,7 @@ from edgesplit.cloud.service import CloudService
 from edgesplit.core.splitting import torch_dtype
 from edgesplit.errors import WireFormatError, first_validation_error
 from edgesplit.wire.codecs import TORCH_TO_DATATYPE, decode_tensor
-from edgesplit.wire.protocol import InferenceRequest, input_tensor, parse_request
+from edgesplit.wire.protocol import InferenceRequest, Payload, input_tensor, parse_request
 
 
 class OffloadRequest(BaseModel):
@@ -46,7 +46,7 @@ def decode_infer(service: CloudService, model: str, body: bytes,
 
 
 def match_inputs(service: CloudService, model: str, split_point: int,
-                 request: InferenceRequest, payloads: list[bytes | None]) -> list[torch.Tensor]:
+                 request: InferenceRequest, payloads: list[Payload]) -> list[torch.Tensor]:
     """Order the request's inputs as the cut's tensors (by name; any name for a single one)."""
     specs = service.split(model).split_points[split_point].tensors
     if len(request.inputs) != len(specs):

@@ -13,7 +13,7 @@ from edgesplit.cloud.metrics import route_of
 from edgesplit.cloud.settings import ServerSettings
 from edgesplit.cloud.state import cloud_state
 from edgesplit.errors import Unauthorized
-from edgesplit.wire.auth import HmacVerifier, read_keys
+from edgesplit.wire.auth import DIGEST_HEADER, HmacVerifier, read_keys
 
 # Liveness and readiness stay open: load balancers and the edge's ping carry no credential.
 PUBLIC_ROUTES = frozenset({"/v2/health/live", "/v2/health/ready"})
@@ -46,11 +46,11 @@ class Authenticator:
                 return
             raise Unauthorized("wrong bearer token")
         if self.verifier is not None:
-            # Headers first: a request that cannot be genuine is refused before its body is read.
-            self.verifier.check_headers(request.headers, time.time())
+            # The whole signature, before a byte of the body is read: it covers the digest the
+            # request declares, and the body readers (body.py) hold the body to that digest.
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            self.verifier.verify(request.method, path, request.headers, await request.body(),
-                                 time.time())
+            self.verifier.verify_headers(request.method, path, request.headers, time.time())
+            request.state.body_digest = request.headers[DIGEST_HEADER]
             return
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
 

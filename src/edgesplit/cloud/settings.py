@@ -42,8 +42,21 @@ class ServerSettings(BaseSettings):
     tls_key: FilePath | None = Field(default=None,
                                      description="The certificate's private key (PEM).")
     max_body_mb: float = Field(default=64.0, gt=0, description="Largest request body accepted.")
-    body_timeout_s: float = Field(default=30.0, gt=0,
-                                  description="Cut off a request body that stalls this long.")
+    # A body must arrive within body_timeout_s plus one second per min_body_rate_kb received:
+    # a deadline for the whole body (a minimum rate), not one per chunk.
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Grace time of a request body; after it, a body slower "
+        "than --min-body-rate-kb on average is cut off (408).")
+    min_body_rate_kb: float = Field(
+        default=16.0, gt=0, description="KiB/s a request body must average after its grace time.")
+    max_bodies_mb: float = Field(
+        default=256.0, gt=0, description="All request bodies held at once, server-wide; past "
+        "it, 503.")
+    max_json_mb: float = Field(
+        default=4.0, gt=0, description="Largest JSON request (or JSON header of a binary one).")
+    max_header_kb: int = Field(
+        default=64, ge=1, description="Largest request line and headers (431 and the "
+        "connection cut).")
     max_batch: int = Field(default=16, ge=1,
                            description="Largest batch of tensors in one request.")
     workers: int = Field(default=2, ge=1, description="Tails run at once (threads).")
@@ -67,4 +80,15 @@ class ServerSettings(BaseSettings):
 
     @property
     def max_body_bytes(self) -> int:
-        return int(self.max_body_mb * 1024 * 1024)
+        return int(self.max_body_mb * MIB)
+
+    @property
+    def max_bodies_bytes(self) -> int:
+        return int(self.max_bodies_mb * MIB)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * MIB)
+
+
+MIB = 1024 * 1024

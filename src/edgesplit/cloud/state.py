@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from edgesplit.cloud.body import BodyBudget
 from edgesplit.cloud.limits import Admission
 from edgesplit.cloud.metrics import Metrics
 from edgesplit.cloud.service import CloudService
@@ -25,6 +26,7 @@ class CloudState:
     metrics: Metrics
     auth: Authenticator
     admission: Admission
+    budget: BodyBudget
     runner: TailRunner | None = None
 
     @property

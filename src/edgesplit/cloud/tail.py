@@ -1,7 +1,8 @@
 """The one path by which a request runs a tail, shared by ``/v2/.../infer`` and ``/offload``.
 
-``run_tail_request`` takes a pending slot, reads the body, decodes it (on a worker thread when
-it is large), runs the tail through ``TailRunner.run`` and counts what it received.
+``run_tail_request`` reads the body within the server-wide budget, takes a pending slot, decodes
+the body (on a worker thread when it is large), runs the tail through ``TailRunner.run`` and
+counts what it received.
 ``TailRunner`` is the seam where tails meet threads: whatever schedules them (one by one today)
 lives behind ``run(model, split_point, tensors) -> TailResult``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +20,15 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import torch
 from fastapi import Request
 
+from edgesplit.cloud.body import held_body
 from edgesplit.cloud.metrics import Metrics
 from edgesplit.cloud.service import CloudService, TailResult
+from edgesplit.errors import EdgesplitError, WireFormatError
 
 if TYPE_CHECKING:
     from edgesplit.cloud.state import CloudState
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Bodies up to this size are decoded on the event loop (tens of microseconds); larger ones on a
 # worker, so that a big JSON body cannot stall every other connection.
@@ -77,16 +82,34 @@ class TailRunner:
 
 
 async def run_tail_request(request: Request, cloud: CloudState,
-                           decode: Callable[[bytes], TailCall[T]]) -> TailAnswer[T]:
-    """Admission, body, decoding and the tail of one request; authentication came before."""
+                           decode: Callable[[bytes], TailCall[T]],
+                           body_limit: int, what: str = "request body") -> TailAnswer[T]:
+    """Admission, body, decoding and the tail of one request; authentication came before.
+
+    The pending slot is taken only once the whole body is in (and matched its signature), so a
+    slow or unauthenticated upload cannot hold one; the body's bytes count in the server-wide
+    budget meanwhile.
+    """
     runner = cloud.tails
-    with cloud.admission:
-        body = await request.body()
+    cloud.admission.check()  # a full server says so before the body is sent
+    async with held_body(request, cloud.budget, body_limit, what) as body:
         received = time.perf_counter()
-        if len(body) <= INLINE_DECODE_BYTES:
-            call = decode(body)
-        else:
-            call = await runner.in_worker(lambda: decode(body))
-        result = await runner.run(call.model, call.split_point, call.tensors)
-    cloud.metrics.received_bytes.labels(call.model).inc(len(body))
+        with cloud.admission:
+            if len(body) <= INLINE_DECODE_BYTES:
+                call = decoded(decode, body)
+            else:
+                call = await runner.in_worker(lambda: decoded(decode, body))
+            result = await runner.run(call.model, call.split_point, call.tensors)
+        cloud.metrics.received_bytes.labels(call.model).inc(len(body))
     return TailAnswer(call, result, time.perf_counter() - received)
+
+
+def decoded(decode: Callable[[bytes], TailCall[T]], body: bytes) -> TailCall[T]:
+    """``decode(body)``; whatever a decoder raises on bad bytes is the client's 400, not a 500."""
+    try:
+        return decode(body)
+    except EdgesplitError:
+        raise
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError, MemoryError) as exc:
+        log.warning("a decoder raised %s on a request body", type(exc).__name__, exc_info=True)
+        raise WireFormatError(f"the request body cannot be decoded: {exc}"[:300]) from exc

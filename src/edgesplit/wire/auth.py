@@ -5,8 +5,13 @@ With signing, each edge holds a key id and a secret the cloud also knows. A requ
     X-Edgesplit-Key: <key id>
     X-Edgesplit-Timestamp: <unix seconds>
     X-Edgesplit-Nonce: <random hex>
+    X-Edgesplit-Content-SHA256: hex(SHA256(body))
     X-Edgesplit-Signature: hex(HMAC-SHA256(secret, METHOD \\n PATH \\n TIMESTAMP \\n NONCE \\n
                                             hex(SHA256(body))))
+
+The body's digest travels in a header, so the cloud checks the whole signature before it reads a
+byte of the body (``verify_headers``) and only then compares the body with the digest
+(``check_body``): a client without a key cannot make the cloud hold its body.
 
 The cloud recomputes the signature, refuses timestamps further than ``max_skew_s`` from its own
 clock, and remembers every (key, nonce) it accepted for as long as its timestamp could still pass,
@@ -31,14 +36,22 @@ KEY_HEADER = "x-edgesplit-key"
 TIMESTAMP_HEADER = "x-edgesplit-timestamp"
 NONCE_HEADER = "x-edgesplit-nonce"
 SIGNATURE_HEADER = "x-edgesplit-signature"
+DIGEST_HEADER = "x-edgesplit-content-sha256"
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NONCE = re.compile(r"^[0-9a-f]{16,64}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 def signature(secret: bytes, method: str, path: str, timestamp: str, nonce: str,
               body: bytes) -> str:
-    digest = hashlib.sha256(body).hexdigest()
+    return digest_signature(secret, method, path, timestamp, nonce,
+                            hashlib.sha256(body).hexdigest())
+
+
+def digest_signature(secret: bytes, method: str, path: str, timestamp: str, nonce: str,
+                     digest: str) -> str:
+    """The signature of a request whose body has the SHA-256 ``digest`` (hex)."""
     message = "\n".join([method.upper(), path, timestamp, nonce, digest]).encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
@@ -48,8 +61,10 @@ def sign_request(method: str, path: str, body: bytes, key_id: str, secret: bytes
     """The headers that sign one request (a fresh nonce each time)."""
     timestamp = str(int(now))
     nonce = secrets.token_hex(16)
+    digest = hashlib.sha256(body).hexdigest()
     return {KEY_HEADER: key_id, TIMESTAMP_HEADER: timestamp, NONCE_HEADER: nonce,
-            SIGNATURE_HEADER: signature(secret, method, path, timestamp, nonce, body)}
+            DIGEST_HEADER: digest,
+            SIGNATURE_HEADER: digest_signature(secret, method, path, timestamp, nonce, digest)}
 
 
 class NonceCache:
@@ -98,11 +113,13 @@ class HmacVerifier:
         key_id = headers.get(KEY_HEADER, "")
         timestamp = headers.get(TIMESTAMP_HEADER, "")
         nonce = headers.get(NONCE_HEADER, "")
-        if not (key_id and timestamp and nonce and headers.get(SIGNATURE_HEADER)):
+        digest = headers.get(DIGEST_HEADER, "")
+        if not (key_id and timestamp and nonce and digest and headers.get(SIGNATURE_HEADER)):
             raise Unauthorized(
-                "missing request signature: send the X-Edgesplit-Key, -Timestamp, -Nonce and "
-                "-Signature headers (edgesplit edge run --hmac-key-id/--hmac-key-file)")
-        if not (_TIMESTAMP.match(timestamp) and _NONCE.match(nonce)):
+                "missing request signature: send the X-Edgesplit-Key, -Timestamp, -Nonce, "
+                "-Content-SHA256 and -Signature headers (edgesplit edge run "
+                "--hmac-key-id/--hmac-key-file)")
+        if not (_TIMESTAMP.match(timestamp) and _NONCE.match(nonce) and _DIGEST.match(digest)):
             raise Unauthorized("malformed signature headers")
         skew = abs(now - int(timestamp))
         if skew > self.max_skew_s:
@@ -112,18 +129,34 @@ class HmacVerifier:
         if not (_KEY_ID.match(key_id) and key_id in self.keys):
             raise Unauthorized("bad request signature")  # the same answer as a wrong secret
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-               now: float) -> str:
-        """The key id of a correctly signed, fresh, first-seen request; else ``Unauthorized``."""
+    def verify_headers(self, method: str, path: str, headers: Mapping[str, str],
+                       now: float) -> str:
+        """The key id of a correctly signed, fresh, first-seen request, checked before its body
+        (against the digest it declares); else ``Unauthorized``. Uses up the nonce."""
         self.check_headers(headers, now)
         key_id, timestamp = headers[KEY_HEADER], headers[TIMESTAMP_HEADER]
         nonce = headers[NONCE_HEADER]
-        expected = signature(self.keys[key_id], method, path, timestamp, nonce, body)
+        expected = digest_signature(self.keys[key_id], method, path, timestamp, nonce,
+                                    headers[DIGEST_HEADER])
         if not hmac.compare_digest(headers[SIGNATURE_HEADER].encode(), expected.encode()):
             raise Unauthorized("bad request signature")
         if not self.nonces.add((key_id, nonce), int(timestamp) + self.max_skew_s, now):
             raise Unauthorized("replayed request: this nonce was already used")
         return key_id
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+               now: float) -> str:
+        """``verify_headers``, then ``check_body``: a whole request at once."""
+        key_id = self.verify_headers(method, path, headers, now)
+        check_body(headers[DIGEST_HEADER], hashlib.sha256(body).hexdigest())
+        return key_id
+
+
+def check_body(declared: str, actual: str) -> None:
+    """A body whose SHA-256 (hex) is not the one its signature covers is refused."""
+    if not hmac.compare_digest(declared.encode(), actual.encode()):
+        raise Unauthorized("bad request signature: the body does not match its "
+                           "X-Edgesplit-Content-SHA256")
 
 
 def read_secret(path: Path) -> str:

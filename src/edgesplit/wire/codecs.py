@@ -20,7 +20,6 @@ True
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -157,12 +156,21 @@ def element_count(shape: tuple[int, ...] | list[int], max_elements: int) -> int:
         raise WireFormatError(f"shape must be a list of integers, got {shape!r}")
     if any(d < 0 for d in shape):
         raise WireFormatError(f"shape {list(shape)} has a negative dimension")
+    # Every dimension, not only the product: [2**64, 0] has no elements but no array has it.
+    if any(d > max_elements for d in shape):
+        raise WireFormatError(
+            f"shape {_short(shape)} has a dimension over the {max_elements} elements allowed")
     count = math.prod(shape)
     if count > max_elements:
         raise WireFormatError(
-            f"shape {list(shape)} has {count} elements, more than the {max_elements} allowed"
+            f"shape {_short(shape)} has {count} elements, more than the {max_elements} allowed"
         )
     return count
+
+
+def _short(shape: tuple[int, ...] | list[int]) -> str:
+    """A shape for a message, each dimension cut to 24 digits."""
+    return "[" + ", ".join(str(d) if abs(d) < 10**24 else f"{str(d)[:21]}..." for d in shape) + "]"
 
 
 def compress(data: bytes, compression: str | None) -> bytes:
@@ -189,8 +197,10 @@ def decompress(data: bytes, compression: str | None, expected: int) -> bytes:
             if declared not in (-1, expected):
                 raise WireFormatError(
                     f"zstd frame declares {declared} bytes, the tensor needs {expected}")
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
-                return reader.read(expected + 1)
+            # One frame, no more than the tensor's bytes (0 would mean no limit), and nothing
+            # after it: trailing data is refused, not ignored.
+            return zstandard.ZstdDecompressor().decompress(
+                data, max_output_size=max(expected, 1), allow_extra_data=False)
     except WireFormatError:
         raise
     except Exception as exc:  # lz4 and zstd raise their own types for corrupt input

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import torch
 from pydantic import BaseModel, Field, ValidationError
@@ -50,24 +54,36 @@ class InferenceRequest(BaseModel):
     outputs: list[RequestOutput] = []
 
 
+@dataclass(frozen=True)
+class JsonData:
+    """An input's ``data`` as the raw JSON text it came in, parsed only when it is decoded."""
+
+    raw: bytes
+
+
+Payload = bytes | JsonData | None  # binary data, JSON data, or (None) ``RequestInput.data``
+
+
 def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest,
-                                                                   list[bytes | None]]:
-    """Split a request body into its header and each input's binary payload (None for JSON)."""
+                                                                   list[Payload]]:
+    """Split a request body into its header and each input's payload: its binary data, or its
+    JSON ``data`` kept as text (``JsonData``), so no Python object is made per element."""
     header_bytes, rest = _split_header(body, header_length)
+    fields, json_data = _without_data(header_bytes)
     try:
-        request = InferenceRequest.model_validate_json(header_bytes)
+        request = InferenceRequest.model_validate(fields)
     except ValidationError as exc:
         raise WireFormatError(
             f"invalid inference request: {first_validation_error(exc)}") from exc
-    payloads: list[bytes | None] = []
+    payloads: list[Payload] = []
     offset = 0
-    for item in request.inputs:
+    for item, data in zip(request.inputs, json_data, strict=True):
         size = item.parameters.get(BINARY_SIZE)
         if size is None:
-            if item.data is None:
+            if data is None:
                 raise WireFormatError(
                     f"input {item.name!r} has neither data nor a {BINARY_SIZE} parameter")
-            payloads.append(None)
+            payloads.append(JsonData(data))
             continue
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise WireFormatError(f"input {item.name!r}: {BINARY_SIZE} must be a non-negative "
@@ -86,9 +102,27 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     return request, payloads
 
 
-def input_tensor(item: RequestInput, payload: bytes | None, max_elements: int) -> torch.Tensor:
+def _without_data(header: bytes) -> tuple[Any, list[bytes | None]]:
+    """The request's JSON with every input's ``data`` taken out as raw text (msgspec checks the
+    JSON syntax but builds nothing for what it keeps raw)."""
+    try:
+        top = msgspec.json.decode(header, type=dict[str, msgspec.Raw])
+        inputs = msgspec.json.decode(top.get("inputs", b"[]"),
+                                     type=list[dict[str, msgspec.Raw]])
+        data = [bytes(item.pop("data", b"null")) for item in inputs]
+        fields = {key: msgspec.json.decode(value) for key, value in top.items()}
+        fields["inputs"] = [{key: msgspec.json.decode(value) for key, value in item.items()}
+                            for item in inputs]
+    except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
+        raise WireFormatError(f"invalid inference request: {exc}") from exc
+    if "inputs" not in top:
+        del fields["inputs"]  # pydantic says it is missing
+    return fields, [None if raw == b"null" else raw for raw in data]
+
+
+def input_tensor(item: RequestInput, payload: Payload, max_elements: int) -> torch.Tensor:
     """Decode one request input, binary or JSON, refusing more than ``max_elements``."""
-    if payload is not None:
+    if isinstance(payload, bytes):
         return decode_tensor(payload, item.shape, item.datatype, item.parameters,
                              max_elements=max_elements)
     count = element_count(item.shape, max_elements)
@@ -97,14 +131,43 @@ def input_tensor(item: RequestInput, payload: bytes | None, max_elements: int) -
             f"unknown datatype {item.datatype!r}: expected one of {', '.join(DATATYPES)}")
     wire_dtype, _ = DATATYPES[item.datatype]
     try:
-        array = np.asarray(item.data, dtype=wire_dtype).reshape(-1)
-    except (TypeError, ValueError, OverflowError) as exc:
+        array = _json_array(item, payload, wire_dtype)
+    except (TypeError, ValueError, OverflowError, msgspec.DecodeError) as exc:
         raise WireFormatError(
             f"input {item.name!r}: data is not a list of {item.datatype} numbers") from exc
     if array.size != count:
         raise WireFormatError(
             f"input {item.name!r}: shape {item.shape} needs {count} values, got {array.size}")
-    return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).reshape(item.shape))
+    # A fresh array (never a view of the body): native byte order without another copy.
+    native = array.astype(array.dtype.newbyteorder("="), copy=False)
+    return torch.from_numpy(native.reshape(item.shape))
+
+
+_NUMBERS = re.compile(rb"[\[\]0-9eE+\-., \t\r\n]*")
+
+
+def _json_array(item: RequestInput, payload: JsonData | None,
+                wire_dtype: str) -> np.ndarray[Any, Any]:
+    """The values of a JSON input, flat. Floats, flat or nested as the shape, are parsed by numpy
+    straight from the text (a few bytes of memory per byte of JSON); anything else through
+    Python objects (held small by the server's JSON size limit)."""
+    if payload is None:
+        return np.asarray(item.data, dtype=wire_dtype).reshape(-1)
+    raw = payload.raw
+    if (wire_dtype.endswith(("f2", "f4", "f8")) and _NUMBERS.fullmatch(raw)
+            and raw.count(b"[") in (1, _nested_lists(item.shape))):
+        text = raw.translate(None, b"[]")
+        if not text.strip(b" \t\r\n"):
+            return np.empty(0, dtype=wire_dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns, then stops, at text it cannot read
+            return np.fromstring(text, dtype=wire_dtype, sep=",")
+    return np.asarray(msgspec.json.decode(raw), dtype=wire_dtype).reshape(-1)
+
+
+def _nested_lists(shape: list[int]) -> int:
+    """How many ``[`` a list nested as ``shape`` has: 1 + d0 + d0*d1 + ... (inner levels)."""
+    return sum(math.prod(shape[:level]) for level in range(len(shape)))
 
 
 def encode_request(tensors: Sequence[EncodedTensor], parameters: Mapping[str, Any], *,

@@ -27,7 +27,7 @@ async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) ->
         req, tensors = decode_offload(cloud.service, body)
         return TailCall(req, req.model, req.splitting_point, tensors)
 
-    answer = await run_tail_request(request, cloud, decode)
+    answer = await run_tail_request(request, cloud, decode, cloud.settings.max_body_bytes)
     req, result = answer.call.request, answer.result
     output = result.outputs[0]  # the thesis's answer has one output; all are in "outputs"
     specs = cloud.service.split(req.model).outputs
