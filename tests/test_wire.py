@@ -8,7 +8,9 @@ import torch
 
 from edgesplit.errors import WireFormatError
 from edgesplit.wire.codecs import (
+    COMPRESSIONS,
     Codec,
+    Compression,
     all_codecs,
     decode_tensor,
     encode_tensor,
@@ -200,3 +202,19 @@ def test_response_round_trip(binary: bool) -> None:
     header, tensors = parse_response(body, headers.get(HEADER_LENGTH))
     assert header["parameters"]["cloud_s"] == 0.5 and header["id"] == "1"
     assert torch.allclose(tensors[0], out)
+
+
+def test_a_codec_added_to_the_registry_works_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One entry in the registry: parsed, listed, encoded, decoded and given a size prior."""
+    from edgesplit.core.predictors import codec_ratio_prior
+
+    monkeypatch.setitem(COMPRESSIONS, "rev", Compression(
+        0.9, lambda data: data[::-1], lambda data, expected: data[::-1][:expected + 1]))
+    codec = parse_codec("float16+rev")
+    assert codec in all_codecs() and codec.lossy
+    enc = encode_tensor(activation(), codec, "x")
+    assert enc.parameters["compression"] == "rev"
+    back = decode_tensor(enc.payload, enc.shape, enc.datatype, enc.parameters)
+    assert torch.allclose(back.float(), activation(), atol=1e-2)
+    assert codec_ratio_prior("float16+rev") == pytest.approx(0.5 * 0.9)
+    assert codec_ratio_prior("int8+zstd") == pytest.approx(0.25 * 0.65)

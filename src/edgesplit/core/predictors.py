@@ -30,6 +30,7 @@ from edgesplit.core.fitting import (
 )
 from edgesplit.core.load import with_wait
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
+from edgesplit.wire.codecs import parse_codec
 
 if TYPE_CHECKING:
     from edgesplit.core.profiles import Profile
@@ -291,17 +292,10 @@ class ProfilePredictor:
         return table.setdefault(codec, [prior] * len(self.offload_bytes_))
 
 
-PRECISION_RATIO = {"raw": 1.0, "float16": 0.5, "int8": 0.25}
-COMPRESSION_RATIO = {"": 1.0, "lz4": 0.8, "zstd": 0.65}
-"""Priors for a codec's encoded size over the raw float32 size, before anything was sent."""
-
-
 def codec_ratio_prior(codec: str) -> float:
-    precision, _, compression = codec.partition("+")
-    try:
-        return PRECISION_RATIO[precision] * COMPRESSION_RATIO[compression]
-    except KeyError:
-        raise InvalidArgument(f"unknown codec {codec!r}") from None
+    """A codec's encoded size over the raw float32 size, before anything was sent (the codec
+    registry's priors, ``edgesplit.wire.codecs``)."""
+    return parse_codec(codec).size_prior
 
 
 @lru_cache(maxsize=256)

@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +45,6 @@ DATATYPES: dict[str, tuple[str, torch.dtype]] = {
     "BOOL": ("?", torch.bool),
 }
 TORCH_TO_DATATYPE = {torch_dtype: name for name, (_, torch_dtype) in DATATYPES.items()}
-PRECISIONS = ("raw", "float16", "int8")
-COMPRESSIONS = ("lz4", "zstd")
 ZSTD_LEVEL = 3  # fast enough on a Pi-class edge, most of zstd's gain on activations
 
 
@@ -63,7 +61,13 @@ class Codec:
 
     @property
     def lossy(self) -> bool:
-        return self.precision != "raw"
+        return PRECISIONS[self.precision].lossy
+
+    @property
+    def size_prior(self) -> float:
+        """The encoded size over the raw float32 size, assumed before anything was sent."""
+        ratio = PRECISIONS[self.precision].size_prior
+        return ratio * (COMPRESSIONS[self.compression].size_prior if self.compression else 1.0)
 
     def __str__(self) -> str:
         return self.name
@@ -102,11 +106,8 @@ def encode_tensor(tensor: torch.Tensor, codec: Codec = RAW, name: str = "input")
     """Encode ``tensor`` with ``codec`` (lossy precisions apply to floating tensors only)."""
     tensor = tensor.detach().contiguous()
     parameters: dict[str, Any] = {}
-    if codec.precision == "float16" and tensor.is_floating_point():
-        tensor = tensor.to(torch.float16)
-    elif codec.precision == "int8" and tensor.is_floating_point():
-        tensor, scale, zero_point = quantise_int8(tensor)
-        parameters |= {"quant_scale": scale, "quant_zero_point": zero_point}
+    if tensor.is_floating_point():
+        tensor, parameters = PRECISIONS[codec.precision].encode(tensor)
     datatype = TORCH_TO_DATATYPE.get(tensor.dtype)
     if datatype is None:
         raise WireFormatError(f"tensors of dtype {tensor.dtype} cannot be sent")
@@ -176,36 +177,51 @@ def _short(shape: tuple[int, ...] | list[int]) -> str:
 def compress(data: bytes, compression: str | None) -> bytes:
     if compression is None:
         return data
-    if compression == "lz4":
-        compressed: bytes = lz4.block.compress(data, store_size=False)
-        return compressed
-    if compression == "zstd":
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
-    raise WireFormatError(f"unknown compression {compression!r}: expected lz4 or zstd")
+    return _compression(compression).compress(data)
 
 
 def decompress(data: bytes, compression: str | None, expected: int) -> bytes:
     """Decompress to exactly ``expected`` bytes, never allocating much more than that."""
     if compression is None:
         return data
+    method = _compression(compression)
     try:
-        if compression == "lz4":
-            restored: bytes = lz4.block.decompress(data, uncompressed_size=expected)
-            return restored
-        if compression == "zstd":
-            declared = zstandard.frame_content_size(data)
-            if declared not in (-1, expected):
-                raise WireFormatError(
-                    f"zstd frame declares {declared} bytes, the tensor needs {expected}")
-            # One frame, no more than the tensor's bytes (0 would mean no limit), and nothing
-            # after it: trailing data is refused, not ignored.
-            return zstandard.ZstdDecompressor().decompress(
-                data, max_output_size=max(expected, 1), allow_extra_data=False)
+        return method.decompress(data, expected)
     except WireFormatError:
         raise
     except Exception as exc:  # lz4 and zstd raise their own types for corrupt input
         raise WireFormatError(f"{compression} data is corrupt: {exc}") from exc
-    raise WireFormatError(f"unknown compression {compression!r}: expected lz4 or zstd")
+
+
+def _compression(name: object) -> Compression:
+    if not isinstance(name, str) or name not in COMPRESSIONS:
+        raise WireFormatError(f"unknown compression {str(name)[:40]!r}: expected "
+                              f"{' or '.join(COMPRESSIONS)}")
+    return COMPRESSIONS[name]
+
+
+def _lz4_decompress(data: bytes, expected: int) -> bytes:
+    out: bytes = lz4.block.decompress(data, uncompressed_size=expected)
+    return out
+
+
+def _zstd_decompress(data: bytes, expected: int) -> bytes:
+    declared = zstandard.frame_content_size(data)
+    if declared not in (-1, expected):
+        raise WireFormatError(f"zstd frame declares {declared} bytes, the tensor needs {expected}")
+    # One frame, no more than the tensor's bytes (0 would mean no limit), and nothing after it:
+    # trailing data is refused, not ignored.
+    return zstandard.ZstdDecompressor().decompress(data, max_output_size=max(expected, 1),
+                                                   allow_extra_data=False)
+
+
+def _lz4_compress(data: bytes) -> bytes:
+    out: bytes = lz4.block.compress(data, store_size=False)
+    return out
+
+
+def _zstd_compress(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
 
 
 def quantise_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, float, int]:
@@ -228,6 +244,11 @@ def _positive_float(value: object) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _to_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    q, scale, zero_point = quantise_int8(tensor)
+    return q, {"quant_scale": scale, "quant_zero_point": zero_point}
+
+
 def dequantise_int8(q: torch.Tensor, scale: object, zero_point: object) -> torch.Tensor:
     value = _positive_float(scale)
     if value is None:
@@ -237,3 +258,34 @@ def dequantise_int8(q: torch.Tensor, scale: object, zero_point: object) -> torch
         raise WireFormatError(f"quant_zero_point must be an integer in -128..127, got "
                               f"{str(zero_point)[:40]}")
     return (q.to(torch.float32) - zero_point) * value
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How floats travel: ``encode`` gives the tensor to send and its OIP parameters."""
+
+    size_prior: float  # the encoded size over float32's, assumed before anything was sent
+    lossy: bool
+    encode: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Compression:
+    """A byte compression: ``decompress(data, expected)`` gives at most ``expected`` bytes."""
+
+    size_prior: float  # compressed size over the uncompressed, before anything was sent
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes, int], bytes]
+
+
+# The codecs: every precision, alone or followed by one compression. Adding one is one entry
+# here (the planner's priors, the CLI's choices and the edge's options read these tables).
+PRECISIONS: dict[str, Precision] = {
+    "raw": Precision(1.0, False, lambda t: (t, {})),
+    "float16": Precision(0.5, True, lambda t: (t.to(torch.float16), {})),
+    "int8": Precision(0.25, True, _to_int8),
+}
+COMPRESSIONS: dict[str, Compression] = {
+    "lz4": Compression(0.8, _lz4_compress, _lz4_decompress),
+    "zstd": Compression(0.65, _zstd_compress, _zstd_decompress),
+}
