@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "fleet": ([], ["--edges", "100,1000", "--duration", "20"]),
     "startup": ([], ["--repeats", "1", "--cloud-models", "alexnet"]),
     "reconnect": ([], ["--restarts", "1"]),
+    "attacks": ([], ["--header-mib", "16", "--requests", "50"]),
 }
 
 
