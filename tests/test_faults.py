@@ -243,6 +243,12 @@ def test_the_server_frees_what_it_takes_over_10k_requests(split_model: SplitFact
     assert rss < 30_000, f"resident memory grew by {rss} kB over 10,000 requests"
 
 
+def pending_requests(url: str) -> float:
+    """The cloud's own count of tails running or waiting (its whole body received)."""
+    text = httpx.get(f"{url}/metrics").text
+    return float(re.search(r"^edgesplit_pending_requests (\S+)$", text, re.M).group(1))
+
+
 def test_sigterm_drains_requests_in_flight() -> None:
     batch = torch.cat([zoo.sample_input("alexnet")] * 8)
     content, headers = encode_request([encode_tensor(batch, name="x")], {"split_point": 0})
@@ -258,7 +264,10 @@ def test_sigterm_drains_requests_in_flight() -> None:
     threads = [threading.Thread(target=offload) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)  # all four are in: one running, three waiting for the worker
+    for _ in range(600):  # until all four are in: one running, three waiting for the worker
+        if pending_requests(server.url) >= 4:
+            break
+        time.sleep(0.1)
     server.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join()

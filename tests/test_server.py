@@ -259,10 +259,23 @@ def test_a_token_is_required_when_set() -> None:
 def test_a_client_leaving_mid_body_is_routine_not_an_error(cloud: CloudProcess) -> None:
     import socket
 
+    def short_bodies() -> float:
+        """Infer requests whose body ended short of its length, as the server counts them."""
+        text = httpx.get(f"{cloud.url}/metrics").text
+        assert 'kind="internal"' not in text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("edgesplit_errors_total")
+                   and 'route="/v2/models/{model}/infer"' in line
+                   and 'kind="WireFormatError"' in line)
+
+    before = short_bodies()
     with socket.create_connection(("127.0.0.1", cloud.port)) as sock:
         sock.sendall(b"POST /v2/models/mnist_cnn/infer HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: 100000\r\n\r\n" + b"x" * 1000)
-    time.sleep(0.5)
-    text = httpx.get(f"{cloud.url}/metrics").text
-    assert 'kind="ClientDisconnect"' in text
-    assert 'kind="internal"' not in text
+    # The server sees the close as the end of a body short of its length (a client that only
+    # half-closed gets that 400 as its answer); either way it is counted, not an error.
+    for _ in range(300):
+        if short_bodies() > before:
+            break
+        time.sleep(0.1)
+    assert short_bodies() == before + 1
