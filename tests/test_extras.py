@@ -46,7 +46,7 @@ def _module_of(requirement: str) -> str:
 def test_every_module_of_an_extra_names_the_extra_pyproject_lists_it_in() -> None:
     listed = {_module_of(req): extra for extra, reqs in _optional_dependencies().items()
               if extra not in ("all", "dev") for req in reqs if not req.startswith("edgesplit")}
-    imported = {"uvloop", "httptools"}  # uvicorn picks these up itself; we never import them
+    imported = {"uvloop"}  # uvicorn picks it up itself; we never import it
     assert {m: e for m, e in listed.items() if m not in imported} == EXTRA_OF_MODULE
 
 

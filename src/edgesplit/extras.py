@@ -18,6 +18,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "scipy": "fit",
     "fastapi": "cloud",
     "uvicorn": "cloud",
+    "httptools": "cloud",
     "pydantic_settings": "cloud",
     "prometheus_client": "cloud",
     "httpx": "edge",
