@@ -148,6 +148,28 @@ def test_a_dict_output_keeps_its_names_locally(splits: dict[str, SplitModel]) ->
     assert torch.equal(out["label"], unusual.build("dict_outputs")(x)["label"])
 
 
+class Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> list[object]:
+        h = self.fc(x)
+        return [x, (h, None), {"total": h.sum(dim=1)}]
+
+
+def test_nested_outputs_come_back_in_the_models_own_plain_structure() -> None:
+    model = Nested().eval()
+    split = SplitModel(model, torch.randn(1, 4))
+    assert [o.name for o in split.outputs] == ["output_0", "output_1", "output_2"]
+    x = torch.randn(3, 4)
+    for sp in range(split.n_layers + 1):
+        out = split.tail(split.head(x, sp), sp)
+        assert type(out) is list and type(out[1]) is tuple and type(out[2]) is dict
+        assert out[1][1] is None
+        assert torch.equal(out[2]["total"], model(x)[2]["total"])
+
+
 def test_the_split_neither_changes_the_callers_module_nor_follows_it() -> None:
     model = unusual.build("buffers").train()
     stats = model.bn1.running_mean.clone()

@@ -43,7 +43,7 @@ import inspect
 import logging
 import operator
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,7 +293,7 @@ class SplitModel:
             raise WireFormatError(f"the model has {len(self.outputs)} output(s), got "
                                   f"{len(tensors)}")
         remaining = iter(tensors)
-        return map_arg(self._output.args[0], lambda _: next(remaining))
+        return _rebuild(self._output.args[0], lambda _: next(remaining))
 
     def output_tensors(self, output: Any) -> tuple[torch.Tensor, ...]:
         """The flat tensors of an output structure, in the order of ``outputs``."""
@@ -514,6 +514,21 @@ def output_tensors(output: Any) -> tuple[torch.Tensor, ...]:
     leaves: list[torch.Tensor] = []
     map_aggregate(output, lambda v: leaves.append(v) if isinstance(v, torch.Tensor) else v)
     return tuple(leaves)
+
+
+def _rebuild(structure: Any, leaf: Callable[[fx.Node], Any]) -> Any:
+    """``structure`` (the output node's argument) with each node replaced by ``leaf(node)``, in
+    plain tuples, lists and dicts (fx's own ``map_arg`` gives immutable ones)."""
+    if isinstance(structure, fx.Node):
+        return leaf(structure)
+    if isinstance(structure, dict):
+        return {key: _rebuild(value, leaf) for key, value in structure.items()}
+    if isinstance(structure, list):
+        return [_rebuild(item, leaf) for item in structure]
+    if isinstance(structure, tuple):
+        items = [_rebuild(item, leaf) for item in structure]
+        return type(structure)(*items) if hasattr(structure, "_fields") else tuple(items)
+    return structure
 
 
 def _private_copy(module: nn.Module) -> nn.Module:
