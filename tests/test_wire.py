@@ -169,6 +169,16 @@ def test_malformed_json_requests_are_refused(body: bytes) -> None:
         parse_request(body, None)
 
 
+@pytest.mark.parametrize("field", ["data", "parameters", "id"])
+def test_deeply_nested_json_is_refused_not_a_crash(field: str) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    body = (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "' + field.encode()
+            + b'": ' + deep + b"}]}")
+    with pytest.raises(WireFormatError):
+        request, payloads = parse_request(body, None)
+        input_tensor(request.inputs[0], payloads[0], 4)
+
+
 def binary_input(size: object) -> bytes:
     return json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
                                    "parameters": {"binary_data_size": size}}]}).encode()

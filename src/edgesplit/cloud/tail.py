@@ -110,6 +110,7 @@ def decoded(decode: Callable[[bytes], TailCall[T]], body: bytes) -> TailCall[T]:
         return decode(body)
     except EdgesplitError:
         raise
-    except (ValueError, TypeError, OverflowError, IndexError, KeyError, MemoryError) as exc:
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError, MemoryError,
+            RecursionError) as exc:
         log.warning("a decoder raised %s on a request body", type(exc).__name__, exc_info=True)
         raise WireFormatError(f"the request body cannot be decoded: {exc}"[:300]) from exc

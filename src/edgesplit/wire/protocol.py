@@ -113,7 +113,7 @@ def _without_data(header: bytes) -> tuple[Any, list[bytes | None]]:
         fields = {key: msgspec.json.decode(value) for key, value in top.items()}
         fields["inputs"] = [{key: msgspec.json.decode(value) for key, value in item.items()}
                             for item in inputs]
-    except msgspec.DecodeError as exc:  # includes msgspec.ValidationError
+    except (msgspec.DecodeError, RecursionError) as exc:  # DecodeError: ValidationError too
         raise WireFormatError(f"invalid inference request: {exc}") from exc
     if "inputs" not in top:
         del fields["inputs"]  # pydantic says it is missing
@@ -132,7 +132,7 @@ def input_tensor(item: RequestInput, payload: Payload, max_elements: int) -> tor
     wire_dtype, _ = DATATYPES[item.datatype]
     try:
         array = _json_array(item, payload, wire_dtype)
-    except (TypeError, ValueError, OverflowError, msgspec.DecodeError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError) as exc:
         raise WireFormatError(
             f"input {item.name!r}: data is not a list of {item.datatype} numbers") from exc
     if array.size != count:
