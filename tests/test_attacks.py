@@ -346,3 +346,12 @@ def test_a_short_body_then_a_half_close_gets_a_400(cloud: CloudProcess, path: st
     answer = raw_request(cloud.port, post_head(path, 100), b'{"a": ', half_close=True)
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"the body ended after 6 of the 100 bytes" in answer
+
+
+@pytest.mark.parametrize("path", ["/v2/models/mnist_cnn/infer", "/offload"])
+def test_deeply_nested_json_is_a_400(cloud: CloudProcess, path: str) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    for body in (deep, b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": '
+                 + deep + b"}]}", b'{"tensor": ' + deep + b"}"):
+        answer = httpx.post(cloud.url + path, content=body)
+        assert answer.status_code == 400, answer.text
