@@ -7,6 +7,7 @@ import pytest
 from edgesplit.core.load import TailLoad, expected_wait_s, with_wait
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
+from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler
 from edgesplit.errors import InvalidArgument, InvalidConditions
 
 from .helpers import make_profile
@@ -53,3 +54,11 @@ def test_a_busy_cloud_pushes_the_split_toward_the_edge() -> None:
     assert quiet.split_point == 0
     assert busy.split_point == 3
     assert busy.chosen.latency_s < busy.candidate(0).latency_s
+
+
+def test_a_change_in_the_clouds_wait_is_a_reason_to_replan() -> None:
+    rescheduler = Rescheduler(ReschedulePolicy(interval_s=10, wait_change_ms=20))
+    rescheduler.planned(0.0, Conditions(7200, 40, 1.5, cloud_wait_s=0.010))
+    assert rescheduler.due(1.0, Conditions(7200, 40, 1.5, cloud_wait_s=0.025)) is None
+    assert rescheduler.due(1.0, Conditions(7200, 40, 1.5, cloud_wait_s=0.040)) == "cloud load"
+    assert rescheduler.due(1.0, Conditions(7200, 40, 1.5, cloud_wait_s=0.0)) is None

@@ -23,10 +23,11 @@ class ReschedulePolicy:
     rtt_change_ms: float = 20.0  # absolute
     clock_change: float = 0.1  # relative
     hysteresis: float = 0.05  # relative improvement a new split must bring
+    wait_change_ms: float = 20.0  # absolute: the busy cloud's expected wait
 
     def __post_init__(self) -> None:
         if min(self.interval_s, self.bandwidth_change, self.rtt_change_ms, self.clock_change,
-               self.hysteresis) < 0 or self.interval_s == 0:
+               self.hysteresis, self.wait_change_ms) < 0 or self.interval_s == 0:
             raise InvalidArgument("re-scheduling thresholds must be 0 or more, the interval "
                                   "more than 0")
 
@@ -41,7 +42,7 @@ class Rescheduler:
 
     def due(self, now: float, conditions: Conditions) -> str | None:
         """Why a re-plan is due now (``"first"``, ``"timer"``, ``"bandwidth"``, ``"rtt"``,
-        ``"clock"``), or None."""
+        ``"clock"``, ``"cloud load"``), or None."""
         last, p = self.planned_for, self.policy
         if last is None or self.planned_at is None:  # both are set together by planned()
             return "first"
@@ -53,6 +54,8 @@ class Rescheduler:
             return "rtt"
         if abs(conditions.clock_ghz / last.clock_ghz - 1) > p.clock_change:
             return "clock"
+        if abs(conditions.cloud_wait_s - last.cloud_wait_s) * 1000 > p.wait_change_ms:
+            return "cloud load"
         return None
 
     def planned(self, now: float, conditions: Conditions) -> None:
