@@ -60,8 +60,8 @@ def main() -> None:
           f"per edge, one replica per {args.edges_per_replica} edges, edges "
           f"{args.edge_slowdown:g}x slower per clock than this machine; rented edge prices\n")
     print("| edges | replicas | strategy | planning | inferences | p50 ms | p99 ms | mean ms "
-          "| µ$ per inference | median split |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| µ$ per inference | mean split | all on the edge |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     scaling = []
     for edges in sizes:
         config = FleetConfig(edges=edges, replicas=max(1, edges // args.edges_per_replica),
@@ -75,7 +75,8 @@ def main() -> None:
                 print(f"| {edges} | {config.replicas} | {strategy} w={weight:g} | "
                       f"{'load-aware' if aware else 'load-blind'} | {s['inferences']:.0f} | "
                       f"{s['p50_ms']:.0f} | {s['p99_ms']:.0f} | {s['mean_ms']:.0f} | "
-                      f"{s['cost_uusd']:.2f} | {s['median_split']:g} |")
+                      f"{s['cost_uusd']:.2f} | {s['mean_split']:.1f} | "
+                      f"{s['edge_only_pct']:.0f}% |")
                 if strategy == "rank" and aware:
                     scaling.append((edges, r, wall))
     print("\n| edges | plans | µs per plan | planning s | simulation s | peak traced MB "

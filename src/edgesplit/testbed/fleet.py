@@ -51,6 +51,7 @@ class FleetResult:
     plans: int = 0
     planning_s: float = 0.0
     events: int = 0
+    n_layers: int = 0
 
     def summary(self) -> dict[str, float]:
         ordered = sorted(self.latencies_s)
@@ -60,7 +61,8 @@ class FleetResult:
             "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
             "mean_ms": statistics.fmean(ordered) * 1e3,
             "cost_uusd": statistics.fmean(self.costs_usd) * 1e6,
-            "median_split": statistics.median(self.split_points),
+            "mean_split": statistics.fmean(self.split_points),
+            "edge_only_pct": 100 * self.split_points.count(self.n_layers) / len(ordered),
             "plan_us": self.planning_s / max(1, self.plans) * 1e6,
         }
 
@@ -103,7 +105,7 @@ class FleetSimulation:
         self.free = config.replicas
         self.events: list[_Event] = []
         self.seq = 0
-        self.result = FleetResult()
+        self.result = FleetResult(n_layers=len(self.tail_s) - 1)
 
     def run(self) -> FleetResult:
         for edge in range(self.config.edges):
