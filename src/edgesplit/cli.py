@@ -366,6 +366,8 @@ def _codec_list(value: str) -> list[str]:
               help="Re-plan when the clock speed moves this much (relative).")
 @click.option("--hysteresis", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="A new split must be this much faster or cheaper to replace the current.")
+@click.option("--cloud-load/--no-cloud-load", "load_aware", default=True, show_default=True,
+              help="Plan with the wait a busy cloud reports (or as if it were always idle).")
 @AUTH_OPTIONS
 @PROFILE_OPTIONS
 @click.option("--log", "log_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -376,7 +378,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
              split_point: int | None,
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
              replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
-             hysteresis: float, log_dir: Path | None, as_json: bool, **options: Any) -> None:
+             hysteresis: float, load_aware: bool, log_dir: Path | None, as_json: bool,
+             **options: Any) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
@@ -413,7 +416,7 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
                                     hysteresis=hysteresis),
-        token=token, signing=signing, verify=verify, log_dir=log_dir)
+        token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware)
     runtime = build_runtime(
         edge_options, profile=get_profile(model, options.pop("profile_file"), threads, as_json),
         cloud_profile=read_profile(path) if (path := options.pop("cloud_profile")) else None,

@@ -72,6 +72,7 @@ class CloudReply:
     request_bytes: int
     response_bytes: int
     round_trip_s: float  # send to answer, as the edge saw it
+    expected_wait_s: float = 0.0  # what a request sent now would wait there (its load)
 
     @property
     def output(self) -> torch.Tensor:
@@ -132,11 +133,11 @@ class CloudClient:
             answer = self._exchange("POST", path, timeout, ends, cap, content=body,
                                     headers=headers)
             _check_status(answer)
-            outputs, cloud_s, layer_times = _parse_answer(
+            outputs, cloud_s, layer_times, wait_s = _parse_answer(
                 answer.body, answer.headers.get(HEADER_LENGTH), expect)
             cloud_s, layer_times = bounded_timings(cloud_s, layer_times, answer.seconds)
             return CloudReply(outputs, cloud_s, layer_times, len(body), len(answer.body),
-                              answer.seconds)
+                              answer.seconds, wait_s)
 
         return self._within(deadline_s, call)
 
@@ -330,22 +331,25 @@ def _read_capped(response: httpx.Response, cap: int, ends: float, *,
 
 
 def _parse_answer(content: bytes, header_length: str | None, expect: Expected | None
-                  ) -> tuple[tuple[torch.Tensor, ...], float, list[float]]:
-    """Outputs and timings of an answer; nothing larger than ``expect`` is decoded."""
+                  ) -> tuple[tuple[torch.Tensor, ...], float, list[float], float]:
+    """Outputs, timings and the cloud's expected wait (0 from a cloud that does not report
+    its load) of an answer; nothing larger than ``expect`` is decoded."""
     try:
         header, outputs = parse_response(content, header_length, max_elements=(
             expect.elements if expect else 1 << 28))
         parameters = header.get("parameters") or {}
         cloud_s = float(parameters.get("cloud_s", 0.0))
         layer_times = [float(t) for t in parameters.get("layer_times_s", [])]
+        wait_s = float(parameters.get("expected_wait_s", 0.0))
     except Exception as exc:  # whatever the cloud sent, the edge must not crash on it
         raise CloudUnavailable(f"the cloud's answer is malformed: {str(exc)[:300]}") from exc
-    if not outputs or not all(math.isfinite(t) and t >= 0 for t in (cloud_s, *layer_times)):
+    if not outputs or not all(math.isfinite(t) and t >= 0
+                              for t in (cloud_s, wait_s, *layer_times)):
         raise CloudUnavailable("the cloud's answer is malformed: no output, or timings that "
                                "are not non-negative numbers")
     if expect is not None:
         check_answer(outputs, layer_times, expect)
-    return tuple(outputs), cloud_s, layer_times
+    return tuple(outputs), cloud_s, layer_times, wait_s
 
 
 def check_answer(outputs: Sequence[torch.Tensor], layer_times: Sequence[float],

@@ -54,6 +54,8 @@ class EdgeOptions:
     signing: tuple[str, bytes] | None = None  # (key id, secret) for HMAC signatures
     verify: bool | str = True  # or a CA bundle / the cloud's own certificate
     log_dir: Path | None = None
+    load_aware: bool = True  # plan with the cloud's reported wait
+
 
 
 def build_planner(model: str, profile: Profile, objective: Objective, *,
@@ -109,4 +111,4 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
         link=link or LinkEstimator(options.bandwidth_kbps, options.rtt_ms),
         reschedule=options.reschedule,
         log=MeasurementLog(options.log_dir) if options.log_dir else None,
-        timing=options.timing, monotonic=monotonic)
+        timing=options.timing, monotonic=monotonic, load_aware=options.load_aware)

@@ -135,6 +135,8 @@ class EdgeRuntime:
     ``guard`` that vets lossy codecs, the ``clock`` and ``link`` sensors, when to re-plan
     (``reschedule``), the measurement ``log`` and the ``timing`` of deadlines and checks.
     ``monotonic`` is the clock that paces re-planning and re-checks (tests pass their own).
+    ``load_aware``: plan with the wait the cloud reported in its last answer (a busy cloud
+    pushes the split toward the edge); False plans as if the cloud were always idle.
     Use ``edgesplit.edge.factory.build_runtime`` to make all of them from options.
     """
 
@@ -142,7 +144,8 @@ class EdgeRuntime:
                  guard: CodecGuard | None = None, clock: ClockSensor, link: LinkEstimator,
                  reschedule: ReschedulePolicy | None = None, log: MeasurementLog | None = None,
                  timing: Timing | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 load_aware: bool = True) -> None:
         if len(planner.layers) != split.n_layers + 1:
             raise InvalidArgument(f"the planner knows {len(planner.layers) - 1} layers, the "
                                   f"model has {split.n_layers}: plan this model")
@@ -166,6 +169,8 @@ class EdgeRuntime:
         self.cloud_down_reason: str | None = None if client else "no cloud configured"
         self._retry_at = 0.0
         self._last_probe = self._last_ping = -float("inf")
+        self.load_aware = load_aware
+        self.cloud_wait_s = 0.0  # the cloud's expected wait, from its last answer
 
     @property
     def model(self) -> str:
@@ -236,7 +241,8 @@ class EdgeRuntime:
             time.sleep(idle)
 
     def conditions(self) -> Conditions:
-        return Conditions(self.link.bandwidth_kbps, self.link.rtt_ms, self.clock.read_ghz())
+        return Conditions(self.link.bandwidth_kbps, self.link.rtt_ms, self.clock.read_ghz(),
+                          cloud_wait_s=self.cloud_wait_s if self.load_aware else 0.0)
 
     def check_cloud(self) -> str | None:
         """Ask the cloud about this model before relying on it.
@@ -357,6 +363,7 @@ class EdgeRuntime:
                                    latency_s=time.perf_counter() - began, fallback=str(exc))
         latency_s = time.perf_counter() - began
         self.link.observe_transfer(reply.request_bytes, reply.round_trip_s - reply.cloud_s)
+        self.cloud_wait_s = reply.expected_wait_s
         cloud = CloudPart(reply.cloud_s, tuple(reply.layer_times_s), reply.request_bytes,
                           reply.response_bytes)
         return self.split.pack_outputs(reply.outputs), replace(head, latency_s=latency_s,
