@@ -291,10 +291,32 @@ def serve(**given: Any) -> None:
         if settings.tls_cert is None:
             logging.getLogger("edgesplit").warning(
                 "serving on %s without TLS: tensors and credentials travel in clear text", host)
+    scaling = _ray_scaling(settings)
     _check_port_free(host, settings.port)  # before minutes of model loading, not after
+    if scaling is not None:
+        from edgesplit.cloud.ray_backend import serve_on_ray
+
+        tls = ((str(settings.tls_cert), str(settings.tls_key))
+               if settings.tls_cert and settings.tls_key else None)
+        serve_on_ray(settings, host=host, port=settings.port, scaling=scaling,
+                     ray_address=settings.ray_address, tls=tls)
+        return
     serve_app(create_app(settings), host, settings.port,
               max_head_bytes=settings.max_header_kb * 1024, log_level=settings.log_level,
               tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+
+
+def _ray_scaling(settings: ServerSettings) -> Any:
+    """The Ray backend's scaling (Ray checked to be installed), or None for the built-in one."""
+    if settings.backend != "ray":
+        if settings.replicas or settings.autoscale or settings.ray_address:
+            raise EdgesplitError("--replicas, --autoscale and --ray-address go with "
+                                 "--backend ray")
+        return None
+    from edgesplit.cloud.ray_backend import Scaling, import_ray
+
+    import_ray()
+    return Scaling.parse(settings.replicas, settings.autoscale)
 
 
 def server_settings(given: dict[str, Any]) -> ServerSettings:

@@ -4,7 +4,8 @@
 
 - the Open Inference Protocol v2 (``routers/oip.py``);
 - the thesis's ``POST /offload`` (``routers/offload.py``), unchanged;
-- ``/edgesplit/probe`` for the edge's uplink measurements and ``/metrics`` for Prometheus.
+- ``/edgesplit/probe`` for the edge's uplink measurements, ``/edgesplit/load`` for what the
+  cloud is holding (``load.py``) and ``/metrics`` for Prometheus.
 
 Every route but liveness and readiness is behind the credential (``security.py``, a dependency
 of the whole app). Tails run in a bounded thread pool so the event loop never blocks; past
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import torch
 from fastapi import Depends, FastAPI, Request, Response
@@ -27,25 +29,33 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from edgesplit.cloud.batching import TailBatcher
 from edgesplit.cloud.body import BodyBudget
 from edgesplit.cloud.errors import status_of
 from edgesplit.cloud.limits import Admission, BodyPace
 from edgesplit.cloud.metrics import Metrics, RequestCounter, route_of
-from edgesplit.cloud.routers import docs, metrics, offload, oip, probe
+from edgesplit.cloud.routers import docs, load, metrics, offload, oip, probe
 from edgesplit.cloud.security import Authenticator, authenticate
 from edgesplit.cloud.service import CloudService
 from edgesplit.cloud.settings import ServerSettings
 from edgesplit.cloud.state import CloudState
-from edgesplit.cloud.tail import TailRunner
+from edgesplit.cloud.tail import BatcherFactory, TailRunner
 from edgesplit.errors import EdgesplitError, first_validation_error
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: ServerSettings | None = None,
-               service: CloudService | None = None) -> FastAPI:
-    """The cloud app. Models load at start-up unless a ready ``service`` is passed in."""
+               service: CloudService | None = None,
+               batcher: BatcherFactory | None = None) -> FastAPI:
+    """The cloud app. Models load at start-up unless a ready ``service`` is passed in.
+
+    With ``settings.max_batch_size`` over 1, tails are batched: by ``batcher`` when given (the
+    Ray backend passes Serve's), else by the built-in asyncio ``TailBatcher``."""
     settings = settings or ServerSettings()
+    if batcher is None and settings.max_batch_size > 1:
+        batcher = partial(TailBatcher, max_batch_size=settings.max_batch_size,
+                          wait_s=settings.batch_wait_ms / 1000)
     metrics_ = Metrics()
     cloud = CloudState(settings, metrics_, Authenticator.from_settings(settings),
                        Admission(settings.max_pending, metrics_.pending),
@@ -54,8 +64,10 @@ def create_app(settings: ServerSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
-        loaded = service or CloudService.from_zoo(settings.models, settings.max_batch)
-        cloud.runner = TailRunner(loaded, settings.workers, metrics_)
+        loaded = service or CloudService.from_zoo(settings.models, settings.max_batch,
+                                                  settings.device)
+        cloud.runner = TailRunner(loaded, settings.workers, metrics_,
+                                  batcher if settings.max_batch_size > 1 else None)
         log.info("ready: %s", ", ".join(loaded.models))
         yield
         cloud.runner.close()
@@ -69,7 +81,8 @@ def create_app(settings: ServerSettings | None = None,
                        min_rate=settings.min_body_rate_kb * 1024)
     app.add_middleware(RequestCounter, counter=metrics_.requests)
     served = list(service.models if service is not None else settings.models)
-    for api in (oip.router(served), offload.router, probe.router, metrics.router, docs.router):
+    for api in (oip.router(served), offload.router, probe.router, load.router, metrics.router,
+                docs.router):
         app.include_router(api)
     add_error_handlers(app, metrics_)
     return app

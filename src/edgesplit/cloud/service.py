@@ -6,13 +6,14 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel, torch_dtype
-from edgesplit.errors import UnknownModel, WireFormatError
+from edgesplit.errors import InvalidArgument, UnknownModel, WireFormatError
 
 log = logging.getLogger(__name__)
 
@@ -23,22 +24,53 @@ class TailResult:
     layer_times_s: list[float]
     compute_s: float
     queue_s: float = 0.0  # from handing the tail to a worker to the worker starting it
+    batch_size: int = 1  # requests that ran together in this tail
+    load: dict[str, Any] = field(default_factory=dict)  # the cloud's load when it finished
+
+
+def check_device(device: str) -> str:
+    """``device`` if tails can run there (cpu, cuda, cuda:N), else one line saying why not."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return device
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise InvalidArgument(f"unknown device {device!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise InvalidArgument(
+            f"--device {device}: this machine has no usable CUDA GPU (torch {torch.__version__}"
+            f"{' is a CPU build' if torch.version.cuda is None else ' sees none'}); "
+            "use --device cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        raise InvalidArgument(f"--device {device}: only {torch.cuda.device_count()} CUDA "
+                              f"device(s) here, numbered from 0")
+    return device
 
 
 class CloudService:
-    """The models and the one operation the cloud performs: check the tensors, run the tail."""
+    """The models and the one operation the cloud performs: check the tensors, run the tail.
 
-    def __init__(self, models: Mapping[str, SplitModel], max_batch: int = 16) -> None:
+    On a GPU (``device``) the models' weights live there, each request's tensors go there
+    after their checks, and outputs come back to the CPU once the device has finished (so
+    ``compute_s`` is the device's real time; per-layer times are when each layer was queued).
+    """
+
+    def __init__(self, models: Mapping[str, SplitModel], max_batch: int = 16,
+                 device: str = "cpu") -> None:
         self.models = dict(models)
         self.max_batch = max_batch
+        self.device = torch.device(check_device(device))
 
     @classmethod
-    def from_zoo(cls, names: Sequence[str], max_batch: int = 16) -> CloudService:
+    def from_zoo(cls, names: Sequence[str], max_batch: int = 16,
+                 device: str = "cpu") -> CloudService:
+        target = torch.device(check_device(device))
         models = {}
         for name in names:
-            log.info("loading %s", name)
-            models[name] = zoo.build_split(name)
-        return cls(models, max_batch)
+            log.info("loading %s on %s", name, target)
+            models[name] = (zoo.build_split(name) if target.type == "cpu" else
+                            SplitModel(zoo.build_model(name).to(target),
+                                       zoo.sample_input(name).to(target)))
+        return cls(models, max_batch, device)
 
     def split(self, name: str) -> SplitModel:
         try:
@@ -72,7 +104,14 @@ class CloudService:
         if batch > self.max_batch:
             raise WireFormatError(f"batch of {batch} is over this server's limit of "
                                   f"{self.max_batch}")
-        return out
+        return [tensor.to(self.device) for tensor in out]
+
+    def to_host(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The tail's outputs on the CPU, once the device has finished computing them."""
+        if self.device.type == "cpu":
+            return outputs
+        torch.cuda.synchronize(self.device)
+        return tuple(t.cpu() for t in outputs)
 
     def run(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
         split = self.split(name)
@@ -80,7 +119,7 @@ class CloudService:
         timings: list[float] = []
         began = time.perf_counter()
         try:
-            outputs = split.tail_outputs(tensors, split_point, timings)
+            outputs = self.to_host(split.tail_outputs(tensors, split_point, timings))
         except (RuntimeError, IndexError, ValueError) as exc:
             # Well-formed tensors the model still cannot take (say token ids out of range).
             first = (str(exc).strip().splitlines() or [""])[0][:200]

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from edgesplit.cloud.service import check_device
 from edgesplit.core import zoo
 
 
@@ -64,8 +65,28 @@ class ServerSettings(BaseSettings):
     max_pending: int = Field(default=32, ge=1,
                              description="Requests running or waiting before the server "
                              "answers 503.")
+    max_batch_size: int = Field(
+        default=1, ge=1, description="Run tails of the same model and split point that arrive "
+        "together as one batch of up to this many rows (1: no batching).")
+    batch_wait_ms: float = Field(default=2.0, ge=0,
+                                 description="How long a request waits for batch-mates.")
+    device: str = Field(default="cpu", description="Where tails run: cpu, cuda or cuda:N.")
+    backend: Literal["builtin", "ray"] = Field(
+        default="builtin", description="Serve with uvicorn here, or as a Ray Serve deployment.")
+    replicas: int | None = Field(default=None, ge=1,
+                                 description="Ray: this many replicas (default 1).")
+    autoscale: str | None = Field(default=None,
+                                  description="Ray: autoscale between MIN:MAX replicas instead.")
+    ray_address: str | None = Field(
+        default=None, description="Ray: join this cluster (host:port or auto); default: start "
+        "Ray here.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info",
                                                                     description="Log level.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return check_device(value)
 
     @field_validator("models", mode="before")
     @classmethod

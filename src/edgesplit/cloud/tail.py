@@ -3,8 +3,8 @@
 ``run_tail_request`` reads the body within the server-wide budget, takes a pending slot, decodes
 the body (on a worker thread when it is large), runs the tail through ``TailRunner.run`` and
 counts what it received.
-``TailRunner`` is the seam where tails meet threads: whatever schedules them (one by one today)
-lives behind ``run(model, split_point, tensors) -> TailResult``.
+``TailRunner`` is the seam where tails meet threads: whatever schedules them (one by one, or in
+batches through a ``Batcher``) lives behind ``run(model, split_point, tensors) -> TailResult``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 from fastapi import Request
 
 from edgesplit.cloud.body import held_body
+from edgesplit.cloud.load import LoadMeter
 from edgesplit.cloud.metrics import Metrics
 from edgesplit.cloud.service import CloudService, TailResult
 from edgesplit.errors import EdgesplitError, WireFormatError
@@ -52,32 +53,59 @@ class TailAnswer(Generic[T]):
     cloud_s: float  # receipt of the whole body to the result (thesis equation 3.2)
 
 
-class TailRunner:
-    """Runs tails on a bounded pool of threads so that the event loop never blocks."""
+class Batcher(Protocol):
+    """Runs a request's tail together with others (``batching.TailBatcher``, Serve's)."""
 
-    def __init__(self, service: CloudService, workers: int, metrics: Metrics) -> None:
+    async def run(self, model: str, split_point: int,
+                  tensors: list[torch.Tensor]) -> TailResult: ...
+
+    def close_all(self) -> None: ...
+
+
+BatcherFactory = Callable[[CloudService, Callable[[Callable[[], Any]], Awaitable[Any]]], Batcher]
+
+
+class TailRunner:
+    """Runs tails on a bounded pool of threads so that the event loop never blocks, one by
+    one or through a ``batcher``, and meters the load (``load.LoadMeter``) as it goes."""
+
+    def __init__(self, service: CloudService, workers: int, metrics: Metrics,
+                 batcher: BatcherFactory | None = None) -> None:
         self.service = service
         self.metrics = metrics
         # A plain executor: the loop-to-thread hop is ~80 µs against anyio's ~130 µs.
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tail")
+        self.meter = LoadMeter(slots=workers)
+        self.batcher = batcher(service, self.in_worker) if batcher else None
 
     async def in_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
     async def run(self, model: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
+        with self.meter.holding(model, split_point):
+            if self.batcher is not None:
+                result = await self.batcher.run(model, split_point, tensors)
+            else:
+                result = await self._alone(model, split_point, tensors)
+            self.meter.observe(model, split_point, result.compute_s / result.batch_size)
+            load = self.meter.parameters(model, split_point)  # while this one still counts
+        self.metrics.tail_seconds.labels(model, str(split_point)).observe(result.compute_s)
+        return replace(result, load=load)
+
+    async def _alone(self, model: str, split_point: int,
+                     tensors: list[torch.Tensor]) -> TailResult:
         submitted = time.perf_counter()
 
         def work() -> TailResult:
             started = time.perf_counter()
             result = self.service.run(model, split_point, tensors)
-            return TailResult(result.outputs, result.layer_times_s, result.compute_s,
-                              queue_s=started - submitted)
+            return replace(result, queue_s=started - submitted)
 
-        result = await self.in_worker(work)
-        self.metrics.tail_seconds.labels(model, str(split_point)).observe(result.compute_s)
-        return result
+        return await self.in_worker(work)
 
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close_all()
         self.pool.shutdown(wait=True)
 
 

@@ -38,4 +38,5 @@ async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) ->
                          "data": t.reshape(-1).tolist()}
                         for t, spec in zip(result.outputs, specs, strict=True)],
             "cloud_s": answer.cloud_s, "compute_s": result.compute_s,
-            "layer_times_s": result.layer_times_s}
+            "layer_times_s": result.layer_times_s, "batch_size": result.batch_size,
+            **result.load}

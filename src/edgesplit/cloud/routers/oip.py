@@ -107,7 +107,8 @@ async def run_infer(request: Request, model: str, cloud: CloudState) -> Response
         o.parameters.get("binary_data") for o in parsed.outputs)
     timings = {"split_point": answer.call.split_point, "cloud_s": answer.cloud_s,
                "compute_s": result.compute_s, "queue_s": result.queue_s,
-               "layer_times_s": result.layer_times_s}
+               "layer_times_s": result.layer_times_s, "batch_size": result.batch_size,
+               **result.load}
     outputs = [encode_tensor(tensor, name=spec.name) for tensor, spec in
                zip(result.outputs, cloud.service.split(model).outputs, strict=True)]
     content, headers = encode_response(model, outputs, timings, binary=binary,

@@ -1,0 +1,158 @@
+"""Dynamic batching: tails of the same model and split point that arrive together run as one.
+
+An edge's request waits at most ``wait_s`` for company; a batch runs as soon as it holds
+``max_batch_size`` rows (its requests' batch dimensions added up). Every request is checked on
+its own before it joins (dtype, NaN, batch limit: a bad one is refused alone and never reaches
+its batch-mates), and answered on its own with its slice of the output, its own queueing time
+and the batch's compute and layer times (what it really waited for). Requests whose decoded
+tensors differ in dtype or in shape past the batch dimension never share a batch; codecs are
+undone before a request gets here, so requests sent with different codecs whose tensors decode
+alike do. Batching pays where a tail reads more weights than activations: AlexNet's fully
+connected tail reads 224 MB of weights whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import torch
+
+from edgesplit.cloud.service import CloudService, TailResult
+from edgesplit.core.splitting import SplitModel
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+InWorker = Callable[[Callable[[], T]], Awaitable[T]]
+BatchKey = tuple[str, int, tuple[tuple[torch.dtype, tuple[int, ...]], ...]]
+
+
+@dataclass
+class Waiting:
+    """One checked request waiting for its batch."""
+
+    tensors: list[torch.Tensor]
+    rows: int
+    future: asyncio.Future[TailResult] | None
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Open:
+    """A batch still taking requests, and the timer that closes it."""
+
+    items: list[Waiting]
+    timer: asyncio.TimerHandle
+    rows: int = 0
+
+
+class TailBatcher:
+    """Gathers tails into batches and runs each batch once through ``in_worker``."""
+
+    def __init__(self, service: CloudService, in_worker: InWorker[Any], max_batch_size: int,
+                 wait_s: float) -> None:
+        self.service = service
+        self.in_worker = in_worker
+        self.max_batch_size = max_batch_size
+        self.wait_s = wait_s
+        self._open: dict[BatchKey, _Open] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self, model: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
+        """The tail of one request, run in a batch with whatever arrives with it."""
+        tensors = self.service.conform(model, split_point, tensors)  # refused alone
+        rows = self.service.split(model).check_tensors(tensors, split_point)
+        future: asyncio.Future[TailResult] = asyncio.get_running_loop().create_future()
+        item = Waiting(tensors, rows, future)
+        key = (model, split_point, tuple((t.dtype, tuple(t.shape[1:])) for t in tensors))
+        batch = self._open.get(key)
+        if batch is not None and batch.rows + item.rows > self.max_batch_size:
+            self._close(key)
+            batch = None
+        if batch is None:
+            timer = asyncio.get_running_loop().call_later(self.wait_s, self._close, key)
+            batch = self._open[key] = _Open([], timer)
+        batch.items.append(item)
+        batch.rows += item.rows
+        if batch.rows >= self.max_batch_size:
+            self._close(key)
+        return await future
+
+    def close_all(self) -> None:
+        """Start every batch still open (at shutdown: nothing is left waiting for a timer)."""
+        for key in list(self._open):
+            self._close(key)
+
+    def _close(self, key: BatchKey) -> None:
+        batch = self._open.pop(key, None)
+        if batch is None:
+            return
+        batch.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._execute(key, batch.items))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _execute(self, key: BatchKey, items: list[Waiting]) -> None:
+        model, split_point, _ = key
+        try:
+            results = await self.in_worker(
+                lambda: run_together(self.service, model, split_point, items))
+        except Exception as exc:  # a worker that cannot run at all: every request learns it
+            results = [exc] * len(items)
+        for item, result in zip(items, results, strict=True):
+            future = item.future
+            if future is None or future.done():  # its client left
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def run_together(service: CloudService, model: str, split_point: int,
+                 items: list[Waiting]) -> list[TailResult | Exception]:
+    """One tail over every item's rows, split back per item; each item alone where the model
+    cannot batch at this cut or the batch fails. On a worker thread."""
+    started = time.perf_counter()
+    if len(items) > 1 and batchable(service.split(model), split_point):
+        try:
+            return list(_batched(service, model, split_point, items, started))
+        except Exception:  # then each request runs alone and fails, if at all, alone
+            log.warning("a batch of %s at %d failed: running its requests one by one",
+                        model, split_point, exc_info=True)
+    return [_alone(service, model, split_point, item) for item in items]
+
+
+def batchable(split: SplitModel, split_point: int) -> bool:
+    """Whether requests at ``split_point`` can be stacked: every tensor crossing the cut and
+    every output grows with the batch along its first dimension."""
+    specs = (*split.split_points[split_point].tensors, *split.outputs)
+    return all(spec.batch_dim == 0 for spec in specs)
+
+
+def _batched(service: CloudService, model: str, split_point: int, items: list[Waiting],
+             started: float) -> list[TailResult]:
+    inputs = [torch.cat(parts) for parts in zip(*(i.tensors for i in items), strict=True)]
+    timings: list[float] = []
+    outputs = service.to_host(service.split(model).tail_outputs(inputs, split_point, timings))
+    compute_s = time.perf_counter() - started
+    rows = [i.rows for i in items]
+    per_output = [torch.split(output, rows) for output in outputs]
+    return [TailResult(tuple(parts[index] for parts in per_output), timings, compute_s,
+                       queue_s=started - item.submitted, batch_size=len(items))
+            for index, item in enumerate(items)]
+
+
+def _alone(service: CloudService, model: str, split_point: int,
+           item: Waiting) -> TailResult | Exception:
+    started = time.perf_counter()
+    try:
+        result = service.run(model, split_point, item.tensors)
+    except Exception as exc:  # this request's own failure, not its batch-mates'
+        return exc
+    return replace(result, queue_s=started - item.submitted)
