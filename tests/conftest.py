@@ -124,3 +124,25 @@ def cloud() -> Iterator[CloudProcess]:
     """One shared cloud server for the tests that only send it requests."""
     with CloudProcess() as server:
         yield server
+
+
+RAY_MISSING = "the ray extra is not installed (pip install 'edgesplit[ray]')"
+
+
+def ray_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+@pytest.fixture(scope="session")
+def ray_cloud() -> Iterator[CloudProcess]:
+    """The same server as ``cloud``, as a Ray Serve deployment on a local Ray, batching."""
+    if not ray_installed():
+        pytest.skip(RAY_MISSING)
+    server = CloudProcess("--backend", "ray", "--max-batch-size", "4", "--batch-wait-ms", "1")
+    server.start(ready_timeout_s=300)  # Ray starts in ~30 s on 2 busy cores
+    try:
+        yield server
+    finally:
+        server.stop()

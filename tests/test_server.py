@@ -22,6 +22,16 @@ from .conftest import CloudProcess
 SplitFactory = Callable[[str], SplitModel]
 
 
+@pytest.fixture(params=["builtin", "ray"])
+def cloud(request: pytest.FixtureRequest, cloud: CloudProcess) -> CloudProcess:
+    """Every endpoint test below runs against the built-in server and against the same app on
+    Ray Serve (skipped where the ray extra is missing)."""
+    if request.param == "ray":
+        ray_cloud: CloudProcess = request.getfixturevalue("ray_cloud")
+        return ray_cloud
+    return cloud
+
+
 def infer(cloud: CloudProcess, model: str, split_point: int, tensors: list[torch.Tensor],
           codec: str = "raw", names: list[str] | None = None) -> httpx.Response:
     from edgesplit.wire.codecs import parse_codec
@@ -272,6 +282,10 @@ def test_a_client_leaving_mid_body_is_routine_not_an_error(cloud: CloudProcess) 
     with socket.create_connection(("127.0.0.1", cloud.port)) as sock:
         sock.sendall(b"POST /v2/models/mnist_cnn/infer HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: 100000\r\n\r\n" + b"x" * 1000)
+    if "ray" in cloud.args:  # Ray's proxy takes the whole body before a replica sees it
+        assert httpx.get(f"{cloud.url}/v2/health/ready").json() == {"ready": True}
+        assert short_bodies() == before
+        return
     # The server sees the close as the end of a body short of its length (a client that only
     # half-closed gets that 400 as its answer); either way it is counted, not an error.
     for _ in range(300):

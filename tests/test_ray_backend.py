@@ -1,0 +1,73 @@
+"""The Ray Serve backend: its options, its one line when Ray is missing, and a guarded cluster.
+
+The endpoint tests of ``test_server.py`` run against Ray Serve too (its ``cloud`` fixture)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from edgesplit.cloud.ray_backend import Scaling
+from edgesplit.errors import InvalidArgument
+
+from .conftest import RAY_MISSING, CloudProcess, ray_installed
+
+
+def test_scaling_options() -> None:
+    assert Scaling.parse(None, None).options() == {"num_replicas": 1}
+    assert Scaling.parse(3, None).options() == {"num_replicas": 3}
+    auto = Scaling.parse(None, "1:4").options()["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"]) == (1, 4)
+    for replicas, autoscale, message in ((2, "1:2", "not both"), (None, "3:1", "MIN:MAX"),
+                                         (None, "x", "MIN:MAX"), (0, None, "1 or more")):
+        with pytest.raises(InvalidArgument, match=message):
+            Scaling.parse(replicas, autoscale)
+
+
+def run_cli(*args: str, hide_ray: bool = False) -> subprocess.CompletedProcess[str]:
+    # ``hide_ray`` makes ``import ray`` fail in the child, as on a machine without the extra.
+    prelude = "sys.modules['ray'] = None; " if hide_ray else ""
+    code = "import sys; " + prelude + "from edgesplit.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, "cloud", "serve", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_without_ray_the_flag_fails_with_one_line() -> None:
+    done = run_cli("--backend", "ray", "--models", "mnist_cnn", hide_ray=True)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "pip install 'edgesplit[ray]'" in line
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--replicas", "2"), "go with --backend ray"),
+    (("--device", "cuda"), "no usable CUDA GPU"),
+    (("--device", "cuda:7"), "no usable CUDA GPU"),
+    (("--device", "tpu"), "expected cpu, cuda or cuda:N"),
+])
+def test_misplaced_or_impossible_options_fail_with_one_line(args: tuple[str, ...],
+                                                            message: str) -> None:
+    done = run_cli("--models", "mnist_cnn", *args)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert message in line
+
+
+@pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
+def test_two_replicas_behind_a_token() -> None:
+    server = CloudProcess("--backend", "ray", "--replicas", "2", "--token", "s3cret",
+                          models="mnist_cnn")
+    server.start(ready_timeout_s=300)
+    try:
+        url = f"{server.url}/v2/models/mnist_cnn"
+        assert httpx.get(url, timeout=30).status_code == 401
+        assert httpx.get(url, headers={"authorization": "Bearer wrong"}, timeout=30
+                         ).status_code == 401
+        ok = httpx.get(url, headers={"authorization": "Bearer s3cret"}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["name"] == "mnist_cnn"
+        assert httpx.get(f"{server.url}/v2/health/ready", timeout=30).json() == {"ready": True}
+    finally:
+        server.stop()
