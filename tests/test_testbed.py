@@ -25,7 +25,7 @@ from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import netns
-from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate
+from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
 from edgesplit.testbed.runs import key_of, read_runs
 
 from .conftest import CloudProcess
@@ -113,6 +113,25 @@ def test_self_checks_fail_when_the_knobs_do_not_work(tmp_path: Path) -> None:
     assert not rate["passed"] and rate["error"] == pytest.approx(1 / 0.7 - 1, abs=0.08)
     assert not clock["passed"] and clock["measured_slowdown"] < 1.5
     assert not any(_leftovers("tstd").values())
+
+
+def test_clock_to_share_mapping() -> None:
+    assert share_of(1.5) == 1.0 and share_of(0.6) == pytest.approx(0.4)
+    assert share_of(1.5, 0.25) == 0.25 and share_of(0.6, 0.25) == pytest.approx(0.1)
+    assert share_of(6.0, 0.25) == 1.0  # a full core: the native clock of a quarter-speed edge
+
+
+@root
+def test_a_slower_edge_keeps_the_clock_ratios(tmp_path: Path) -> None:
+    # AlexNet: forwards long enough to span several CFS periods (the MNIST CNN's 0.1 ms
+    # forwards also pay for the caches other processes cool while it is throttled).
+    with NetnsBench(["alexnet"], 20.0, tmp_path, "tste", edge_speed=0.5) as half:
+        half.set_conditions(6000, 1.5)
+        quota = (half.testbed.names.edge_cgroup / "cpu.cfs_quota_us").read_text().strip()
+        clock = check_clock(half, "alexnet", 6000, 0.6)
+    assert quota == "5000" and half.native_ghz == 3.0
+    assert clock["share"] == 0.2 and clock["expected_slowdown"] == 2.5
+    assert clock["passed"], clock
 
 
 @root

@@ -8,7 +8,8 @@ edge worker by SIGSTOP/SIGCONT duty cycling. Both pin the cloud to core 0 and th
 children also die with the runner (``PR_SET_PDEATHSIG``), even when it is SIGKILLed.
 
 The clock is a share of one core: the pool's highest clock (``MAX_CLOCK_GHZ``, the thesis's
-Raspberry Pi at 1.5 GHz) is one full core, and clock ``c`` gets ``c / 1.5`` of it.
+Raspberry Pi at 1.5 GHz) is one full core, and clock ``c`` gets ``c / 1.5`` of it; with
+``edge_speed`` s < 1 it gets ``s x c / 1.5`` (the native clock of a full core is then 1.5 / s).
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ CLOCK_TOLERANCE = 0.15
 _PR_SET_PDEATHSIG = 1
 
 
-def share_of(clock_ghz: float) -> float:
-    """The CPU share that emulates ``clock_ghz`` (1.5 GHz = one full core)."""
-    return min(1.0, clock_ghz / MAX_CLOCK_GHZ)
+def share_of(clock_ghz: float, edge_speed: float = 1.0) -> float:
+    """The CPU share that emulates ``clock_ghz``: 1.5 GHz is ``edge_speed`` of one core (1.0: a
+    full core; 0.25 makes the edge four times slower, nearer a Raspberry Pi)."""
+    return min(1.0, clock_ghz / MAX_CLOCK_GHZ * edge_speed)
 
 
 def _child_setup(cpu: int | None) -> Callable[[], None]:
@@ -116,9 +118,12 @@ class Bench:
 
     mode = "none"
 
-    def __init__(self, models: list[str], rtt_ms: float, logs: Path) -> None:
+    def __init__(self, models: list[str], rtt_ms: float, logs: Path,
+                 edge_speed: float = 1.0) -> None:
         self.models = models
         self.rtt_ms = rtt_ms
+        self.edge_speed = edge_speed
+        self.native_ghz = MAX_CLOCK_GHZ / edge_speed  # the clock of a full core
         self.logs = logs
         self.edge: EdgeWorker
         self.bandwidth_kbps = 7200.0
@@ -176,9 +181,9 @@ class NetnsBench(Bench):
 
     mode = "netns"
 
-    def __init__(self, models: list[str], rtt_ms: float, logs: Path,
-                 tag: str | None = None) -> None:
-        super().__init__(models, rtt_ms, logs)
+    def __init__(self, models: list[str], rtt_ms: float, logs: Path, tag: str | None = None,
+                 edge_speed: float = 1.0) -> None:
+        super().__init__(models, rtt_ms, logs, edge_speed)
         self.testbed = NetnsTestbed(tag)
 
     def start(self) -> None:
@@ -208,7 +213,7 @@ class NetnsBench(Bench):
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         self.bandwidth_kbps = bandwidth_kbps
         self.testbed.set_rate_kbps(bandwidth_kbps)
-        self.testbed.set_cpu_share(share_of(clock_ghz))
+        self.testbed.set_cpu_share(share_of(clock_ghz, self.edge_speed))
 
 
 class UserspaceBench(Bench):
@@ -228,7 +233,7 @@ class UserspaceBench(Bench):
         process = _spawn(self._edge_command(f"http://127.0.0.1:{self.link.port}"), 1,
                          self.logs / "edge.log")
         self.edge = EdgeWorker(process, self.logs / "edge.log")
-        self.cycler = DutyCycler(process.pid, native_ghz=MAX_CLOCK_GHZ).__enter__()
+        self.cycler = DutyCycler(process.pid, native_ghz=self.native_ghz).__enter__()
         self._wait_cloud()
 
     def close(self) -> None:
@@ -241,7 +246,7 @@ class UserspaceBench(Bench):
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         self.bandwidth_kbps = bandwidth_kbps
         self.link.set_rate_kbps(bandwidth_kbps)
-        self.cycler.set_clock(min(clock_ghz, MAX_CLOCK_GHZ))
+        self.cycler.set_clock(min(clock_ghz, self.native_ghz))
 
 
 def check_rate(bench: Bench, bandwidth_kbps: float, clock_ghz: float,
@@ -271,10 +276,12 @@ def check_clock(bench: Bench, model: str, bandwidth_kbps: float, clock_ghz: floa
         full = forward_s(bench, model)
         bench.set_conditions(bandwidth_kbps, clock_ghz)
         ratios.append(forward_s(bench, model) / full)
-    measured, expected = statistics.median(ratios), 1 / share_of(clock_ghz)
+    measured = statistics.median(ratios)
+    expected = share_of(MAX_CLOCK_GHZ, bench.edge_speed) / share_of(clock_ghz, bench.edge_speed)
     error = measured / expected - 1
     return {"check": "clock", "model": model, "clock_ghz": clock_ghz,
-            "share": round(share_of(clock_ghz), 4), "measured_slowdown": round(measured, 4),
+            "share": round(share_of(clock_ghz, bench.edge_speed), 4),
+            "measured_slowdown": round(measured, 4),
             "expected_slowdown": round(expected, 4), "error": round(error, 4),
             "tolerance": CLOCK_TOLERANCE, "passed": abs(error) <= CLOCK_TOLERANCE}
 

@@ -97,10 +97,14 @@ def status(tag: str | None, as_json: bool) -> None:
               show_default=True, help="Measure every split point end to end, or compose it "
               "from measured head, transfer and tail (auto: parts only for models whose cuts "
               "together exceed 20 MB).")
+@click.option("--edge-speed", type=click.FloatRange(0.25, 1.0), default=1.0, show_default=True,
+              help="The share of a core the pool's top clock (1.5 GHz) gets: 1 is a full core "
+              "of this machine, 0.25 an edge four times slower (nearer a Raspberry Pi).")
 @click.option("--quick", is_flag=True,
               help="One model (mnist_cnn unless --models), 3 settings, 1 repeat.")
 def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: int,
-               testbed_mode: str, rtt_ms: float, oracle: str, quick: bool) -> None:
+               testbed_mode: str, rtt_ms: float, oracle: str, edge_speed: float,
+               quick: bool) -> None:
     """The thesis's evaluation on a testbed: strategies and an oracle of every split point."""
     from dataclasses import replace
 
@@ -127,6 +131,7 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
              if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
     base = ExperimentConfig.quick() if quick else ExperimentConfig()  # --quick's own defaults
     config = replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
+                     edge_speed=edge_speed,
                      models=names if "models" in given or not quick else base.models,
                      settings=settings if "settings" in given or not quick else base.settings,
                      repeats=repeats if "repeats" in given or not quick else base.repeats)
