@@ -19,7 +19,7 @@ import pytest
 from edgesplit.core import zoo
 from edgesplit.core.fitting import fit_power_law
 from edgesplit.errors import MissingExtra
-from edgesplit.extras import EXTRA_OF_MODULE, needs_extra
+from edgesplit.extras import ALL_EXTRAS, EXTRA_OF_MODULE, needs_extra
 
 from .conftest import free_port
 
@@ -50,11 +50,20 @@ def test_every_module_of_an_extra_names_the_extra_pyproject_lists_it_in() -> Non
     assert {m: e for m, e in listed.items() if m not in imported} == EXTRA_OF_MODULE
 
 
-def test_the_dev_extra_installs_every_part() -> None:
+def _included(extras: dict[str, list[str]], extra: str) -> set[str]:
+    """``extra`` and every extra it pulls in through ``edgesplit[...]``."""
+    found = {extra}
+    for requirement in extras[extra]:
+        if requirement.startswith("edgesplit["):
+            for part in requirement[len("edgesplit["):-1].split(","):
+                found |= _included(extras, part)
+    return found
+
+
+def test_all_is_every_part_of_one_machine_and_dev_holds_it() -> None:
     extras = _optional_dependencies()
-    assert "edgesplit[all]" in extras["dev"]
-    assert extras["all"] == ["edgesplit[cloud,edge,report]"]
-    assert "edgesplit[fit]" in extras["edge"]
+    assert _included(extras, "all") - {"all"} == set(ALL_EXTRAS)
+    assert {"all", *ALL_EXTRAS} <= _included(extras, "dev")
 
 
 def test_a_missing_module_of_an_extra_is_one_line_naming_the_extra(

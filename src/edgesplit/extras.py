@@ -24,8 +24,12 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "httpx": "edge",
     "PIL": "edge",
     "matplotlib": "report",
+    "ray": "ray",
 }
 """Top-level import name -> the extra that installs it (pyproject.toml's optional-dependencies)."""
+
+ALL_EXTRAS = ("fit", "cloud", "edge", "report")
+"""What ``edgesplit[all]`` installs: every part of one machine (Ray, for a cluster, is apart)."""
 
 
 @contextmanager
@@ -49,9 +53,10 @@ def needs_extra(purpose: str) -> Iterator[None]:
 
 
 def require_extra(purpose: str, extra: str) -> None:
-    """Raise MissingExtra unless every module of ``extra`` (``"all"``: of every extra) is
+    """Raise MissingExtra unless every module of ``extra`` (``"all"``: of ``ALL_EXTRAS``) is
     installed. For a command that starts other processes, which would fail one by one later."""
-    wanted = [m for m, e in EXTRA_OF_MODULE.items() if extra in ("all", e)]
+    parts = ALL_EXTRAS if extra == "all" else (extra,)
+    wanted = [m for m, e in EXTRA_OF_MODULE.items() if e in parts]
     missing = [m for m in wanted if find_spec(m) is None]
     if missing:
         raise MissingExtra(
