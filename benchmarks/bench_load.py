@@ -97,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = bodies()
     with serving(",".join(SPLITS), "--workers", "2", "--max-pending", "32") as (server, url):
-        before = rss_mb(server.pid)
+        before = rss_mb(server.pid())
         print(f"{args.edges} edges, server on 2 cores with 2 tail workers, 32 pending at most\n")
         print("| load | seconds | completed/s | p50 ms | p99 ms | 200 | 503 | errors |")
         print("|---|---|---|---|---|---|---|---|")
@@ -109,7 +109,7 @@ def main() -> None:
             errors = sum(n for code, n in s.items() if code not in (200, 503))
             print(f"| {name} | {seconds:g} | {r['throughput']:.1f} | {r['p50'] * 1e3:.1f} | "
                   f"{r['p99'] * 1e3:.1f} | {s.get(200, 0)} | {s.get(503, 0)} | {errors} |")
-        after = rss_mb(server.pid)
+        after = rss_mb(server.pid())
         healthy = httpx.get(f"{url}/v2/health/ready", timeout=5).is_success
         print(f"\nserver memory: {before:.0f} MB before, {after:.0f} MB after; "
               f"ready afterwards: {healthy}")

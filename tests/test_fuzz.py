@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from edgesplit.cloud import CloudService
 from edgesplit.cloud.decoding import OffloadRequest, offload_tensors
 from edgesplit.errors import WireFormatError
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.codecs import (
     DATATYPES,
     decode_tensor,
@@ -31,8 +32,6 @@ from edgesplit.wire.protocol import (
     parse_request,
     parse_response,
 )
-
-from .conftest import CloudProcess
 
 MAX_ELEMENTS = 4096
 FUZZ = settings(max_examples=300, deadline=1000,

@@ -13,6 +13,15 @@ import pytest
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed.link import LinkEmulator, TokenBucket
 
+BURST_BYTES = 16384  # the emulator's default burst: it passes at once
+CHUNK_BYTES = 16384  # the emulator's default read size: one may be in flight at a rate change
+
+
+def at_least_s(nbytes: int, bytes_per_s: float) -> float:
+    """The shortest time ``nbytes`` can take through a link of that rate (the burst is free)."""
+    return (nbytes - BURST_BYTES) / bytes_per_s
+
+
 # --- TokenBucket: a fake clock, no sleeping -------------------------------------------------
 
 
@@ -114,6 +123,9 @@ def test_setters_check_and_work_before_start() -> None:
 
 
 # --- Real sockets: a tiny threaded server behind the emulator ---------------------------------
+# Timing through real sockets is checked from below only: the emulator must never be faster
+# than it is told (a busy machine can only make it slower, so these cannot fail for that). How
+# fast it is exactly is the TokenBucket's arithmetic, tested above on a fake clock.
 
 
 class _Server:
@@ -195,29 +207,26 @@ def _ping(sock: socket.socket, message: bytes = b"ping") -> bytes:
     return received
 
 
-def _assert_closed_soon(sock: socket.socket, within_s: float = 1.0) -> None:
-    """The peer closed or reset the connection: a read ends it, quickly, instead of hanging."""
+def _assert_closed_soon(sock: socket.socket, within_s: float = 30.0) -> None:
+    """The peer closed or reset the connection: a read ends it instead of hanging (a socket
+    timeout past the generous bound fails the test)."""
     sock.settimeout(within_s)
-    start = time.perf_counter()
     try:
         sock.sendall(b"anyone there?")
         while sock.recv(65536):
             pass
     except (ConnectionResetError, BrokenPipeError):
         pass
-    assert time.perf_counter() - start < within_s
 
 
-def _assert_refused_soon(link: LinkEmulator, within_s: float = 1.0) -> None:
-    """A new connection fails fast: reset while connecting, or closed right after."""
-    start = time.perf_counter()
+def _assert_refused_soon(link: LinkEmulator) -> None:
+    """A new connection fails: reset while connecting, or closed right after."""
     try:
         sock = _connect(link)
     except ConnectionError:
-        assert time.perf_counter() - start < within_s
         return
     with sock:
-        _assert_closed_soon(sock, within_s)
+        _assert_closed_soon(sock)
 
 
 def _send_in_thread(sock: socket.socket, payload: bytes) -> threading.Thread:
@@ -250,7 +259,7 @@ def test_uplink_rate_sets_the_transfer_time(sink_port: int) -> None:
         reply = _recv_all(sock)
         elapsed = time.perf_counter() - start
     assert reply == b"1000000"
-    assert 0.75 * 2.0 < elapsed < 1.5 * 2.0
+    assert elapsed >= at_least_s(1_000_000, 500_000)
 
 
 def test_connections_share_the_link(sink_port: int) -> None:
@@ -264,7 +273,8 @@ def test_connections_share_the_link(sink_port: int) -> None:
         for sender in senders:
             sender.join()
     assert replies == [b"500000", b"500000"]
-    assert 0.75 * 2.0 < elapsed < 1.5 * 2.0
+    # One link: the two uploads did not get 4000 kbit/s each.
+    assert elapsed >= at_least_s(1_000_000, 500_000)
 
 
 def test_downlink_rate_is_separate_from_the_uplink(echo_port: int) -> None:
@@ -276,7 +286,7 @@ def test_downlink_rate_is_separate_from_the_uplink(echo_port: int) -> None:
         elapsed = time.perf_counter() - start
         sender.join()
     assert len(echoed) == 1_000_000
-    assert 0.75 * 2.0 < elapsed < 1.5 * 2.0
+    assert elapsed >= at_least_s(1_000_000, 500_000)
 
 
 def test_rtt_delays_a_round_trip(echo_port: int) -> None:
@@ -290,28 +300,29 @@ def test_rtt_delays_a_round_trip(echo_port: int) -> None:
         start = time.perf_counter()
         _ping(sock)
         short = time.perf_counter() - start
-    # 1 ms of slack for clock rounding; the upper bound is loose for a busy machine.
-    assert all(0.099 <= t < 0.3 for t in times), times
-    assert 0.019 <= short < 0.1
+    # 1 ms of slack for clock rounding.
+    assert all(t >= 0.099 for t in times), times
+    assert short >= 0.019 and link.rtt_ms == 20
 
 
 def test_rate_change_during_a_transfer_changes_its_speed(sink_port: int) -> None:
+    # 1,500,000 bytes: 300,000 at 1000 kbit/s (125,000 bytes/s), then the rest at 8000.
     with LinkEmulator("127.0.0.1", sink_port, rate_kbps=1000) as link, _connect(link) as sock:
+        start = time.perf_counter()
         sender = _send_in_thread(sock, bytes(1_500_000))
-        time.sleep(0.3)  # past the initial burst
-        before, t0 = link.bytes_up, time.perf_counter()
-        time.sleep(0.5)
-        slow = (link.bytes_up - before) / (time.perf_counter() - t0)
+        while link.bytes_up < 300_000:  # an event: this many bytes through, however long
+            time.sleep(0.01)
+        slow_s = time.perf_counter() - start
         link.set_rate_kbps(8000)
-        time.sleep(0.1)
-        before, t0 = link.bytes_up, time.perf_counter()
-        time.sleep(0.5)
-        fast = (link.bytes_up - before) / (time.perf_counter() - t0)
+        changed, switched_at = time.perf_counter(), link.bytes_up
         sender.join()
         assert _recv_all(sock) == b"1500000"
-    # 1000 kbit/s is 125,000 bytes/s, 8000 kbit/s is 1,000,000 bytes/s.
-    assert 0.5 * 125_000 < slow < 1.5 * 125_000
-    assert 0.5 * 1_000_000 < fast < 1.5 * 1_000_000
+        fast_s = time.perf_counter() - changed
+    assert slow_s >= at_least_s(300_000, 125_000)
+    # What was left went at 8000 kbit/s or slower, never faster. (That it goes at 8000 and not
+    # at 1000 is the bucket's arithmetic: test_a_rate_change_applies_from_its_time...)
+    assert fast_s >= at_least_s(1_500_000 - switched_at - CHUNK_BYTES, 1_000_000)
+    assert link.rate_kbps == 8000
 
 
 def test_drop_connections_resets_open_connections_only(echo_port: int) -> None:

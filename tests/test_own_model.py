@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,8 +16,9 @@ from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import InvalidArgument
+from edgesplit.testbed.processes import free_port
 
-from .conftest import free_port
+from .helpers import wait_until
 
 
 class TwoPaths(nn.Module):
@@ -50,14 +50,8 @@ def own_cloud(tiny: tuple[SplitModel, torch.Tensor]) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/v2/health/ready").is_success:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield url
+    wait_until(lambda: server.started, "the in-process cloud started")
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,12 @@ from edgesplit.edge.measurements import read_measurements, read_rows
 from edgesplit.edge.runtime import Timing
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.processes import CloudProcess
 
+<<<<<<< HEAD
 from .conftest import CloudProcess
+=======
+>>>>>>> 903658e (One cloud-process helper, and tests that wait on events instead of the clock)
 from .helpers import ManualClock, SetLink
 
 SplitFactory = Callable[[str], SplitModel]
@@ -153,16 +158,15 @@ def test_a_cloud_that_hangs_is_cut_off_at_the_deadline(split_model: SplitFactory
         try:
             edge.infer(x)
             os.kill(server.process.pid, signal.SIGSTOP)  # alive, accepting, never answering
-            began = time.monotonic()
-            result = edge.infer(x)
-            took = time.monotonic() - began
+            with ThreadPoolExecutor(1) as pool:  # a hang fails the test instead of stalling it
+                result = pool.submit(edge.infer, x).result(timeout=120)
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
             edge.close()
     assert result.measurement.finished == "edge"
+    # The edge's own deadline ended the wait (its reason says so), not the 120 s bound above.
     assert "did not answer within 0.50 s" in result.measurement.fallback
     assert torch.allclose(result.output, split(x), atol=1e-6)
-    assert took < 5  # the deadline, plus a local tail, not a hang
 
 
 def test_the_log_survives_a_kill_of_the_edge(cloud: CloudProcess, mnist_profile_file: Path,

@@ -21,6 +21,7 @@ from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import CloudUnavailable, InvalidArgument, Unauthorized
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.auth import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -32,8 +33,6 @@ from edgesplit.wire.auth import (
     sign_request,
 )
 from edgesplit.wire.codecs import encode_tensor
-
-from .conftest import CloudProcess
 
 SplitFactory = Callable[[str], SplitModel]
 KEYS = {"river-1": b"first-edge-secret", "river-2": b"second-edge-secret"}
@@ -150,7 +149,7 @@ def test_several_edges_sign_with_their_own_keys(tmp_path: Path,
         assert again.status_code == 401 and "replayed" in again.json()["error"]
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
         server.stop()
-        log = server.process.stderr.read().decode()
+        log = server.output()
     assert all(secret.decode() not in log for secret in KEYS.values())
 
 
@@ -163,7 +162,8 @@ def test_tokens_can_come_from_files_and_are_not_logged(tmp_path: Path) -> None:
         assert httpx.get(url).status_code == 401
         assert httpx.get(url, headers={"authorization": "Bearer file-token-123"}).is_success
         server.stop()
-        assert "file-token-123" not in server.process.stderr.read().decode()
+        log = server.output()
+    assert "Started server process" in log and "file-token-123" not in log
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_forcing_an_open_server_is_loud() -> None:
     server = CloudProcess("--host", "0.0.0.0", "--allow-unauthenticated", models="mnist_cnn")
     with server:
         server.stop()
-        log = server.process.stderr.read().decode()
+        log = server.output()
     assert "WITHOUT AUTHENTICATION" in log and "without TLS" in log
 
 

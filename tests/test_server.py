@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable
 
 import httpx
@@ -14,10 +13,11 @@ import torch
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.client import CloudClient
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.codecs import all_codecs, encode_tensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
-from .conftest import CloudProcess
+from .helpers import wait_until
 
 SplitFactory = Callable[[str], SplitModel]
 
@@ -288,8 +288,5 @@ def test_a_client_leaving_mid_body_is_routine_not_an_error(cloud: CloudProcess) 
         return
     # The server sees the close as the end of a body short of its length (a client that only
     # half-closed gets that 400 as its answer); either way it is counted, not an error.
-    for _ in range(300):
-        if short_bodies() > before:
-            break
-        time.sleep(0.1)
+    wait_until(lambda: short_bodies() > before, "the short body counted")
     assert short_bodies() == before + 1

@@ -12,7 +12,6 @@ folder: the measurement log, plots and a summary. No root, no network beyond loo
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -37,6 +35,7 @@ from edgesplit.edge.measurements import read_measurements
 from edgesplit.errors import EdgesplitError
 from edgesplit.testbed.emulation import DutyCycler
 from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.testbed.report import Phase, build_report, summarise, write_phases
 
 
@@ -61,55 +60,6 @@ SCENARIO = (
     Step("bad everything", 12, 400, 100, 0.6),
 )
 STRATEGIES = ("latency", "cost", "rank")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Cloud:
-    """An ``edgesplit cloud serve`` child process that can be killed and brought back."""
-
-    def __init__(self, port: int, model: str, log: Path) -> None:
-        self.port = port
-        self.model = model
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edgesplit.cli", "cloud", "serve", "--port",
-                 str(self.port), "--models", self.model, "--log-level", "warning"],
-                stdout=sink, stderr=sink)
-
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise EdgesplitError(f"the cloud server exited; see {self.log}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/v2/health/ready",
-                             timeout=1).is_success:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise EdgesplitError(f"the cloud server did not start; see {self.log}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class _EdgeWatcher(threading.Thread):
@@ -147,10 +97,10 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
     profile_path = write_profile(profile, out_dir / "edge-profile.json")
     native = profile.machine.clock_ghz
     planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
-    cloud = _Cloud(free_port(), model, out_dir / "cloud.log")
+    cloud = CloudProcess(models=model, log=out_dir / "cloud.log")
     clock_file = out_dir / "clock_ghz"
     clock_file.write_text(str(scenario[0].clock_ghz))
-    cloud.start()
+    cloud.launch()
     edge: subprocess.Popen[str] | None = None
     try:
         with console.status("starting the cloud server..."):
@@ -195,7 +145,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
     return out_dir
 
 
-def _play(scenario: Sequence[Step], link: LinkEmulator, cloud: _Cloud, clock_file: Path,
+def _play(scenario: Sequence[Step], link: LinkEmulator, cloud: CloudProcess, clock_file: Path,
           edge_pid: int, native_ghz: float, watcher: _EdgeWatcher,
           planners: dict[str, Planner], console: Console, launched: datetime) -> list[Phase]:
     phases: list[Phase] = []
@@ -215,7 +165,7 @@ def _play(scenario: Sequence[Step], link: LinkEmulator, cloud: _Cloud, clock_fil
                 live.update(_table(step, watcher, planners))
                 time.sleep(0.25)
             if not step.cloud_up:
-                cloud.start()  # back in a few seconds; the edge resumes when it answers
+                cloud.launch()  # back in a few seconds; the edge resumes when it answers
             phases.append(Phase(step.name, start.isoformat(timespec="milliseconds"),
                                 datetime.now(UTC).isoformat(timespec="milliseconds"),
                                 step.bandwidth_kbps, step.rtt_ms, clock, step.cloud_up))

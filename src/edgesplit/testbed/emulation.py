@@ -33,6 +33,7 @@ class DutyCycler:
         self.native_ghz = native_ghz
         self.period_s = period_s
         self._fraction = 1.0
+        self.cycles = 0  # periods begun: lets a caller wait until a new clock has taken hold
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.set_clock(native_ghz if clock_ghz is None else clock_ghz)
@@ -71,6 +72,7 @@ class DutyCycler:
         # Deadlines come from one start time so sleep overshoot does not accumulate.
         next_edge = time.perf_counter()
         while not self._stop.is_set():
+            self.cycles += 1
             fraction = self._fraction
             if fraction >= 1.0:
                 self._signal(signal.SIGCONT)
