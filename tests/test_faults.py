@@ -90,7 +90,7 @@ def fault_then_recovery(faulty: Faulty, split: SplitModel, inject: Callable[[], 
     inject()
     check(edge.infer(x), split, reason)
     clear()
-    clock.advance(edge.retry_s)  # the edge's retry interval passes
+    clock.advance(edge.timing.retry_s)  # the edge's retry interval passes
     assert edge.infer(x).measurement.finished == "cloud"
     rows_are_intact(log_dir, 3)
 

@@ -28,10 +28,6 @@ from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import CloudProcess
 
-<<<<<<< HEAD
-from .conftest import CloudProcess
-=======
->>>>>>> 903658e (One cloud-process helper, and tests that wait on events instead of the clock)
 from .helpers import ManualClock, SetLink
 
 SplitFactory = Callable[[str], SplitModel]
