@@ -20,8 +20,7 @@ from edgesplit.core import zoo
 from edgesplit.core.fitting import fit_power_law
 from edgesplit.errors import MissingExtra
 from edgesplit.extras import ALL_EXTRAS, EXTRA_OF_MODULE, needs_extra
-
-from .conftest import free_port
+from edgesplit.testbed.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT_NAME = {"pillow": "PIL"}  # distribution -> top-level module, where they differ
