@@ -234,7 +234,8 @@ def demo(model: str, out_dir: Path | None) -> None:
 @app.command()
 @click.argument("log_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the report (default: LOG_DIR).")
+              help="Where to write the report (default: LOG_DIR/report; what a demo wrote in "
+              "LOG_DIR stays as it is).")
 def report(log_dir: Path, out_dir: Path | None) -> None:
     """Plots and a summary from a measurement log (edge run --log, or a demo's folder), or the
     report of an experiment folder (edgesplit experiment --out)."""

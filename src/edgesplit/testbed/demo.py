@@ -3,10 +3,13 @@
 ``run_demo`` starts ``edgesplit cloud serve`` on a loopback port, a userspace link emulator in
 front of it, and ``edgesplit edge run`` as its own process, slowed by SIGSTOP/SIGCONT duty
 cycling to the scenario's clock speed (it reads that clock from a file). Then it plays the
-scenario: bandwidth, round-trip time and clock change phase by phase, and the cloud is killed for
-a few seconds and restarted. A live table shows the true conditions, what the edge believes, the
-split each strategy would choose and what the edge measured. At the end it writes a report
-folder: the measurement log, plots and a summary. No root, no network beyond loopback.
+scenario: bandwidth, round-trip time and clock change phase by phase, and the cloud is killed and
+restarted. Phases are counted in inferences, not seconds, so a busy machine makes them longer,
+never emptier; after the outage the next phase starts only once the restarted cloud is ready. A
+live table shows the true conditions, what the edge believes, the split each strategy would
+choose and what the edge measured (piped to a file: one line per inference instead). At the end
+it writes a report folder: the measurement log, plots and a summary. No root, no network beyond
+loopback.
 """
 
 from __future__ import annotations
@@ -16,15 +19,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions
@@ -35,50 +39,76 @@ from edgesplit.edge.measurements import read_measurements
 from edgesplit.errors import EdgesplitError
 from edgesplit.testbed.emulation import DutyCycler
 from edgesplit.testbed.link import LinkEmulator
-from edgesplit.testbed.processes import CloudProcess
-from edgesplit.testbed.report import Phase, build_report, summarise, write_phases
+from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess
+from edgesplit.testbed.report import (
+    PROFILE_FILE,
+    Phase,
+    build_report,
+    percent,
+    read_phases,
+    summarise,
+    write_phases,
+)
+
+PHASE_BOUND_S = 300.0  # a phase waiting this long for its inferences moves on regardless
+RESTART = "cloud restarting"  # the phase after an outage, until the cloud is ready again
 
 
 @dataclass(frozen=True)
 class Step:
-    """One phase of the scenario: true conditions for ``seconds``."""
+    """One phase of the scenario: true conditions for ``inferences`` inferences, and at least
+    ``offloads`` of them finished in the cloud (counted, not timed)."""
 
     name: str
-    seconds: float
+    inferences: int
     bandwidth_kbps: float
     rtt_ms: float
     clock_ghz: float
     cloud_up: bool = True
+    offloads: int = 0
 
 
 SCENARIO = (
-    Step("thesis mean", 10, 7200, 40, 1.5),
-    Step("narrow uplink", 10, 1500, 60, 1.5),
-    Step("slow clock, far cloud", 10, 1500, 150, 0.6),
-    Step("cloud outage", 6, 1500, 150, 0.6, cloud_up=False),
-    Step("fast uplink", 12, 50_000, 10, 1.2),
-    Step("bad everything", 12, 400, 100, 0.6),
+    Step("thesis mean", 20, 7200, 40, 1.5),
+    Step("narrow uplink", 20, 1500, 60, 1.5),
+    Step("slow clock, far cloud", 16, 1500, 150, 0.6),
+    Step("cloud outage", 12, 1500, 150, 0.6, cloud_up=False),
+    Step("fast uplink", 24, 50_000, 10, 1.2, offloads=12),
+    Step("bad everything", 20, 400, 100, 0.6),
 )
 STRATEGIES = ("latency", "cost", "rank")
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 class _EdgeWatcher(threading.Thread):
-    """Reads the edge's JSON lines as they come, keeping the latest for the live table."""
+    """Reads the edge's JSON lines as they come, keeping every one for counting and display."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         super().__init__(daemon=True, name="edge-watcher")
         self.process = process
-        self.latest: dict[str, Any] | None = None
+        self.rows: list[dict[str, Any]] = []
         self.first = threading.Event()
 
     def run(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             try:
-                self.latest = json.loads(line)
+                self.rows.append(json.loads(line))
             except ValueError:
                 continue
             self.first.set()
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.rows[-1] if self.rows else None
+
+    def since(self, stamp: str) -> tuple[int, int]:
+        """Inferences logged from ``stamp`` on, and how many of them finished in the cloud."""
+        rows = [r for r in list(self.rows) if r["time"] >= stamp]
+        return len(rows), sum(r["finished"] == "cloud" for r in rows)
 
 
 def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
@@ -89,17 +119,15 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
     console = console or Console()
     out_dir = Path(out_dir or f"edgesplit-report-{datetime.now():%Y%m%d-%H%M%S}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"[bold]edgesplit demo[/]: {model}, {sum(s.seconds for s in scenario):g} s "
-                  f"of changing conditions; report in {out_dir}/")
+    console.print(f"[bold]edgesplit demo[/]: {model}, {len(scenario)} phases of "
+                  f"{sum(s.inferences for s in scenario)} inferences, one every "
+                  f"{interval_s:g} s; report in {out_dir}/", soft_wrap=True)
     if profile is None:
         with console.status("profiling the edge (once per machine)..."):
             profile = load_or_profile(model)
-    profile_path = write_profile(profile, out_dir / "edge-profile.json")
-    native = profile.machine.clock_ghz
+    write_profile(profile, out_dir / PROFILE_FILE)
     planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
     cloud = CloudProcess(models=model, log=out_dir / "cloud.log")
-    clock_file = out_dir / "clock_ghz"
-    clock_file.write_text(str(scenario[0].clock_ghz))
     cloud.launch()
     edge: subprocess.Popen[str] | None = None
     try:
@@ -109,76 +137,200 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
         # pay their serialisation time too.
         with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=scenario[0].bandwidth_kbps,
                           rtt_ms=scenario[0].rtt_ms, burst_bytes=4096) as link:
-            launched = datetime.now(UTC)  # the first phase starts with the edge's first inference
-            with open(out_dir / "edge.log", "ab") as edge_log:  # the child keeps its copy
-                edge = subprocess.Popen(
-                    [sys.executable, "-m", "edgesplit.cli", "edge", "run",
-                     "--cloud", f"http://127.0.0.1:{link.port}", "--model", model, "--sample",
-                     "--duration", str(sum(s.seconds for s in scenario) + 600),
-                     "--interval", str(interval_s), "--strategy", "rank", "--weight", "0.5",
-                     "--edge", "rent", "--codec", "auto", "--clock-file", str(clock_file),
-                     "--bandwidth-kbps", str(scenario[0].bandwidth_kbps),
-                     "--rtt-ms", str(scenario[0].rtt_ms), "--replan-interval", "5",
-                     "--profile", str(profile_path), "--log", str(out_dir), "--json"],
-                    stdout=subprocess.PIPE, stderr=edge_log, text=True)
+            edge = _start_edge(model, link.port, scenario[0], interval_s, out_dir)
             watcher = _EdgeWatcher(edge)
             watcher.start()
             with console.status("starting the edge..."):
-                if not watcher.first.wait(timeout=180):
+                if not watcher.first.wait(timeout=READY_TIMEOUT_S):
                     raise EdgesplitError(f"the edge did not start; see {out_dir}/edge.log")
-            phases = _play(scenario, link, cloud, clock_file, edge.pid, native, watcher,
-                           planners, console, launched)
+            world = _World(link, cloud, out_dir / "clock_ghz", edge, profile.machine.clock_ghz)
+            phases = _play(scenario, world, _Screen(console, watcher, planners))
         write_phases(phases, out_dir)
     finally:
-        if edge is not None:
-            edge.terminate()
-            try:
-                edge.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                edge.kill()
+        _stop(edge)
         cloud.stop()
-    pareto = planners["rank"].plan(Conditions(7200, 40, 1.5))
-    summary = build_report(out_dir, title=f"edgesplit demo: {model}, rented edge, rank w=0.5, "
-                           "codecs chosen per split point", pareto_plan=pareto)
+    summary = build_report(out_dir, out_dir, profile=profile,
+                           title=f"edgesplit demo: {model}, rented edge, rank w=0.5, codecs "
+                           "chosen per split point")
     _print_summary(out_dir, console)
-    console.print(f"report: {summary} (timeline.png, pareto.png, measurements.csv)")
+    console.print(f"report: {summary} (timeline.png, pareto.png, measurements.csv)",
+                  highlight=False, soft_wrap=True)
     return out_dir
 
 
-def _play(scenario: Sequence[Step], link: LinkEmulator, cloud: CloudProcess, clock_file: Path,
-          edge_pid: int, native_ghz: float, watcher: _EdgeWatcher,
-          planners: dict[str, Planner], console: Console, launched: datetime) -> list[Phase]:
+def _start_edge(model: str, port: int, first: Step, interval_s: float,
+                out_dir: Path) -> subprocess.Popen[str]:
+    clock_file = out_dir / "clock_ghz"
+    clock_file.write_text(str(first.clock_ghz))
+    with open(out_dir / "edge.log", "ab") as edge_log:  # the child keeps its copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "edgesplit.cli", "edge", "run",
+             "--cloud", f"http://127.0.0.1:{port}", "--model", model, "--sample",
+             "--count", "1000000", "--interval", str(interval_s), "--strategy", "rank",
+             "--weight", "0.5", "--edge", "rent", "--codec", "auto",
+             "--clock-file", str(clock_file), "--bandwidth-kbps", str(first.bandwidth_kbps),
+             "--rtt-ms", str(first.rtt_ms), "--replan-interval", "5",
+             "--profile", str(out_dir / PROFILE_FILE), "--log", str(out_dir), "--json"],
+            stdout=subprocess.PIPE, stderr=edge_log, text=True)
+
+
+def _stop(edge: subprocess.Popen[str] | None) -> None:
+    if edge is None:
+        return
+    edge.terminate()
+    try:
+        edge.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        edge.kill()
+        edge.wait()
+
+
+@dataclass
+class _World:
+    """What the scenario changes: the link, the cloud, the edge's clock (and the edge itself,
+    to notice if it dies)."""
+
+    link: LinkEmulator
+    cloud: CloudProcess
+    clock_file: Path
+    edge: subprocess.Popen[str]
+    native_ghz: float
+
+    def apply(self, step: Step, cycler: DutyCycler) -> float:
+        """Set the step's conditions; returns the clock speed emulated."""
+        self.link.set_rate_kbps(step.bandwidth_kbps)
+        self.link.set_rtt_ms(step.rtt_ms)
+        clock = min(step.clock_ghz, self.native_ghz)
+        cycler.set_clock(clock)
+        self.clock_file.write_text(str(clock))
+        return clock
+
+    def wait(self, done: Callable[[], bool], screen: _Screen, bound_s: float) -> bool:
+        """Refresh the screen until ``done()``; False if ``bound_s`` passed first."""
+        deadline = time.monotonic() + bound_s
+        while not done():
+            if self.edge.poll() is not None:
+                raise EdgesplitError(f"the edge exited; see {self.clock_file.parent}/edge.log")
+            if time.monotonic() > deadline:
+                return False
+            screen.update()
+            time.sleep(0.25)
+        screen.update()
+        return True
+
+
+def _play(scenario: Sequence[Step], world: _World, screen: _Screen) -> list[Phase]:
     phases: list[Phase] = []
-    with DutyCycler(edge_pid, native_ghz, min(scenario[0].clock_ghz, native_ghz)) as cycler, \
-            Live(console=console, refresh_per_second=4, transient=False) as live:
-        for step in scenario:
-            start = datetime.now(UTC) if phases else launched
-            link.set_rate_kbps(step.bandwidth_kbps)
-            link.set_rtt_ms(step.rtt_ms)
-            clock = min(step.clock_ghz, native_ghz)
-            cycler.set_clock(clock)
-            clock_file.write_text(str(clock))
+    with DutyCycler(world.edge.pid, world.native_ghz,
+                    min(scenario[0].clock_ghz, world.native_ghz)) as cycler:
+        for number, step in enumerate(scenario, 1):
+            clock = world.apply(step, cycler)
             if not step.cloud_up:
-                cloud.kill()
-            ends = time.monotonic() + step.seconds
-            while time.monotonic() < ends:
-                live.update(_table(step, watcher, planners))
-                time.sleep(0.25)
+                world.cloud.kill()
+            start = _now()
+            screen.begin(step, f"phase {number}/{len(scenario)}: {step.name}")
+            if not world.wait(partial(_phase_done, step, screen.watcher, start), screen,
+                              PHASE_BOUND_S):
+                screen.say(f"{step.name}: moved on after {PHASE_BOUND_S:g} s")
+            phases.append(_phase(step, start, clock))
+            screen.end()
             if not step.cloud_up:
-                cloud.launch()  # back in a few seconds; the edge resumes when it answers
-            phases.append(Phase(step.name, start.isoformat(timespec="milliseconds"),
-                                datetime.now(UTC).isoformat(timespec="milliseconds"),
-                                step.bandwidth_kbps, step.rtt_ms, clock, step.cloud_up))
+                phases.append(_restart(world, screen, replace(step, name=RESTART), clock))
     return phases
 
 
-def _table(step: Step, watcher: _EdgeWatcher, planners: dict[str, Planner]) -> Table:
-    table = Table(title=f"phase: {step.name}", show_header=True, expand=False)
-    for column in ("", "bandwidth kbit/s", "RTT ms", "clock GHz", "cloud"):
-        table.add_column(column)
+def _phase(step: Step, start: str, clock_ghz: float) -> Phase:
+    return Phase(step.name, start, _now(), step.bandwidth_kbps, step.rtt_ms, clock_ghz,
+                 step.cloud_up)
+
+
+def _phase_done(step: Step, watcher: _EdgeWatcher, start: str) -> bool:
+    inferences, offloads = watcher.since(start)
+    return inferences >= step.inferences and offloads >= step.offloads
+
+
+def _restart(world: _World, screen: _Screen, step: Step, clock_ghz: float) -> Phase:
+    """Bring the cloud back and wait until it is ready: a phase of its own, so that the next
+    one starts with a cloud that answers."""
+    world.cloud.launch()
+    start = _now()
+    screen.begin(step, RESTART, note="the next phase starts once the cloud is ready")
+    if not world.wait(world.cloud.ready, screen, READY_TIMEOUT_S):
+        raise EdgesplitError(f"the restarted cloud was not ready within {READY_TIMEOUT_S:g} s; "
+                             f"see {world.cloud.log}")
+    phase = _phase(step, start, clock_ghz)
+    screen.end()
+    return phase
+
+
+class _Screen:
+    """The live table on a terminal (each phase leaves its last frame); elsewhere, such as a
+    file, one plain line per inference."""
+
+    def __init__(self, console: Console, watcher: _EdgeWatcher,
+                 planners: dict[str, Planner]) -> None:
+        self.console = console
+        self.watcher = watcher
+        self.planners = planners
+        self.live: Live | None = None
+        self.step: Step | None = None
+        self.title = ""
+        self.note = ""
+        self.shown = len(watcher.rows)
+
+    def begin(self, step: Step, title: str, note: str = "") -> None:
+        self.step, self.title, self.note = step, title, note
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.start()
+        else:
+            self.console.print(f"{title}: true {_conditions(step)}"
+                               + (f" ({note})" if note else ""), highlight=False, soft_wrap=True)
+
+    def update(self) -> None:
+        assert self.step is not None
+        if self.live is not None:
+            self.live.update(_table(self.title, self.note, self.step, self.watcher.latest,
+                                    self.planners))
+            return
+        rows = self.watcher.rows[self.shown:]
+        self.shown += len(rows)
+        for row in rows:
+            self.console.print(_line(row), highlight=False, markup=False, soft_wrap=True)
+
+    def say(self, text: str) -> None:
+        if self.live is not None:
+            self.live.console.print(text, highlight=False)
+        else:
+            self.update()
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        self.shown = len(self.watcher.rows)
+
+
+def _conditions(step: Step) -> str:
+    return (f"{step.bandwidth_kbps:g} kbit/s, RTT {step.rtt_ms:g} ms, {step.clock_ghz:g} GHz, "
+            f"cloud {'up' if step.cloud_up else 'down'}")
+
+
+def _line(m: dict[str, Any]) -> str:
+    where = "cloud" if m["finished"] == "cloud" else "edge"
+    return (f"  #{m['seq']} split {m['split_point']} {m['codec']} -> {where}: "
+            f"{m['latency_s'] * 1e3:.0f} ms (predicted {m['predicted_latency_s'] * 1e3:.0f}); "
+            f"edge believes {m['bandwidth_kbps']:.0f} kbit/s, RTT {m['rtt_ms']:.0f} ms, "
+            f"{m['clock_ghz']:g} GHz")
+
+
+def _table(title: str, note: str, step: Step, m: dict[str, Any] | None,
+           planners: dict[str, Planner]) -> Table:
+    table = Table("", "bandwidth kbit/s", "RTT ms", "clock GHz", Column("cloud", no_wrap=True),
+                  title=title + (f"\n[yellow]{note}[/]" if note else ""), expand=False)
     table.add_row("true", f"{step.bandwidth_kbps:g}", f"{step.rtt_ms:g}", f"{step.clock_ghz:g}",
                   "up" if step.cloud_up else "[red]down[/]")
-    m = watcher.latest
     if m is None:
         return table
     table.add_row("edge believes", f"{m['bandwidth_kbps']:.0f}", f"{m['rtt_ms']:.1f}",
@@ -196,16 +348,16 @@ def _table(step: Step, watcher: _EdgeWatcher, planners: dict[str, Planner]) -> T
 
 
 def _print_summary(out_dir: Path, console: Console) -> None:
-    from edgesplit.testbed.report import read_phases
-
     rows = summarise(read_measurements(out_dir), read_phases(out_dir))
-    table = Table(title="summary per phase", caption="ms: median latency measured (predicted); "
-                  "err: median prediction error of offloads; µ$: the phase's total cost")
-    for column in ("phase", "n", "cloud", "splits (most used)", "ms", "err", "µ$"):
-        table.add_column(column)
+    table = Table(Column("phase", no_wrap=True), "n", "cloud", Column("split", no_wrap=True),
+                  "ms", "err", "µ$", title="summary per phase",
+                  caption="split: the most used (count); ms: median latency measured "
+                  "(predicted); err: median prediction error of offloads (- where none); "
+                  "µ$: the phase's total cost")
     for s in rows:
-        splits = ", ".join(s.split_points.split(", ")[:2])
-        table.add_row(s.phase, str(s.inferences), str(s.in_cloud), splits,
+        table.add_row(s.phase, str(s.inferences), str(s.in_cloud),
+                      s.split_points.split(", ")[0],
                       f"{s.median_latency_s * 1e3:.0f} ({s.median_predicted_s * 1e3:.0f})",
-                      f"{s.prediction_error:.0%}", f"{s.cost_usd * 1e6:.1f}")
+                      percent(s.prediction_error), f"{s.cost_usd * 1e6:.1f}")
+    console.print()
     console.print(table)

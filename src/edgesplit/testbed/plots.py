@@ -38,7 +38,7 @@ def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
     if not measurements:
         return None
     plt = _pyplot()
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import MaxNLocator
 
     origin = datetime.fromisoformat(phases[0].start if phases else measurements[0].time)
 
@@ -56,10 +56,7 @@ def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
     if local:
         latency.scatter(*zip(*local, strict=True), color="red", zorder=3,
                         label="finished on the edge")
-    latency.set_yscale("log")
-    latency.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    latency.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    latency.yaxis.set_minor_formatter(NullFormatter())
+    _plain_axis(latency.yaxis, [m.latency_s * 1e3 for m in shown], latency.set_yscale)
     latency.set_ylabel("latency (ms)")
     latency.legend(loc="upper left", fontsize=8)
     cost.plot(t, [m.cost_usd * 1e6 for m in shown], ".-", lw=0.8)
@@ -108,7 +105,7 @@ def pareto(plan: SplitPlan, choice: ParetoChoice, out_dir: Path) -> Path:
     ax.scatter([ran.latency_s * 1e3], [ran.cost_usd * 1e6], s=180, facecolors="none",
                edgecolors="red", linewidths=2,
                label=f"ran most: split {ran.split_point} ({', '.join(choice.codecs)})")
-    ax.set_xscale("log")
+    _plain_axis(ax.xaxis, [c.latency_s * 1e3 for c in rows], ax.set_xscale)
     _label_split_points(ax, [(c.split_point, c.latency_s * 1e3, c.cost_usd * 1e6)
                              for c in rows])
     cond = choice.conditions
@@ -125,6 +122,19 @@ def pareto(plan: SplitPlan, choice: ParetoChoice, out_dir: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plain_axis(axis: Any, values: Sequence[float], set_scale: Any) -> None:
+    """Logarithmic when the values span more than ten times, and in plain numbers either way
+    (20, 50, 100; never 2x10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) > 10 * min(positive):
+        set_scale("log")
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def _label_split_points(ax: Any, points: Sequence[tuple[int, float, float]]) -> None:

@@ -52,33 +52,34 @@ class ServerProcess:
 
     def launch(self) -> None:
         """Start the process without waiting for it (``wait_ready`` waits)."""
-        command = self.command
         if self.log is not None:
             with open(self.log, "ab") as sink:  # the child keeps its own copy
-                self.process = subprocess.Popen(command, stdout=sink, stderr=sink)
+                self.process = subprocess.Popen(self.command, stdout=sink, stderr=sink)
             return
         self._close_sink()
         self._sink = tempfile.TemporaryFile()  # noqa: SIM115 - kept open, read by output()
-        self.process = subprocess.Popen(command, stdout=self._sink, stderr=self._sink)
+        self.process = subprocess.Popen(self.command, stdout=self._sink, stderr=self._sink)
+
+    def ready(self, verify: bool | ssl.SSLContext = True) -> bool:
+        """Whether the server answers ``ready_path`` now; raises if the process has ended."""
+        if self.process is None or self.process.poll() is not None:
+            raise EdgesplitError(f"the server exited: {self.output()[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}{self.ready_path}", timeout=2, verify=verify).is_success
+        except httpx.HTTPError:
+            return False
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S,
                    verify: bool | ssl.SSLContext = True) -> None:
         """Return once the server answers ``ready_path``; raise if it exits or the bound passes
         first."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise EdgesplitError(f"the server exited: {self.output()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}{self.ready_path}", timeout=2,
-                             verify=verify).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
+        while not self.ready(verify):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EdgesplitError(f"the server was not ready within {timeout_s:g} s: "
+                                     f"{self.output()[-2000:]}")
             time.sleep(0.1)
-        self.stop()
-        raise EdgesplitError(f"the server was not ready within {timeout_s:g} s: "
-                             f"{self.output()[-2000:]}")
 
     def start(self, timeout_s: float = READY_TIMEOUT_S,
               verify: bool | ssl.SSLContext = True) -> Self:
@@ -90,9 +91,6 @@ class ServerProcess:
     def pid(self) -> int:
         assert self.process is not None, "not launched"
         return self.process.pid
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: an outage with no goodbye."""
