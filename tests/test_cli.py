@@ -51,6 +51,16 @@ def test_plan_with_the_thesis_predictor(mnist_profile_file: Path, strategy: str)
         assert latencies[plan["split_point"]] == min(latencies)
 
 
+def test_plan_json_is_one_line_when_piped_and_indented_on_request(
+        mnist_profile_file: Path) -> None:
+    base = ["plan", "mnist_cnn", "--profile", str(mnist_profile_file), "--json"]
+    piped = edgesplit(*base)
+    indented = edgesplit(*base, "--indent", "2")
+    assert piped.stdout.count("\n") == 1  # a pipe gets the one line it always got
+    assert indented.stdout.startswith('{\n  "model": "mnist_cnn"')
+    assert json.loads(indented.stdout) == json.loads(piped.stdout)
+
+
 def test_plan_table_marks_the_choice(mnist_profile_file: Path) -> None:
     result = edgesplit("plan", "mnist_cnn", "--profile", str(mnist_profile_file),
                        "--strategy", "slo", "--deadline-ms", "0.001")
@@ -132,13 +142,26 @@ def test_edge_run_refuses_a_misconfigured_cloud_but_waits_for_a_missing_one(
         assert "refused this edge's credentials" in wrong_token.stderr
         unserved = edgesplit(*base, "--cloud", cloud.url, "--token", "right")
         assert unserved.returncode == 2 and "does not serve 'mnist_cnn'" in unserved.stderr
-    malformed = edgesplit(*base, "--cloud", "127.0.0.1:8000")
-    assert malformed.returncode == 2
-    assert "not an http:// or https:// address" in malformed.stderr
-    missing = edgesplit(*base, "--cloud", f"http://127.0.0.1:{free_port()}")
+    for url in ("127.0.0.1:8000", "ftp://x"):  # one line, and nothing before it
+        malformed = edgesplit(*base, "--cloud", url)
+        assert malformed.returncode == 2
+        assert malformed.stderr.startswith(f"edgesplit: error: the cloud URL {url!r} is not an "
+                                           "http:// or https:// address")
+        assert malformed.stderr.count("\n") == 1
+    missing = edgesplit(*base[:5], "--count", "3", "--profile", str(mnist_profile_file),
+                        "--cloud", f"http://127.0.0.1:{free_port()}", "--rtt-ms", "25")
     assert missing.returncode == 0
+    # What it assumes, then the error once; the runtime's own warning does not repeat it.
+    assert missing.stderr.splitlines()[0] == (
+        "edgesplit: assuming 7200 kbit/s (--bandwidth-kbps) until measured")
+    assert missing.stderr.count("cannot reach the cloud") == 1, missing.stderr
     assert "warning: cannot reach the cloud" in missing.stderr
-    assert "2 inferences, 0 finished in the cloud" in missing.stdout
+    assert "finishing on the edge" not in missing.stderr
+    lines = missing.stdout.splitlines()
+    assert "3 inferences, 0 finished in the cloud" in lines[-1]
+    assert "-> edge (see the warning)" in lines[0]
+    assert all("-> edge (cloud offline)" in line for line in lines[1:-1])
+    assert "cannot reach" not in missing.stdout
     for result in (wrong_token, unserved, malformed, missing):
         assert "Traceback" not in result.stderr
 

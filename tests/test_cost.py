@@ -9,6 +9,8 @@ from edgesplit.errors import InvalidArgument
 
 from .helpers import make_profile
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def test_rented_edge_pays_for_edge_and_cloud_seconds() -> None:
     # 1 s at $0.224/h on the edge plus 2 s at $0.1664/h in the cloud.

@@ -72,6 +72,7 @@ def test_a_short_demo_runs_end_to_end_and_writes_its_report(mnist_profile_file: 
     assert "(pareto.png)" in again and (out / "report" / "pareto.png").stat().st_size > 0
 
 
+@pytest.mark.fast
 def test_the_pareto_plot_shows_what_the_edge_ran() -> None:
     rows = [measurement(1, time="2026-01-01T00:00:01", finished="edge", split_point=9),
             measurement(2, time="2026-01-01T00:00:02", codec="int8+zstd", split_point=3,
@@ -91,11 +92,13 @@ def test_the_pareto_plot_shows_what_the_edge_ran() -> None:
     assert pareto_choice(rows[:1], phases) is None  # nothing offloaded, nothing to show
 
 
+@pytest.mark.fast
 def test_clustered_split_point_labels_read_as_ranges() -> None:
     assert _ranges([9, 3, 4, 5, 7]) == "3-5, 7, 9"
     assert _ranges([17, 18]) == "17-18"
 
 
+@pytest.mark.fast
 def test_summaries_split_measurements_by_phase() -> None:
     rows = [measurement(1, time="2026-01-01T00:00:01", latency_s=0.1, predicted_latency_s=0.1),
             measurement(2, time="2026-01-01T00:00:05", latency_s=0.2, predicted_latency_s=0.1),

@@ -28,6 +28,8 @@ from edgesplit.errors import InputError, InvalidArgument
 
 from .helpers import measurement
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 BASE = Conditions(bandwidth_kbps=1000, rtt_ms=40, clock_ghz=1.5)
 
 

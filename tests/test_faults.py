@@ -41,7 +41,7 @@ from edgesplit.testbed.processes import CloudProcess, free_port
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import encode_request
 
-from .helpers import ManualClock, SetLink
+from .helpers import ManualClock, SetLink, wait_until
 
 SplitFactory = Callable[[str], SplitModel]
 Faulty = tuple[CloudProcess, LinkEmulator, EdgeRuntime, ManualClock]
@@ -238,10 +238,12 @@ def test_the_server_frees_what_it_takes_over_10k_requests(split_model: SplitFact
     assert rss < 30_000, f"resident memory grew by {rss} kB over 10,000 requests"
 
 
-def pending_requests(url: str) -> float:
-    """The cloud's own count of tails running or waiting (its whole body received)."""
-    text = httpx.get(f"{url}/metrics").text
-    return float(re.search(r"^edgesplit_pending_requests (\S+)$", text, re.M).group(1))
+def pending(url: str) -> float:
+    """Requests the server counts as running or waiting (its /metrics)."""
+    found = re.search(r"^edgesplit_pending_requests (\S+)$",
+                      httpx.get(f"{url}/metrics", timeout=30).text, re.MULTILINE)
+    assert found, "no pending-requests gauge in /metrics"
+    return float(found.group(1))
 
 
 def test_sigterm_drains_requests_in_flight() -> None:
@@ -259,10 +261,8 @@ def test_sigterm_drains_requests_in_flight() -> None:
     threads = [threading.Thread(target=offload) for _ in range(4)]
     for thread in threads:
         thread.start()
-    for _ in range(600):  # until all four are in: one running, three waiting for the worker
-        if pending_requests(server.url) >= 4:
-            break
-        time.sleep(0.1)
+    # All four are in (running, waiting, or already answered on a slow client): an event.
+    wait_until(lambda: pending(server.url) + len(statuses) >= 4, "four requests in")
     server.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join()

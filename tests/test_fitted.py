@@ -14,6 +14,8 @@ from edgesplit.core.profiles import cached_profile_path
 
 from .helpers import make_profile
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def network(model: str, n: int, latencies: dict[float, float]):
     return make_profile(model, times=[0.5 / n] * n, sizes=[1000] * (n + 1),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions, ProfilePredictor
 from edgesplit.testbed.fleet import FleetConfig, FleetSimulation
 
 from .helpers import make_profile
+
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
 
 # The edge is ten times slower than the cloud: offloading the input (1 kB) is fastest when idle.
 EDGE = make_profile(times=[0.05, 0.05, 0.05], sizes=(1000, 800, 600, 400))

@@ -25,6 +25,7 @@ def at_least_s(nbytes: int, bytes_per_s: float) -> float:
 # --- TokenBucket: a fake clock, no sleeping -------------------------------------------------
 
 
+@pytest.mark.fast
 def test_burst_passes_at_once_then_the_rate_sets_the_wait() -> None:
     bucket = TokenBucket(1000.0, burst_bytes=500, now=10.0)
     assert bucket.reserve(300, now=10.0) == 0.0
@@ -36,6 +37,7 @@ def test_burst_passes_at_once_then_the_rate_sets_the_wait() -> None:
     assert bucket.reserve(0, now=11.5) == 0.0
 
 
+@pytest.mark.fast
 def test_idle_time_refills_up_to_the_burst_only() -> None:
     bucket = TokenBucket(1000.0, burst_bytes=500, now=0.0)
     assert bucket.reserve(500, now=0.0) == 0.0
@@ -44,6 +46,7 @@ def test_idle_time_refills_up_to_the_burst_only() -> None:
     assert bucket.reserve(1000, now=100.0) == pytest.approx(1.0)
 
 
+@pytest.mark.fast
 def test_without_burst_every_chunk_waits_its_serialization_time() -> None:
     bucket = TokenBucket(2000.0, burst_bytes=0, now=0.0)
     assert bucket.reserve(1000, now=0.0) == pytest.approx(0.5)
@@ -51,6 +54,7 @@ def test_without_burst_every_chunk_waits_its_serialization_time() -> None:
     assert bucket.reserve(1000, now=5.0) == pytest.approx(0.5)
 
 
+@pytest.mark.fast
 def test_a_rate_change_applies_from_its_time_and_debt_is_paid_at_the_new_rate() -> None:
     bucket = TokenBucket(1000.0, burst_bytes=0, now=0.0)
     assert bucket.reserve(2000, now=0.0) == pytest.approx(2.0)
@@ -62,6 +66,7 @@ def test_a_rate_change_applies_from_its_time_and_debt_is_paid_at_the_new_rate() 
     assert bucket.reserve(500, now=2.25) == pytest.approx(1.0)
 
 
+@pytest.mark.fast
 def test_unlimited_never_waits_and_forgives_debt() -> None:
     bucket = TokenBucket(None, burst_bytes=100, now=0.0)
     assert bucket.reserve(10**9, now=0.0) == 0.0
@@ -75,6 +80,7 @@ def test_unlimited_never_waits_and_forgives_debt() -> None:
 
 
 @pytest.mark.parametrize("rate", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.fast
 def test_bucket_refuses_a_rate_that_is_not_positive(rate: float) -> None:
     with pytest.raises(InvalidArgument, match="rate_bytes_per_s"):
         TokenBucket(rate, burst_bytes=0, now=0.0)
@@ -82,6 +88,7 @@ def test_bucket_refuses_a_rate_that_is_not_positive(rate: float) -> None:
         TokenBucket(1.0, burst_bytes=0, now=0.0).set_rate(rate, now=0.0)
 
 
+@pytest.mark.fast
 def test_bucket_refuses_negative_burst_and_size() -> None:
     with pytest.raises(InvalidArgument, match="burst_bytes"):
         TokenBucket(1.0, burst_bytes=-1, now=0.0)
@@ -102,11 +109,13 @@ def test_bucket_refuses_negative_burst_and_size() -> None:
     ({"chunk_bytes": 0}, "chunk_bytes"),
     ({"listen_port": 70000}, "listen_port"),
 ])
+@pytest.mark.fast
 def test_emulator_refuses_bad_arguments(kwargs: dict[str, float], word: str) -> None:
     with pytest.raises(InvalidArgument, match=word):
         LinkEmulator("127.0.0.1", 80, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.fast
 def test_setters_check_and_work_before_start() -> None:
     link = LinkEmulator("127.0.0.1", 80, rate_kbps=100, rtt_ms=10)
     assert (link.rate_kbps, link.downlink_kbps, link.rtt_ms) == (100, None, 10.0)

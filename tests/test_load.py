@@ -12,6 +12,8 @@ from edgesplit.errors import InvalidArgument, InvalidConditions
 
 from .helpers import make_profile
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def test_expected_wait_is_the_work_held_over_the_slots() -> None:
     loads = [TailLoad("alexnet", 14, queued=6, tail_s=0.02),

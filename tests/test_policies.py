@@ -17,6 +17,8 @@ from edgesplit.core.policies import (
     weighted_choice,
 )
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def walk_algorithm_1(latency: list[float], cost: list[float], weight: float) -> int:
     """Algorithm 1 exactly as docs/design.md section 4 words it: read both lists step by step."""

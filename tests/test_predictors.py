@@ -16,6 +16,8 @@ from edgesplit.errors import CalibrationError, InvalidArgument, InvalidCondition
 
 from .helpers import make_profile
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def test_thesis_communication_formula_on_hand_computed_numbers() -> None:
     # AlexNet after the average pool: 36,864 bytes at 7.2 Mbit/s with a 40 ms ping:

@@ -16,6 +16,8 @@ from edgesplit.edge.records import (
     measurement_of,
 )
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 CONDITIONS = Conditions(bandwidth_kbps=8000, rtt_ms=40, clock_ghz=1.5)
 OBJECTIVE = Objective("latency", edge="rent")
 PLAN = plan_prediction("toy", ("input", "a", "b", "c"),

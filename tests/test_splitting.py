@@ -10,6 +10,8 @@ from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 SplitFactory = Callable[[str], SplitModel]
 
 

@@ -26,6 +26,8 @@ from edgesplit.wire.protocol import (
     parse_response,
 )
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def activation() -> torch.Tensor:
     torch.manual_seed(0)

@@ -6,6 +6,8 @@ import torch
 from edgesplit.core import zoo
 from edgesplit.errors import UnknownModel
 
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 
 def test_unknown_names_list_the_known_ones() -> None:
     with pytest.raises(UnknownModel, match="expected one of alexnet, vgg16, mnist_cnn, resnet18"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -169,7 +170,10 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 @OBJECTIVE_OPTIONS
 @PROFILE_OPTIONS
 @JSON_OPTION
-def plan(model: str, clock_ghz: float, as_json: bool, **options: Any) -> None:
+@click.option("--indent", type=click.IntRange(min=0),
+              help="Indent --json by N spaces (default: 2 on a terminal, one line when piped).")
+def plan(model: str, clock_ghz: float, as_json: bool, indent: int | None,
+         **options: Any) -> None:
     """Predict latency and cost at every split point and choose one."""
     from edgesplit.core.fitted import fit_predictor
     from edgesplit.core.profiles import read_profile
@@ -186,7 +190,9 @@ def plan(model: str, clock_ghz: float, as_json: bool, **options: Any) -> None:
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
                      objective).plan(conditions)
     if as_json:
-        print(json.dumps(result.to_dict() | {"predictor": predictor}))
+        if indent is None and sys.stdout.isatty():
+            indent = 2
+        print(json.dumps(result.to_dict() | {"predictor": predictor}, indent=indent))
     else:
         print_plan(result, predictor)
 
@@ -419,6 +425,11 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         raise EdgesplitError("give either --input PATH or --sample")
     if sample and count is None and duration is None:
         count = 1
+    if cloud_url is not None:
+        from edgesplit.edge.client import CloudClient
+
+        CloudClient(cloud_url).close()  # a malformed URL is one error line, before any profiling
+        _say_assumed_link(options)
     token, signing, verify = auth_from(options)
     objective = objective_from(options)
     predictor = options.pop("predictor")
@@ -445,26 +456,27 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         cloud_profile=read_profile(path) if (path := options.pop("cloud_profile")) else None,
         clock=clock)
 
+    said = _SaidOnce()  # what the user has been told on stderr: each reason once
+
     def show(result: InferenceResult) -> None:
         m = result.measurement
         if as_json:
             print(json.dumps(dataclasses.asdict(m) | {"input": names[(m.seq - 1) % len(names)]}),
                   flush=True)
             return
-        where = "cloud" if m.finished == "cloud" else f"edge ({m.fallback})"
         out.print(f"#{m.seq} {names[(m.seq - 1) % len(names)]}: class {m.prediction}; "
-                  f"split {m.split_point} {m.codec} -> {where}: "
+                  f"split {m.split_point} {m.codec} -> {said.where(m.finished, m.fallback)}: "
                   f"{m.latency_s * 1e3:.1f} ms (predicted {m.predicted_latency_s * 1e3:.1f}), "
                   f"{m.cost_usd * 1e6:.4f} µ$; clock {m.clock_ghz:.2f} GHz, "
                   f"{m.bandwidth_kbps:.0f} kbit/s, RTT {m.rtt_ms:.1f} ms"
                   + (f" [re-planned: {m.replan}]" if m.replan else ""), highlight=False,
                   markup=False, soft_wrap=True)
 
-    with runtime:
+    with runtime, said.warnings():
         unreachable = runtime.check_cloud()
         if unreachable:
-            err.print(f"edgesplit: warning: {unreachable}; inferences run on the edge until the "
-                      "cloud answers", highlight=False, markup=False, soft_wrap=True)
+            said.warn(f"{unreachable}; inferences run on the edge until the cloud answers",
+                      unreachable)
         results = runtime.run(inputs, count=count, duration_s=duration, interval_s=interval,
                               on_result=show, split_point=split_point)
     if not as_json and results:
@@ -473,6 +485,61 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         out.print(f"{_plural(len(results), 'inference')}, {offloaded} finished in the cloud, "
                   f"median latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
                   + (f"; log in {log_dir}" if log_dir else ""))
+
+
+def _say_assumed_link(options: dict[str, Any]) -> None:
+    """Say which uplink the edge assumes until it has measured one (defaults not given)."""
+    source = click.get_current_context().get_parameter_source
+    assumed = [text for name, text in (
+        ("bandwidth_kbps", f"{options['bandwidth_kbps']:g} kbit/s (--bandwidth-kbps)"),
+        ("rtt_ms", f"an RTT of {options['rtt_ms']:g} ms (--rtt-ms)"))
+        if source(name) is click.core.ParameterSource.DEFAULT]
+    if assumed:
+        err.print(f"edgesplit: assuming {' and '.join(assumed)} until measured", highlight=False,
+                  markup=False, soft_wrap=True)
+
+
+class _SaidOnce(logging.Filter):
+    """Warnings of ``edge run`` on stderr, each reason once: the runtime's own warning about a
+    reason the command already gave is dropped, and stdout lines name a reason already given
+    by a short marker instead of repeating it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def warn(self, text: str, reason: str) -> None:
+        self.said.add(reason)
+        err.print(f"edgesplit: warning: {text}", highlight=False, markup=False, soft_wrap=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        reason = str(record.args[-1]) if record.args else record.getMessage()
+        if reason in self.said:
+            return False
+        self.said.add(reason)
+        return True
+
+    def where(self, finished: str, fallback: str) -> str:
+        """Where an inference finished, for its stdout line."""
+        if finished == "cloud":
+            return "cloud"
+        if fallback.startswith("offline: "):
+            return "edge (cloud offline)"
+        return "edge (see the warning)" if fallback in self.said else f"edge ({fallback})"
+
+    @contextmanager
+    def warnings(self) -> Iterator[None]:
+        """Show the edge's warnings as ``edgesplit: warning: ...`` lines, each reason once."""
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("edgesplit: warning: %(message)s"))
+        handler.addFilter(self)
+        handler.setLevel(logging.WARNING)
+        logger = logging.getLogger("edgesplit")
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
 
 
 def _plural(n: int, noun: str) -> str:
