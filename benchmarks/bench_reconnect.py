@@ -27,8 +27,8 @@ from edgesplit.core.planning import Objective
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.runtime import EdgeRuntime, Timing
 from edgesplit.edge.sensors import FixedClock
-from edgesplit.testbed.demo import free_port
 from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.processes import free_port
 
 
 def launch(port: int, model: str) -> subprocess.Popen[bytes]:

@@ -513,7 +513,8 @@ class _SaidOnce(logging.Filter):
         err.print(f"edgesplit: warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        reason = str(record.args[-1]) if record.args else record.getMessage()
+        args = record.args if isinstance(record.args, tuple) else ()
+        reason = str(args[-1]) if args else record.getMessage()
         if reason in self.said:
             return False
         self.said.add(reason)

@@ -222,7 +222,7 @@ class UserspaceBench(Bench):
     mode = "userspace"
 
     def start(self) -> None:
-        from edgesplit.testbed.demo import free_port
+        from edgesplit.testbed.processes import free_port
 
         port = free_port()
         self._children.append(_spawn(self._cloud_command("127.0.0.1", port), 0,
