@@ -119,7 +119,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
     console = console or Console()
     out_dir = Path(out_dir or f"edgesplit-report-{datetime.now():%Y%m%d-%H%M%S}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"[bold]edgesplit demo[/]: {model}, {len(scenario)} phases of "
+    console.print(f"[bold]edgesplit demo[/]: {model}, {len(scenario)} phases, at least "
                   f"{sum(s.inferences for s in scenario)} inferences, one every "
                   f"{interval_s:g} s; report in {out_dir}/", soft_wrap=True)
     if profile is None:
