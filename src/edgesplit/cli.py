@@ -429,7 +429,7 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         from edgesplit.edge.client import CloudClient
 
         CloudClient(cloud_url).close()  # a malformed URL is one error line, before any profiling
-        _say_assumed_link(options)
+    assumed = _assumed_link(options) if cloud_url is not None else None
     token, signing, verify = auth_from(options)
     objective = objective_from(options)
     predictor = options.pop("predictor")
@@ -473,6 +473,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
                   markup=False, soft_wrap=True)
 
     with runtime, said.warnings():
+        if assumed:  # once every option is known good
+            err.print(assumed, highlight=False, markup=False, soft_wrap=True)
         unreachable = runtime.check_cloud()
         if unreachable:
             said.warn(f"{unreachable}; inferences run on the edge until the cloud answers",
@@ -487,16 +489,14 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
                   + (f"; log in {log_dir}" if log_dir else ""))
 
 
-def _say_assumed_link(options: dict[str, Any]) -> None:
-    """Say which uplink the edge assumes until it has measured one (defaults not given)."""
+def _assumed_link(options: dict[str, Any]) -> str | None:
+    """What the edge assumes of its uplink until it has measured it (defaults not given)."""
     source = click.get_current_context().get_parameter_source
     assumed = [text for name, text in (
         ("bandwidth_kbps", f"{options['bandwidth_kbps']:g} kbit/s (--bandwidth-kbps)"),
         ("rtt_ms", f"an RTT of {options['rtt_ms']:g} ms (--rtt-ms)"))
         if source(name) is click.core.ParameterSource.DEFAULT]
-    if assumed:
-        err.print(f"edgesplit: assuming {' and '.join(assumed)} until measured", highlight=False,
-                  markup=False, soft_wrap=True)
+    return f"edgesplit: assuming {' and '.join(assumed)} until measured" if assumed else None
 
 
 class _SaidOnce(logging.Filter):
