@@ -10,7 +10,9 @@ from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
 
-pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+# Pure (no server, no subprocess), and fast but for the exhaustive check of every split point
+# of the big models (minutes on a busy machine): that one stays out of the quick tier.
+FAST = pytest.mark.fast
 
 SplitFactory = Callable[[str], SplitModel]
 
@@ -27,6 +29,7 @@ def test_every_split_point_reproduces_the_full_model(name: str, split_model: Spl
         assert torch.equal(split.tail(sent, sp), expected), f"{name} split point {sp}"
 
 
+@FAST
 @pytest.mark.parametrize(("name", "layers"),
                          [("alexnet", 19), ("vgg16", 37), ("mnist_cnn", 9), ("resnet18", 68)])
 def test_layer_counts_match_the_thesis(name: str, layers: int, split_model: SplitFactory) -> None:
@@ -36,6 +39,7 @@ def test_layer_counts_match_the_thesis(name: str, layers: int, split_model: Spli
     assert all(layer.type not in {"Dropout", "Flatten", "flatten"} for layer in split.layers)
 
 
+@FAST
 def test_alexnet_split_points_follow_table_5_1(split_model: SplitFactory) -> None:
     split = split_model("alexnet")
     assert [layer.type for layer in split.layers[:5]] == [
@@ -51,6 +55,7 @@ def test_alexnet_split_points_follow_table_5_1(split_model: SplitFactory) -> Non
     assert split.split_points[19].offload_bytes == 1000 * 4
 
 
+@FAST
 def test_mnist_split_points_follow_table_5_2(split_model: SplitFactory) -> None:
     split = split_model("mnist_cnn")
     assert [layer.type for layer in split.layers] == [
@@ -61,6 +66,7 @@ def test_mnist_split_points_follow_table_5_2(split_model: SplitFactory) -> None:
         320 * 4, 50 * 4, 50 * 4, 10 * 4, 10 * 4]
 
 
+@FAST
 def test_a_residual_cut_sends_both_branches(split_model: SplitFactory) -> None:
     split = split_model("resnet18")
     widths = [len(sp.tensors) for sp in split.split_points]
@@ -69,6 +75,7 @@ def test_a_residual_cut_sends_both_branches(split_model: SplitFactory) -> None:
     assert inside_block.offload_bytes == sum(t.nbytes for t in inside_block.tensors)
 
 
+@FAST
 def test_timings_have_one_entry_per_layer_run(split_model: SplitFactory) -> None:
     split = split_model("mnist_cnn")
     x = zoo.sample_input("mnist_cnn")
@@ -79,6 +86,7 @@ def test_timings_have_one_entry_per_layer_run(split_model: SplitFactory) -> None
     assert all(t >= 0 for t in head_times + tail_times)
 
 
+@FAST
 def test_tail_accepts_any_batch_size(split_model: SplitFactory) -> None:
     split = split_model("mnist_cnn")
     batch = zoo.calibration_inputs("mnist_cnn")
@@ -87,12 +95,14 @@ def test_tail_accepts_any_batch_size(split_model: SplitFactory) -> None:
     assert torch.equal(out.argmax(1), split(batch).argmax(1))
 
 
+@FAST
 @pytest.mark.parametrize("sp", [-1, 10, 2.5, "3"])
 def test_split_points_out_of_range_are_refused(sp: object, split_model: SplitFactory) -> None:
     with pytest.raises(InvalidSplitPoint, match="from 0 to 9"):
         split_model("mnist_cnn").head(zoo.sample_input("mnist_cnn"), sp)  # type: ignore[arg-type]
 
 
+@FAST
 def test_wrong_tensors_are_refused_with_what_was_expected(split_model: SplitFactory) -> None:
     split = split_model("mnist_cnn")
     with pytest.raises(WireFormatError, match=r"expected shape \[1, 10, 12, 12\]"):
@@ -120,6 +130,7 @@ class ShapeCarrying(nn.Module):
         return self.c(y).view(batch, -1)
 
 
+@FAST
 def test_sizes_taken_early_are_recomputed_after_the_cut() -> None:
     module = ShapeCarrying().eval()
     split = SplitModel(module, torch.randn(1, 4))
@@ -146,6 +157,7 @@ class Wrapper(nn.Module):
         return self.last(self.odd(self.first(x)))
 
 
+@FAST
 def test_untraceable_parts_fail_clearly_and_work_as_leaf_modules() -> None:
     x = torch.randn(1, 3)
     with pytest.raises(ModelNotSplittable, match="leaf_modules"):
@@ -154,6 +166,7 @@ def test_untraceable_parts_fail_clearly_and_work_as_leaf_modules() -> None:
     assert [layer.name for layer in split.layers] == ["first", "odd", "last"]
 
 
+@FAST
 def test_models_with_several_inputs_are_refused() -> None:
     class TwoInputs(nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
