@@ -64,7 +64,7 @@ def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
     split.step(t, [m.split_point for m in shown], where="post")
     split.yaxis.set_major_locator(MaxNLocator(integer=True))
     split.set_ylabel("split point")
-    split.set_xlabel("seconds since the first phase began")
+    split.set_xlabel(f"seconds since the first {'phase began' if phases else 'inference'}")
     split.set_xlim(left=0, right=max([*t, *(seconds(p.end) for p in phases), 1.0]))
     _shade_phases((latency, cost, split), phases, seconds)
     fig.tight_layout()
