@@ -17,11 +17,10 @@ import torch
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.client import CloudClient
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.auth import DIGEST_HEADER, sign_request
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request
-
-from .conftest import CloudProcess
 
 SplitFactory = Callable[[str], SplitModel]
 KEYS = {"edge-1": b"first-edge-secret"}

@@ -16,10 +16,10 @@ from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.sensors import FixedClock
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
-from .conftest import CloudProcess
 from .test_runtime import SetLink
 
 SplitFactory = Callable[[str], SplitModel]

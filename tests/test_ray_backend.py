@@ -12,8 +12,9 @@ import pytest
 
 from edgesplit.cloud.ray_backend import Scaling
 from edgesplit.errors import InvalidArgument
+from edgesplit.testbed.processes import CloudProcess
 
-from .conftest import RAY_MISSING, CloudProcess, ray_installed
+from .conftest import RAY_MISSING, ray_installed
 
 
 def test_scaling_options() -> None:

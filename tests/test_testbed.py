@@ -26,9 +26,8 @@ from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
+from edgesplit.testbed.processes import CloudProcess
 from edgesplit.testbed.runs import key_of, read_runs
-
-from .conftest import CloudProcess
 
 root = pytest.mark.skipif(
     os.geteuid() != 0 or not netns.CGROUP_CPU.is_dir(),

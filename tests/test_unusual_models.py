@@ -23,11 +23,11 @@ from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import ModelNotSplittable
+from edgesplit.testbed.processes import free_port
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
 from . import unusual_models as unusual
-from .conftest import free_port
 
 
 @pytest.fixture(scope="module")

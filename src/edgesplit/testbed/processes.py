@@ -81,11 +81,11 @@ class ServerProcess:
                                      f"{self.output()[-2000:]}")
             time.sleep(0.1)
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S,
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S,
               verify: bool | ssl.SSLContext = True) -> Self:
         """Launch and wait until ready."""
         self.launch()
-        self.wait_ready(timeout_s, verify)
+        self.wait_ready(ready_timeout_s, verify)
         return self
 
     def pid(self) -> int:
@@ -135,6 +135,7 @@ class CloudProcess(ServerProcess):
                  port: int | None = None, scheme: str = "http", log: Path | None = None,
                  log_level: str = "warning") -> None:
         self.port = port or free_port()
-        super().__init__([sys.executable, "-m", "edgesplit.cli", "cloud", "serve",
-                          "--port", str(self.port), "--models", models, "--log-level",
-                          log_level, *args], f"{scheme}://127.0.0.1:{self.port}", log=log)
+        self.args = ["--port", str(self.port), "--models", models, "--log-level", log_level,
+                     *args]  # what follows `edgesplit cloud serve`
+        super().__init__([sys.executable, "-m", "edgesplit.cli", "cloud", "serve", *self.args],
+                         f"{scheme}://127.0.0.1:{self.port}", log=log)
