@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "throughput": ([], ["--seconds", "1", "--concurrency", "1,8"]),
     "load": ([], ["--duration", "5", "--overload-duration", "3"]),
     "fleet": ([], ["--edges", "100,1000", "--duration", "20"]),
+    "loadaware": ([], ["--inferences", "20", "--load-edges", "8"]),
     "startup": ([], ["--repeats", "1", "--cloud-models", "alexnet"]),
     "reconnect": ([], ["--restarts", "1"]),
     "attacks": ([], ["--header-mib", "16", "--requests", "50"]),
