@@ -55,7 +55,7 @@ def create_app(settings: ServerSettings | None = None,
     settings = settings or ServerSettings()
     if batcher is None and settings.max_batch_size > 1:
         batcher = partial(TailBatcher, max_batch_size=settings.max_batch_size,
-                          wait_s=settings.batch_wait_ms / 1000)
+                          wait_s=settings.batch_wait_ms / 1000, workers=settings.workers)
     metrics_ = Metrics()
     cloud = CloudState(settings, metrics_, Authenticator.from_settings(settings),
                        Admission(settings.max_pending, metrics_.pending),

@@ -1,7 +1,8 @@
 """Dynamic batching: tails of the same model and split point that arrive together run as one.
 
-An edge's request waits at most ``wait_s`` for company; a batch runs as soon as it holds
-``max_batch_size`` rows (its requests' batch dimensions added up). Every request is checked on
+An edge's request waits ``wait_s`` for company, and longer only while every worker is busy
+(then it could not have started anyway); a batch runs as soon as it holds ``max_batch_size``
+rows (its requests' batch dimensions added up) and a worker is free. Every request is checked on
 its own before it joins (dtype, NaN, batch limit: a bad one is refused alone and never reaches
 its batch-mates), and answered on its own with its slice of the output, its own queueing time
 and the batch's compute and layer times (what it really waited for). Requests whose decoded
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -44,23 +46,33 @@ class Waiting:
 
 @dataclass
 class _Open:
-    """A batch still taking requests, and the timer that closes it."""
+    """A batch still taking requests; ``due`` once its wait is over (it then runs as soon as a
+    worker is free, taking in whatever arrives until then)."""
 
-    items: list[Waiting]
-    timer: asyncio.TimerHandle
+    items: list[Waiting] = field(default_factory=list)
     rows: int = 0
+    timer: asyncio.TimerHandle | None = None
+    due: bool = False
 
 
 class TailBatcher:
-    """Gathers tails into batches and runs each batch once through ``in_worker``."""
+    """Gathers tails into batches and runs each batch once through ``in_worker``.
+
+    A batch runs when it is full, or when its wait is over and one of the ``workers`` is
+    free: while every worker is busy, requests keep joining the batches that wait, so a busy
+    cloud runs fuller batches instead of a queue of small ones.
+    """
 
     def __init__(self, service: CloudService, in_worker: InWorker[Any], max_batch_size: int,
-                 wait_s: float) -> None:
+                 wait_s: float, workers: int = 1) -> None:
         self.service = service
         self.in_worker = in_worker
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
+        self._free = workers
         self._open: dict[BatchKey, _Open] = {}
+        self._full: deque[tuple[BatchKey, list[Waiting]]] = deque()  # waiting for a worker
+        self._due: deque[BatchKey] = deque()  # open batches whose wait is over
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, model: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
@@ -72,30 +84,54 @@ class TailBatcher:
         key = (model, split_point, tuple((t.dtype, tuple(t.shape[1:])) for t in tensors))
         batch = self._open.get(key)
         if batch is not None and batch.rows + item.rows > self.max_batch_size:
-            self._close(key)
+            self._seal(key)
             batch = None
         if batch is None:
-            timer = asyncio.get_running_loop().call_later(self.wait_s, self._close, key)
-            batch = self._open[key] = _Open([], timer)
+            batch = self._open[key] = _Open()
+            batch.timer = asyncio.get_running_loop().call_later(self.wait_s, self._expire, key)
         batch.items.append(item)
         batch.rows += item.rows
         if batch.rows >= self.max_batch_size:
-            self._close(key)
+            self._seal(key)
+        self._dispatch()
         return await future
 
     def close_all(self) -> None:
-        """Start every batch still open (at shutdown: nothing is left waiting for a timer)."""
+        """Seal every open batch (at shutdown: nothing is left waiting for a timer)."""
         for key in list(self._open):
-            self._close(key)
+            self._seal(key)
+        self._dispatch()
 
-    def _close(self, key: BatchKey) -> None:
-        batch = self._open.pop(key, None)
-        if batch is None:
-            return
-        batch.timer.cancel()
-        task = asyncio.get_running_loop().create_task(self._execute(key, batch.items))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+    def _expire(self, key: BatchKey) -> None:
+        batch = self._open.get(key)
+        if batch is not None and not batch.due:
+            batch.due = True
+            self._due.append(key)
+            self._dispatch()
+
+    def _seal(self, key: BatchKey) -> None:
+        batch = self._open.pop(key)
+        if batch.timer is not None:
+            batch.timer.cancel()
+        self._full.append((key, batch.items))
+
+    def _next(self) -> tuple[BatchKey, list[Waiting]] | None:
+        if self._full:
+            return self._full.popleft()
+        while self._due:
+            key = self._due.popleft()
+            batch = self._open.get(key)
+            if batch is not None and batch.due:  # not sealed and replaced meanwhile
+                del self._open[key]
+                return key, batch.items
+        return None
+
+    def _dispatch(self) -> None:
+        while self._free > 0 and (ready := self._next()) is not None:
+            self._free -= 1
+            task = asyncio.get_running_loop().create_task(self._execute(*ready))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _execute(self, key: BatchKey, items: list[Waiting]) -> None:
         model, split_point, _ = key
@@ -104,6 +140,9 @@ class TailBatcher:
                 lambda: run_together(self.service, model, split_point, items))
         except Exception as exc:  # a worker that cannot run at all: every request learns it
             results = [exc] * len(items)
+        finally:
+            self._free += 1
+            self._dispatch()
         for item, result in zip(items, results, strict=True):
             future = item.future
             if future is None or future.done():  # its client left
