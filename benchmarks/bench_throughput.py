@@ -8,7 +8,7 @@ in flight for ``--seconds`` against each server, one after another, in one run:
 
 - ``thesis``: the comparator of ``thesis_server.py`` (Flask, base64 JSON, ``/offload``);
 - ``edgesplit``: ``edgesplit cloud serve`` as shipped (OIP v2, binary tensors, 2 tail workers);
-- ``batching``: the same with dynamic batching (``--max-batch-size 8 --batch-wait-ms 2``);
+- ``batching``: the same with dynamic batching (``--max-batch-size 8 --batch-wait-ms 10``);
 - ``ray``: the same app on Ray Serve (``--backend ray``), where the ``ray`` extra is installed.
 
 Prints requests per second, the ratio to the thesis design's in this same run, and p50/p99
@@ -47,7 +47,7 @@ SERVERS: dict[str, tuple[str, Server]] = {
     "thesis": ("thesis", lambda: serving_thesis(MODELS)),
     "edgesplit": ("oip", lambda: serving(MODELS, "--workers", "2")),
     "batching": ("oip", lambda: serving(MODELS, "--workers", "2", "--max-batch-size", "8",
-                                        "--batch-wait-ms", "2")),
+                                        "--batch-wait-ms", "10")),
     "ray": ("oip", lambda: serving(MODELS, "--backend", "ray", "--replicas", "1",
                                    "--max-batch-size", "8", "--batch-wait-ms", "2")),
 }
