@@ -9,7 +9,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +37,12 @@ from edgesplit.extras import needs_extra, require_extra
 from edgesplit.testbed.commands import experiment, testbed
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from edgesplit.cloud.settings import ServerSettings
     from edgesplit.core.profiles import Profile
+    from edgesplit.core.zoo import ModelSpec
+    from edgesplit.edge.runtime import InferenceResult
 
 out = Console()
 err = Console(stderr=True)
@@ -416,8 +420,6 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     from edgesplit.core.profiles import read_profile
     from edgesplit.core.rescheduling import ReschedulePolicy
     from edgesplit.edge.factory import EdgeOptions, build_runtime
-    from edgesplit.edge.inputs import input_files, load_input
-    from edgesplit.edge.runtime import InferenceResult
     from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
 
     spec = zoo.get_spec(model)
@@ -435,12 +437,7 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     predictor = options.pop("predictor")
     threads = options.pop("threads")
     codecs = _codec_list(codec)
-    if sample:
-        names, inputs = ["sample"], iter([zoo.sample_input(model)])
-    else:
-        files = input_files(input_path)  # type: ignore[arg-type]
-        names = [f.name for f in files]
-        inputs = (load_input(f, spec) for f in files)  # read one at a time
+    names, inputs = _edge_inputs(model, spec, input_path)
     torch.set_num_threads(threads)
     clock = (FixedClock(clock_ghz) if clock_ghz else
              FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
@@ -457,6 +454,34 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         clock=clock)
 
     said = _SaidOnce()  # what the user has been told on stderr: each reason once
+    show = _result_printer(names, said, as_json)
+    with runtime, said.warnings():
+        if assumed:  # once every option is known good
+            err.print(assumed, highlight=False, markup=False, soft_wrap=True)
+        unreachable = runtime.check_cloud()
+        if unreachable:
+            said.warn(f"{unreachable}; inferences run on the edge until the cloud answers",
+                      unreachable)
+        results = runtime.run(inputs, count=count, duration_s=duration, interval_s=interval,
+                              on_result=show, split_point=split_point)
+    if not as_json and results:
+        _print_run_summary(results, log_dir)
+
+
+def _edge_inputs(model: str, spec: ModelSpec,
+                 input_path: Path | None) -> tuple[list[str], Iterator[Tensor]]:
+    """The inputs' names, and the inputs read one at a time (the model's sample without a path)."""
+    if input_path is None:
+        return ["sample"], iter([zoo.sample_input(model)])
+    from edgesplit.edge.inputs import input_files, load_input
+
+    files = input_files(input_path)
+    return [f.name for f in files], (load_input(f, spec) for f in files)
+
+
+def _result_printer(names: list[str], said: _SaidOnce,
+                    as_json: bool) -> Callable[[InferenceResult], None]:
+    """What ``edge run`` prints of each inference: a JSON object, or one line."""
 
     def show(result: InferenceResult) -> None:
         m = result.measurement
@@ -472,21 +497,15 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
                   + (f" [re-planned: {m.replan}]" if m.replan else ""), highlight=False,
                   markup=False, soft_wrap=True)
 
-    with runtime, said.warnings():
-        if assumed:  # once every option is known good
-            err.print(assumed, highlight=False, markup=False, soft_wrap=True)
-        unreachable = runtime.check_cloud()
-        if unreachable:
-            said.warn(f"{unreachable}; inferences run on the edge until the cloud answers",
-                      unreachable)
-        results = runtime.run(inputs, count=count, duration_s=duration, interval_s=interval,
-                              on_result=show, split_point=split_point)
-    if not as_json and results:
-        offloaded = sum(r.measurement.finished == "cloud" for r in results)
-        latencies = sorted(r.measurement.latency_s for r in results)
-        out.print(f"{_plural(len(results), 'inference')}, {offloaded} finished in the cloud, "
-                  f"median latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
-                  + (f"; log in {log_dir}" if log_dir else ""))
+    return show
+
+
+def _print_run_summary(results: Sequence[InferenceResult], log_dir: Path | None) -> None:
+    offloaded = sum(r.measurement.finished == "cloud" for r in results)
+    latencies = sorted(r.measurement.latency_s for r in results)
+    out.print(f"{_plural(len(results), 'inference')}, {offloaded} finished in the cloud, "
+              f"median latency {latencies[len(latencies) // 2] * 1e3:.1f} ms"
+              + (f"; log in {log_dir}" if log_dir else ""))
 
 
 def _assumed_link(options: dict[str, Any]) -> str | None:
