@@ -11,6 +11,10 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_LINES = 60
 REASON = re.compile(r"#\s*(?:noqa:\s*C901|long:)\s*(?:-\s*)?(?P<why>.*)$")
