@@ -161,8 +161,10 @@ def test_a_restarted_cloud_takes_the_first_offload_once_it_is_ready(
         now.advance(edge.timing.retry_s)
         down.append(edge.infer(x))
     check(down[0], split, "cannot reach the cloud")
-    for result in down[1:]:
+    for result in down[1:-1]:
         check(result, split, "")
+    # The last one's re-check raced this loop's: the cloud may already have answered it.
+    assert torch.allclose(down[-1].output, split(x), atol=1e-4)
     # The restarted cloud's first AlexNet tail sets up its kernels (see the fixture).
     with CloudClient(cloud.url) as client:
         client.infer("alexnet", 0, [encode_tensor(x, name="x")], deadline_s=60)
