@@ -252,27 +252,27 @@ def test_sigterm_drains_requests_in_flight() -> None:
     batch = torch.cat([zoo.sample_input("alexnet")] * 8)
     content, headers = encode_request([encode_tensor(batch, name="x")], {"split_point": 0})
     statuses: list[int] = []
-    server = CloudProcess("--workers", "1", models="alexnet").start()
-    assert server.process is not None
+    with CloudProcess("--workers", "1", models="alexnet") as server:  # stopped even on failure
+        assert server.process is not None
 
-    def offload() -> None:
-        response = httpx.post(f"{server.url}/v2/models/alexnet/infer", content=content,
-                              headers=headers, timeout=60)
-        statuses.append(response.status_code)
+        def offload() -> None:
+            response = httpx.post(f"{server.url}/v2/models/alexnet/infer", content=content,
+                                  headers=headers, timeout=60)
+            statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=offload) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    # All four are in (running, waiting, or already answered on a slow client): an event.
-    wait_until(lambda: pending(server.url) + len(statuses) >= 4, "four requests in")
-    server.process.send_signal(signal.SIGTERM)
-    for thread in threads:
-        thread.join()
-    # uvicorn drains, then re-raises the signal so a supervisor sees why it ended.
-    assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert statuses == [200, 200, 200, 200]
-    with pytest.raises(httpx.ConnectError):  # and nothing new gets in
-        httpx.get(f"{server.url}/v2/health/live")
+        threads = [threading.Thread(target=offload) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        # All four are in (running, waiting, or already answered on a slow client): an event.
+        wait_until(lambda: pending(server.url) + len(statuses) >= 4, "four requests in")
+        server.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join()
+        # uvicorn drains, then re-raises the signal so a supervisor sees why it ended.
+        assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert statuses == [200, 200, 200, 200]
+        with pytest.raises(httpx.ConnectError):  # and nothing new gets in
+            httpx.get(f"{server.url}/v2/health/live")
 
 
 class WrongCloud(threading.Thread):
