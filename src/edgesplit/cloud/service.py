@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
+from edgesplit.cloud.device import check_device
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel, torch_dtype
-from edgesplit.errors import InvalidArgument, UnknownModel, WireFormatError
+from edgesplit.errors import UnknownModel, WireFormatError
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +27,6 @@ class TailResult:
     queue_s: float = 0.0  # from handing the tail to a worker to the worker starting it
     batch_size: int = 1  # requests that ran together in this tail
     load: dict[str, Any] = field(default_factory=dict)  # the cloud's load when it finished
-
-
-def check_device(device: str) -> str:
-    """``device`` if tails can run there (cpu, cuda, cuda:N), else one line saying why not."""
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        return device
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise InvalidArgument(f"unknown device {device!r}: expected cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise InvalidArgument(
-            f"--device {device}: this machine has no usable CUDA GPU (torch {torch.__version__}"
-            f"{' is a CPU build' if torch.version.cuda is None else ' sees none'}); "
-            "use --device cpu")
-    if index and int(index) >= torch.cuda.device_count():
-        raise InvalidArgument(f"--device {device}: only {torch.cuda.device_count()} CUDA "
-                              f"device(s) here, numbered from 0")
-    return device
 
 
 class CloudService:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from edgesplit.cloud.service import check_device
+from edgesplit.cloud.device import check_device
 from edgesplit.core import zoo
 
 

@@ -30,7 +30,6 @@ from edgesplit.core.fitting import (
 )
 from edgesplit.core.load import with_wait
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
-from edgesplit.wire.codecs import parse_codec
 
 if TYPE_CHECKING:
     from edgesplit.core.profiles import Profile
@@ -295,6 +294,10 @@ class ProfilePredictor:
 def codec_ratio_prior(codec: str) -> float:
     """A codec's encoded size over the raw float32 size, before anything was sent (the codec
     registry's priors, ``edgesplit.wire.codecs``)."""
+    # Imported here: the codec registry needs torch, and planning raw tensors (`edgesplit plan`)
+    # must not pay seconds to import it.
+    from edgesplit.wire.codecs import parse_codec
+
     return parse_codec(codec).size_prior
 
 
