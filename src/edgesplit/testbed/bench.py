@@ -33,6 +33,7 @@ from edgesplit.errors import TestbedError
 from edgesplit.testbed.emulation import DutyCycler
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.netns import CLOUD_ADDRESS, NetnsTestbed
+from edgesplit.testbed.processes import stop_process
 
 MAX_CLOCK_GHZ = 1.5
 CLOUD_PORT = 8000  # inside the cloud's own namespace: nothing else binds there
@@ -75,17 +76,6 @@ def _read_line(process: subprocess.Popen[str], timeout_s: float, what: str,
     return answer
 
 
-def _stop(process: subprocess.Popen[str] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 class EdgeWorker:
     """The ``edge_worker`` child: one JSON request, one JSON answer."""
 
@@ -110,7 +100,7 @@ class EdgeWorker:
         if self.process.stdin:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
-        _stop(self.process)
+        stop_process(self.process, timeout_s=10)
 
 
 class Bench:
@@ -148,7 +138,7 @@ class Bench:
         if getattr(self, "edge", None) is not None:
             self.edge.close()
         for child in reversed(self._children):
-            _stop(child)
+            stop_process(child, timeout_s=10)
 
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         raise NotImplementedError

@@ -39,7 +39,7 @@ from edgesplit.edge.measurements import read_measurements
 from edgesplit.errors import EdgesplitError
 from edgesplit.testbed.emulation import DutyCycler
 from edgesplit.testbed.link import LinkEmulator
-from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess
+from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess, stop_process
 from edgesplit.testbed.report import (
     PROFILE_FILE,
     Phase,
@@ -147,7 +147,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
             phases = _play(scenario, world, _Screen(console, watcher, planners))
         write_phases(phases, out_dir)
     finally:
-        _stop(edge)
+        stop_process(edge, timeout_s=20)
         cloud.stop()
     summary = build_report(out_dir, out_dir, profile=profile,
                            title=f"edgesplit demo: {model}, rented edge, rank w=0.5, codecs "
@@ -172,17 +172,6 @@ def _start_edge(model: str, port: int, first: Step, interval_s: float,
              "--rtt-ms", str(first.rtt_ms), "--replan-interval", "5",
              "--profile", str(out_dir / PROFILE_FILE), "--log", str(out_dir), "--json"],
             stdout=subprocess.PIPE, stderr=edge_log, text=True)
-
-
-def _stop(edge: subprocess.Popen[str] | None) -> None:
-    if edge is None:
-        return
-    edge.terminate()
-    try:
-        edge.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        edge.kill()
-        edge.wait()
 
 
 @dataclass

@@ -20,13 +20,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import httpx
 
 from edgesplit.errors import EdgesplitError
 
 READY_TIMEOUT_S = 180.0  # a cold start on a busy two-core machine takes seconds, not minutes
+
+
+def stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM,
+                 timeout_s: float = 30.0) -> None:
+    """Send ``sig`` to a child that still runs and wait for it to end (SIGKILL after
+    ``timeout_s``); nothing for one that was never started or has ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
@@ -98,13 +112,7 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` and wait for the process to end (SIGKILL after 30 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig)
 
     def output(self) -> str:
         """What the process wrote to stdout and stderr so far."""
