@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from edgesplit.core import zoo
 from edgesplit.core.profiles import (
     CalibrationPoint,
     LayerProfile,
@@ -12,8 +14,10 @@ from edgesplit.core.profiles import (
     Profile,
     SplitPointProfile,
 )
+from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.measurements import Measurement
+from edgesplit.wire.codecs import EncodedTensor, encode_tensor
 
 
 def make_profile(model: str = "toy", times: Sequence[float] = (0.1, 0.2, 0.3),
@@ -78,3 +82,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 120)
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout_s:g} s")
         time.sleep(0.02)
+
+
+def mnist_request(split: SplitModel) -> tuple[list[EncodedTensor], Any]:
+    """What an edge sends for the MNIST CNN's sample at split point 5, and the right answer."""
+    x = zoo.sample_input("mnist_cnn")
+    return [encode_tensor(t, name="x") for t in split.head(x, 5)], split(x)

@@ -22,6 +22,8 @@ from edgesplit.wire.auth import DIGEST_HEADER, sign_request
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request
 
+from .helpers import mnist_request
+
 SplitFactory = Callable[[str], SplitModel]
 KEYS = {"edge-1": b"first-edge-secret"}
 GIANT_SHAPES = [[2**64, 0], [0, 2**64], [2**63 - 1, 0], [0, 2**40, 2**40], [0, 2**63, 1],
@@ -110,11 +112,6 @@ def signed_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudProc
         yield server
 
 
-def mnist_request(split_model: SplitFactory) -> tuple[list, torch.Tensor]:
-    split = split_model("mnist_cnn")
-    x = zoo.sample_input("mnist_cnn")
-    return [encode_tensor(t, name="x") for t in split.head(x, 5)], split(x)
-
 
 def test_a_forged_signature_is_refused_before_its_body(signed_cloud: CloudProcess,
                                                         split_model: SplitFactory) -> None:
@@ -129,7 +126,7 @@ def test_a_forged_signature_is_refused_before_its_body(signed_cloud: CloudProces
             sock.sendall(post_head("/v2/models/mnist_cnn/infer", 1000, forged) + b"x")
             socks.append(sock)
         answers = [read_answer(sock) for sock in socks]
-        tensors, expected = mnist_request(split_model)
+        tensors, expected = mnist_request(split_model("mnist_cnn"))
         with CloudClient(signed_cloud.url, signing=("edge-1", KEYS["edge-1"])) as client:
             for _ in range(4):
                 assert torch.allclose(client.infer("mnist_cnn", 5, tensors, 30).output,
@@ -185,7 +182,7 @@ def test_the_body_deadline_is_for_the_whole_body(monkeypatch: pytest.MonkeyPatch
             for _ in range(4)]
         for thread in threads:
             thread.start()
-        tensors, expected = mnist_request(split_model)
+        tensors, expected = mnist_request(split_model("mnist_cnn"))
         with CloudClient(server.url) as client:  # while they trickle: the slot is free
             assert torch.allclose(client.infer("mnist_cnn", 5, tensors, 30).output, expected,
                                   atol=1e-6)

@@ -34,6 +34,8 @@ from edgesplit.wire.auth import (
 )
 from edgesplit.wire.codecs import encode_tensor
 
+from .helpers import mnist_request
+
 SplitFactory = Callable[[str], SplitModel]
 KEYS = {"river-1": b"first-edge-secret", "river-2": b"second-edge-secret"}
 NOW = 1_800_000_000.0
@@ -115,17 +117,12 @@ def test_key_files_and_secrets(tmp_path: Path) -> None:
         read_secret(tmp_path / "missing")
 
 
-def request_body(split_model: SplitFactory) -> tuple[list, torch.Tensor]:
-    split = split_model("mnist_cnn")
-    x = zoo.sample_input("mnist_cnn")
-    return [encode_tensor(t, name="x") for t in split.head(x, 5)], split(x)
-
 
 def test_several_edges_sign_with_their_own_keys(tmp_path: Path,
                                                 split_model: SplitFactory) -> None:
     keys = tmp_path / "keys"
     keys.write_text("".join(f"{k} {v.decode()}\n" for k, v in KEYS.items()))
-    tensors, expected = request_body(split_model)
+    tensors, expected = mnist_request(split_model("mnist_cnn"))
     with CloudProcess("--hmac-keys", str(keys), models="mnist_cnn") as server:
         for key_id, secret in KEYS.items():
             with CloudClient(server.url, signing=(key_id, secret)) as client:
@@ -184,7 +181,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_https_with_a_ca_the_edge_trusts(tls_files: dict[str, Path],
                                         split_model: SplitFactory) -> None:
-    tensors, expected = request_body(split_model)
+    tensors, expected = mnist_request(split_model("mnist_cnn"))
     server = CloudProcess("--tls-cert", str(tls_files["cert"]), "--tls-key",
                           str(tls_files["key"]), models="mnist_cnn", scheme="https")
     server.start(verify=ssl.create_default_context(cafile=tls_files["ca"]))
@@ -247,7 +244,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 def test_pinning_a_self_signed_certificate(tmp_path: Path, split_model: SplitFactory) -> None:
     cert, key = self_signed(tmp_path)
-    tensors, expected = request_body(split_model)
+    tensors, expected = mnist_request(split_model("mnist_cnn"))
     server = CloudProcess("--tls-cert", str(cert), "--tls-key", str(key), models="mnist_cnn",
                           scheme="https")
     server.start(verify=ssl.create_default_context(cafile=cert))
