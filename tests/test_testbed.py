@@ -26,6 +26,7 @@ from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
+from edgesplit.testbed.emulation import ShareMap
 from edgesplit.testbed.experiment import _slowdown
 from edgesplit.testbed.processes import CloudProcess
 from edgesplit.testbed.runs import key_of, read_runs
@@ -123,6 +124,41 @@ def test_clock_to_share_mapping() -> None:
     assert share_of(1.5) == 1.0 and share_of(0.6) == pytest.approx(0.4)
     assert share_of(1.5, 0.25) == 0.25 and share_of(0.6, 0.25) == pytest.approx(0.1)
     assert share_of(6.0, 0.25) == 1.0  # a full core: the native clock of a quarter-speed edge
+
+
+@pytest.mark.fast
+def test_share_map_inverts_what_a_quota_delivers() -> None:
+    assert ShareMap().setting_for(0.3) == pytest.approx(0.3)  # uncalibrated: taken as set
+    # A quota that loses 0.04 of a core: 0.14 delivers 0.10, 0.29 delivers 0.25.
+    lossy = ShareMap(((1.0, 1.0), (0.14, 0.10), (0.29, 0.25), (0.5, 0.46)))
+    assert lossy.setting_for(0.10) == pytest.approx(0.14)
+    assert lossy.setting_for(0.175) == pytest.approx(0.215)  # between two points
+    assert lossy.setting_for(0.08) == pytest.approx(0.12)  # below the lowest: extrapolated
+    assert lossy.setting_for(1.0) == 1.0 and ShareMap().setting_for(0.001) == 0.01  # clipped
+    # Noise made 0.3 measure slower than 0.2: the map stays monotonic, never inverted.
+    noisy = ShareMap(((1.0, 1.0), (0.2, 0.18), (0.3, 0.17), (0.4, 0.36)))
+    assert [d for _, d in noisy.points] == [0.18, 0.18, 0.36, 1.0]
+    assert 0.3 <= noisy.setting_for(0.25) <= 0.4
+    assert noisy.to_dict() == {"set_vs_delivered": [[0.2, 0.18], [0.3, 0.18], [0.4, 0.36],
+                                                    [1.0, 1.0]]}
+    with pytest.raises(InvalidArgument):
+        ShareMap(((0.5, 0.0),))
+
+
+@root
+def test_a_calibrated_quota_keeps_a_quarter_speed_edge_on_its_clocks(tmp_path: Path) -> None:
+    # At a quarter of a core, 0.6 GHz is a 1 ms quota per 10 ms period: throttling loses a share
+    # of each period, so the quota is measured and corrected before anything is checked.
+    with NetnsBench(["alexnet"], 20.0, tmp_path, "tstq", edge_speed=0.25) as slow:
+        calibration = slow.calibrate_clock("alexnet", [0.6, 1.5])
+        slow.set_conditions(6000, 0.6)
+        quota = int((slow.testbed.names.edge_cgroup / "cpu.cfs_quota_us").read_text())
+        clock = check_clock(slow, "alexnet", 6000, 0.6)
+    points = calibration["set_vs_delivered"]
+    assert calibration["model"] == "alexnet" and len(points) == 7 and points[-1] == [1.0, 1.0]
+    assert all(d <= s * 1.1 for s, d in points)  # a quota never delivers much more than it sets
+    assert quota >= 1000 and clock["expected_slowdown"] == 2.5
+    assert clock["passed"], clock
 
 
 @root

@@ -24,13 +24,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgesplit.core.predictors import WIRE_FACTOR
 from edgesplit.errors import TestbedError
-from edgesplit.testbed.emulation import DutyCycler
+from edgesplit.testbed.emulation import DutyCycler, ShareMap
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.netns import CLOUD_ADDRESS, NetnsTestbed
 from edgesplit.testbed.processes import stop_process
@@ -143,6 +143,11 @@ class Bench:
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         raise NotImplementedError
 
+    def calibrate_clock(self, model: str, clocks: Sequence[float]) -> dict[str, Any] | None:
+        """Measure what the clock knob delivers over ``clocks`` and correct for it; None where
+        the knob is taken as it is set."""
+        return None
+
     def _cloud_command(self, host: str, port: int) -> list[str]:
         return [sys.executable, "-m", "edgesplit.cli", "cloud", "serve", "--host", host,
                 "--port", str(port), "--models", ",".join(self.models), "--workers", "1",
@@ -175,6 +180,7 @@ class NetnsBench(Bench):
                  edge_speed: float = 1.0) -> None:
         super().__init__(models, rtt_ms, logs, edge_speed)
         self.testbed = NetnsTestbed(tag)
+        self.share_map = ShareMap()
 
     def start(self) -> None:
         self.testbed.up()
@@ -203,7 +209,29 @@ class NetnsBench(Bench):
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         self.bandwidth_kbps = bandwidth_kbps
         self.testbed.set_rate_kbps(bandwidth_kbps)
-        self.testbed.set_cpu_share(share_of(clock_ghz, self.edge_speed))
+        self.testbed.set_cpu_share(self.share_map.setting_for(share_of(clock_ghz,
+                                                                      self.edge_speed)))
+
+    def calibrate_clock(self, model: str, clocks: Sequence[float],
+                        repeats: int = 3) -> dict[str, Any]:
+        """Whole-forward speed at a ladder of quotas spanning ``clocks``, each paired with an
+        unthrottled forward: the measured ``ShareMap`` then sets every clock."""
+        wanted = [share_of(c, self.edge_speed) for c in clocks]
+        low, high = max(0.1, min(wanted) * 0.9), min(1.0, max(wanted) * 1.4)
+        steps = 6
+        ladder = [low * (high / low) ** (i / (steps - 1)) for i in range(steps)]
+        points = [(1.0, 1.0)]
+        for quota in (q for q in ladder if q < 1.0):
+            ratios = []
+            for _ in range(repeats):
+                self.testbed.set_cpu_share(1.0)
+                full = forward_s(self, model)
+                self.testbed.set_cpu_share(quota)
+                ratios.append(full / forward_s(self, model))
+            points.append((quota, statistics.median(ratios)))
+        self.testbed.set_cpu_share(1.0)
+        self.share_map = ShareMap(tuple(points))
+        return {"model": model, **self.share_map.to_dict()}
 
 
 class UserspaceBench(Bench):

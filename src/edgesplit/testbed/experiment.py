@@ -140,6 +140,10 @@ class Experiment:
             if mode == "netns" else {})
         self._save()  # the tag is on disk before anything is created: a crash can be cleaned
         with make_bench(mode, self.config, self.out_dir / "logs", tag) as bench:
+            calibration = bench.calibrate_clock(self._check_model(), [
+                *(s.clock_ghz for s in settings), *CALIBRATION_CLOCKS_GHZ, MAX_CLOCK_GHZ])
+            if calibration:
+                self.record["testbed"]["quota_calibration"] = calibration
             self._self_check(bench, settings)
             profiles = {m: self._profile(bench, m) for m in models}
             methods = {m: self._method(profiles[m]) for m in models}
@@ -205,8 +209,9 @@ class Experiment:
 
     def _testbed_record(self, mode: str) -> dict[str, Any]:
         share = f"{self.config.edge_speed:g} x c/{MAX_CLOCK_GHZ}".removeprefix("1 x ")
-        clock = (f"clock c GHz = a CFS quota of {share} of one core (period 10 ms) for the "
-                 "edge's cgroup" if mode == "netns" else
+        clock = (f"clock c GHz = {share} of one core for the edge's cgroup: the CFS quota "
+                 "(period 10 ms) measured to deliver that share (quota_calibration)"
+                 if mode == "netns" else
                  f"clock c GHz = SIGSTOP/SIGCONT duty cycling at {share} of every 10 ms (no "
                  "root: coarser than a cgroup quota)")
         link = ("tbf on the edge's end of a veth pair between two namespaces, the round trip "
@@ -219,10 +224,7 @@ class Experiment:
         rates = sorted({min(s.bandwidth_kbps for s in settings),
                         max(s.bandwidth_kbps for s in settings)})
         clocks = sorted({min(s.clock_ghz for s in settings), min(CALIBRATION_CLOCKS_GHZ)})
-        # AlexNet's forwards span several CFS periods yet take milliseconds; the MNIST CNN's
-        # 0.1 ms forwards are slowed further by caches others cool while it is throttled.
-        models = self.config.models
-        model = "alexnet" if "alexnet" in models else models[0]
+        model = self._check_model()
         results = []
         for attempt in range(2):  # a neighbour's burst can spoil one attempt; not two
             results = ([check_rate(bench, r, MAX_CLOCK_GHZ) for r in rates]
@@ -239,6 +241,12 @@ class Experiment:
         raise TestbedError(f"the testbed failed its self-check ({failed}); nothing was "
                            f"measured: see {self.out_dir / 'config.json'} and retry on a quieter "
                            "machine")
+
+    def _check_model(self) -> str:
+        # AlexNet's forwards span several CFS periods yet take milliseconds; the MNIST CNN's
+        # 0.1 ms forwards are slowed further by caches others cool while it is throttled.
+        models = self.config.models
+        return "alexnet" if "alexnet" in models else models[0]
 
     def _profile(self, bench: Bench, model: str) -> Profile:
         """The edge's profile of ``model`` at full speed with its clock calibrated on the
