@@ -12,27 +12,25 @@ in flight for ``--seconds`` against each server, one after another, in one run:
 - ``ray``: the same app on Ray Serve (``--backend ray``), where the ``ray`` extra is installed.
 
 Prints requests per second, the ratio to the thesis design's in this same run, and p50/p99
-latency; a non-200 answer counts as an error. The clients share the machine's cores with the
-server, as in the issue's measurement.
+latency; a non-200 answer counts as an error. The clients (``_loadgen.py``: raw HTTP/1.1 on
+asyncio streams, each request's bytes built once) share the machine's cores with the server, as
+in the issue's measurement.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import importlib.util
 import json
-import statistics
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import torch
 
+from _loadgen import Result, raw_request
+from _loadgen import run as closed_loop
 from _server import serving, serving_thesis
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
@@ -53,14 +51,6 @@ SERVERS: dict[str, tuple[str, Server]] = {
 }
 
 
-@dataclass
-class Result:
-    throughput: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
 def request_bodies(model: str, split_point: int) -> dict[str, tuple[str, bytes, dict[str, str]]]:
     """The same cut of the sample input as each dialect sends it: (path, body, headers)."""
     x = zoo.sample_input(model)
@@ -73,38 +63,6 @@ def request_bodies(model: str, split_point: int) -> dict[str, tuple[str, bytes, 
                          "splitting_point": split_point, "model": model}).encode()
     return {"oip": (f"/v2/models/{model}/infer", content, headers),
             "thesis": ("/offload", thesis, {"content-type": "application/json"})}
-
-
-async def closed_loop(url: str, request: tuple[str, bytes, dict[str, str]], concurrency: int,
-                      seconds: float) -> Result:
-    """``concurrency`` clients, each sending the next request when its answer arrives."""
-    path, content, headers = request
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        async def one_client(until: float, record: bool) -> None:
-            nonlocal errors
-            while time.monotonic() < until:
-                began = time.perf_counter()
-                response = await client.post(path, content=content, headers=headers)
-                if not record:
-                    continue
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - began)
-                else:
-                    errors += 1
-
-        warm = time.monotonic() + min(1.0, seconds / 4)
-        await asyncio.gather(*(one_client(warm, False) for _ in range(concurrency)))
-        began = time.monotonic()
-        await asyncio.gather(*(one_client(began + seconds, True) for _ in range(concurrency)))
-        elapsed = time.monotonic() - began
-    latencies.sort()
-    if not latencies:
-        return Result(0.0, float("nan"), float("nan"), errors)
-    return Result(len(latencies) / elapsed, statistics.median(latencies) * 1e3,
-                  latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3, errors)
 
 
 def available(name: str) -> bool:
@@ -127,9 +85,10 @@ def main() -> None:
         dialect, server = SERVERS[name]
         with server() as (_, url):
             for model in CASES:
+                path, content, headers = bodies[model][dialect]
+                request = raw_request(url, path, content, headers)
                 for level in levels:
-                    results[name, model, level] = asyncio.run(
-                        closed_loop(url, bodies[model][dialect], level, args.seconds))
+                    results[name, model, level] = closed_loop(url, request, level, args.seconds)
     print(f"closed loop on loopback, {args.seconds:g} s per cell; ratio = requests/s over the "
           "thesis design's in this run" + (f"; skipped: {', '.join(skipped)} (not installed)"
                                            if skipped else "") + "\n")

@@ -4,17 +4,25 @@ The endpoint tests of ``test_server.py`` run against Ray Serve too (its ``cloud`
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from edgesplit.cloud.ray_backend import Scaling
+from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed.processes import CloudProcess
+from edgesplit.testbed.processes import CloudProcess, free_port
+from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
 from .conftest import RAY_MISSING, ray_installed
+from .helpers import mnist_request
 
 
 def test_scaling_options() -> None:
@@ -72,3 +80,34 @@ def test_two_replicas_behind_a_token() -> None:
         assert httpx.get(f"{server.url}/v2/health/ready", timeout=30).json() == {"ready": True}
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
+def test_joins_a_running_cluster(tmp_path: Path,
+                                 split_model: Callable[[str], SplitModel]) -> None:
+    # A cluster someone else started (`ray start --head`): the server joins it with
+    # --ray-address, serves on it, and leaves it running when it stops.
+    gcs_port = free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+         f"--port={gcs_port}", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={tmp_path}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        server = CloudProcess("--backend", "ray", "--ray-address", f"127.0.0.1:{gcs_port}",
+                              models="mnist_cnn")
+        server.start(ready_timeout_s=300)
+        try:
+            tensors, expected = mnist_request(split_model("mnist_cnn"))
+            body, headers = encode_request(tensors, {"split_point": 5})
+            answer = httpx.post(f"{server.url}/v2/models/mnist_cnn/infer", content=body,
+                                headers=headers, timeout=60)
+            assert answer.status_code == 200, answer.text
+            _, (output,) = parse_response(answer.content, answer.headers.get(HEADER_LENGTH))
+            torch.testing.assert_close(output, expected)
+        finally:
+            server.stop()
+        assert head.poll() is None  # the cluster outlives the server that joined it
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=120)
