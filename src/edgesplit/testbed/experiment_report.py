@@ -330,6 +330,7 @@ def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], 
                            settings: dict[int, dict[str, Any]], rtt: float) -> Path:
     """Figure 4.3: predicted (both predictors) against measured latency per split point."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     setting = _median_setting(settings, {k[2] for k in o.latency if k[0] == model})
     st = settings[setting]
@@ -352,6 +353,7 @@ def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], 
                linewidths=2, label=f"best measured: split {best}", zorder=3)
     ax.set_yscale("log")
     _plain(ax.yaxis)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # split points are whole numbers
     ax.set_xlabel("split point (layers run on the edge)")
     ax.set_ylabel("latency (ms, log scale)")
     ax.set_title(f"{model}: {st['bandwidth_kbps'] / 1000:g} Mbit/s, {st['clock_ghz']:g} GHz, "
