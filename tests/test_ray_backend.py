@@ -5,9 +5,11 @@ The endpoint tests of ``test_server.py`` run against Ray Serve too (its ``cloud`
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import httpx
 import pytest
 import torch
 
-from edgesplit.cloud.ray_backend import Scaling
+from edgesplit.cloud.ray_backend import Scaling, join_with_token
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed.processes import CloudProcess, free_port
@@ -83,15 +85,17 @@ def test_two_replicas_behind_a_token() -> None:
 
 
 @pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
-def test_joins_a_running_cluster(tmp_path: Path,
-                                 split_model: Callable[[str], SplitModel]) -> None:
+def test_joins_a_running_cluster(split_model: Callable[[str], SplitModel]) -> None:
     # A cluster someone else started (`ray start --head`): the server joins it with
-    # --ray-address, serves on it, and leaves it running when it stops.
+    # --ray-address, serves on it, and leaves it running when it stops. Ray's sockets live in
+    # its temp dir, whose path must stay short (pytest's tmp_path is too long for a socket).
     gcs_port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-         f"--port={gcs_port}", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={tmp_path}"],
+         f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+         "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={temp}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         server = CloudProcess("--backend", "ray", "--ray-address", f"127.0.0.1:{gcs_port}",
@@ -111,3 +115,15 @@ def test_joins_a_running_cluster(tmp_path: Path,
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.fast
+def test_joining_sends_rays_token_where_there_is_one(tmp_path: Path) -> None:
+    assert not join_with_token(environ := {}, tmp_path) and environ == {}
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t" * 64)
+    assert join_with_token(environ := {}, tmp_path) and environ == {"RAY_AUTH_MODE": "token"}
+    assert join_with_token(environ := {"RAY_AUTH_TOKEN": "t"}, tmp_path / "none")
+    assert not join_with_token(environ := {"RAY_AUTH_MODE": "disabled"}, tmp_path)
+    assert environ == {"RAY_AUTH_MODE": "disabled"}  # the user's choice stands

@@ -326,7 +326,7 @@ def _ray_scaling(settings: ServerSettings) -> Any:
         return None
     from edgesplit.cloud.ray_backend import Scaling, import_ray
 
-    import_ray()
+    import_ray(settings.ray_address)
     return Scaling.parse(settings.replicas, settings.autoscale)
 
 

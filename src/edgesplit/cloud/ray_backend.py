@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -59,8 +62,12 @@ class Scaling:
                                        "target_ongoing_requests": 4}}
 
 
-def import_ray() -> tuple[ModuleType, ModuleType]:
-    """Ray and Ray Serve, or one line saying how to install them."""
+def import_ray(ray_address: str | None = None) -> tuple[ModuleType, ModuleType]:
+    """Ray and Ray Serve, or one line saying how to install them. Joining a running cluster
+    (``ray_address``) sends Ray's auth token where there is one: Ray reads that at import."""
+    if (ray_address is not None and "RAY_AUTH_MODE" not in os.environ
+            and join_with_token(os.environ, Path.home())):
+        log.info("joining the Ray cluster at %s with Ray's auth token", ray_address)
     try:
         return importlib.import_module("ray"), importlib.import_module("ray.serve")
     except ImportError:
@@ -117,6 +124,21 @@ def build_ray_app(settings: ServerSettings) -> Any:
     return create_app(settings, batcher=batcher)
 
 
+def join_with_token(environ: MutableMapping[str, str], home: Path) -> bool:
+    """Whether joining a running cluster should send Ray's auth token (and say so in
+    ``environ``). ``ray start --head`` turns token authentication on by default and keeps the
+    token in ``~/.ray/auth_token``, but a driver that joins sends it only when
+    ``RAY_AUTH_MODE=token`` is set; without it the join is refused as unauthenticated. A mode
+    the user set is left alone."""
+    if "RAY_AUTH_MODE" in environ:
+        return environ["RAY_AUTH_MODE"].lower() == "token"
+    path = environ.get("RAY_AUTH_TOKEN_PATH")
+    if "RAY_AUTH_TOKEN" in environ or Path(path or home / ".ray" / "auth_token").is_file():
+        environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
+
+
 def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Scaling,
                  ray_address: str | None, tls: tuple[str, str] | None = None) -> None:
     """Deploy the app (built on each replica) and serve until SIGTERM or SIGINT."""
@@ -124,7 +146,7 @@ def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Sca
     def build_app() -> Any:  # a plain function: Serve calls it on each replica
         return build_ray_app(settings)
 
-    ray, serve = import_ray()
+    ray, serve = import_ray(ray_address)
     ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False)
     stop = threading.Event()
