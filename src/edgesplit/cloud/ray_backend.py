@@ -128,8 +128,8 @@ def join_with_token(environ: MutableMapping[str, str], home: Path) -> bool:
     """Whether joining a running cluster should send Ray's auth token (and say so in
     ``environ``). ``ray start --head`` turns token authentication on by default and keeps the
     token in ``~/.ray/auth_token``, but a driver that joins sends it only when
-    ``RAY_AUTH_MODE=token`` is set; without it the join is refused as unauthenticated. A mode
-    the user set is left alone."""
+    ``RAY_AUTH_MODE=token`` was set before Ray was imported; without it the join is refused as
+    unauthenticated. A mode the user set is left alone."""
     if "RAY_AUTH_MODE" in environ:
         return environ["RAY_AUTH_MODE"].lower() == "token"
     path = environ.get("RAY_AUTH_TOKEN_PATH")
