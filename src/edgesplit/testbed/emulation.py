@@ -101,7 +101,7 @@ class ShareMap:
     """What a CPU quota really delivers, measured, and the quota that delivers a wanted share.
 
     On the kernel this was built on, a CFS quota of a few milliseconds per 10 ms period delivers
-    less than it says: each throttled period loses roughly 0.4 ms (a 10% quota ran a forward 16x
+    less than it says: each throttled period loses 0.2 to 0.4 ms (a 10% quota ran a forward 16x
     slower, not 10x; a 25% quota 4.7x, not 4x). ``points`` are measured (set share, delivered
     share) pairs; the inverse is read off them by linear interpolation (extrapolated from the two
     nearest points past either end). Pure: measuring is the bench's job.
