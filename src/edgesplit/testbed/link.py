@@ -469,10 +469,18 @@ class _DelayLine:
 
 async def _answer_http_error(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                              status: int) -> None:
-    """Read one request head, answer ``status`` with a JSON error body, and close."""
+    """Read one request (head and body), answer ``status`` with a JSON error body, and close.
+
+    The body is read first: closing a socket with unread bytes sends an RST, which can reach the
+    client before the answer does, so the client saw a reset instead of the status on a busy
+    machine."""
     try:
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await asyncio.wait_for(reader.readexactly(length), timeout=60)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError,
+            ValueError):
         _reset(writer)
         return
     body = b'{"error": "injected by the link emulator"}'
