@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 from edgesplit.cloud.batching import TailBatcher
 from edgesplit.cloud.body import BodyBudget
 from edgesplit.cloud.errors import status_of
+from edgesplit.cloud.kernels import tune_linears
 from edgesplit.cloud.limits import Admission, BodyPace
 from edgesplit.cloud.metrics import Metrics, RequestCounter, route_of
 from edgesplit.cloud.routers import docs, load, metrics, offload, oip, probe
@@ -66,6 +67,10 @@ def create_app(settings: ServerSettings | None = None,
         torch.set_num_threads(settings.torch_threads)
         loaded = service or CloudService.from_zoo(settings.models, settings.max_batch,
                                                   settings.device)
+        if settings.max_batch_size > 1 and settings.device == "cpu":
+            for name in loaded.models:  # batches on the faster matmul of this CPU
+                chosen = tune_linears(loaded.split(name), settings.max_batch_size)
+                log.info("%s: fully connected kernels by batch size: %s", name, chosen)
         cloud.runner = TailRunner(loaded, settings.workers, metrics_,
                                   batcher if settings.max_batch_size > 1 else None)
         log.info("ready: %s", ", ".join(loaded.models))

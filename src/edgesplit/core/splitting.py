@@ -52,7 +52,12 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.node import map_aggregate, map_arg
 
-from edgesplit.errors import InvalidSplitPoint, ModelNotSplittable, WireFormatError
+from edgesplit.errors import (
+    InvalidArgument,
+    InvalidSplitPoint,
+    ModelNotSplittable,
+    WireFormatError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +259,20 @@ class SplitModel:
     @property
     def n_layers(self) -> int:
         return len(self._steps)
+
+    def called_modules(self) -> dict[str, nn.Module]:
+        """The submodules the graph calls, by qualified name."""
+        targets = {str(n.target) for n in self._gm.graph.nodes if n.op == "call_module"}
+        return {name: self._modules[name] for name in sorted(targets)}
+
+    def swap_module(self, name: str, module: nn.Module) -> None:
+        """Call ``module`` wherever the graph calls submodule ``name``: the same computation by
+        other means (``cloud.kernels`` swaps fully connected layers for tuned ones)."""
+        if name not in self.called_modules():
+            raise InvalidArgument(f"{name!r} is not a submodule this graph calls")
+        parent, _, attribute = name.rpartition(".")
+        setattr(self._gm.get_submodule(parent) if parent else self._gm, attribute, module)
+        self._modules[name] = module
 
     def head(self, x: torch.Tensor, split_point: int,
              timings: list[float] | None = None) -> tuple[torch.Tensor, ...]:
