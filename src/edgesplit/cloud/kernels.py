@@ -1,20 +1,25 @@
-"""Fully connected layers of batched tails on the faster of two kernels, chosen by measuring.
+"""Fully connected layers of batched tails on the fastest of their kernels, chosen by measuring.
 
-On some CPUs torch's ``linear`` costs nearly as much per row at a batch of 2 to 8 as at 1. On
-the 2-core AMD EPYC VM this was built on, AlexNet's 9216x4096 layer took 7.6 ms for one row,
-15.0 for two, 25.3 for four and 28.7 for eight (MKL), where a kernel bound by reading the 151 MB
-of weights should cost nearly the same for all; the same product computed weight-stationary,
-``addmm(bias[:, None], W, x.T).T``, took 12.1 ms for eight rows on two threads against 22.0.
-Which is faster depends on the CPU, the BLAS, the thread count and the batch size, so
-``tune_linears`` times both for every fully connected layer at each batch size a batch can
+On some CPUs torch's ``linear`` costs nearly as much per row at a batch of 2 to 8 as at 1, where
+a kernel bound by reading the weights should cost nearly the same for all. On the 2-core AMD
+EPYC VM this was built on (two torch threads, MKL 2024.2, oneDNN 3.x), AlexNet's 9216x4096
+layer took, for 1, 2, 4 and 8 rows:
+
+- ``linear`` (MKL): 5.3, 11.6, 12.4 and 10.9 ms;
+- ``weight_stationary``, ``addmm(bias[:, None], W, x.T).T``: 5.3, 5.5, 9.9 and 12.8 ms;
+- ``onednn``, oneDNN's inner product on weights packed once: 4.1, 4.6, 4.7 and 5.6 ms.
+
+Which is fastest depends on the CPU, the libraries, the thread count and the batch size, so
+``tune_linears`` times each for every fully connected layer at each batch size a batch can
 reach (powers of two up to the largest), once when the cloud starts batching, and each layer
 then runs a batch of ``n`` rows on the kernel that won for the smallest size at least ``n``.
-Results equal ``linear``'s up to float rounding (the same sums in another order).
+Results equal ``linear``'s up to float rounding (the same sums in another order). ``onednn``
+is offered for float32 layers on the CPU where torch was built with oneDNN; a layer that
+chooses it keeps a packed copy of its weights (AlexNet's three: 235 MB more).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -23,43 +28,61 @@ from torch import nn
 
 from edgesplit.core.splitting import SplitModel
 
-log = logging.getLogger(__name__)
-
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+Kernel = Callable[[torch.Tensor], torch.Tensor]
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return nn.functional.linear(x, weight, bias)
+def kernels(layer: nn.Linear) -> dict[str, Kernel]:
+    """The ways to run ``layer`` on a (rows, features) input, by name."""
+    weight: torch.Tensor = layer.weight
+    bias: torch.Tensor | None = layer.bias
 
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, weight, bias)
 
-def weight_stationary(x: torch.Tensor, weight: torch.Tensor,
-                      bias: torch.Tensor | None) -> torch.Tensor:
-    """``linear`` as ``W @ x.T``: the weights stream through once for all rows."""
-    if bias is None:
-        return torch.mm(weight, x.t()).t()
-    return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
+    def weight_stationary(x: torch.Tensor) -> torch.Tensor:
+        """``linear`` as ``W @ x.T``: the weights stream through once for all rows."""
+        if bias is None:
+            return torch.mm(weight, x.t()).t()
+        return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
 
+    found: dict[str, Kernel] = {"linear": linear, "weight_stationary": weight_stationary}
+    if weight.device.type == "cpu" and weight.dtype == torch.float32:
+        try:  # the weights packed once into oneDNN's layout, where torch was built with it
+            packed = weight.detach().to_mkldnn()
+            packed_bias = None if bias is None else bias.detach().to_mkldnn()
+        except RuntimeError:
+            return found
 
-KERNELS: dict[str, Kernel] = {"linear": linear, "weight_stationary": weight_stationary}
+        def onednn(x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = torch.ops.aten.mkldnn_linear(x.to_mkldnn(), packed, packed_bias)
+            return out.to_dense()
+
+        found["onednn"] = onednn
+    return found
 
 
 class TunedLinear(nn.Linear):
     """An ``nn.Linear`` (the same parameters) that runs each batch size on its chosen kernel;
-    inputs other than (rows, features) run as ``linear``."""
+    inputs other than float32-or-like (rows, features) matrices run as ``linear``."""
 
-    def __init__(self, layer: nn.Linear, choices: dict[int, str]) -> None:
+    def __init__(self, layer: nn.Linear, choices: dict[int, str],
+                 found: dict[str, Kernel] | None = None) -> None:
         super().__init__(layer.in_features, layer.out_features, layer.bias is not None,
                          device="meta")
         self.weight, self.bias = layer.weight, layer.bias
         self.choices = dict(sorted(choices.items()))
+        found = found if found is not None else kernels(layer)
+        # Only the chosen kernels stay (a packed copy of the weights costs memory), and in a
+        # plain dict, so that they are not submodules: the parameters stay the layer's own.
+        self._kernels = {name: found[name] for name in set(self.choices.values())}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or not self.choices:
-            return linear(x, self.weight, self.bias)
+        if x.dim() != 2 or not self.choices or x.dtype != self.weight.dtype:
+            return nn.functional.linear(x, self.weight, self.bias)
         rows = x.shape[0]
         name = next((k for size, k in self.choices.items() if size >= rows),
                     next(reversed(self.choices.values())))
-        return KERNELS[name](x, self.weight, self.bias)
+        return self._kernels[name](x.contiguous())
 
 
 def batch_sizes(max_batch_size: int) -> list[int]:
@@ -71,32 +94,37 @@ def batch_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
-def fastest(layer: nn.Linear, rows: int, repeats: int = 3) -> str:
-    """The kernel that ran ``layer`` on ``rows`` rows fastest (best of ``repeats``)."""
+def fastest(layer: nn.Linear, rows: int, found: dict[str, Kernel], repeats: int = 3) -> str:
+    """The kernel of ``found`` that ran ``layer`` on ``rows`` rows fastest (best of
+    ``repeats``)."""
     x = torch.randn(rows, layer.in_features, dtype=layer.weight.dtype,
                     device=layer.weight.device)
     best: dict[str, float] = {}
     with torch.inference_mode():
-        for name, kernel in KERNELS.items():
-            kernel(x, layer.weight, layer.bias)  # warm-up
+        for name, kernel in found.items():
+            kernel(x)  # warm-up
             times = []
             for _ in range(repeats):
                 began = time.perf_counter()
-                kernel(x, layer.weight, layer.bias)
+                kernel(x)
                 times.append(time.perf_counter() - began)
             best[name] = min(times)
     return min(best, key=lambda name: best[name])
 
 
+Choose = Callable[[nn.Linear, int, dict[str, Kernel]], str]
+
+
 def tune_linears(split: SplitModel, max_batch_size: int,
-                 choose: Callable[[nn.Linear, int], str] = fastest) -> dict[str, dict[int, str]]:
+                 choose: Choose = fastest) -> dict[str, dict[int, str]]:
     """Swap every ``nn.Linear`` that ``split`` calls for a ``TunedLinear`` whose kernel per
-    batch size is ``choose(layer, rows)``; returns the choices by layer name."""
+    batch size is ``choose(layer, rows, kernels)``; returns the choices by layer name."""
     chosen: dict[str, dict[int, str]] = {}
     for name, layer in split.called_modules().items():
         if type(layer) is not nn.Linear:
             continue
-        choices = {rows: choose(layer, rows) for rows in batch_sizes(max_batch_size)}
-        split.swap_module(name, TunedLinear(layer, choices))
+        found = kernels(layer)
+        choices = {rows: choose(layer, rows, found) for rows in batch_sizes(max_batch_size)}
+        split.swap_module(name, TunedLinear(layer, choices, found))
         chosen[name] = choices
     return chosen
