@@ -68,27 +68,12 @@ def test_misplaced_or_impossible_options_fail_with_one_line(args: tuple[str, ...
 
 
 @pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
-def test_two_replicas_behind_a_token() -> None:
-    server = CloudProcess("--backend", "ray", "--replicas", "2", "--token", "s3cret",
-                          models="mnist_cnn")
-    server.start(ready_timeout_s=300)
-    try:
-        url = f"{server.url}/v2/models/mnist_cnn"
-        assert httpx.get(url, timeout=30).status_code == 401
-        assert httpx.get(url, headers={"authorization": "Bearer wrong"}, timeout=30
-                         ).status_code == 401
-        ok = httpx.get(url, headers={"authorization": "Bearer s3cret"}, timeout=30)
-        assert ok.status_code == 200 and ok.json()["name"] == "mnist_cnn"
-        assert httpx.get(f"{server.url}/v2/health/ready", timeout=30).json() == {"ready": True}
-    finally:
-        server.stop()
-
-
-@pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
-def test_joins_a_running_cluster(split_model: Callable[[str], SplitModel]) -> None:
+def test_two_replicas_join_a_running_cluster_behind_a_token(
+        split_model: Callable[[str], SplitModel]) -> None:
     # A cluster someone else started (`ray start --head`): the server joins it with
-    # --ray-address, serves on it, and leaves it running when it stops. Ray's sockets live in
-    # its temp dir, whose path must stay short (pytest's tmp_path is too long for a socket).
+    # --ray-address, serves on it with two replicas and a credential, and leaves it running
+    # when it stops. Ray's sockets live in its temp dir, whose path must stay short (pytest's
+    # tmp_path is too long for a socket).
     gcs_port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     head = subprocess.Popen(
@@ -99,14 +84,22 @@ def test_joins_a_running_cluster(split_model: Callable[[str], SplitModel]) -> No
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         server = CloudProcess("--backend", "ray", "--ray-address", f"127.0.0.1:{gcs_port}",
-                              models="mnist_cnn")
+                              "--replicas", "2", "--token", "s3cret", models="mnist_cnn")
         server.start(ready_timeout_s=300)
         try:
+            url = f"{server.url}/v2/models/mnist_cnn"
+            assert httpx.get(url, timeout=30).status_code == 401
+            assert httpx.get(url, headers={"authorization": "Bearer wrong"}, timeout=30
+                             ).status_code == 401
+            assert httpx.get(f"{server.url}/v2/health/ready", timeout=30).json() == {
+                "ready": True}
             tensors, expected = mnist_request(split_model("mnist_cnn"))
             body, headers = encode_request(tensors, {"split_point": 5})
-            answer = httpx.post(f"{server.url}/v2/models/mnist_cnn/infer", content=body,
-                                headers=headers, timeout=60)
-            assert answer.status_code == 200, answer.text
+            answers = [httpx.post(f"{url}/infer", content=body, timeout=60,
+                                  headers=headers | {"authorization": "Bearer s3cret"})
+                       for _ in range(4)]  # both replicas answer alike
+            assert [a.status_code for a in answers] == [200] * 4, answers[0].text
+            answer = answers[-1]
             _, (output,) = parse_response(answer.content, answer.headers.get(HEADER_LENGTH))
             torch.testing.assert_close(output, expected)
         finally:
