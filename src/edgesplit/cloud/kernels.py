@@ -63,7 +63,7 @@ def kernels(layer: nn.Linear) -> dict[str, Kernel]:
 
 class TunedLinear(nn.Linear):
     """An ``nn.Linear`` (the same parameters) that runs each batch size on its chosen kernel;
-    inputs other than float32-or-like (rows, features) matrices run as ``linear``."""
+    inputs that are not (rows, features) matrices of the layer's dtype run as ``linear``."""
 
     def __init__(self, layer: nn.Linear, choices: dict[int, str],
                  found: dict[str, Kernel] | None = None) -> None:
