@@ -235,9 +235,11 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
     down = _cli("testbed", "down", "--tag", tag)
     assert down.returncode == 0, down.stderr
     assert not any(_leftovers(tag).values())
-    # Killed again; this time resuming cleans up what the killed run left.
+    # Killed again, this time while it sets up its testbed; resuming cleans up what it left.
     runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = _kill_when(runner, out, lambda config: config["testbed"]["tag"] != tag)
+    second = _kill_when(runner, out, lambda config: config["testbed"]["tag"] != tag and all(
+        _leftovers(config["testbed"]["tag"])[kind] for kind in ("namespaces", "cgroups")),
+        new_rows=0)
     assert any(_leftovers(second).values())
     before = len(read_runs(runs))
     resumed = _cli("experiment", "--quick", "--settings", "6", "--out", str(out),
@@ -257,8 +259,9 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
 
 
 def _kill_when(runner: subprocess.Popen[bytes], out: Path,
-               this_run: Callable[[dict[str, Any]], bool]) -> str:
-    """SIGKILL the runner once this run has added rows; returns its testbed's tag."""
+               this_run: Callable[[dict[str, Any]], bool], new_rows: int = 21) -> str:
+    """SIGKILL the runner once ``this_run`` holds of its config and it has added ``new_rows``
+    rows; returns its testbed's tag."""
     runs = out / "runs.csv"
     start = len(runs.read_text().splitlines()) if runs.exists() else 0
     deadline = time.monotonic() + 300
@@ -266,7 +269,7 @@ def _kill_when(runner: subprocess.Popen[bytes], out: Path,
         config = json.loads((out / "config.json").read_text()) if (
             out / "config.json").exists() else {}
         if ("tag" in config.get("testbed", {}) and this_run(config) and runs.exists()
-                and len(runs.read_text().splitlines()) > start + 20):
+                and len(runs.read_text().splitlines()) >= start + new_rows):
             break
         time.sleep(0.05)
     assert runner.poll() is None, "the run ended before it could be killed"
