@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "Installing edgesplit with torch and its test tools into $(VENV) (about 1.5 to 4 minutes, 1.9 GB)..."
+	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $@
 
 demo: $(BIN)/.installed
