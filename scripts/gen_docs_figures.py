@@ -139,6 +139,16 @@ def table71(exp: Experiment, edge: str, predictor: str) -> str:
     return "\n".join(lines)
 
 
+def table71_size(exp: Experiment, model: str, edge: str, predictor: str, metric: str,
+                 comparison: str, column: str) -> str:
+    """One cell of Table 7.1 as a rounded magnitude ("80%"), ours or the thesis's."""
+    for r in exp._csv("report/table-7-1.csv"):
+        if (r["model"], r["edge"], r["predictor"], r["metric"], r["comparison"]) == (
+                model, edge, predictor, metric, comparison):
+            return f"{abs(float(r[f'{column}_pct'])):.0f}%"
+    raise KeyError(f"no Table 7.1 cell {model} {edge} {predictor} {metric} {comparison}")
+
+
 def pareto(exp: Experiment, edge: str, predictor: str) -> str:
     """In how many settings CL's choice lay on the measured front."""
     on: dict[str, int] = defaultdict(int)
@@ -205,7 +215,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "counts": counts, "effectiveness": effectiveness, "regret": regret, "table71": table71,
     "pareto": pareto, "forward_ms": forward_ms, "head_to_head": head_to_head,
     "fixed_regrets": fixed_regrets, "median_range": median_range, "worst_gap": worst_gap,
-    "chose_where_faster": chose_where_faster,
+    "chose_where_faster": chose_where_faster, "table71_size": table71_size,
 }
 
 

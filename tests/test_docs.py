@@ -198,6 +198,13 @@ def test_every_shown_command_and_flag_exists(block: Block) -> None:
 
 
 @pytest.mark.fast
+def test_every_shown_make_target_exists() -> None:
+    targets = set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), re.M))
+    shown = {m for b in SHELL for m in re.findall(r"^make ([\w-]+)", b.code, re.M)}
+    assert {"demo", "test"} <= shown and shown <= targets, shown - targets
+
+
+@pytest.mark.fast
 def test_the_command_check_can_fail() -> None:
     assert check_command("edgesplit plan alexnet --weight 0.5") == []
     assert check_command("edgesplit testbed up|down|status [--tag T]") == []
