@@ -131,6 +131,7 @@ REQUIRED = {"profile": ["mnist_cnn"], "edge run": ["--model", "mnist_cnn", "--sa
 
 
 def path_options(command_path: tuple[str, ...]) -> list[click.Option]:
+    """The options of a command that take a path (their type a click.Path)."""
     command: click.Command = app
     for name in command_path:
         assert isinstance(command, click.Group)
@@ -150,6 +151,7 @@ def test_every_path_a_command_writes_is_checked_when_parsed() -> None:
         ("edge run", "--log")}
     for command in every_command(app):
         for option in path_options(command):
+            assert isinstance(option.type, click.Path)
             assert (isinstance(option.type, Writable) or option.type.exists
                     or option.opts[0] in READ_ONLY), (command, option.opts[0])
 
