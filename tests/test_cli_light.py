@@ -193,3 +193,9 @@ def test_unwritable_default_places_are_one_line_before_any_work(blocker: Path,
     assert result.returncode == 2
     assert result.stderr == f"edgesplit: error: cannot write {logs}/report (Not a directory): " \
         "give --out DIR\n"
+    env = os.environ | {"EDGESPLIT_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(blocker)}
+    demo = subprocess.run([sys.executable, "-m", "edgesplit.cli", "demo"], cwd="/proc", env=env,
+                          capture_output=True, text=True, timeout=120)  # its folder goes here
+    assert demo.returncode == 2
+    assert demo.stderr == "edgesplit: error: cannot write /proc (No such file or directory): " \
+        "give --out DIR\n"

@@ -251,12 +251,12 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
               help="Report folder (default: ./edgesplit-report-<time>).")
 def demo(model: str, out_dir: Path | None) -> None:
     """A minute of a real edge and cloud under changing bandwidth, RTT, clock and an outage."""
+    if out_dir is None:  # the default folder goes here
+        require_writable(Path.cwd(), folder=True, hint="give --out DIR")
     require_extra("edgesplit demo", "all")  # it runs a cloud and an edge and draws plots
     from edgesplit.testbed.demo import run_demo
 
     zoo.get_spec(model)
-    if out_dir is None:  # the default folder goes here
-        require_writable(Path.cwd(), folder=True, hint="give --out DIR")
     run_demo(model=model, out_dir=out_dir, console=out)
 
 
