@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint typecheck bench clean
+.PHONY: demo test test-fast lint typecheck bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ typecheck: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_all.py
+
+# Every benchmark, briefly: a smoke test so that none can rot (CI runs it after `make test`).
+# Its figures are not the README's; those come from a full `make bench`.
+bench-quick: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_all.py --quick --out benchmark-results-quick.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

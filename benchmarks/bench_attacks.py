@@ -124,9 +124,9 @@ def main() -> None:
     os.environ["EDGESPLIT_MAX_BODIES_MB"] = "16"
     with serving("mnist_cnn,alexnet", "--max-body-mb", "9") as (process, url):
         port = int(url.rsplit(":", 1)[1])
-        header_attack(port, url, process.pid, args.header_mib, args.requests)
-        held_uploads(port, process.pid, 24, 8 * MIB)
-        json_peak(url, process.pid)
+        header_attack(port, url, process.pid(), args.header_mib, args.requests)
+        held_uploads(port, process.pid(), 24, 8 * MIB)
+        json_peak(url, process.pid())
 
 
 if __name__ == "__main__":

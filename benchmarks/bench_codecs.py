@@ -21,10 +21,11 @@ import torch
 
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
-from edgesplit.wire.codecs import all_codecs, decode_tensor, encode_tensor
+from edgesplit.wire.codecs import Codec, all_codecs, decode_tensor, encode_tensor
 
 
-def round_trip(tensors: tuple[torch.Tensor, ...], codec) -> tuple[int, float, list[torch.Tensor]]:
+def round_trip(tensors: tuple[torch.Tensor, ...],
+               codec: Codec) -> tuple[int, float, list[torch.Tensor]]:
     began = time.perf_counter()
     encoded = [encode_tensor(t, codec) for t in tensors]
     decoded = [decode_tensor(e.payload, e.shape, e.datatype, e.parameters).to(t.dtype)

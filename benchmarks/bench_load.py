@@ -19,6 +19,7 @@ import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -30,10 +31,11 @@ from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import encode_request
 
 SPLITS = {"mnist_cnn": [0, 2, 5, 6, 8], "alexnet": [0, 6, 14, 16, 19]}
+Work = list[tuple[int, bytes, dict[str, str]]]  # (split point, body, headers) of each request
 
 
-def bodies() -> dict[str, list[tuple[int, bytes, dict[str, str]]]]:
-    out = {}
+def bodies() -> dict[str, Work]:
+    out: dict[str, Work] = {}
     for model, split_points in SPLITS.items():
         x = zoo.sample_input(model)
         split = SplitModel(zoo.build_model(model), x)
@@ -45,7 +47,7 @@ def bodies() -> dict[str, list[tuple[int, bytes, dict[str, str]]]]:
     return out
 
 
-async def edge(client: httpx.AsyncClient, model: str, work: list, pause_s: float,
+async def edge(client: httpx.AsyncClient, model: str, work: Work, pause_s: float,
                until: float, latencies: list[float], statuses: dict[int, int],
                rng: random.Random) -> None:
     await asyncio.sleep(rng.uniform(0, pause_s))  # edges are not synchronised
@@ -64,7 +66,8 @@ async def edge(client: httpx.AsyncClient, model: str, work: list, pause_s: float
         await asyncio.sleep(pause_s if status == 200 else max(pause_s, 0.05))
 
 
-async def phase(url: str, work: dict, edges: int, seconds: float, pause_s: float) -> dict:
+async def phase(url: str, work: dict[str, Work], edges: int, seconds: float,
+                pause_s: float) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     limits = httpx.Limits(max_connections=edges, max_keepalive_connections=edges)

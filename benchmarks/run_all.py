@@ -25,7 +25,7 @@ HERE = Path(__file__).parent
 
 # name: (full arguments, quick arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
-    "planning": ([], ["--runs", "2000"]),
+    "planning": ([], ["--runs", "2000", "--model", "mnist_cnn", "--models", "mnist_cnn,alexnet"]),
     "codecs": ([], ["--models", "mnist_cnn"]),
     "overhead": ([], ["--runs", "50"]),
     "throughput": ([], ["--seconds", "1", "--concurrency", "1,8"]),

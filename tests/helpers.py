@@ -41,7 +41,7 @@ def make_profile(model: str = "toy", times: Sequence[float] = (0.1, 0.2, 0.3),
 
 def measurement(seq: int, **changes: object) -> Measurement:
     """A measurement row with placeholder values (a quoted, comma-laden fallback text)."""
-    values = {name: 0.0 for name in Measurement.__dataclass_fields__}
+    values: dict[str, object] = {name: 0.0 for name in Measurement.__dataclass_fields__}
     values |= {"seq": seq, "run": "r1", "time": "2026-01-01T00:00:00Z", "model": "m",
                "strategy": "rank", "edge": "own", "predictor": "profile", "codec": "raw",
                "split_point": 3, "offload_bytes": 10, "sent_bytes": 12, "finished": "cloud",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -20,32 +21,34 @@ from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
-from .test_runtime import SetLink
+from .helpers import SetLink
 
 SplitFactory = Callable[[str], SplitModel]
 FULL = "4"  # a batch runs when it holds this many rows; the wait below never ends one first
 
 
 @pytest.fixture(scope="module")
-def batching_cloud() -> CloudProcess:
+def batching_cloud() -> Iterator[CloudProcess]:
     with CloudProcess("--max-batch-size", FULL, "--batch-wait-ms", "600000",
                       models="mnist_cnn,alexnet") as server:
         yield server
 
 
-def body(tensor: torch.Tensor, split_point: int, codec: str = "raw") -> tuple[bytes, dict]:
+def body(tensor: torch.Tensor, split_point: int,
+         codec: str = "raw") -> tuple[bytes, dict[str, str]]:
     return encode_request([encode_tensor(tensor, parse_codec(codec), "x")],
                           {"split_point": split_point})
 
 
-async def post_all(url: str, model: str, bodies: list[tuple[bytes, dict]]) -> list[httpx.Response]:
+async def post_all(url: str, model: str,
+                   bodies: list[tuple[bytes, dict[str, str]]]) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         return await asyncio.gather(*(client.post(f"/v2/models/{model}/infer", content=content,
                                                   headers=headers)
                                       for content, headers in bodies))
 
 
-def answer(response: httpx.Response) -> tuple[dict, torch.Tensor]:
+def answer(response: httpx.Response) -> tuple[dict[str, Any], torch.Tensor]:
     assert response.status_code == 200, response.text
     header, outputs = parse_response(response.content, response.headers.get(HEADER_LENGTH))
     return header["parameters"], outputs[0]

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
-from edgesplit.cli import main
+from edgesplit.cli import app, main
+from edgesplit.cli_options import Number
 
 PLAN_KEYS = {"model", "strategy", "weight", "edge", "conditions", "split_point", "predicted",
              "candidates", "pareto"}
@@ -18,9 +20,10 @@ ROW_KEYS = {"split_point", "layer", "edge_s", "comm_s", "cloud_s", "latency_s", 
             "offload_bytes"}
 
 
-def edgesplit(*args: str) -> subprocess.CompletedProcess[str]:
+def edgesplit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edgesplit.cli", *args], capture_output=True,
-                          text=True, timeout=300, env=os.environ | {"COLUMNS": "200"})
+                          text=True, timeout=300,
+                          env=os.environ | {"COLUMNS": "200"} | (env or {}))
 
 
 def test_plan_json_has_the_documented_shape(mnist_profile_file: Path) -> None:
@@ -73,7 +76,7 @@ def test_plan_table_marks_the_choice(mnist_profile_file: Path) -> None:
     (["plan", "lenet"], "unknown model 'lenet': expected one of"),
     (["plan", "mnist_cnn", "--bandwidth-kbps", "-5"], "-5.0 is not in the range x>0"),
     (["plan", "mnist_cnn", "--bandwidth-kbps", "fast"], "'fast' is not a valid float"),
-    (["plan", "mnist_cnn", "--weight", "1.5"], "weight must be between 0 and 1"),
+    (["plan", "mnist_cnn", "--weight", "1.5"], "'--weight': 1.5 is not in the range 0<=x<=1"),
     (["plan", "mnist_cnn", "--strategy", "slo"], "needs a deadline"),
     (["plan", "mnist_cnn", "--edge", "lease"], "'lease' is not one of 'own', 'rent'"),
     (["plan", "mnist_cnn", "--frobnicate"], "No such option"),
@@ -127,7 +130,7 @@ def test_a_trust_file_that_is_not_a_certificate_is_one_clear_error(
     assert error.startswith("edgesplit: error: cannot use") and "PEM" in error
     assert main(["edge", "run", "--model", "mnist_cnn", "--sample", "--log",
                  str(junk / "below-a-file"), "--profile", str(mnist_profile_file)]) == 2
-    assert "cannot write the measurement log" in capsys.readouterr().err
+    assert "Invalid value for '--log': cannot write" in capsys.readouterr().err
 
 
 def test_edge_run_refuses_a_misconfigured_cloud_but_waits_for_a_missing_one(
@@ -140,8 +143,11 @@ def test_edge_run_refuses_a_misconfigured_cloud_but_waits_for_a_missing_one(
         wrong_token = edgesplit(*base, "--cloud", cloud.url, "--token", "wrong")
         assert wrong_token.returncode == 2
         assert "refused this edge's credentials" in wrong_token.stderr
-        unserved = edgesplit(*base, "--cloud", cloud.url, "--token", "right")
+        # Asked before profiling: no profile given, none cached, and none measured.
+        unserved = edgesplit(*base[:5], "--cloud", cloud.url, "--token", "right",
+                             env={"EDGESPLIT_CACHE_DIR": str(tmp_path / "cache")})
         assert unserved.returncode == 2 and "does not serve 'mnist_cnn'" in unserved.stderr
+        assert "profiling" not in unserved.stderr and not (tmp_path / "cache").exists()
     for url in ("127.0.0.1:8000", "ftp://x"):  # one line, and nothing before it
         malformed = edgesplit(*base, "--cloud", url)
         assert malformed.returncode == 2
@@ -202,3 +208,88 @@ def test_a_busy_port_is_one_line_before_any_model_loads(capsys: pytest.CaptureFi
 def test_version() -> None:
     result = edgesplit("--version")
     assert result.returncode == 0 and "version" in result.stdout
+
+
+def test_plan_reproduces_a_codec_choice(mnist_profile_file: Path) -> None:
+    """``plan --codec`` takes what ``edge run --codec`` takes; each row says its codec."""
+    base = ["plan", "mnist_cnn", "--profile", str(mnist_profile_file), "--bandwidth-kbps", "500"]
+    plans = {codec: json.loads(edgesplit(*base, "--codec", codec, "--json").stdout)
+             for codec in ("raw", "int8", "auto")}
+    assert {row["codec"] for row in plans["raw"]["candidates"]} == {"raw"}
+    assert {row["codec"] for row in plans["int8"]["candidates"]} == {"int8"}
+    assert plans["int8"]["candidates"][0]["offload_bytes"] < (
+        plans["raw"]["candidates"][0]["offload_bytes"])
+    auto = plans["auto"]["candidates"]
+    assert all(row["latency_s"] <= min(plans[c]["candidates"][i]["latency_s"] for c in ("raw",
+               "int8")) for i, row in enumerate(auto))  # each split point's fastest codec
+    assert plans["auto"]["codec"] == auto[plans["auto"]["split_point"]]["codec"]
+    table = edgesplit(*base, "--codec", "int8")
+    assert table.returncode == 0, table.stderr
+    assert "codec" in table.stdout and "int8" in table.stdout
+    assert ", int8: " in table.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--codec", "int9"], "unknown codec 'int9'"),
+    (["--codec", "int8", "--predictor", "thesis"], "raw float32 tensors only"),
+])
+def test_plan_codec_mistakes_are_one_line(args: list[str], message: str, mnist_profile_file: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "mnist_cnn", "--profile", str(mnist_profile_file), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def number_options(*command: str) -> list[click.Option]:
+    found: click.Command = app
+    for name in command:
+        assert isinstance(found, click.Group)
+        found = found.commands[name]
+    return [p for p in found.params if isinstance(p, click.Option)
+            and isinstance(p.type, click.types._NumberParamTypeBase)]
+
+
+def out_of_range(kind: click.IntRange | click.FloatRange) -> list[str]:
+    """Values the option must refuse: past each end of its range, and for floats nan and inf."""
+    values = [] if isinstance(kind, click.IntRange) else ["nan", "inf"]
+    if kind.min is not None:
+        values.append(str(kind.min if kind.min_open else kind.min - 1))
+    if kind.max is not None:
+        values.append(str(kind.max if kind.max_open else kind.max + 1))
+    return values
+
+
+NUMBERS = [(command, option) for command in (("plan",), ("edge", "run"))
+           for option in number_options(*command)]
+REQUIRED = {("plan",): ["mnist_cnn"], ("edge", "run"): ["--model", "mnist_cnn", "--sample"]}
+
+
+@pytest.mark.parametrize(("command", "option"), NUMBERS,
+                         ids=[f"{' '.join(c)} {o.opts[0]}" for c, o in NUMBERS])
+def test_every_number_out_of_range_names_its_flag(
+        command: tuple[str, ...], option: click.Option,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each number of plan and edge run has a range (shown in --help) and a finite value, so a
+    mistake is refused where it is parsed, naming the flag (not the core's field name)."""
+    flag = option.opts[0]
+    assert isinstance(option.type, click.IntRange | Number), f"{flag} has no range"
+    for value in out_of_range(option.type):
+        assert main([*command, *REQUIRED[command], flag, value]) == 2, (flag, value)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"edgesplit: error: Invalid value for '{flag}': "), lines
+    assert "_" not in flag
+
+
+def test_plan_help_shows_the_clock_range() -> None:
+    result = edgesplit("plan", "--help")
+    assert "--clock-ghz FLOAT RANGE" in result.stdout and "x>0" in result.stdout
+
+
+def test_a_refused_command_leaves_no_folder_its_path_check_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The check makes the folders an --out lacks and removes them again: a command that stops
+    after it (here at an unknown model) leaves nothing behind."""
+    assert main(["profile", "lenet", "--out", str(tmp_path / "a" / "b" / "p.json")]) == 2
+    assert "unknown model 'lenet'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

@@ -14,6 +14,7 @@ import click
 import pytest
 
 from edgesplit.cli import app
+from edgesplit.cli_options import Writable
 from edgesplit.core.fitted import store_profile
 from edgesplit.core.profiles import cached_profile_path, read_profile, write_profile
 
@@ -118,3 +119,83 @@ def test_remembered_laws_plan_exactly_as_a_fresh_fit(mnist_profile_file: Path, b
     remembered = run(*args, cache=cache, blocked=blocker)
     assert remembered.returncode == 0, remembered.stderr
     assert remembered.stdout == fitted.stdout
+
+
+# Path options that a command only reads (exists=True ones need no listing): every other path
+# option must be a Writable, which is checked when parsed, before the command does anything.
+READ_ONLY = {"--input", "--profile", "--cloud-profile", "--clock-file", "--token-file",
+             "--hmac-key-file", "--hmac-keys", "--tls-cert", "--tls-key"}
+# What each command needs besides the path, so that only the path is wrong.
+REQUIRED = {"profile": ["mnist_cnn"], "edge run": ["--model", "mnist_cnn", "--sample"],
+            "experiment": ["--quick"]}
+
+
+def path_options(command_path: tuple[str, ...]) -> list[click.Option]:
+    """The options of a command that take a path (their type a click.Path)."""
+    command: click.Command = app
+    for name in command_path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return [p for p in command.get_params(click.Context(command))
+            if isinstance(p, click.Option) and isinstance(p.type, click.Path)]
+
+
+WRITTEN = [(command, option.opts[0], option.type.dir_okay)
+           for command in every_command(app) for option in path_options(command)
+           if isinstance(option.type, Writable)]
+
+
+def test_every_path_a_command_writes_is_checked_when_parsed() -> None:
+    assert {(" ".join(c), flag) for c, flag, _ in WRITTEN} == {
+        ("profile", "--out"), ("demo", "--out"), ("report", "--out"), ("experiment", "--out"),
+        ("edge run", "--log")}
+    for command in every_command(app):
+        for option in path_options(command):
+            assert isinstance(option.type, click.Path)
+            assert (isinstance(option.type, Writable) or option.type.exists
+                    or option.opts[0] in READ_ONLY), (command, option.opts[0])
+
+
+@pytest.mark.parametrize("where", ["below a file", "in /proc"])
+@pytest.mark.parametrize(("command", "flag", "folder"), WRITTEN,
+                         ids=[f"{' '.join(c)} {flag}" for c, flag, _ in WRITTEN])
+def test_an_unwritable_path_is_one_line_before_any_work(
+        command: tuple[str, ...], flag: str, folder: bool, where: str, blocker: Path,
+        tmp_path: Path) -> None:
+    """One line and exit 2, before anything is measured or started: torch is blocked, so a
+    command that got as far as measuring would fail differently."""
+    (tmp_path / "a-file").write_text("")
+    base = tmp_path / "a-file" if where == "below a file" else Path("/proc")
+    bad = base / "new" / ("out" if folder else "out.json")
+    args = [*command, *REQUIRED.get(" ".join(command), [str(tmp_path)] * (command == ("report",))),
+            flag, str(bad)]
+    result = run(*args, cache=tmp_path / "cache", blocked=blocker)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"edgesplit: error: Invalid value for '{flag}': cannot "
+                                    f"write '{bad}' (")
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "a-file"]  # nothing made, nothing left
+
+
+def test_unwritable_default_places_are_one_line_before_any_work(blocker: Path,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"
+    for args in (("profile", "mnist_cnn"), ("plan", "mnist_cnn")):  # the cache, then measuring
+        result = run(*args, cache=cache, blocked=blocker)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"edgesplit: error: cannot write {cache}/profiles (Not a "
+                                        "directory): set EDGESPLIT_CACHE_DIR")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "report").write_text("")  # where the report would go by default
+    result = run("report", str(logs), cache=tmp_path, blocked=blocker)
+    assert result.returncode == 2
+    assert result.stderr == f"edgesplit: error: cannot write {logs}/report (Not a directory): " \
+        "give --out DIR\n"
+    env = os.environ | {"EDGESPLIT_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(blocker)}
+    demo = subprocess.run([sys.executable, "-m", "edgesplit.cli", "demo"], cwd="/proc", env=env,
+                          capture_output=True, text=True, timeout=120)  # its folder goes here
+    assert demo.returncode == 2
+    assert demo.stderr == "edgesplit: error: cannot write /proc (No such file or directory): " \
+        "give --out DIR\n"

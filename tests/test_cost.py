@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from edgesplit.core.cost import EdgeMode, Prices, cost_usd, cost_vector
@@ -63,7 +65,7 @@ def test_own_and_rent_pull_the_cheapest_split_opposite_ways() -> None:
     ({"strategy": "budget"}, "needs a cost cap"),
     ({"strategy": "slo", "deadline_ms": -3}, "deadline_ms must be a positive number"),
 ])
-def test_objectives_are_checked(kwargs: dict, message: str) -> None:
+def test_objectives_are_checked(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         Objective(**kwargs)
 

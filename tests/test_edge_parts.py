@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_rescheduler_replans_on_timer_and_on_each_threshold() -> None:
     assert r.due(6.0, Conditions(700, 40, 1.5)) is None
 
 
-def near_tie_plan(strategy: str = "latency", **objective: object) -> SplitPlan:
+def near_tie_plan(strategy: str = "latency", **objective: Any) -> SplitPlan:
     """Split 1 is 2% faster and 2% cheaper than split 0; split 2 is slow but cheap."""
     prediction = Prediction(edge_s=(0.0, 0.0, 1.5), comm_s=(0.0, 0.0, 0.0),
                             cloud_s=(1.0, 0.98, 0.5), offload_bytes=(10, 10, 10),

@@ -124,7 +124,12 @@ def _synthetic(directory: Path) -> None:
                              "rtt_ms": 20.0},
               "settings": [{"index": 0, "bandwidth_kbps": 7000.0, "clock_ghz": 1.5},
                            {"index": 1, "bandwidth_kbps": 3000.0, "clock_ghz": 0.9}],
-              "testbed": {"mode": "netns"}, "self_checks": [], "runs": [],
+              "testbed": {"mode": "netns"}, "self_checks": [
+                  {"attempt": 1, "passed": False, "checks": [  # as a quiet machine once gave
+                      {"check": "rate", "error": 0.01, "tolerance": 0.1, "passed": True},
+                      {"check": "clock", "clock_ghz": 0.6, "error": -0.198, "tolerance": 0.15,
+                       "passed": False}]},
+                  {"attempt": 2, "passed": True, "checks": []}], "runs": [],
               "oracle_methods": {"alexnet": "e2e"}}
     (directory / "config.json").write_text(json.dumps(config))
 
@@ -140,6 +145,11 @@ def test_report_tables_match_hand_computation(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = tmp_path / "report"
+    # A failed attempt and the retry that passed: said to be noise, the measurements trusted.
+    assert ("Self-checks: 1 of 2 attempts passed. A run measures only after an attempt passes"
+            in (report / "report.md").read_text())
+    assert ("the measurements are trusted. Failed: clock at 0.6 GHz off by -19.8% (tolerance "
+            "15%) (details in config.json)." in (report / "report.md").read_text())
     table = {(r["edge"], r["predictor"], r["metric"], r["comparison"]): r
              for r in _csv(report / "table-7-1.csv")}
     # rented edge, thesis predictor. Cost sums: OC 2+1=3, OL 4+2=6, CL 3+2=5.

@@ -298,14 +298,15 @@ class WrongCloud(threading.Thread):
                 while b"\r\n\r\n" not in data:
                     data += conn.recv(65536)
                 head, _, rest = data.partition(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1)) if (
-                    b"ontent-length" in head) else 0
+                found = re.search(rb"(?i)content-length: (\d+)", head)
+                length = int(found.group(1)) if found else 0
                 while len(rest) < length:
                     rest += conn.recv(65536)
                 conn.sendall(self.answer)
 
 
-def oip_answer(outputs: list, parameters: dict) -> tuple[bytes, dict[str, str]]:
+def oip_answer(outputs: list[dict[str, object]],
+               parameters: dict[str, object]) -> tuple[bytes, dict[str, str]]:
     return json.dumps({"model_name": "alexnet", "outputs": outputs,
                        "parameters": parameters}).encode().replace(b'"NaN"', b"NaN"), {
         "content-type": "application/json"}

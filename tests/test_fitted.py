@@ -10,14 +10,14 @@ import pytest
 from edgesplit.core.fitted import LawMemo, fit_predictor, store_profile
 from edgesplit.core.fitting import fit_power_law
 from edgesplit.core.predictors import Conditions, ThesisPredictor
-from edgesplit.core.profiles import cached_profile_path
+from edgesplit.core.profiles import Profile, cached_profile_path
 
 from .helpers import make_profile
 
 pytestmark = pytest.mark.fast  # pure: no server, no subprocess (make test-fast)
 
 
-def network(model: str, n: int, latencies: dict[float, float]):
+def network(model: str, n: int, latencies: dict[float, float]) -> Profile:
     return make_profile(model, times=[0.5 / n] * n, sizes=[1000] * (n + 1),
                         calibration=sorted(latencies.items()), forward_s=0.5)
 

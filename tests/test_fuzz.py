@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
@@ -55,7 +56,7 @@ def check_tensor(result: torch.Tensor, shape: list[int]) -> None:
 @FUZZ
 @given(payload=st.binary(max_size=2048), shape=shapes, datatype=datatypes, params=parameters)
 def test_decode_tensor_never_crashes(payload: bytes, shape: list[int], datatype: str,
-                                     params: dict) -> None:
+                                     params: dict[str, Any]) -> None:
     try:
         result = decode_tensor(payload, shape, datatype, params, max_elements=MAX_ELEMENTS)
     except WireFormatError:
@@ -108,7 +109,7 @@ request_like = st.fixed_dictionaries({"inputs": st.lists(st.fixed_dictionaries({
 @FUZZ
 @given(header=request_like, tail=st.binary(max_size=512),
        length=st.one_of(st.none(), st.just("auto"), st.text(max_size=6)))
-def test_parse_request_and_inputs_never_crash(header: dict, tail: bytes,
+def test_parse_request_and_inputs_never_crash(header: dict[str, Any], tail: bytes,
                                               length: str | None) -> None:
     head = json.dumps(header).encode()
     header_length = str(len(head)) if length == "auto" else length
@@ -153,12 +154,13 @@ def test_the_thesis_request_decodes_or_refuses(mnist_service: CloudService, tens
         return
 
 
-def binary_request(header: dict, tail: bytes, length: int | None = None) -> tuple[bytes, dict]:
+def binary_request(header: dict[str, Any], tail: bytes,
+                   length: int | None = None) -> tuple[bytes, dict[str, str]]:
     head = json.dumps(header).encode()
     return head + tail, {HEADER_LENGTH: str(len(head) if length is None else length)}
 
 
-def pool2(size: int, **parameters: object) -> dict:
+def pool2(size: int, **parameters: object) -> dict[str, Any]:
     return {"inputs": [{"name": "x", "shape": [1, 20, 4, 4], "datatype": "FP32",
                         "parameters": {"binary_data_size": size, **parameters}}],
             "parameters": {"split_point": 5}}

@@ -29,6 +29,7 @@ import zstandard
 from edgesplit.core import zoo
 from edgesplit.core.cost import cost_usd
 from edgesplit.core.planning import Objective
+from edgesplit.core.predictors import ProfilePredictor
 from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
@@ -43,6 +44,8 @@ from .helpers import ManualClock
 
 SplitFactory = Callable[[str], SplitModel]
 Answer = Callable[[socket.socket], None]
+EdgeFor = Callable[..., tuple[EdgeRuntime, ManualClock]]  # the edge_for fixture
+Output = tuple[bytes, list[int], str, dict[str, object]]  # bytes, shape, datatype, parameters
 MODEL = "mnist_cnn"  # 9 layers, 10 outputs: quick on both sides
 SLACK_S = 0.5
 SPLIT_0 = Objective("cost", edge="rent")  # the edge's time is dear: send the raw input
@@ -118,7 +121,7 @@ def timings(layers: int, cloud_s: object = 0.001) -> dict[str, object]:
     return {"cloud_s": cloud_s, "layer_times_s": [0.0001] * layers}
 
 
-def binary(outputs: list[tuple[bytes, list[int], str, dict]], parameters: dict) -> bytes:
+def binary(outputs: list[Output], parameters: dict[str, object]) -> bytes:
     """An OIP binary answer: each output's bytes after the JSON header."""
     header = {"model_name": MODEL, "parameters": parameters, "outputs": [
         {"name": f"output{i}", "shape": shape, "datatype": datatype,
@@ -130,7 +133,8 @@ def binary(outputs: list[tuple[bytes, list[int], str, dict]], parameters: dict) 
                  "content-type": "application/octet-stream"})
 
 
-def json_answer(values: list[float], shape: list[int], parameters: dict) -> bytes:
+def json_answer(values: list[float], shape: list[int],
+                parameters: dict[str, object]) -> bytes:
     body = json.dumps({"model_name": MODEL, "parameters": parameters, "outputs": [
         {"name": "output", "shape": shape, "datatype": "FP32", "data": values}]})
     return http(body.encode(), {"content-type": "application/json"})
@@ -196,13 +200,13 @@ def finished_alone(result: InferenceResult, split: SplitModel, reason: str) -> N
 # -- issue 7: alive is not ready --------------------------------------------------------------
 
 def test_the_edge_offloads_again_only_once_the_cloud_is_ready(
-        edge_for, split_model: SplitFactory) -> None:
+        edge_for: EdgeFor, split_model: SplitFactory) -> None:
     """A cloud that answers liveness while it is still loading would fail the offload that
     trusted it: the edge waits for readiness."""
     split = split_model(MODEL)
     truth = fp32(split(zoo.sample_input(MODEL)).detach().numpy())
     edge, now = edge_for(fixed(http(b"not an answer")))
-    cloud = edge_for.clouds[-1]
+    cloud = edge_for.clouds[-1]  # type: ignore[attr-defined]  # the fixture keeps them there
     assert edge.infer(zoo.sample_input(MODEL)).measurement.finished == "edge"
     cloud.ready = False  # restarted: alive, still loading
     cloud.answer = fixed(binary([(truth, [1, 10], "FP32", {})], timings(9)))
@@ -223,7 +227,7 @@ def test_the_edge_offloads_again_only_once_the_cloud_is_ready(
 @pytest.mark.parametrize("wire", ["binary", "json"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 def test_nan_or_infinity_from_the_cloud_is_refused(
-        bad: float, wire: str, objective: Objective, edge_for, split_model: SplitFactory,
+        bad: float, wire: str, objective: Objective, edge_for: EdgeFor, split_model: SplitFactory,
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     split = split_model(MODEL)
     values = np.zeros(10, dtype=np.float32)
@@ -257,7 +261,7 @@ ZEROS = fp32(np.zeros(10))
 ], ids=["float64", "two outputs", "wrong shape", "wrong batch", "same size, other shape",
         "no batch", "int32"])
 def test_an_answer_that_is_not_the_models_output_is_refused(
-        outputs: list, why: str, edge_for, split_model: SplitFactory) -> None:
+        outputs: list[Output], why: str, edge_for: EdgeFor, split_model: SplitFactory) -> None:
     edge, _ = edge_for(fixed(binary(outputs, timings(9))))
     result = edge.infer(zoo.sample_input(MODEL))
     # Refused before decoding when larger than the output, after it when merely different.
@@ -286,8 +290,9 @@ def bomb() -> bytes:
 
 @pytest.mark.parametrize("variant", ["2^28 float64 declared", "right shape, 2 GiB frame",
                                      "right shape, frame of unknown size"])
-def test_a_compressed_answer_bomb_is_never_inflated(variant: str, bomb: bytes, edge_for,
+def test_a_compressed_answer_bomb_is_never_inflated(variant: str, bomb: bytes, edge_for: EdgeFor,
                                                      split_model: SplitFactory) -> None:
+    outputs: list[Output]
     if variant == "2^28 float64 declared":
         outputs = [(bomb, [1 << 28], "FP64", {"compression": "zstd"})]
     elif variant == "right shape, 2 GiB frame":
@@ -329,7 +334,7 @@ def many_layer_times(conn: socket.socket) -> None:
 
 @pytest.mark.parametrize("answer", [endless, declared_huge, many_layer_times],
                          ids=["endless stream", "2 GiB declared", "a million layer times"])
-def test_a_huge_answer_is_cut_and_teaches_nothing(answer: Answer, edge_for,
+def test_a_huge_answer_is_cut_and_teaches_nothing(answer: Answer, edge_for: EdgeFor,
                                                   split_model: SplitFactory) -> None:
     edge, now = edge_for(answer)
     link_before = (edge.link.bandwidth_kbps, edge.link.rtt_ms)
@@ -347,7 +352,7 @@ def test_a_huge_answer_is_cut_and_teaches_nothing(answer: Answer, edge_for,
 
 
 def test_a_slow_drip_is_cut_at_the_deadline_and_teaches_nothing(
-        edge_for, split_model: SplitFactory) -> None:
+        edge_for: EdgeFor, split_model: SplitFactory) -> None:
     dripping = threading.Event()
 
     def drip(conn: socket.socket) -> None:
@@ -374,7 +379,7 @@ def test_a_slow_drip_is_cut_at_the_deadline_and_teaches_nothing(
 
 @pytest.mark.parametrize("cloud_s", [1e300, "1e300", 3600.0])
 def test_the_clouds_timings_are_bounded_by_what_the_edge_saw(
-        cloud_s: object, edge_for, split_model: SplitFactory) -> None:
+        cloud_s: object, edge_for: EdgeFor, split_model: SplitFactory) -> None:
     split = split_model(MODEL)
     x = zoo.sample_input(MODEL)
     truth = split(x).detach().numpy()
@@ -382,6 +387,7 @@ def test_the_clouds_timings_are_bounded_by_what_the_edge_saw(
                     {"cloud_s": cloud_s, "layer_times_s": [1e300] * 9})
     edge, _ = edge_for(fixed(answer))
     predictor = edge.planner.predictor
+    assert isinstance(predictor, ProfilePredictor)
     cloud_before = sum(predictor.cloud_layer_s_)
     result = edge.infer(x)
     m = result.measurement
@@ -400,7 +406,7 @@ def test_the_clouds_timings_are_bounded_by_what_the_edge_saw(
     {"cloud_s": 0.001, "layer_times_s": ["soon"] * 9},
     {"cloud_s": 0.001, "layer_times_s": 7},
 ], ids=["negative", "negative layer", "too large for a float", "text", "not a list"])
-def test_timings_that_are_not_times_are_refused(parameters: dict, edge_for,
+def test_timings_that_are_not_times_are_refused(parameters: dict[str, object], edge_for: EdgeFor,
                                                 split_model: SplitFactory) -> None:
     edge, _ = edge_for(fixed(binary([(ZEROS, [1, 10], "FP32", {})], parameters)))
     finished_alone(edge.infer(zoo.sample_input(MODEL)), split_model(MODEL), "malformed")

@@ -56,7 +56,8 @@ def own_cloud(tiny: tuple[SplitModel, torch.Tensor]) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def test_an_own_model_splits_everywhere_and_runs_split(tiny, own_cloud: str) -> None:
+def test_an_own_model_splits_everywhere_and_runs_split(tiny: tuple[SplitModel, torch.Tensor],
+                                                        own_cloud: str) -> None:
     split, x = tiny
     profile = profile_model("tiny", split=split, sample=x, clocks_ghz=(), repeats=2)
     assert profile.n_layers == split.n_layers
@@ -72,7 +73,7 @@ def test_an_own_model_splits_everywhere_and_runs_split(tiny, own_cloud: str) -> 
     assert len(meta["parameters"]["split_points"]) == split.n_layers + 1
 
 
-def test_own_models_say_what_they_need(tiny) -> None:
+def test_own_models_say_what_they_need(tiny: tuple[SplitModel, torch.Tensor]) -> None:
     split, x = tiny
     with pytest.raises(InvalidArgument, match="pass split= and sample="):
         profile_model("tiny")

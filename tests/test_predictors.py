@@ -12,6 +12,7 @@ from edgesplit.core.predictors import (
     make_predictor,
     thesis_comm_s,
 )
+from edgesplit.core.profiles import Profile
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
 from .helpers import make_profile
@@ -47,7 +48,8 @@ def test_normalisation_round_trips() -> None:
         min_max_normalise([1.0, 1.0])
 
 
-def thesis_network(model: str, n: int, latencies: dict[float, float], forward_s: float = 0.5):
+def thesis_network(model: str, n: int, latencies: dict[float, float],
+                   forward_s: float = 0.5) -> Profile:
     return make_profile(model, times=[forward_s / n] * n, sizes=[1000 * (n + 1 - sp)
                                                                   for sp in range(n + 1)],
                         calibration=sorted(latencies.items()), forward_s=forward_s)

@@ -113,7 +113,8 @@ def test_two_replicas_join_a_running_cluster_behind_a_token(
 
 @pytest.mark.fast
 def test_joining_sends_rays_token_where_there_is_one(tmp_path: Path) -> None:
-    assert not join_with_token(environ := {}, tmp_path) and environ == {}
+    environ: dict[str, str] = {}
+    assert not join_with_token(environ, tmp_path) and environ == {}
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("t" * 64)
     assert join_with_token(environ := {}, tmp_path) and environ == {"RAY_AUTH_MODE": "token"}

@@ -41,7 +41,7 @@ def test_offloads_match_local_inference_and_every_row_is_logged(
         cloud: CloudProcess, mnist_profile_file: Path, tmp_path: Path,
         split_model: SplitFactory) -> None:
     split = split_model("mnist_cnn")
-    inputs = list(zoo.calibration_inputs("mnist_cnn").split(1))[:6]
+    inputs = list(torch.split(zoo.calibration_inputs("mnist_cnn"), 1))[:6]
     options = EdgeOptions("mnist_cnn", cloud.url, log_dir=tmp_path, codecs=("raw", "raw+zstd"))
     with build_runtime(options, split=split, profile=read_profile(mnist_profile_file)) as edge:
         results = edge.run(inputs, count=6)

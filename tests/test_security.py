@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from edgesplit.core import zoo
+from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.factory import EdgeOptions, build_runtime
@@ -207,7 +208,7 @@ def test_https_with_a_ca_the_edge_trusts(tls_files: dict[str, Path],
         server.stop()
 
 
-def _quick_profile(split_model: SplitFactory):
+def _quick_profile(split_model: SplitFactory) -> Profile:
     from edgesplit.core.profiler import profile_model
 
     return profile_model("mnist_cnn", repeats=1, warmup=0, clocks_ghz=(),

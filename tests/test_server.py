@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -247,7 +247,7 @@ def test_bodies_over_the_limit_get_413() -> None:
         assert response.status_code == 413
         assert "byte limit" in response.json()["error"]
 
-        def chunks():  # no Content-Length: the limit holds while streaming too
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming too
             for _ in range(10):
                 yield bytes(5000)
 

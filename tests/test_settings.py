@@ -72,7 +72,7 @@ def test_edge_run_prices_its_inferences_with_the_prices_given(mnist_profile_file
     rows = edge_run("--edge", "rent", "--edge-usd-per-hour", "3600", profile=mnist_profile_file)
     for row in rows:
         assert row["finished"] == "edge"
-        assert row["cost_usd"] == pytest.approx(row["edge_s"], rel=1e-9)  # type: ignore[arg-type]
+        assert row["cost_usd"] == pytest.approx(row["edge_s"], rel=1e-9)
 
 
 def test_plan_and_edge_run_share_their_option_groups() -> None:

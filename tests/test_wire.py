@@ -88,7 +88,7 @@ def test_integer_tensors_pass_through_lossy_codecs_unchanged() -> None:
     (b"\x00" * 16, "1,4", "FP32", {}, "list of integers"),
 ])
 def test_bad_bytes_are_one_clear_error(payload: bytes, shape: object, datatype: str,
-                                       parameters: dict, message: str) -> None:
+                                       parameters: dict[str, object], message: str) -> None:
     with pytest.raises(WireFormatError, match=message):
         decode_tensor(payload, shape, datatype, parameters)  # type: ignore[arg-type]
 

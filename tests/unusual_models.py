@@ -210,6 +210,8 @@ class DictOutputs(nn.Module):
 class Buffers(nn.Module):
     """BatchNorm statistics, a registered buffer and a parameter used far apart."""
 
+    centre: torch.Tensor  # a buffer: registered, so torch's types do not know it
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("centre", torch.linspace(-1, 1, 8).view(1, 8, 1, 1))
@@ -322,6 +324,7 @@ def build(name: str) -> nn.Module:
     model = MODELS[name][0]()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 1.5)
     return model.eval()

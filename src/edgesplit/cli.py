@@ -24,9 +24,12 @@ from edgesplit.cli_options import (
     LINK_OPTIONS,
     OBJECTIVE_OPTIONS,
     PROFILE_OPTIONS,
+    Number,
     SettingsCommand,
+    Writable,
     auth_from,
     objective_from,
+    require_writable,
 )
 from edgesplit.core import zoo
 from edgesplit.core.planning import Planner, SplitPlan
@@ -82,6 +85,7 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
             return read_profile(cached)
         except EdgesplitError:
             pass  # load_or_profile warns and measures again
+    require_writable(cached.parent, folder=True, hint=CACHE_HINT)  # before, not after, measuring
     from edgesplit.core.profiler import load_or_profile
 
     if not quiet and not cached.exists():
@@ -91,6 +95,9 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
         return load_or_profile(model, threads=threads, progress=report)  # type: ignore[arg-type]
 
 
+CACHE_HINT = "set EDGESPLIT_CACHE_DIR to a folder you can write, or give --profile FILE"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgesplit")
 def app() -> None:
@@ -98,6 +105,11 @@ def app() -> None:
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+CODEC_OPTION = click.option(
+    "--codec", default="raw", show_default=True,
+    help="raw, float16, int8, each optionally +lz4 or +zstd; a comma list; 'lossless'; or "
+    "'auto' (edge run: lossy ones only where they keep the top-1 answer). With several, each "
+    "split point gets its fastest.")
 THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=1,
                               show_default=True, help="torch threads when profiling.")
 
@@ -134,18 +146,22 @@ def models(as_json: bool) -> None:
 @THREADS_OPTION
 @click.option("--clocks", default="0.6,0.9,1.2,1.5", show_default=True,
               help="Emulated clock speeds (GHz) to calibrate at, comma-separated; '' for none.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_file", type=Writable(folder=False),
               help="Write here, not to the cache.")
 @JSON_OPTION
 def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
             out_file: Path | None, as_json: bool) -> None:
     """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
-    from edgesplit.core.fitted import store_profile
-    from edgesplit.core.profiler import profile_model
-    from edgesplit.core.profiles import cached_profile_path
+    from edgesplit.core.profiles import cache_dir, cached_profile_path
 
     zoo.get_spec(model)
     clock_list = _floats(clocks, "--clocks")
+    if out_file is None:  # the cache, checked before the measuring (and torch), not after
+        require_writable(cache_dir() / "profiles", folder=True,
+                         hint="set EDGESPLIT_CACHE_DIR to a folder you can write, or give --out")
+    from edgesplit.core.fitted import store_profile
+    from edgesplit.core.profiler import profile_model
+
     with progress_bar(as_json) as report:
         result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
                                clocks_ghz=clock_list, progress=report)  # type: ignore[arg-type]
@@ -169,14 +185,15 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 @app.command()
 @click.argument("model")
 @LINK_OPTIONS
-@click.option("--clock-ghz", type=float, default=1.5, show_default=True,
-              help="Edge clock speed, GHz.")
+@click.option("--clock-ghz", type=Number(min=0, min_open=True), default=1.5,
+              show_default=True, help="Edge clock speed, GHz.")
 @OBJECTIVE_OPTIONS
+@CODEC_OPTION
 @PROFILE_OPTIONS
 @JSON_OPTION
 @click.option("--indent", type=click.IntRange(min=0),
               help="Indent --json by N spaces (default: 2 on a terminal, one line when piped).")
-def plan(model: str, clock_ghz: float, as_json: bool, indent: int | None,
+def plan(model: str, clock_ghz: float, codec: str, as_json: bool, indent: int | None,
          **options: Any) -> None:
     """Predict latency and cost at every split point and choose one."""
     from edgesplit.core.fitted import fit_predictor
@@ -192,7 +209,7 @@ def plan(model: str, clock_ghz: float, as_json: bool, indent: int | None,
     cloud = read_profile(cloud_profile) if cloud_profile else None
     estimator = fit_predictor(predictor, edge_profile, cloud)
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
-                     objective).plan(conditions)
+                     objective, _codec_list(codec)).plan(conditions)
     if as_json:
         if indent is None and sys.stdout.isatty():
             indent = 2
@@ -208,7 +225,7 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
              f"{c.clock_ghz:g} GHz; {o.edge} edge; {o.strategy} w={o.weight:g}; "
              f"{predictor} predictor")
     table = Table("sp", Column("layer", no_wrap=True, min_width=14), "edge", "comm", "cloud",
-                  "total", "µ$", "sends", "",
+                  "total", "µ$", "sends", "codec", "",
                   title=title, caption="times in ms, cost in millionths of a dollar per "
                   "inference; ◀ chosen, * on the Pareto front")
     pareto = set(result.pareto)
@@ -217,23 +234,25 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
         table.add_row(str(row.split_point), row.layer, f"{row.edge_s * 1e3:.2f}",
                       f"{row.comm_s * 1e3:.2f}", f"{row.cloud_s * 1e3:.2f}",
                       f"{row.latency_s * 1e3:.2f}", f"{row.cost_usd * 1e6:.4f}",
-                      _size(row.offload_bytes),
+                      _size(row.offload_bytes), row.codec,
                       ("◀" if is_chosen else "") + ("*" if row.split_point in pareto else ""),
                       style="bold green" if is_chosen else None)
     out.print(table)
     chosen = result.chosen
     note = "" if result.constraint_met else f" ({STRATEGIES[o.strategy].unmet})"
-    out.print(f"split after layer {chosen.split_point} ({chosen.layer}): "
+    out.print(f"split after layer {chosen.split_point} ({chosen.layer}), {chosen.codec}: "
               f"{chosen.latency_s * 1e3:.1f} ms, {chosen.cost_usd * 1e6:.4f} µ$ per inference"
               f"{note}; Pareto front {list(result.pareto)}")
 
 
 @app.command()
 @click.option("--model", default="alexnet", show_default=True, help="A zoo model name.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", type=Writable(folder=True),
               help="Report folder (default: ./edgesplit-report-<time>).")
 def demo(model: str, out_dir: Path | None) -> None:
     """A minute of a real edge and cloud under changing bandwidth, RTT, clock and an outage."""
+    if out_dir is None:  # the default folder goes here
+        require_writable(Path.cwd(), folder=True, hint="give --out DIR")
     require_extra("edgesplit demo", "all")  # it runs a cloud and an edge and draws plots
     from edgesplit.testbed.demo import run_demo
 
@@ -243,7 +262,7 @@ def demo(model: str, out_dir: Path | None) -> None:
 
 @app.command()
 @click.argument("log_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", type=Writable(folder=True),
               help="Where to write the report (default: LOG_DIR/report; what a demo wrote in "
               "LOG_DIR stays as it is).")
 def report(log_dir: Path, out_dir: Path | None) -> None:
@@ -251,6 +270,8 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
     report of an experiment folder (edgesplit experiment --out)."""
     from edgesplit.testbed.evaluation import is_experiment
 
+    if out_dir is None:
+        require_writable(log_dir / "report", folder=True, hint="give --out DIR")
     if is_experiment(log_dir):
         from edgesplit.testbed.experiment_report import write_experiment_report
 
@@ -357,6 +378,8 @@ def edge() -> None:
 
 
 def _codec_list(value: str) -> list[str]:
+    if value == "raw":  # the default, known without the codec registry (which imports torch)
+        return ["raw"]
     from edgesplit.wire.codecs import all_codecs, parse_codec
 
     if value == "auto":
@@ -374,36 +397,34 @@ def _codec_list(value: str) -> list[str]:
               help="An image, a .npy tensor, or a folder of them.")
 @click.option("--sample", is_flag=True, help="Use the model's sample input.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many inferences.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+@click.option("--duration", type=Number(min=0, min_open=True),
               help="Stop after this many seconds.")
-@click.option("--interval", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--interval", type=Number(min=0), default=0.0, show_default=True,
               help="Seconds from one inference's start to the next.")
 @OBJECTIVE_OPTIONS
-@click.option("--codec", default="raw", show_default=True,
-              help="raw, float16, int8, each optionally +lz4 or +zstd; a comma list; "
-              "'lossless'; or 'auto' (lossy ones only where they keep the top-1 answer).")
+@CODEC_OPTION
 @click.option("--split-point", type=click.IntRange(min=0),
               help="Force this split point: no planning, measured and logged as usual.")
-@click.option("--clock-ghz", type=click.FloatRange(min=0, min_open=True),
+@click.option("--clock-ghz", type=Number(min=0, min_open=True),
               help="The edge's clock speed (default: read from cpufreq).")
 @click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the (emulated) clock speed from this file at every inference.")
 @LINK_OPTIONS
-@click.option("--replan-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
+@click.option("--replan-interval", type=Number(min=0, min_open=True), default=10.0,
               show_default=True, help="Re-plan at least this often (seconds).")
-@click.option("--replan-bandwidth", type=click.FloatRange(min=0), default=0.2,
+@click.option("--replan-bandwidth", type=Number(min=0), default=0.2,
               show_default=True, help="Re-plan when the bandwidth moves this much (relative).")
-@click.option("--replan-rtt-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
+@click.option("--replan-rtt-ms", type=Number(min=0), default=20.0, show_default=True,
               help="Re-plan when the round-trip time moves this much.")
-@click.option("--replan-clock", type=click.FloatRange(min=0), default=0.1, show_default=True,
+@click.option("--replan-clock", type=Number(min=0), default=0.1, show_default=True,
               help="Re-plan when the clock speed moves this much (relative).")
-@click.option("--hysteresis", type=click.FloatRange(min=0), default=0.05, show_default=True,
+@click.option("--hysteresis", type=Number(min=0), default=0.05, show_default=True,
               help="A new split must be this much faster or cheaper to replace the current.")
 @click.option("--cloud-load/--no-cloud-load", "load_aware", default=True, show_default=True,
               help="Plan with the wait a busy cloud reports (or as if it were always idle).")
 @AUTH_OPTIONS
 @PROFILE_OPTIONS
-@click.option("--log", "log_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--log", "log_dir", type=Writable(folder=True),
               help="Append measurements to DIR/measurements.csv and DIR/layers.csv.")
 @JSON_OPTION
 def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample: bool,
@@ -427,12 +448,10 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         raise EdgesplitError("give either --input PATH or --sample")
     if sample and count is None and duration is None:
         count = 1
-    if cloud_url is not None:
-        from edgesplit.edge.client import CloudClient
-
-        CloudClient(cloud_url).close()  # a malformed URL is one error line, before any profiling
-    assumed = _assumed_link(options) if cloud_url is not None else None
     token, signing, verify = auth_from(options)
+    unreachable = (_ask_cloud(cloud_url, spec, token, signing, verify)
+                   if cloud_url is not None else None)
+    assumed = _assumed_link(options) if cloud_url is not None else None
     objective = objective_from(options)
     predictor = options.pop("predictor")
     threads = options.pop("threads")
@@ -458,7 +477,6 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     with runtime, said.warnings():
         if assumed:  # once every option is known good
             err.print(assumed, highlight=False, markup=False, soft_wrap=True)
-        unreachable = runtime.check_cloud()
         if unreachable:
             said.warn(f"{unreachable}; inferences run on the edge until the cloud answers",
                       unreachable)
@@ -466,6 +484,18 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
                               on_result=show, split_point=split_point)
     if not as_json and results:
         _print_run_summary(results, log_dir)
+
+
+def _ask_cloud(url: str, spec: ModelSpec, token: str | None,
+               signing: tuple[str, bytes] | None, verify: bool | str) -> str | None:
+    """Whether the cloud serves the model, asked before any profiling: a malformed URL, refused
+    credentials or a model it does not serve is one error line at once, not after a profile
+    of seconds. A cloud that cannot be reached is the reason why (it may come up later)."""
+    from edgesplit.edge.client import CloudClient
+    from edgesplit.edge.runtime import check_cloud
+
+    with CloudClient(url, token=token, signing=signing, verify=verify) as client:
+        return check_cloud(client, spec.name, spec.split_points)
 
 
 def _edge_inputs(model: str, spec: ModelSpec,

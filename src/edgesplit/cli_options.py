@@ -9,6 +9,8 @@ adds the auth group. Choices come from the registries (strategies, predictors, e
 
 from __future__ import annotations
 
+import math
+import os
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,72 @@ Options = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Number(click.FloatRange):
+    """A float in a range, finite: click's ``FloatRange`` lets ``nan`` and ``inf`` through (they
+    fail none of its comparisons), and the core would then refuse them naming its own field
+    (``clock_ghz``), not the flag the user typed. Checked here, the message names the flag, and
+    ``--help`` shows the range."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        number: float = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def write_problem(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` (a file, or a ``folder``) cannot be written; None when it can.
+
+    The only sure test is to try (permissions, a file where a folder is meant, a read-only or
+    virtual file system such as /proc): the folders it lacks are made and a probe file written,
+    then all of it is removed again, so a command that stops later leaves nothing behind. An
+    existing file is opened for appending and closed, not changed.
+    """
+    target = path if folder else path.parent
+    missing = [p for p in (target, *target.parents) if not p.exists()]
+    made: list[Path] = []
+    try:
+        for missing_folder in reversed(missing):
+            missing_folder.mkdir()
+            made.append(missing_folder)
+        if not folder and path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        else:
+            probe = target / f".edgesplit-probe-{os.getpid()}" if folder else path
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        for made_folder in reversed(made):
+            made_folder.rmdir()
+    return None
+
+
+def require_writable(path: Path, *, folder: bool, hint: str) -> None:
+    """``write_problem`` as one error line, for the paths a command writes without a flag."""
+    problem = write_problem(path, folder=folder)
+    if problem is not None:
+        raise EdgesplitError(f"cannot write {path} ({problem}): {hint}")
+
+
+class Writable(click.Path):
+    """A path the command will write, checked when its flag is parsed: before the command
+    measures or starts anything, and in one line naming the flag."""
+
+    def __init__(self, *, folder: bool) -> None:
+        super().__init__(file_okay=not folder, dir_okay=folder, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
+        problem = write_problem(path, folder=not self.file_okay)
+        if problem is not None:
+            self.fail(f"cannot write '{path}' ({problem}); choose another path.", param, ctx)
+        return path
+
+
 def group(*options: Callable[[F], F]) -> Callable[[F], F]:
     """Apply ``options`` so that they show in ``--help`` in the order given."""
     def apply(command: F) -> F:
@@ -40,16 +108,16 @@ def group(*options: Callable[[F], F]) -> Callable[[F], F]:
 
 
 PRICE_OPTIONS = group(
-    click.option("--edge-usd-per-hour", type=float, default=Prices().edge_usd_per_hour,
-                 show_default=True, help="Rented edge price."),
-    click.option("--cloud-usd-per-hour", type=float, default=Prices().cloud_usd_per_hour,
-                 show_default=True, help="Cloud price."),
-    click.option("--transfer-usd-per-gb", type=float, default=Prices().transfer_usd_per_gb,
-                 show_default=True, help="Uplink data price."),
-    click.option("--edge-power-w", type=float, default=Prices().edge_power_w, show_default=True,
-                 help="Owned edge's power draw while computing."),
-    click.option("--energy-usd-per-kwh", type=float, default=Prices().energy_usd_per_kwh,
-                 show_default=True, help="Owned edge's energy price."),
+    click.option("--edge-usd-per-hour", type=Number(min=0), show_default=True,
+                 default=Prices().edge_usd_per_hour, help="Rented edge price."),
+    click.option("--cloud-usd-per-hour", type=Number(min=0), show_default=True,
+                 default=Prices().cloud_usd_per_hour, help="Cloud price."),
+    click.option("--transfer-usd-per-gb", type=Number(min=0), show_default=True,
+                 default=Prices().transfer_usd_per_gb, help="Uplink data price."),
+    click.option("--edge-power-w", type=Number(min=0), default=Prices().edge_power_w,
+                 show_default=True, help="Owned edge's power draw while computing."),
+    click.option("--energy-usd-per-kwh", type=Number(min=0), show_default=True,
+                 default=Prices().energy_usd_per_kwh, help="Owned edge's energy price."),
 )
 
 
@@ -62,14 +130,15 @@ def prices_from(options: Options) -> Prices:
 OBJECTIVE_OPTIONS = group(
     click.option("--edge", type=click.Choice([m.value for m in EdgeMode]), default="own",
                  show_default=True, help="Owned edge (its time is free) or rented."),
-    click.option("--weight", type=float, default=0.5, show_default=True,
+    click.option("--weight", type=Number(0, 1), default=0.5, show_default=True,
                  help="0 = latency only .. 1 = cost only."),
     click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
                  show_default=True, help="How to choose."),
     click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
                  show_default=True, help="Latency predictor."),
-    click.option("--deadline-ms", type=float, help="Deadline for --strategy slo."),
-    click.option("--max-cost-usd", type=float,
+    click.option("--deadline-ms", type=Number(min=0, min_open=True),
+                 help="Deadline for --strategy slo."),
+    click.option("--max-cost-usd", type=Number(min=0, min_open=True),
                  help="Cost cap per inference for --strategy budget."),
     PRICE_OPTIONS,
 )
@@ -83,9 +152,9 @@ def objective_from(options: Options) -> Objective:
 
 
 LINK_OPTIONS = group(
-    click.option("--bandwidth-kbps", type=click.FloatRange(min=0, min_open=True), default=7200,
+    click.option("--bandwidth-kbps", type=Number(min=0, min_open=True), default=7200,
                  show_default=True, help="Uplink bandwidth, kbit/s (edge run: until measured)."),
-    click.option("--rtt-ms", type=click.FloatRange(min=0), default=40, show_default=True,
+    click.option("--rtt-ms", type=Number(min=0), default=40, show_default=True,
                  help="Round-trip time to the cloud, ms (edge run: until measured)."),
 )
 

@@ -54,6 +54,32 @@ from edgesplit.wire.codecs import TORCH_TO_DATATYPE, decode_tensor, encode_tenso
 log = logging.getLogger(__name__)
 
 
+def check_cloud(client: CloudClient, model: str, split_points: int) -> str | None:
+    """Ask the cloud about ``model`` before relying on it (``edge run`` asks before it profiles).
+
+    A cloud that refuses this edge's credentials, does not serve the model, or serves a
+    different model under its name (not ``split_points`` of them) is a configuration mistake:
+    ``InvalidArgument``. A cloud that cannot be reached now may come up later: the reason is
+    returned (the edge runs locally meanwhile). None when all is well.
+    """
+    try:
+        status, body = client.model_metadata(model)
+    except CloudUnavailable as exc:
+        return str(exc)
+    if status in (401, 403):
+        raise InvalidArgument(f"the cloud refused this edge's credentials ({status}: {body}); "
+                              "check --token or --hmac-key-id/--hmac-key-file")
+    if status == 404:
+        raise InvalidArgument(f"the cloud at {client.base_url} does not serve {model!r} ({body})")
+    if status >= 400:
+        return f"the cloud answered {status}: {body}"
+    served = len((body or {}).get("parameters", {}).get("split_points", []))
+    if served and served != split_points:
+        raise InvalidArgument(f"the cloud's {model} has {served} split points, this edge's "
+                              f"{split_points}: they are not the same model")
+    return None
+
+
 @dataclass(frozen=True)
 class InferenceResult:
     output: Any  # what the model returns: a tensor, or a tuple, list or dict of them
@@ -245,33 +271,10 @@ class EdgeRuntime:
                           cloud_wait_s=self.cloud_wait_s if self.load_aware else 0.0)
 
     def check_cloud(self) -> str | None:
-        """Ask the cloud about this model before relying on it.
-
-        A cloud that refuses this edge's credentials, does not serve the model, or serves a
-        different model under its name is a configuration mistake: ``InvalidArgument``. A cloud
-        that cannot be reached now may come up later: the reason is returned (the edge runs
-        locally meanwhile). None when all is well.
-        """
+        """``check_cloud`` for this runtime's client and model (None without a cloud)."""
         if self.client is None:
             return None
-        try:
-            status, body = self.client.model_metadata(self.model)
-        except CloudUnavailable as exc:
-            return str(exc)
-        if status in (401, 403):
-            raise InvalidArgument(f"the cloud refused this edge's credentials ({status}: {body}); "
-                                  "check --token or --hmac-key-id/--hmac-key-file")
-        if status == 404:
-            raise InvalidArgument(f"the cloud at {self.client.base_url} does not serve "
-                                  f"{self.model!r} ({body})")
-        if status >= 400:
-            return f"the cloud answered {status}: {body}"
-        served = len((body or {}).get("parameters", {}).get("split_points", []))
-        if served and served != self.split.n_layers + 1:
-            raise InvalidArgument(
-                f"the cloud's {self.model} has {served} split points, this edge's "
-                f"{self.split.n_layers + 1}: they are not the same model")
-        return None
+        return check_cloud(self.client, self.model, self.split.n_layers + 1)
 
     def ping(self) -> None:
         """One round trip to the cloud: a clean RTT sample (and a liveness check)."""

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from edgesplit.core.predictors import WIRE_FACTOR
 from edgesplit.errors import TestbedError
@@ -119,7 +119,7 @@ class Bench:
         self.bandwidth_kbps = 7200.0
         self._children: list[subprocess.Popen[str]] = []
 
-    def __enter__(self) -> Bench:
+    def __enter__(self) -> Self:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self.start()

@@ -13,6 +13,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from edgesplit.cli_options import Writable
+
 out = Console()
 err = Console(stderr=True)
 
@@ -79,8 +81,7 @@ def status(tag: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--out", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", required=True, type=Writable(folder=True),
               help="Folder for config.json, runs.csv, profiles and logs (resumed if it exists).")
 @click.option("--models", default="alexnet,vgg16,mnist_cnn", show_default=True,
               help="Comma list of zoo models.")
