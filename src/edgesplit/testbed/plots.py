@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from edgesplit.testbed.report import ParetoChoice, Phase
 
 LABEL_GAP_PX = (26.0, 10.0)  # labels of split points closer than this (x, y) share one label
+LEAD = timedelta(seconds=0.5)  # shown before the first inference began
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "frameon": False}
 
 
@@ -38,14 +39,19 @@ def _pyplot() -> Any:
 
 def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
              out_dir: Path) -> Path | None:
-    """``timeline.png`` against seconds since the first phase began (the whole log when there
-    are no phases): latency with what became of each inference marked, the split point and
+    """``timeline.png`` against seconds since the first phase began, or since shortly before the
+    first inference began if that is later (a demo's start-up loads the edge for seconds):
+    latency with what became of each inference marked, the split point and
     codec, what the edge believed of bandwidth, RTT and clock against the true values (the
     phases'), and cost; None for an empty log."""
     if not measurements:
         return None
     plt = _pyplot()
-    origin = datetime.fromisoformat(phases[0].start if phases else measurements[0].time)
+    began = min(datetime.fromisoformat(m.time) - timedelta(seconds=m.latency_s)
+                for m in measurements)
+    origin = max(datetime.fromisoformat(phases[0].start), began - LEAD) if phases else began
+    since = ("phase began" if phases and origin == datetime.fromisoformat(phases[0].start)
+             else "inference began")
 
     def seconds(stamp: str) -> float:
         return (datetime.fromisoformat(stamp) - origin).total_seconds()
@@ -66,7 +72,7 @@ def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
     cost.plot(t, [m.cost_usd * 1e6 for m in shown], ".-", lw=0.8, ms=4, label="measured")
     cost.legend(**LEGEND)
     cost.set_ylabel("cost per\ninference (µ$)")
-    cost.set_xlabel(f"seconds since the first {'phase began' if phases else 'inference'}")
+    cost.set_xlabel(f"seconds since the first {since}")
     cost.set_xlim(left=0, right=max([*t, *(seconds(p.end) for p in phases), 1.0]))
     _shade_phases(axes, phases, seconds)
     for ax in axes:
@@ -134,13 +140,15 @@ def _split(ax: Any, t: Sequence[float], shown: Sequence[Measurement]) -> None:
 def _believed(ax: Any, t: Sequence[float], believed: Sequence[float], phases: Sequence[Phase],
               seconds: Any, true: Any, label: str) -> None:
     """What the edge believed when it planned each inference, against the phases' truth."""
-    ax.plot(t, believed, ".-", lw=0.8, ms=3, color="tab:purple", label="the edge believed")
+    ax.plot(t, believed, ".-", lw=0.8, ms=3, color="tab:purple", label="the edge believed",
+            zorder=3)
     values = list(believed)
     if phases:
         xs = [x for p in phases for x in (seconds(p.start), seconds(p.end))]
         ys = [true(p) for p in phases for _ in (0, 1)]
-        ax.plot(xs, ys, color="black", lw=1.4, alpha=0.7, label="true")
+        ax.plot(xs, ys, color="black", lw=1.4, alpha=0.6, label="true")
         values += ys
+    ax.margins(y=0.12)
     _plain_axis(ax.yaxis, values, ax.set_yscale)
     ax.set_ylabel(label)
     ax.legend(**LEGEND)
@@ -156,7 +164,7 @@ def _shade_phases(axes: Sequence[Any], phases: Sequence[Phase], seconds: Any) ->
                            color="grey" if p.cloud_up else "red", lw=0)
     top = axes[0]
     for i, p in enumerate(phases):
-        middle = (seconds(p.start) + seconds(p.end)) / 2
+        middle = (max(seconds(p.start), 0.0) + seconds(p.end)) / 2  # of the part shown
         top.annotate(p.name.replace(", ", ",\n"), (middle, 1.02 + 0.12 * (i % 2)),
                      xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=9,
                      color="darkred" if not p.cloud_up else "black")
