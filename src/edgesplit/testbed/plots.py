@@ -207,9 +207,10 @@ def pareto(plan: SplitPlan, choice: ParetoChoice, reason: str, out_dir: Path) ->
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("predicted cost per inference (µ$)")
     ax.legend(fontsize=8)
-    if reason:
-        fig.text(0.01, 0.01, textwrap.fill(reason, 120), fontsize=8, va="bottom")
-    fig.tight_layout(rect=(0, 0.05 if reason else 0, 1, 1))
+    lines = textwrap.wrap(reason, 125)
+    if lines:
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0.01 + 0.03 * len(lines), 1, 1))
     path = out_dir / "pareto.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
