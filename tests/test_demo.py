@@ -78,6 +78,8 @@ def test_a_short_demo_runs_end_to_end_and_writes_its_report(mnist_profile_file: 
     assert summary.startswith("# edgesplit demo: mnist_cnn")
     assert "| outage | " in summary and "none lost" in summary and "(pareto.png)" in summary
     assert f"{len(rows)} inferences, " in summary and "synthetic" not in summary
+    assert "| start-up | 20000 kbit/s, RTT 10 ms, " in summary  # at the machine's own clock
+    assert "(the edge's launch to phase 1: its first inference" in summary
     outage_row = [line for line in summary.splitlines() if line.startswith("| outage |")][-1]
     assert outage_row.split(" | ")[-2] == "-"  # no prediction error where nothing was offloaded
     console = (tmp_path / "console.txt").read_text()

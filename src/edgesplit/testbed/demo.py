@@ -58,6 +58,9 @@ from edgesplit.wire.codecs import all_codecs
 PHASE_BOUND_S = 300.0  # a phase waiting this long for its inferences moves on regardless
 RESTART = "cloud restarting"  # the phase after an outage, until the cloud is ready again
 START_UP = "start-up"  # from the edge's launch to phase 1: its first inference
+NOTES = {START_UP: "the edge's launch to phase 1: its first inference, at this machine's own "
+                   "clock, before the emulated one takes hold",
+         RESTART: "until the restarted cloud answers /v2/health/ready"}
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,7 @@ class _Played:
             return
         step, start, clock = self._open
         self.phases.append(Phase(step.name + suffix, start, _now(), step.bandwidth_kbps,
-                                 step.rtt_ms, clock, step.cloud_up))
+                                 step.rtt_ms, clock, step.cloud_up, NOTES.get(step.name, "")))
         self._open = None
 
 
@@ -430,7 +433,7 @@ def _print_summary(out_dir: Path, console: Console) -> None:
                   "ms", "err", "µ$", title="summary per phase",
                   caption="split: the most used (count); ms: median latency measured "
                   "(predicted); err: median prediction error of offloads (- where none); "
-                  "µ$: the phase's total cost")
+                  f"µ$: the phase's total cost; {START_UP}: {NOTES[START_UP]}")
     for s in rows:
         table.add_row(s.phase, str(s.inferences), str(s.in_cloud),
                       s.split_points.split(", ")[0],

@@ -45,6 +45,7 @@ class Phase:
     rtt_ms: float
     clock_ghz: float
     cloud_up: bool = True
+    note: str = ""  # what the phase is, where its name does not say (the summary shows it)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,8 @@ def _markdown(measurements: Sequence[Measurement], phases: Sequence[Phase]) -> l
     if phases:
         lines += ["| phase | true conditions |", "|---|---|"]
         lines += [f"| {p.name} | {p.bandwidth_kbps:g} kbit/s, RTT {p.rtt_ms:g} ms, "
-                  f"{p.clock_ghz:g} GHz{'' if p.cloud_up else ', cloud down'} |" for p in phases]
+                  f"{p.clock_ghz:g} GHz{'' if p.cloud_up else ', cloud down'}"
+                  f"{f' ({p.note})' if p.note else ''} |" for p in phases]
         lines.append("")
     lines += ["| phase | inferences | cloud | edge | split points (count) | codecs | "
               "median latency ms | median predicted ms | median prediction error | cost µ$ |",
