@@ -27,6 +27,7 @@ from edgesplit.edge.runtime import Timing
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import CloudProcess
+from edgesplit.testbed.report import outcome
 
 from .helpers import ManualClock, SetLink
 
@@ -162,6 +163,7 @@ def test_a_cloud_that_hangs_is_cut_off_at_the_deadline(split_model: SplitFactory
     assert result.measurement.finished == "edge"
     # The edge's own deadline ended the wait (its reason says so), not the 120 s bound above.
     assert "did not answer within 0.50 s" in result.measurement.fallback
+    assert outcome(result.measurement) == "timed out"  # as the report's timeline marks it
     assert torch.allclose(result.output, split(x), atol=1e-6)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
@@ -117,23 +118,65 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=1
 @app.command()
 @JSON_OPTION
 def models(as_json: bool) -> None:
-    """List the model zoo: layers, split points and parameters."""
+    """List the model zoo: layers, split points, parameters and weights (trained or synthetic:
+    deterministic but untrained, so their answers are not real classes)."""
     rows: list[dict[str, Any]] = [{
         "model": name,
         "layers": spec.layers,
         "split_points": spec.split_points,
         "parameters": spec.parameters,
         "input_shape": list(spec.input_shape),
+        "weights": "trained" if spec.trained else "synthetic",
         "description": spec.description,
     } for name, spec in zoo.MODELS.items()]
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("model", "layers", "split points", "parameters", "input", "description")
+    table = Table(*(Column(name, no_wrap=True) for name in (
+                  "model", "weights", "layers", "parameters", "input")),
+                  "description", box=box.SIMPLE, pad_edge=False, caption="synthetic weights: "
+                  "deterministic, untrained; their answers are not real classes (codecs on "
+                  "real digits: edgesplit codecs)")
     for row in rows:
-        table.add_row(row["model"], str(row["layers"]), str(row["split_points"]),
-                      f"{row['parameters']:,}", "x".join(map(str, row["input_shape"][1:])),
-                      row["description"])
+        table.add_row(row["model"],
+                      row["weights"] if row["weights"] == "trained" else "[yellow]synthetic[/]",
+                      str(row["layers"]), f"{row['parameters']:,}",
+                      "x".join(map(str, row["input_shape"][1:])), row["description"])
+    out.print(table)
+
+
+@app.command()
+@click.option("--split-point", type=click.IntRange(min=0),
+              help="Only this split point (default: every one that sends something).")
+@JSON_OPTION
+def codecs(split_point: int | None, as_json: bool) -> None:
+    """Each codec's bytes and accuracy on real held-out digits (the trained MNIST CNN), against
+    raw float32 tensors."""
+    from edgesplit.core.codec_accuracy import codec_accuracy
+
+    n = zoo.get_spec("mnist_cnn").layers
+    if split_point is not None and split_point >= n:
+        raise EdgesplitError(f"--split-point must be 0..{n - 1} for mnist_cnn (at {n} nothing "
+                             f"is sent), got {split_point}")
+    rows = codec_accuracy(split_points=None if split_point is None else [split_point])
+    if as_json:
+        print(json.dumps([r.to_dict() for r in rows]))
+        return
+    count = len(zoo.test_set("mnist_cnn")[1])
+    where = "every split point" if split_point is None else f"split point {split_point}"
+    table = Table("codec", Column("bytes × raw", justify="right"),
+                  Column("accuracy", justify="right"),
+                  Column("answers changed vs raw", justify="right"),
+                  title=f"mnist_cnn on {count} held-out digits, {where}",
+                  caption="bytes: per input, over raw float32's (a range over split points); "
+                  "accuracy and changed answers: the worst split point")
+    for codec in dict.fromkeys(r.codec for r in rows):
+        mine = [r for r in rows if r.codec == codec]
+        ratios = [r.bytes_per_input / r.raw_bytes for r in mine]
+        span = f"{min(ratios):.2f}" + (f"-{max(ratios):.2f}" if max(ratios) > min(ratios)
+                                       else "")
+        table.add_row(codec, span, f"{min(r.accuracy for r in mine):.1%}",
+                      f"{max(1 - r.agrees_with_raw for r in mine) * count:.0f} of {count}")
     out.print(table)
 
 

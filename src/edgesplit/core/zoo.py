@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgesplit.errors import UnknownModel
+from edgesplit.errors import InvalidArgument, UnknownModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +48,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
 MNIST_WEIGHTS = "mnist_cnn.safetensors"
+MNIST_TEST_SET = "mnist_test.safetensors"  # the digits held out of training, with labels
 WEIGHTS_FORMAT = 1  # bump when the way synthetic weights are generated changes
 
 
@@ -72,6 +73,8 @@ class ModelSpec:
     seed: int = 0
     weights: Callable[[], Mapping[str, torch.Tensor]] | None = None  # trained; None: synthetic
     images: Callable[[ModelSpec], Sequence[np.ndarray]] = synthetic_images  # (C, H, W) in [0, 1]
+    # Labelled inputs the weights never saw: (normalised inputs, labels); None: no such set.
+    test_set: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -80,6 +83,12 @@ class ModelSpec:
     @property
     def split_points(self) -> int:
         return self.layers + 1
+
+    @property
+    def trained(self) -> bool:
+        """False for synthetic weights: deterministic but untrained, so the answers mean
+        nothing and "a lossy codec keeps the top-1 answer" proves little."""
+        return self.weights is not None
 
     def network(self) -> nn.Module:
         """A fresh instance of the architecture (weights initialised by its own code)."""
@@ -97,6 +106,20 @@ def _mnist_images(spec: ModelSpec) -> list[np.ndarray]:
     return [image.numpy()[None, :, :] for image in _mnist_data()[1]]
 
 
+@cache
+def _mnist_test_set() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits that ``scripts/train_mnist_cnn.py`` held out of training, shipped
+    as they come (8x8, values 0..16), made MNIST-like and normalised here."""
+    import torch
+    from safetensors.torch import load
+
+    tensors = load((resources.files("edgesplit") / "data" / MNIST_TEST_SET).read_bytes())
+    images = digits_to_mnist(tensors["images"].numpy())
+    spec = MODELS["mnist_cnn"]
+    inputs = ((images - spec.mean[0]) / spec.std[0]).unsqueeze(1)
+    return inputs.contiguous(), tensors["labels"].to(torch.int64)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -109,12 +132,32 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("mnist_cnn", "MNIST CNN, 9 layers (thesis Table 5.2), trained on digits",
                   "edgesplit.core.architectures:mnist_cnn", 28, 1, MNIST_MEAN, MNIST_STD,
                   layers=9, parameters=21_840, seed=3, weights=_mnist_state,
-                  images=_mnist_images),
+                  images=_mnist_images, test_set=_mnist_test_set),
         ModelSpec("resnet18", "ResNet-18, a DAG with residual branches",
                   "edgesplit.core.architectures:resnet18", 224, 3, IMAGENET_MEAN, IMAGENET_STD,
                   layers=68, parameters=11_689_512, seed=4),
     )
 }
+
+
+def synthetic_note(name: str) -> str:
+    """One line saying that ``name`` runs with synthetic weights; empty for a trained model."""
+    if get_spec(name).trained:
+        return ""
+    return (f"note: {name} has synthetic weights (deterministic, untrained): its answers are "
+            "not real classes, and a lossy codec keeping them proves little; codec accuracy "
+            "on real digits: `edgesplit codecs` (the trained mnist_cnn)")
+
+
+def test_set(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``name``'s held-out test set: normalised inputs (N, C, H, W) and their labels (N)."""
+    spec = get_spec(name)
+    if spec.test_set is None:
+        trained = ", ".join(n for n, s in MODELS.items() if s.test_set is not None)
+        raise InvalidArgument(f"{name} has no labelled test set (its weights are "
+                              f"{'trained' if spec.trained else 'synthetic'}): use {trained}")
+    inputs, labels = spec.test_set()
+    return inputs.clone(), labels.clone()  # the cached set stays as shipped
 
 
 def model_names() -> list[str]:

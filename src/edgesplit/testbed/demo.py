@@ -26,16 +26,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
-from edgesplit.core.planning import Objective, Planner
+from edgesplit.core import zoo
+from edgesplit.core.planning import Objective, Planner, SplitPlan
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.profiler import load_or_profile
 from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.core.rescheduling import ReschedulePolicy, with_hysteresis
 from edgesplit.edge.factory import build_planner
-from edgesplit.edge.measurements import read_measurements
+from edgesplit.edge.measurements import MEASUREMENTS_FILE, read_measurements
 from edgesplit.errors import EdgesplitError
 from edgesplit.testbed.emulation import DutyCycler
 from edgesplit.testbed.link import LinkEmulator
@@ -49,9 +53,14 @@ from edgesplit.testbed.report import (
     summarise,
     write_phases,
 )
+from edgesplit.wire.codecs import all_codecs
 
 PHASE_BOUND_S = 300.0  # a phase waiting this long for its inferences moves on regardless
 RESTART = "cloud restarting"  # the phase after an outage, until the cloud is ready again
+START_UP = "start-up"  # from the edge's launch to phase 1: its first inference
+NOTES = {START_UP: "the edge's launch to phase 1: its first inference, at this machine's own "
+                   "clock, before the emulated one takes hold",
+         RESTART: "until the restarted cloud answers /v2/health/ready"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,8 @@ SCENARIO = (
     Step("bad everything", 20, 400, 100, 0.6),
 )
 STRATEGIES = ("latency", "cost", "rank")
+REPLAN_S = 5.0  # the edge's re-plan timer
+EDGE_CODECS = tuple(c.name for c in all_codecs())  # what the edge's --codec auto allows
 
 
 def _now() -> str:
@@ -115,18 +126,38 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
              scenario: Sequence[Step] = SCENARIO, interval_s: float = 0.5,
              profile: Profile | None = None, console: Console | None = None) -> Path:
     """Play ``scenario`` and return the report folder (``profile``: this machine's cached
-    profile of ``model`` when not given)."""
+    profile of ``model`` when not given). Interrupted (Ctrl-C), it stops the edge and the
+    cloud, writes the report of what ran so far and raises ``KeyboardInterrupt`` again."""
     console = console or Console()
     out_dir = Path(out_dir or f"edgesplit-report-{datetime.now():%Y%m%d-%H%M%S}")
     out_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]edgesplit demo[/]: {model}, {len(scenario)} phases, at least "
                   f"{sum(s.inferences for s in scenario)} inferences, one every "
                   f"{interval_s:g} s; report in {out_dir}/", soft_wrap=True)
-    if profile is None:
-        with console.status("profiling the edge (once per machine)..."):
-            profile = load_or_profile(model)
-    write_profile(profile, out_dir / PROFILE_FILE)
-    planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
+    if note := zoo.synthetic_note(model):
+        console.print(note, highlight=False, markup=False, soft_wrap=True)
+    played = _Played()
+    try:
+        if profile is None:
+            with console.status("profiling the edge (once per machine)..."):
+                profile = load_or_profile(model)
+        write_profile(profile, out_dir / PROFILE_FILE)
+        _run(model, scenario, interval_s, profile, out_dir, console, played)
+    except (KeyboardInterrupt, EdgesplitError) as exc:
+        cut = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped by an error"
+        played.end(f" ({cut})")  # the phase in progress ends here, named so
+        _report(model, out_dir, played.phases, profile, console, cut=cut)
+        raise
+    _report(model, out_dir, played.phases, profile, console)
+    return out_dir
+
+
+def _run(model: str, scenario: Sequence[Step], interval_s: float, profile: Profile,
+         out_dir: Path, console: Console, played: _Played) -> None:
+    """Start the cloud, the link and the edge, and play the scenario into ``played``; the edge
+    and the cloud are stopped however it ends."""
+    planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent"), codecs=EDGE_CODECS)
+                for s in STRATEGIES}
     cloud = CloudProcess(models=model, log=out_dir / "cloud.log")
     cloud.launch()
     edge: subprocess.Popen[str] | None = None
@@ -137,6 +168,10 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
         # pay their serialisation time too.
         with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=scenario[0].bandwidth_kbps,
                           rtt_ms=scenario[0].rtt_ms, burst_bytes=4096) as link:
+            # The edge's first inference runs before phase 1 can begin (the clock is emulated
+            # from then on): a phase of its own, at this machine's own clock.
+            played.begin(replace(scenario[0], name=START_UP,
+                                 clock_ghz=profile.machine.clock_ghz), profile.machine.clock_ghz)
             edge = _start_edge(model, link.port, scenario[0], interval_s, out_dir)
             watcher = _EdgeWatcher(edge)
             watcher.start()
@@ -144,18 +179,32 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
                 if not watcher.first.wait(timeout=READY_TIMEOUT_S):
                     raise EdgesplitError(f"the edge did not start; see {out_dir}/edge.log")
             world = _World(link, cloud, out_dir / "clock_ghz", edge, profile.machine.clock_ghz)
-            phases = _play(scenario, world, _Screen(console, watcher, planners))
-        write_phases(phases, out_dir)
+            _play(scenario, world, _Screen(console, watcher, planners), played)
     finally:
         stop_process(edge, timeout_s=20)
         cloud.stop()
+
+
+def _report(model: str, out_dir: Path, phases: Sequence[Phase], profile: Profile | None,
+            console: Console, *, cut: str = "") -> None:
+    """``phases.json``, the summary and the plots of what the log holds (``cut`` short, e.g.
+    "interrupted": of what ran so far, if anything did)."""
+    write_phases(phases, out_dir)
+    if not (out_dir / MEASUREMENTS_FILE).exists():
+        console.print(f"{cut or 'stopped'} before the first inference: nothing to report in "
+                      f"{out_dir}", highlight=False, soft_wrap=True)
+        return
     summary = build_report(out_dir, out_dir, profile=profile,
                            title=f"edgesplit demo: {model}, rented edge, rank w=0.5, codecs "
-                           "chosen per split point")
+                           "chosen per split point" + (f" ({cut})" if cut else ""))
     _print_summary(out_dir, console)
+    if cut:
+        console.print(f"{cut}: the report covers what ran so far: {summary} (run "
+                      f"`edgesplit report {out_dir}` to redraw it)", highlight=False,
+                      soft_wrap=True)
+        return
     console.print(f"report: {summary} (timeline.png, pareto.png, measurements.csv)",
                   highlight=False, soft_wrap=True)
-    return out_dir
 
 
 def _start_edge(model: str, port: int, first: Step, interval_s: float,
@@ -169,7 +218,7 @@ def _start_edge(model: str, port: int, first: Step, interval_s: float,
              "--count", "1000000", "--interval", str(interval_s), "--strategy", "rank",
              "--weight", "0.5", "--edge", "rent", "--codec", "auto",
              "--clock-file", str(clock_file), "--bandwidth-kbps", str(first.bandwidth_kbps),
-             "--rtt-ms", str(first.rtt_ms), "--replan-interval", "5",
+             "--rtt-ms", str(first.rtt_ms), "--replan-interval", str(REPLAN_S),
              "--profile", str(out_dir / PROFILE_FILE), "--log", str(out_dir), "--json"],
             stdout=subprocess.PIPE, stderr=edge_log, text=True)
 
@@ -208,29 +257,48 @@ class _World:
         return True
 
 
-def _play(scenario: Sequence[Step], world: _World, screen: _Screen) -> list[Phase]:
-    phases: list[Phase] = []
+class _Played:
+    """The phases played so far, and the one in progress (closed by the next, or cut short by
+    an interrupt): what ``phases.json`` will hold."""
+
+    def __init__(self) -> None:
+        self.phases: list[Phase] = []
+        self._open: tuple[Step, str, float] | None = None
+
+    def begin(self, step: Step, clock_ghz: float) -> str:
+        """Close the phase in progress, if any, and start ``step``'s; returns its start."""
+        self.end()
+        start = _now()
+        self._open = (step, start, clock_ghz)
+        return start
+
+    def end(self, suffix: str = "") -> None:
+        if self._open is None:
+            return
+        step, start, clock = self._open
+        self.phases.append(Phase(step.name + suffix, start, _now(), step.bandwidth_kbps,
+                                 step.rtt_ms, clock, step.cloud_up, NOTES.get(step.name, "")))
+        self._open = None
+
+
+def _play(scenario: Sequence[Step], world: _World, screen: _Screen, played: _Played) -> None:
     with DutyCycler(world.edge.pid, world.native_ghz,
                     min(scenario[0].clock_ghz, world.native_ghz)) as cycler:
         for number, step in enumerate(scenario, 1):
             clock = world.apply(step, cycler)
             if not step.cloud_up:
                 world.cloud.kill()
-            start = _now()
+            start = played.begin(step, clock)
             screen.begin(step, f"phase {number}/{len(scenario)}: {step.name}")
-            if not world.wait(partial(_phase_done, step, screen.watcher, start), screen,
-                              PHASE_BOUND_S):
-                screen.say(f"{step.name}: moved on after {PHASE_BOUND_S:g} s")
-            phases.append(_phase(step, start, clock))
-            screen.end()
+            try:
+                if not world.wait(partial(_phase_done, step, screen.watcher, start), screen,
+                                  PHASE_BOUND_S):
+                    screen.say(f"{step.name}: moved on after {PHASE_BOUND_S:g} s")
+            finally:
+                screen.end()  # an interrupt leaves the live table's last frame too
+            played.end()
             if not step.cloud_up:
-                phases.append(_restart(world, screen, replace(step, name=RESTART), clock))
-    return phases
-
-
-def _phase(step: Step, start: str, clock_ghz: float) -> Phase:
-    return Phase(step.name, start, _now(), step.bandwidth_kbps, step.rtt_ms, clock_ghz,
-                 step.cloud_up)
+                _restart(world, screen, replace(step, name=RESTART), clock, played)
 
 
 def _phase_done(step: Step, watcher: _EdgeWatcher, start: str) -> bool:
@@ -238,18 +306,20 @@ def _phase_done(step: Step, watcher: _EdgeWatcher, start: str) -> bool:
     return inferences >= step.inferences and offloads >= step.offloads
 
 
-def _restart(world: _World, screen: _Screen, step: Step, clock_ghz: float) -> Phase:
+def _restart(world: _World, screen: _Screen, step: Step, clock_ghz: float,
+             played: _Played) -> None:
     """Bring the cloud back and wait until it is ready: a phase of its own, so that the next
     one starts with a cloud that answers."""
     world.cloud.launch()
-    start = _now()
+    played.begin(step, clock_ghz)
     screen.begin(step, RESTART, note="the next phase starts once the cloud is ready")
-    if not world.wait(world.cloud.ready, screen, READY_TIMEOUT_S):
-        raise EdgesplitError(f"the restarted cloud was not ready within {READY_TIMEOUT_S:g} s; "
-                             f"see {world.cloud.log}")
-    phase = _phase(step, start, clock_ghz)
-    screen.end()
-    return phase
+    try:
+        if not world.wait(world.cloud.ready, screen, READY_TIMEOUT_S):
+            raise EdgesplitError(f"the restarted cloud was not ready within "
+                                 f"{READY_TIMEOUT_S:g} s; see {world.cloud.log}")
+    finally:
+        screen.end()
+    played.end()
 
 
 class _Screen:
@@ -311,11 +381,13 @@ def _line(m: dict[str, Any]) -> str:
     return (f"  #{m['seq']} split {m['split_point']} {m['codec']} -> {where}: "
             f"{m['latency_s'] * 1e3:.0f} ms (predicted {m['predicted_latency_s'] * 1e3:.0f}); "
             f"edge believes {m['bandwidth_kbps']:.0f} kbit/s, RTT {m['rtt_ms']:.0f} ms, "
-            f"{m['clock_ghz']:g} GHz")
+            f"{m['clock_ghz']:g} GHz" + (f"; re-planned ({m['replan']})" if m["replan"] else ""))
 
 
 def _table(title: str, note: str, step: Step, m: dict[str, Any] | None,
-           planners: dict[str, Planner]) -> Table:
+           planners: dict[str, Planner]) -> RenderableType:
+    """The live view: true and believed conditions, then what the edge ran, what each strategy
+    would choose now with the edge's codecs, and why the edge's split differs."""
     table = Table("", "bandwidth kbit/s", "RTT ms", "clock GHz", Column("cloud", no_wrap=True),
                   title=title + (f"\n[yellow]{note}[/]" if note else ""), expand=False)
     table.add_row("true", f"{step.bandwidth_kbps:g}", f"{step.rtt_ms:g}", f"{step.clock_ghz:g}",
@@ -325,15 +397,34 @@ def _table(title: str, note: str, step: Step, m: dict[str, Any] | None,
     table.add_row("edge believes", f"{m['bandwidth_kbps']:.0f}", f"{m['rtt_ms']:.1f}",
                   f"{m['clock_ghz']:g}", "")
     conditions = Conditions(m["bandwidth_kbps"], m["rtt_ms"], m["clock_ghz"])
-    choices = ", ".join(f"{name}: {planner.plan(conditions).split_point}"
-                        for name, planner in planners.items())
+    plans = {name: planner.plan(conditions) for name, planner in planners.items()}
+    codecs = {plan.codec for plan in plans.values()}
+    choices = ", ".join(f"{name} {plan.split_point}" + ("" if len(codecs) == 1
+                                                        else f" ({plan.codec})")
+                        for name, plan in plans.items())
     where = "cloud" if m["finished"] == "cloud" else "[red]edge[/]"
-    table.caption = (
+    return Group(table, Text.from_markup(
         f"#{m['seq']}: split {m['split_point']} ({m['codec']}) -> {where}, "
         f"measured {m['latency_s'] * 1e3:.0f} ms vs predicted "
         f"{m['predicted_latency_s'] * 1e3:.0f} ms, {m['cost_usd'] * 1e6:.3f} µ$\n"
-        f"split each strategy would choose now (raw tensors): {choices}")
-    return table
+        f"each strategy now, with the edge's codecs (profile predictions): {choices}"
+        + (f" ({codecs.pop()})" if len(codecs) == 1 else "")
+        + f"\n{edge_differs(m, plans['rank'])}"))
+
+
+def edge_differs(m: dict[str, Any], plan: SplitPlan,
+                 hysteresis: float = ReschedulePolicy().hysteresis) -> str:
+    """Why the edge (rank, w=0.5, as the demo runs it) ran a split other than ``plan``'s."""
+    split = m["split_point"]
+    if m["finished"] != "cloud":
+        return f"[red]the edge runs everything itself[/]: {escape(m['fallback'][:60])}"
+    if split == plan.split_point:
+        return f"the edge runs rank's choice, split {split}"
+    if with_hysteresis(plan, split, hysteresis).split_point == split:
+        return (f"the edge keeps split {split}: hysteresis (split {plan.split_point} is not "
+                f"{hysteresis:.0%} faster or cheaper)")
+    return (f"the edge keeps split {split} until its next re-plan (every {REPLAN_S:g} s, or on "
+            "a change); it plans with what it has learned and the cloud's reported wait")
 
 
 def _print_summary(out_dir: Path, console: Console) -> None:
@@ -342,7 +433,7 @@ def _print_summary(out_dir: Path, console: Console) -> None:
                   "ms", "err", "µ$", title="summary per phase",
                   caption="split: the most used (count); ms: median latency measured "
                   "(predicted); err: median prediction error of offloads (- where none); "
-                  "µ$: the phase's total cost")
+                  f"µ$: the phase's total cost; {START_UP}: {NOTES[START_UP]}")
     for s in rows:
         table.add_row(s.phase, str(s.inferences), str(s.in_cloud),
                       s.split_points.split(", ")[0],

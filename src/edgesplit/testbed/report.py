@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgesplit.core.planning import Objective
+from edgesplit.core import zoo
+from edgesplit.core.planning import Objective, SplitPlan
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.rescheduling import ReschedulePolicy, with_hysteresis
 from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import Measurement, check_log, read_measurements
 from edgesplit.errors import InvalidArgument
@@ -26,6 +28,10 @@ from edgesplit.testbed import plots
 
 PHASES_FILE = "phases.json"
 PROFILE_FILE = "edge-profile.json"  # the edge's profile, beside its log
+OUTSIDE = "outside the phases"  # the summary row of measurements no phase covers
+# How the edge words its fallbacks (edge/runtime.py, edge/client.py): read to tell them apart.
+OFFLINE_PREFIX = "offline: "
+TIMEOUT_TEXT = "did not answer within"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Phase:
     rtt_ms: float
     clock_ghz: float
     cloud_up: bool = True
+    note: str = ""  # what the phase is, where its name does not say (the summary shows it)
 
 
 @dataclass(frozen=True)
@@ -57,16 +64,21 @@ class PhaseSummary:
 
 def summarise(measurements: Sequence[Measurement],
               phases: Sequence[Phase] = ()) -> list[PhaseSummary]:
-    """One summary per phase (measurements outside every phase are left out)."""
+    """One summary per phase, and one more for the measurements outside every phase if there
+    are any: the rows always add up to the whole log."""
     return [_summary(name, group) for name, group in _groups(measurements, phases).items()]
 
 
 def _groups(measurements: Sequence[Measurement],
             phases: Sequence[Phase]) -> dict[str, list[Measurement]]:
     """Measurements by phase, or by run of the runtime when there are no phases."""
-    if phases:
-        return {p.name: [m for m in measurements if p.start <= m.time < p.end] for p in phases}
     groups: dict[str, list[Measurement]] = {}
+    if phases:
+        groups = {p.name: [m for m in measurements if p.start <= m.time < p.end] for p in phases}
+        outside = [m for m in measurements if not any(p.start <= m.time < p.end for p in phases)]
+        if outside:
+            groups[OUTSIDE] = outside
+        return groups
     for m in measurements:
         groups.setdefault(f"run {m.run}", []).append(m)
     return groups
@@ -93,39 +105,91 @@ def _summary(name: str, group: Sequence[Measurement]) -> PhaseSummary:
 
 
 @dataclass(frozen=True)
+class EdgePrediction:
+    """What the edge itself predicted for a split it ran (medians over its offloads there)."""
+
+    split_point: int
+    latency_s: float
+    cost_usd: float
+    count: int
+
+
+@dataclass(frozen=True)
 class ParetoChoice:
-    """What the Pareto plot shows: the first phase with offloads, the conditions the edge
-    believed in it (medians), the codecs its offloads used and the split it ran most."""
+    """What the Pareto plot shows: the first phase with at least ``MIN_OFFLOADS`` offloads (or
+    with any), the conditions the edge believed in it (medians), the codecs its offloads used,
+    the split it ran most and what the edge predicted for each split it ran."""
 
     phase: str
     conditions: Conditions
     codecs: tuple[str, ...]
     split_point: int
     objective: Objective
+    edge_predictions: tuple[EdgePrediction, ...] = ()
+
+
+MIN_OFFLOADS = 3  # fewer are too few to take the medians of (a demo's start-up has one)
 
 
 def pareto_choice(measurements: Sequence[Measurement],
                   phases: Sequence[Phase] = ()) -> ParetoChoice | None:
     """Read from the log (pure); None when nothing was offloaded."""
-    for name, group in _groups(measurements, phases).items():
-        offloads = [m for m in group if m.finished == "cloud"]
-        if not offloads:
-            continue
-        first = offloads[0]
-        try:
-            objective = Objective(first.strategy, first.weight, first.edge)
-        except InvalidArgument:  # slo or budget: their bound is not in the log
-            objective = Objective("latency" if first.weight < 0.5 else "cost", first.weight,
-                                  first.edge)
-        return ParetoChoice(
-            phase=name,
-            conditions=Conditions(statistics.median(m.bandwidth_kbps for m in offloads),
-                                  statistics.median(m.rtt_ms for m in offloads),
-                                  statistics.median(m.clock_ghz for m in offloads)),
-            codecs=tuple(sorted({m.codec for m in offloads})),
-            split_point=Counter(m.split_point for m in offloads).most_common(1)[0][0],
-            objective=objective)
-    return None
+    groups = [[m for m in group if m.finished == "cloud"]
+              for group in _groups(measurements, phases).values()]
+    names = list(_groups(measurements, phases))
+    enough = [i for i, offloads in enumerate(groups) if len(offloads) >= MIN_OFFLOADS]
+    some = [i for i, offloads in enumerate(groups) if offloads]
+    if not some:
+        return None
+    index = (enough or some)[0]
+    offloads = groups[index]
+    first = offloads[0]
+    try:
+        objective = Objective(first.strategy, first.weight, first.edge)
+    except InvalidArgument:  # slo or budget: their bound is not in the log
+        objective = Objective("latency" if first.weight < 0.5 else "cost", first.weight,
+                              first.edge)
+    return ParetoChoice(
+        phase=names[index],
+        conditions=Conditions(statistics.median(m.bandwidth_kbps for m in offloads),
+                              statistics.median(m.rtt_ms for m in offloads),
+                              statistics.median(m.clock_ghz for m in offloads)),
+        codecs=tuple(sorted({m.codec for m in offloads})),
+        split_point=Counter(m.split_point for m in offloads).most_common(1)[0][0],
+        objective=objective,
+        edge_predictions=tuple(
+            EdgePrediction(sp, statistics.median(m.predicted_latency_s for m in ran),
+                           statistics.median(m.predicted_cost_usd for m in ran), len(ran))
+            for sp in sorted({m.split_point for m in offloads})
+            for ran in [[m for m in offloads if m.split_point == sp]]))
+
+
+def off_front_reason(plan: SplitPlan, split_point: int,
+                     hysteresis: float = ReschedulePolicy().hysteresis) -> str:
+    """Why the edge ran ``split_point`` though ``plan`` (the profile's predictions, the
+    conditions the edge believed) puts it off the Pareto front; empty when it is on it."""
+    if split_point in plan.pareto:
+        return ""
+    if with_hysteresis(plan, split_point, hysteresis).split_point == split_point:
+        return (f"split {split_point} is off this front, but hysteresis kept it: the best "
+                f"here, split {plan.split_point}, is not {hysteresis:.0%} faster or cheaper")
+    return (f"split {split_point} is off this front (the profile's predictions, an idle "
+            "cloud): the edge planned with what it had learned by then and the wait the cloud "
+            "reported (its own predictions: x), under the conditions of that moment, and keeps "
+            "a plan until its timer or a change")
+
+
+def outcome(m: Measurement, previous: Measurement | None = None) -> str:
+    """What became of one inference, to mark on the timeline: ``"offloaded"``, ``"resumed"``
+    (the first offload after inferences the edge finished: the edge retried the cloud and it
+    answered), ``"timed out"`` (the cloud missed the deadline, the edge finished it: the
+    deadline plus the rest of the network, hence a spike), ``"fell back"`` (the cloud refused
+    or could not be reached) or ``"offline"`` (the edge knew the cloud was down: not tried)."""
+    if m.finished == "cloud":
+        return "resumed" if previous is not None and previous.finished != "cloud" else "offloaded"
+    if m.fallback.startswith(OFFLINE_PREFIX):
+        return "offline"
+    return "timed out" if TIMEOUT_TEXT in m.fallback else "fell back"
 
 
 def _most_used(values: Sequence[object]) -> str:
@@ -161,8 +225,13 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
     choice = pareto_choice(measurements, phases)
     if profile is not None and choice is not None:
         planner = build_planner(profile.model, profile, choice.objective, codecs=choice.codecs)
-        figures.append(plots.pareto(planner.plan(choice.conditions), choice, out_dir))
-    lines = [f"# {title}", "", *_markdown(measurements, phases),
+        plan = planner.plan(choice.conditions)
+        figures.append(plots.pareto(plan, choice, off_front_reason(plan, choice.split_point),
+                                    out_dir))
+    notes = [zoo.synthetic_note(name) for name in sorted({m.model for m in measurements})
+             if name in zoo.MODELS]
+    lines = [f"# {title}", "", *[f"{note}\n" for note in notes if note],
+             *_markdown(measurements, phases),
              *[f"![{f.stem}]({f.name})" for f in figures if f is not None], ""]
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines))
@@ -176,7 +245,8 @@ def _markdown(measurements: Sequence[Measurement], phases: Sequence[Phase]) -> l
     if phases:
         lines += ["| phase | true conditions |", "|---|---|"]
         lines += [f"| {p.name} | {p.bandwidth_kbps:g} kbit/s, RTT {p.rtt_ms:g} ms, "
-                  f"{p.clock_ghz:g} GHz{'' if p.cloud_up else ', cloud down'} |" for p in phases]
+                  f"{p.clock_ghz:g} GHz{'' if p.cloud_up else ', cloud down'}"
+                  f"{f' ({p.note})' if p.note else ''} |" for p in phases]
         lines.append("")
     lines += ["| phase | inferences | cloud | edge | split points (count) | codecs | "
               "median latency ms | median predicted ms | median prediction error | cost µ$ |",
