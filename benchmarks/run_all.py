@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "loadaware": ([], ["--inferences", "20", "--load-edges", "8"]),
     "startup": ([], ["--repeats", "1", "--cloud-models", "alexnet"]),
     "reconnect": ([], ["--restarts", "1"]),
-    "attacks": ([], ["--header-mib", "16", "--requests", "50"]),
+    "attacks": ([], ["--header-mib", "16", "--requests", "50", "--connections", "300"]),
 }
 
 
