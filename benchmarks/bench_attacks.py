@@ -1,13 +1,18 @@
-"""What attacks cost the cloud: health latency while endless headers stream in, and the memory
-of held uploads and large JSON bodies.
+"""What attacks cost the cloud: health latency while endless headers stream in, the memory
+of held uploads, large JSON and /offload bodies and unfinished heads, held connections
+against a server's descriptor limit, and pipelining.
 
-    python benchmarks/bench_attacks.py [--header-mib 128] [--requests 400]
+    python benchmarks/bench_attacks.py [--header-mib 128] [--requests 400] [--connections 1100]
 
 Starts ``edgesplit cloud serve`` (mnist_cnn and alexnet, a 16 MiB budget for bodies in flight)
 on a loopback port. Health latency is measured quiet and then, in the same run, while one
 attacker streams one endless header value after another (each cut at the server's 64 KiB head
-limit; it reconnects) until ``--header-mib`` MiB have gone out. Memory is the server's resident
-set (``VmRSS``, or its peak ``VmHWM``) from /proc.
+limit; it reconnects) until ``--header-mib`` MiB have gone out. Then ``--connections`` idle
+connections are held against a second server started with 1,024 descriptors (its default
+connection cap follows from that), while probes and an inference are timed; and 2,000
+connections each send 9,000 header lines of ``aa:b`` without the closing blank line while an
+inference is timed. Memory is the server's resident set (``VmRSS``, or its peak ``VmHWM``)
+from /proc, descriptors are counted in /proc/PID/fd.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import socket
 import statistics
 import threading
@@ -24,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from _server import serving
+from edgesplit.testbed.processes import CloudProcess
 
 MIB = 1024 * 1024
 
@@ -116,17 +123,112 @@ def json_peak(url: str, pid: int) -> None:
           f"({grew / (4 * len(body) / MIB):.1f}x their size)")
 
 
+def offload_peak(port: int, pid: int) -> None:
+    """Four 60 MiB base64 bodies to /offload at once (its JSON limit is 4 MiB)."""
+    size = 60 * MIB
+    head = (f"POST /offload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode()
+    answers: list[bytes] = []
+
+    def one() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(head + b'{"tensor": "')
+            with contextlib.suppress(OSError):  # refused: the server closed it
+                for _ in range(size // 65536):
+                    sock.sendall(b"A" * 65536)
+            with contextlib.suppress(OSError):
+                answers.append(sock.recv(200))
+
+    peak = memory_mib(pid, "VmHWM")
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted({a.split(b" ")[1].decode() for a in answers if a.startswith(b"HTTP/")})
+    print(f"4 /offload bodies of 60 MiB at once: answered {', '.join(statuses)}; peak memory "
+          f"grew {memory_mib(pid, 'VmHWM') - peak:.1f} MiB")
+
+
+def pipelined(port: int, count: int = 6000) -> None:
+    request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request * count)
+        with contextlib.suppress(TimeoutError):
+            while answers.count(b"HTTP/1.1 ") < count and (chunk := sock.recv(1 << 20)):
+                answers += chunk
+    print(f"{count} pipelined GETs of {len(request)} bytes: "
+          f"{answers.count(b'HTTP/1.1 200')} answered 200, {answers.count(b'HTTP/1.1 431')} 431")
+
+
+def timed_get(url: str) -> float:
+    began = time.perf_counter()
+    httpx.get(f"{url}/v2/health/live", timeout=30).raise_for_status()
+    return time.perf_counter() - began
+
+
+def held_connections(count: int) -> None:
+    """``count`` idle connections against a server started with 1,024 descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    server = CloudProcess(models="mnist_cnn")
+    try:
+        server.launch()  # the server inherits the lower limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        server.wait_ready()
+        quiet = [timed_get(server.url) for _ in range(20)]
+        socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
+        held = [timed_get(server.url) for _ in range(20)]
+        most = len(os.listdir(f"/proc/{server.pid()}/fd"))
+        for sock in socks:
+            sock.close()
+    finally:
+        server.stop()
+    print(f"{count} idle connections held against 1,024 descriptors: {most} descriptors open; "
+          f"health quiet {summary(quiet)}; while held {summary(held)} (20 probes each, all 200)")
+
+
+def header_lines(port: int, url: str, pid: int, count: int = 2000) -> None:
+    """``count`` connections each sending 9,000 lines of ``aa:b`` and no blank line."""
+    head = b"GET /v2/health/live HTTP/1.1\r\n" + b"aa:b\r\n" * 9000
+    before = memory_mib(pid)
+    refused = 0
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        with contextlib.suppress(OSError):
+            sock.sendall(head)
+        socks.append(sock)
+    during = timed_get(url)
+    grew = memory_mib(pid) - before
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            refused += sock.recv(100).startswith(b"HTTP/1.1 431")
+        sock.close()
+    print(f"{count} heads of 9,000 'aa:b' lines: {refused} answered 431; server memory grew "
+          f"{grew:.1f} MiB; a health probe meanwhile took {during * 1e3:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--header-mib", type=int, default=128)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--connections", type=int, default=1100)
     args = parser.parse_args()
     os.environ["EDGESPLIT_MAX_BODIES_MB"] = "16"
     with serving("mnist_cnn,alexnet", "--max-body-mb", "9") as (process, url):
         port = int(url.rsplit(":", 1)[1])
-        header_attack(port, url, process.pid(), args.header_mib, args.requests)
-        held_uploads(port, process.pid(), 24, 8 * MIB)
-        json_peak(url, process.pid())
+        pid = process.pid()
+        header_attack(port, url, pid, args.header_mib, args.requests)
+        held_uploads(port, pid, 24, 8 * MIB)
+        json_peak(url, pid)
+        offload_peak(port, pid)
+        pipelined(port)
+        header_lines(port, url, pid)
+    held_connections(args.connections)
 
 
 if __name__ == "__main__":

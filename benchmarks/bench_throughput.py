@@ -7,13 +7,16 @@ runs the fully connected layers), closed-loop clients on loopback keep ``concurr
 in flight for ``--seconds`` against each server, one after another, in one run:
 
 - ``thesis``: the comparator of ``thesis_server.py`` (Flask, base64 JSON, ``/offload``);
-- ``edgesplit``: ``edgesplit cloud serve`` as shipped (OIP v2, binary tensors, 2 tail workers);
-- ``batching``: the same with dynamic batching (``--max-batch-size 8 --batch-wait-ms 10``, one
-  tail worker with two torch threads);
+- ``edgesplit``: ``edgesplit cloud serve`` as shipped (OIP v2, binary tensors, 2 tail workers,
+  adaptive batching of up to 8 rows: no wait while a worker is free);
+- ``unbatched``: the same with ``--max-batch-size 1`` (what a lone request pays for batching);
+- ``one-worker``: batching on one tail worker with two torch threads;
 - ``ray``: the same app on Ray Serve (``--backend ray``), where the ``ray`` extra is installed.
 
 Prints requests per second, the ratio to the thesis design's in this same run, and p50/p99
-latency; a non-200 answer counts as an error. The clients (``_loadgen.py``: raw HTTP/1.1 on
+latency; a non-200 answer counts as an error. Then, per model, the shipped server's throughput
+over the thesis design's at 8 in flight and its p50 over the unbatched server's at 1 in flight
+(a lone request), where those were measured. The clients (``_loadgen.py``: raw HTTP/1.1 on
 asyncio streams, each request's bytes built once) share the machine's cores with the server, as
 in the issue's measurement.
 """
@@ -44,11 +47,10 @@ MODELS = ",".join(CASES)
 Server = Callable[[], AbstractContextManager[Any]]
 SERVERS: dict[str, tuple[str, Server]] = {
     "thesis": ("thesis", lambda: serving_thesis(MODELS)),
-    "edgesplit": ("oip", lambda: serving(MODELS, "--workers", "2")),
-    # One worker whose batches use both cores: side by side at 8 in flight on this VM, AlexNet's
-    # tail served 4.4x the thesis design's requests this way and 2.9x on two one-thread workers.
-    "batching": ("oip", lambda: serving(MODELS, "--workers", "1", "--torch-threads", "2",
-                                        "--max-batch-size", "8", "--batch-wait-ms", "10")),
+    "edgesplit": ("oip", lambda: serving(MODELS)),
+    "unbatched": ("oip", lambda: serving(MODELS, "--max-batch-size", "1")),
+    # One worker whose batches use both cores.
+    "one-worker": ("oip", lambda: serving(MODELS, "--workers", "1", "--torch-threads", "2")),
     "ray": ("oip", lambda: serving(MODELS, "--backend", "ray", "--replicas", "1",
                                    "--max-batch-size", "8", "--batch-wait-ms", "2")),
 }
@@ -107,6 +109,24 @@ def main() -> None:
                          else "-")
                 print(f"| {model} ({sp}) | {level} | {name} | {r.throughput:.1f} | {ratio} | "
                       f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
+    print()
+    for model in CASES:
+        print(headline(results, model))
+
+
+def headline(results: dict[tuple[str, str, int], Result], model: str) -> str:
+    """The shipped server against the thesis design at 8 in flight, and against the unbatched
+    one for a lone request, as far as this run measured them."""
+    parts = []
+    shipped, thesis = results.get(("edgesplit", model, 8)), results.get(("thesis", model, 8))
+    if shipped and thesis and thesis.throughput:
+        parts.append(f"{shipped.throughput / thesis.throughput:.2f}x the thesis design's "
+                     "throughput at 8 in flight")
+    lone, unbatched = results.get(("edgesplit", model, 1)), results.get(("unbatched", model, 1))
+    if lone and unbatched:
+        parts.append(f"a lone request's p50 {lone.p50_ms / unbatched.p50_ms:.2f}x the "
+                     f"unbatched server's ({lone.p50_ms:.1f} against {unbatched.p50_ms:.1f} ms)")
+    return f"{model}, shipped defaults: " + ("; ".join(parts) or "not measured in this run")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "codecs": ([], ["--models", "mnist_cnn"]),
     "overhead": ([], ["--runs", "50"]),
     "throughput": ([], ["--seconds", "1", "--concurrency", "1,8"]),
+    "batching": ([], ["--rounds", "2", "--seconds", "1"]),
     "load": ([], ["--duration", "5", "--overload-duration", "3"]),
     "fleet": ([], ["--edges", "100,1000", "--duration", "20"]),
     "loadaware": ([], ["--inferences", "20", "--load-edges", "8"]),
     "startup": ([], ["--repeats", "1", "--cloud-models", "alexnet"]),
     "reconnect": ([], ["--restarts", "1"]),
-    "attacks": ([], ["--header-mib", "16", "--requests", "50"]),
+    "attacks": ([], ["--header-mib", "16", "--requests", "50", "--connections", "300"]),
 }
 
 

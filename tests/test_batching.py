@@ -111,6 +111,42 @@ def test_a_bad_request_never_fails_its_batch_mates(batching_cloud: CloudProcess,
         torch.testing.assert_close(output, split.tail([tensor], 5), rtol=1e-4, atol=1e-5)
 
 
+def test_a_request_whose_rows_overflow_fails_alone(batching_cloud: CloudProcess,
+                                                  split_model: SplitFactory) -> None:
+    """Finite rows that overflow the tail (3e38) join a batch; that request alone gets 422."""
+    split = split_model("mnist_cnn")
+    good = cuts(split, "mnist_cnn", 5, 3)
+    bodies = [body(good[0], 5), body(torch.full_like(good[0], 3e38), 5), body(good[1], 5),
+              body(good[2], 5)]
+    responses = asyncio.run(post_all(batching_cloud.url, "mnist_cnn", bodies))
+    assert [r.status_code for r in responses] == [200, 422, 200, 200]
+    assert "holds" in responses[1].json()["error"]
+    for tensor, response in zip(good, [responses[i] for i in (0, 2, 3)], strict=True):
+        parameters, output = answer(response)
+        assert parameters["batch_size"] == int(FULL)
+        torch.testing.assert_close(output, split.tail([tensor], 5), rtol=1e-4, atol=1e-5)
+
+
+def test_by_default_batches_form_only_while_work_queues(cloud: CloudProcess,
+                                                        split_model: SplitFactory) -> None:
+    """The default server batches adaptively: a lone request runs at once and alone, requests
+    that queue behind busy workers run together, and each answer equals the request's own."""
+    split = split_model("alexnet")
+    tensors = cuts(split, "alexnet", 14, 16)
+    for tensor in tensors[:3]:
+        parameters, _ = answer(httpx.post(f"{cloud.url}/v2/models/alexnet/infer",
+                                          content=body(tensor, 14)[0],
+                                          headers=body(tensor, 14)[1], timeout=60))
+        assert parameters["batch_size"] == 1
+    responses = asyncio.run(post_all(cloud.url, "alexnet", [body(t, 14) for t in tensors]))
+    sizes = []
+    for tensor, response in zip(tensors, responses, strict=True):
+        parameters, output = answer(response)
+        sizes.append(parameters["batch_size"])
+        torch.testing.assert_close(output, split.tail([tensor], 14), rtol=1e-4, atol=1e-5)
+    assert max(sizes) > 1, sizes
+
+
 def test_every_answer_and_the_status_endpoint_report_the_load(cloud: CloudProcess,
                                                              split_model: SplitFactory) -> None:
     split = split_model("alexnet")

@@ -343,6 +343,7 @@ def serve(**given: Any) -> None:
     import logging
 
     from edgesplit.cloud import create_app
+    from edgesplit.cloud.serving import head_limits
     from edgesplit.cloud.serving import serve as serve_app
     from edgesplit.wire.auth import read_keys
 
@@ -377,7 +378,7 @@ def serve(**given: Any) -> None:
                      ray_address=settings.ray_address, tls=tls)
         return
     serve_app(create_app(settings), host, settings.port,
-              max_head_bytes=settings.max_header_kb * 1024, log_level=settings.log_level,
+              limits=head_limits(settings), log_level=settings.log_level,
               tls_cert=settings.tls_cert, tls_key=settings.tls_key)
 
 

@@ -101,6 +101,8 @@ def add_error_handlers(app: FastAPI, metrics_: Metrics) -> None:
         status = status_of(exc)
         metrics_.errors.labels(route_of(request.scope), type(exc).__name__).inc()
         headers = {"Retry-After": "1"} if status == 503 else None
+        if status in (408, 413):  # the body is not read: close rather than swallow the rest
+            headers = {"Connection": "close"}
         return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

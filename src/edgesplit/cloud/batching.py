@@ -1,29 +1,36 @@
 """Dynamic batching: tails of the same model and split point that arrive together run as one.
 
-An edge's request waits ``wait_s`` for company, and longer only while every worker is busy
-(then it could not have started anyway); a batch runs as soon as it holds ``max_batch_size``
-rows (its requests' batch dimensions added up) and a worker is free. Every request is checked on
-its own before it joins (dtype, NaN, batch limit: a bad one is refused alone and never reaches
-its batch-mates), and answered on its own with its slice of the output, its own queueing time
-and the batch's compute and layer times (what it really waited for). Requests whose decoded
-tensors differ in dtype or in shape past the batch dimension never share a batch; codecs are
-undone before a request gets here, so requests sent with different codecs whose tensors decode
-alike do. Batching pays where a tail reads more weights than activations: AlexNet's fully
-connected tail reads 224 MB of weights whatever the batch size.
+Adaptive, as Triton's dynamic batcher and Clipper's adaptive batching: a request that finds a
+worker free runs at once, alone (it waits for nobody); requests that arrive while every worker
+is busy queue, and those of the same model, split point and tensor shapes join one batch of up to
+``max_batch_size`` rows (their batch dimensions added up). So batches grow with the queue and a
+lone request pays nothing for batching. ``wait_s`` above zero adds a wait for company even when
+a worker is free. Batches run first come, first served by their oldest request: a batch that
+fills up never overtakes one queued before it, so a due batch waits at most for the batches
+queued before it, whatever other keys send. Every request is checked on its own before it joins
+(dtype, NaN, batch limit: a bad one is refused alone and never reaches its batch-mates), and
+answered on its own with its slice of the output, its own queueing time and the batch's compute
+and layer times (what it really waited for). Requests whose decoded tensors differ in dtype or
+in shape past the batch dimension never share a batch; codecs are undone before a request gets
+here, so requests sent with different codecs whose tensors decode alike do. Batching pays where
+a tail reads more weights than activations: AlexNet's fully connected tail reads 224 MB of
+weights whatever the batch size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import torch
 
+from edgesplit.cloud.errors import NotFinite
 from edgesplit.cloud.service import CloudService, TailResult
 from edgesplit.core.splitting import SplitModel
 
@@ -46,33 +53,36 @@ class Waiting:
 
 @dataclass
 class _Open:
-    """A batch still taking requests; ``due`` once its wait is over (it then runs as soon as a
-    worker is free, taking in whatever arrives until then)."""
+    """A batch still taking requests. ``seq`` orders batches by their oldest request; ``ready``
+    once it is full or its wait is over (then it runs as soon as a worker is free and its turn
+    comes, taking in whatever arrives until then)."""
 
+    seq: int
     items: list[Waiting] = field(default_factory=list)
     rows: int = 0
     timer: asyncio.TimerHandle | None = None
-    due: bool = False
+    ready: bool = False
 
 
 class TailBatcher:
     """Gathers tails into batches and runs each batch once through ``in_worker``.
 
-    A batch runs when it is full, or when its wait is over and one of the ``workers`` is
-    free: while every worker is busy, requests keep joining the batches that wait, so a busy
-    cloud runs fuller batches instead of a queue of small ones.
+    A batch is ready when it is full or its wait (``wait_s``, none by default) is over, and
+    ready batches run on the ``workers`` in the order of their oldest request. While every
+    worker is busy, requests keep joining the ready batches, so a busy cloud runs fuller
+    batches instead of a queue of small ones, and an idle one runs each request at once.
     """
 
     def __init__(self, service: CloudService, in_worker: InWorker[Any], max_batch_size: int,
-                 wait_s: float, workers: int = 1) -> None:
+                 wait_s: float = 0.0, workers: int = 1) -> None:
         self.service = service
         self.in_worker = in_worker
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._free = workers
-        self._open: dict[BatchKey, _Open] = {}
-        self._full: deque[tuple[BatchKey, list[Waiting]]] = deque()  # waiting for a worker
-        self._due: deque[BatchKey] = deque()  # open batches whose wait is over
+        self._open: dict[BatchKey, _Open] = {}  # the batch of each key still taking requests
+        self._ready: list[tuple[int, BatchKey, _Open]] = []  # a heap by ``seq``
+        self._seq = itertools.count()
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, model: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
@@ -87,8 +97,12 @@ class TailBatcher:
             self._seal(key)
             batch = None
         if batch is None:
-            batch = self._open[key] = _Open()
-            batch.timer = asyncio.get_running_loop().call_later(self.wait_s, self._expire, key)
+            batch = self._open[key] = _Open(next(self._seq))
+            if self.wait_s > 0:
+                batch.timer = asyncio.get_running_loop().call_later(
+                    self.wait_s, self._expire, key, batch)
+            else:
+                self._queue(key, batch)
         batch.items.append(item)
         batch.rows += item.rows
         if batch.rows >= self.max_batch_size:
@@ -102,29 +116,30 @@ class TailBatcher:
             self._seal(key)
         self._dispatch()
 
-    def _expire(self, key: BatchKey) -> None:
-        batch = self._open.get(key)
-        if batch is not None and not batch.due:
-            batch.due = True
-            self._due.append(key)
-            self._dispatch()
+    def _expire(self, key: BatchKey, batch: _Open) -> None:
+        self._queue(key, batch)
+        self._dispatch()
+
+    def _queue(self, key: BatchKey, batch: _Open) -> None:
+        """Put ``batch`` in line, in the place of its oldest request (once)."""
+        if not batch.ready:
+            batch.ready = True
+            heapq.heappush(self._ready, (batch.seq, key, batch))
 
     def _seal(self, key: BatchKey) -> None:
+        """No more requests join the open batch of ``key``; it is ready."""
         batch = self._open.pop(key)
         if batch.timer is not None:
             batch.timer.cancel()
-        self._full.append((key, batch.items))
+        self._queue(key, batch)
 
     def _next(self) -> tuple[BatchKey, list[Waiting]] | None:
-        if self._full:
-            return self._full.popleft()
-        while self._due:
-            key = self._due.popleft()
-            batch = self._open.get(key)
-            if batch is not None and batch.due:  # not sealed and replaced meanwhile
-                del self._open[key]
-                return key, batch.items
-        return None
+        if not self._ready:
+            return None
+        _, key, batch = heapq.heappop(self._ready)
+        if self._open.get(key) is batch:  # a ready batch that still took requests: no longer
+            del self._open[key]
+        return key, batch.items
 
     def _dispatch(self) -> None:
         while self._free > 0 and (ready := self._next()) is not None:
@@ -175,16 +190,24 @@ def batchable(split: SplitModel, split_point: int) -> bool:
 
 
 def _batched(service: CloudService, model: str, split_point: int, items: list[Waiting],
-             started: float) -> list[TailResult]:
+             started: float) -> list[TailResult | Exception]:
     inputs = [torch.cat(parts) for parts in zip(*(i.tensors for i in items), strict=True)]
     timings: list[float] = []
     outputs = service.to_host(service.split(model).tail_outputs(inputs, split_point, timings))
     compute_s = time.perf_counter() - started
     rows = [i.rows for i in items]
     per_output = [torch.split(output, rows) for output in outputs]
-    return [TailResult(tuple(parts[index] for parts in per_output), timings, compute_s,
-                       queue_s=started - item.submitted, batch_size=len(items))
-            for index, item in enumerate(items)]
+    results: list[TailResult | Exception] = []
+    for index, item in enumerate(items):
+        mine = tuple(parts[index] for parts in per_output)
+        try:  # a request whose rows overflow is refused alone
+            service.check_finite(model, split_point, mine)
+        except NotFinite as exc:
+            results.append(exc)
+            continue
+        results.append(TailResult(mine, timings, compute_s, queue_s=started - item.submitted,
+                                  batch_size=len(items)))
+    return results
 
 
 def _alone(service: CloudService, model: str, split_point: int,

@@ -24,6 +24,11 @@ class RequestTimeout(EdgesplitError):
     """A request body that stopped arriving."""
 
 
+class NotFinite(EdgesplitError):
+    """Well-formed, finite input whose tail gives NaN or infinity (say values near 3e38 that
+    overflow the first layer): the cloud answers no such output."""
+
+
 STATUS: dict[type[EdgesplitError], int] = {
     UnknownModel: 404,
     InvalidSplitPoint: 400,
@@ -32,6 +37,7 @@ STATUS: dict[type[EdgesplitError], int] = {
     Unauthorized: 401,
     PayloadTooLarge: 413,
     RequestTimeout: 408,
+    NotFinite: 422,
     Overloaded: 503,
 }
 

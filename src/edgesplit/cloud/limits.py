@@ -115,9 +115,11 @@ class _PacedReceive:
 
 
 async def send_error(send: Send, status: int, message: str) -> None:
-    """Answer ``{"error": message}`` with ``status`` straight on the ASGI channel."""
+    """Answer ``{"error": message}`` with ``status`` straight on the ASGI channel, and close
+    the connection after it (what is left of the body is not read)."""
     body = JSONResponse({"error": message}).body
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})  # the body is not read further
     await send({"type": "http.response.body", "body": body})

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from edgesplit.cloud.device import check_device
+from edgesplit.cloud.errors import NotFinite
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel, torch_dtype
 from edgesplit.errors import UnknownModel, WireFormatError
@@ -70,8 +71,10 @@ class CloudService:
 
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
-        """Cast floats to the cut's dtype and refuse NaN, infinity, tensors that are not what
-        crosses the cut and oversized batches (tensors without a batch dimension have none)."""
+        """Cast floats to the cut's dtype and refuse NaN (not infinity: ``-inf`` is a legitimate
+        activation, say a masked attention score; the output is checked instead), tensors that
+        are not what crosses the cut and oversized batches (tensors without a batch dimension
+        have none)."""
         split = self.split(name)
         specs = split.split_points[split_point].tensors
         out = []
@@ -80,8 +83,9 @@ class CloudService:
             if (tensor.dtype != expected and tensor.is_floating_point()
                     and expected.is_floating_point):
                 tensor = tensor.to(expected)
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise WireFormatError(f"{spec.name} contains NaN or infinity")
+            if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
+                raise WireFormatError(f"{spec.name} contains NaN (infinity may cross a cut, "
+                                      "NaN may not)")
             out.append(tensor)
         batch = split.check_tensors(out, split_point)
         if batch > self.max_batch:
@@ -108,4 +112,17 @@ class CloudService:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise WireFormatError(f"{name} cannot run on these tensors at split point "
                                   f"{split_point}: {type(exc).__name__}: {first}") from exc
+        self.check_finite(name, split_point, outputs)
         return TailResult(outputs, timings, time.perf_counter() - began)
+
+    def check_finite(self, name: str, split_point: int, outputs: tuple[torch.Tensor, ...]
+                     ) -> None:
+        """Refuse to answer NaN or infinity: finite inputs can still overflow (3e38 at the
+        input), and what the cloud sends must be a number."""
+        for spec, tensor in zip(self.split(name).outputs, outputs, strict=False):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                what = "NaN" if bool(torch.isnan(tensor).any()) else "infinity"
+                raise NotFinite(
+                    f"{name}'s output {spec.name!r} from split point {split_point} holds "
+                    f"{what}: the input's values overflow the model; send values in the range "
+                    "it was trained on")

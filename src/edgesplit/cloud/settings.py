@@ -58,6 +58,19 @@ class ServerSettings(BaseSettings):
     max_header_kb: int = Field(
         default=64, ge=1, description="Largest request line and headers (431 and the "
         "connection cut).")
+    max_header_lines: int = Field(
+        default=100, ge=1, description="Most header lines in one request (431 and the "
+        "connection cut).")
+    head_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a connection has to send a whole request line "
+        "and headers, from its start or from the first byte of its next request (408 and the "
+        "connection closed).")
+    max_connections: int | None = Field(
+        default=None, ge=1, description="Connections open at once; past it the one idle longest "
+        "is closed (default: the descriptor limit less an eighth of it and 128).")
+    max_heads_mb: float = Field(
+        default=16.0, gt=0, description="All unfinished request heads held at once, "
+        "server-wide; past it, 503 and the connection closed.")
     max_batch: int = Field(default=16, ge=1,
                            description="Largest batch of tensors in one request.")
     workers: int = Field(default=2, ge=1, description="Tails run at once (threads).")
@@ -66,10 +79,11 @@ class ServerSettings(BaseSettings):
                              description="Requests running or waiting before the server "
                              "answers 503.")
     max_batch_size: int = Field(
-        default=1, ge=1, description="Run tails of the same model and split point that arrive "
+        default=8, ge=1, description="Run tails of the same model and split point that queue "
         "together as one batch of up to this many rows (1: no batching).")
-    batch_wait_ms: float = Field(default=2.0, ge=0,
-                                 description="How long a request waits for batch-mates.")
+    batch_wait_ms: float = Field(
+        default=0.0, ge=0, description="How long a request waits for batch-mates even when a "
+        "worker is free (0: none; batches form only while every worker is busy).")
     device: str = Field(default="cpu", description="Where tails run: cpu, cuda or cuda:N.")
     backend: Literal["builtin", "ray"] = Field(
         default="builtin", description="Serve with uvicorn here, or as a Ray Serve deployment.")

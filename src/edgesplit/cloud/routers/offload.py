@@ -27,7 +27,11 @@ async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) ->
         req, tensors = decode_offload(cloud.service, body)
         return TailCall(req, req.model, req.splitting_point, tensors)
 
-    answer = await run_tail_request(request, cloud, decode, cloud.settings.max_body_bytes)
+    # A JSON body: held to the JSON limit, refused before it is read when its length says so
+    # and as it streams in otherwise (base64 in JSON costs several times its size to decode).
+    answer = await run_tail_request(request, cloud, decode, cloud.settings.max_json_bytes,
+                                    "JSON request (send large tensors as binary data to "
+                                    "/v2/models/{model}/infer)")
     req, result = answer.call.request, answer.result
     output = result.outputs[0]  # the thesis's answer has one output; all are in "outputs"
     specs = cloud.service.split(req.model).outputs
