@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -101,7 +101,7 @@ def guarded_protocol(max_head_bytes: int) -> type[GuardedHttpTools]:
     return type("GuardedHttpTools", (GuardedHttpTools,), {"max_head_bytes": max_head_bytes})
 
 
-def serve(app: FastAPI, host: str, port: int, *, max_head_bytes: int, log_level: str,
+def serve(app: ASGIApp, host: str, port: int, *, max_head_bytes: int, log_level: str,
           tls_cert: Path | None = None, tls_key: Path | None = None, **options: Any) -> None:
     """Run ``app`` with uvicorn behind the guard, until it is stopped (SIGINT, SIGTERM)."""
     uvicorn.run(app, host=host, port=port, log_level=log_level,
