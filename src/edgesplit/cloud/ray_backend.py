@@ -182,7 +182,8 @@ def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Sca
 
 def check_upstream(upstream: str, timeout_s: float = 60.0) -> None:
     """Wait for Serve's proxy on this machine to answer its health path; one line if it
-    never does (the server joined a cluster from a machine that is not its head node)."""
+    never does: the server joined a cluster from a machine that is not its head node, or one
+    where Serve already ran with other HTTP options (Serve keeps the first ones)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -192,6 +193,7 @@ def check_upstream(upstream: str, timeout_s: float = 60.0) -> None:
             pass
         if time.monotonic() > deadline:
             raise EdgesplitError(
-                f"Ray Serve's proxy did not answer on this machine within {timeout_s:g} s: "
-                "with --ray-address, start the server on the Ray cluster's head node")
+                f"Ray Serve's proxy did not answer at {upstream} within {timeout_s:g} s: with "
+                "--ray-address, start the server on the cluster's head node, where Serve is "
+                "not running yet")
         time.sleep(0.2)
