@@ -77,6 +77,7 @@ def test_without_ray_the_flag_fails_with_one_line() -> None:
     (("--device", "cuda"), "no usable CUDA GPU"),
     (("--device", "cuda:7"), "no usable CUDA GPU"),
     (("--device", "tpu"), "expected cpu, cuda or cuda:N"),
+    (("--backend", "ray", "--host", "0.0.0.0"), "refusing to serve on 0.0.0.0 without auth"),
 ])
 def test_misplaced_or_impossible_options_fail_with_one_line(args: tuple[str, ...],
                                                             message: str) -> None:
@@ -243,6 +244,25 @@ class TestRayLimits:
         refused = [a for a in answers if a.status_code == 503]
         assert {a.headers["retry-after"] for a in refused} == {"1"}
         assert all("busy" in a.json()["error"] for a in refused)
+
+    def test_the_front_refuses_what_the_replica_refuses(self, signed_cloud: CloudProcess
+                                                       ) -> None:
+        """The front checks signatures without spending their nonces; the replica spends
+        them: a captured request sent again byte for byte is still refused."""
+        path = "/v2/models/mnist_cnn/infer"
+        body = b'{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0]}]}'
+        key, secret = next(iter(KEYS.items()))
+        headers = sign_request("POST", path, body, key, secret, time.time())
+        first = httpx.post(signed_cloud.url + path, content=body, headers=headers, timeout=60)
+        again = httpx.post(signed_cloud.url + path, content=body, headers=headers, timeout=60)
+        assert first.status_code == 400  # authenticated, then the (wrong) shape was refused
+        assert again.status_code == 401 and "replayed" in again.json()["error"]
+        for route in (path, "/docs", "/openapi.json", "/metrics", "/edgesplit/load"):
+            answer = httpx.request("POST" if route == path else "GET", signed_cloud.url + route,
+                                   timeout=60)
+            assert answer.status_code == 401, (route, answer.text)
+            assert "missing request signature" in answer.json()["error"]
+        assert httpx.get(f"{signed_cloud.url}/v2/health/live", timeout=60).status_code == 200
 
     def test_slow_signed_uploads_hold_no_replica(self, signed_cloud: CloudProcess,
                                                  split_model: Callable[[str], SplitModel]
