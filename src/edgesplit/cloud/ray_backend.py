@@ -161,9 +161,10 @@ def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Sca
     ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False)
     try:
-        upstream = f"http://127.0.0.1:{free_port()}"
+        private_port = free_port()  # Serve's proxy: reached by the front alone
+        upstream = f"http://127.0.0.1:{private_port}"
         serve.start(proxy_location="HeadOnly",
-                    http_options={"host": "127.0.0.1", "port": int(upstream.rsplit(":", 1)[1])})
+                    http_options={"host": "127.0.0.1", "port": private_port})
         ingress = serve.deployment(serve.ingress(build_app)(), name="edgesplit")
         options = scaling.options() | {"max_ongoing_requests": settings.max_pending,
                                        "ray_actor_options": {"num_cpus": settings.torch_threads}}
