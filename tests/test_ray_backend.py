@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -89,11 +90,12 @@ def test_misplaced_or_impossible_options_fail_with_one_line(args: tuple[str, ...
 
 @pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
 def test_two_replicas_join_a_running_cluster_behind_a_token(
-        split_model: Callable[[str], SplitModel]) -> None:
+        split_model: Callable[[str], SplitModel], tmp_path: Path) -> None:
     # A cluster someone else started (`ray start --head`): the server joins it with
-    # --ray-address, serves on it with two replicas and a credential, and leaves it running
-    # when it stops. Ray's sockets live in its temp dir, whose path must stay short (pytest's
-    # tmp_path is too long for a socket).
+    # --ray-address, serves on it with two replicas, a credential and TLS (the front holds the
+    # certificate), and leaves it running when it stops. Ray's sockets live in its temp dir,
+    # whose path must stay short (pytest's tmp_path is too long for a socket).
+    cert, key = test_security.self_signed(tmp_path)
     gcs_port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     head = subprocess.Popen(
@@ -104,18 +106,22 @@ def test_two_replicas_join_a_running_cluster_behind_a_token(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         server = CloudProcess("--backend", "ray", "--ray-address", f"127.0.0.1:{gcs_port}",
-                              "--replicas", "2", "--token", "s3cret", models="mnist_cnn")
-        server.start(ready_timeout_s=300)
+                              "--replicas", "2", "--token", "s3cret", "--tls-cert", str(cert),
+                              "--tls-key", str(key), models="mnist_cnn", scheme="https")
+        trust = ssl.create_default_context(cafile=cert)
+        server.start(ready_timeout_s=300, verify=trust)
         try:
             url = f"{server.url}/v2/models/mnist_cnn"
-            assert httpx.get(url, timeout=30).status_code == 401
-            assert httpx.get(url, headers={"authorization": "Bearer wrong"}, timeout=30
-                             ).status_code == 401
-            assert httpx.get(f"{server.url}/v2/health/ready", timeout=30).json() == {
-                "ready": True}
+            assert httpx.get(url, timeout=30, verify=trust).status_code == 401
+            assert httpx.get(url, headers={"authorization": "Bearer wrong"}, timeout=30,
+                             verify=trust).status_code == 401
+            assert httpx.get(f"{server.url}/v2/health/ready", timeout=30, verify=trust).json(
+                ) == {"ready": True}
+            with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port gets nowhere
+                httpx.get(server.url.replace("https", "http") + "/v2/health/live")
             tensors, expected = mnist_request(split_model("mnist_cnn"))
             body, headers = encode_request(tensors, {"split_point": 5})
-            answers = [httpx.post(f"{url}/infer", content=body, timeout=60,
+            answers = [httpx.post(f"{url}/infer", content=body, timeout=60, verify=trust,
                                   headers=headers | {"authorization": "Bearer s3cret"})
                        for _ in range(4)]  # both replicas answer alike
             assert [a.status_code for a in answers] == [200] * 4, answers[0].text
