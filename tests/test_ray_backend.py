@@ -35,7 +35,7 @@ from edgesplit.cloud.ray_backend import Scaling, join_with_token
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.client import CloudClient
-from edgesplit.errors import InvalidArgument
+from edgesplit.errors import InvalidArgument, Unauthorized
 from edgesplit.testbed.processes import CloudProcess, free_port
 from edgesplit.wire.auth import sign_request
 from edgesplit.wire.codecs import encode_tensor
@@ -391,3 +391,20 @@ def _on_ray(module: Any) -> dict[str, Callable[..., None]]:
 
 ON_RAY = _on_ray(test_attacks) | _on_ray(test_security)
 globals().update(ON_RAY)  # collected here again: the fixtures above make them run on Ray
+
+
+@pytest.mark.fast
+def test_the_front_checks_a_signature_without_spending_its_nonce() -> None:
+    from edgesplit.wire.auth import HmacVerifier
+
+    verifier = HmacVerifier(KEYS)
+    path = "/v2/models/m/infer"
+    headers = sign_request("POST", path, b"{}", "edge-1", KEYS["edge-1"], 1_800_000_000.0)
+    for _ in range(2):  # the front, as often as it likes
+        verifier.verify_headers("POST", path, headers, 1_800_000_001.0, spend_nonce=False)
+    verifier.verify_headers("POST", path, headers, 1_800_000_002.0)  # the replica, once
+    with pytest.raises(Unauthorized, match="replayed"):
+        verifier.verify_headers("POST", path, headers, 1_800_000_003.0)
+    forged = headers | {"x-edgesplit-signature": "0" * 64}
+    with pytest.raises(Unauthorized, match="bad request signature"):
+        verifier.verify_headers("POST", path, forged, 1_800_000_003.0, spend_nonce=False)
