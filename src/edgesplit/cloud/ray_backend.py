@@ -14,8 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
-import threading
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from functools import partial
@@ -23,14 +22,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import torch
 
 from edgesplit.cloud.batching import InWorker, Waiting, run_together
+from edgesplit.cloud.front import front_app
 from edgesplit.cloud.service import CloudService, TailResult
+from edgesplit.cloud.serving import head_limits
+from edgesplit.cloud.serving import serve as serve_guarded
 from edgesplit.cloud.settings import ServerSettings
-from edgesplit.errors import InvalidArgument
+from edgesplit.errors import EdgesplitError, InvalidArgument
+from edgesplit.testbed.processes import free_port
 
 log = logging.getLogger(__name__)
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: Ray's node address is 127.0.0.1
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,15 @@ class Scaling:
 
 def import_ray(ray_address: str | None = None) -> tuple[ModuleType, ModuleType]:
     """Ray and Ray Serve, or one line saying how to install them. Joining a running cluster
-    (``ray_address``) sends Ray's auth token where there is one: Ray reads that at import."""
-    if (ray_address is not None and "RAY_AUTH_MODE" not in os.environ
-            and join_with_token(os.environ, Path.home())):
+    (``ray_address``) sends Ray's auth token where there is one: Ray reads that at import.
+
+    A Ray started here is this server's alone and only the front is its door, so its own ports
+    (GCS, raylet, agents, the metrics exporters, which answer without a credential) listen on
+    loopback: Ray binds them there when its node address is loopback, which it is when
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is 0 (read at import; a value the user set stands)."""
+    if ray_address is None:
+        os.environ.setdefault(LOCAL_ONLY, "0")
+    elif "RAY_AUTH_MODE" not in os.environ and join_with_token(os.environ, Path.home()):
         log.info("joining the Ray cluster at %s with Ray's auth token", ray_address)
     try:
         return importlib.import_module("ray"), importlib.import_module("ray.serve")
@@ -141,7 +152,8 @@ def join_with_token(environ: MutableMapping[str, str], home: Path) -> bool:
 
 def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Scaling,
                  ray_address: str | None, tls: tuple[str, str] | None = None) -> None:
-    """Deploy the app (built on each replica) and serve until SIGTERM or SIGINT."""
+    """Deploy the app (built on each replica) behind Serve's proxy on a private loopback port,
+    and serve ``host:port`` with the guarded front (``front.py``) until SIGTERM or SIGINT."""
 
     def build_app() -> Any:  # a plain function: Serve calls it on each replica
         return build_ray_app(settings)
@@ -149,21 +161,41 @@ def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Sca
     ray, serve = import_ray(ray_address)
     ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
-        http: dict[str, Any] = {"host": host, "port": port}
-        if tls is not None:
-            http |= {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
-        serve.start(http_options=http)
+        private_port = free_port()  # Serve's proxy: reached by the front alone
+        upstream = f"http://127.0.0.1:{private_port}"
+        serve.start(proxy_location="HeadOnly",
+                    http_options={"host": "127.0.0.1", "port": private_port})
         ingress = serve.deployment(serve.ingress(build_app)(), name="edgesplit")
         options = scaling.options() | {"max_ongoing_requests": settings.max_pending,
                                        "ray_actor_options": {"num_cpus": settings.torch_threads}}
         serve.run(ingress.options(**options).bind(), name="edgesplit", route_prefix="/")
+        check_upstream(upstream)
         log.warning("edgesplit on Ray Serve: http%s://%s:%d, %s", "s" if tls else "", host,
                     port, scaling)
-        stop.wait()
+        serve_guarded(front_app(settings, upstream), host, port,
+                      limits=head_limits(settings), log_level=settings.log_level,
+                      tls_cert=Path(tls[0]) if tls else None,
+                      tls_key=Path(tls[1]) if tls else None)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def check_upstream(upstream: str, timeout_s: float = 60.0) -> None:
+    """Wait for Serve's proxy on this machine to answer its health path; one line if it
+    never does: the server joined a cluster from a machine that is not its head node, or one
+    where Serve already ran with other HTTP options (Serve keeps the first ones)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{upstream}/-/healthz", timeout=5, trust_env=False).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise EdgesplitError(
+                f"Ray Serve's proxy did not answer at {upstream} within {timeout_s:g} s: with "
+                "--ray-address, start the server on the cluster's head node, where Serve is "
+                "not running yet")
+        time.sleep(0.2)

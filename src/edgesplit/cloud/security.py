@@ -36,7 +36,9 @@ class Authenticator:
     def open(self) -> bool:
         return self.token is None and self.verifier is None
 
-    async def check(self, request: Request) -> None:
+    async def check(self, request: Request, *, spend_nonce: bool = True) -> None:
+        """Refuse ``request`` unless its credential is good (see ``verify_headers`` for
+        ``spend_nonce``)."""
         if self.open:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -49,7 +51,8 @@ class Authenticator:
             # The whole signature, before a byte of the body is read: it covers the digest the
             # request declares, and the body readers (body.py) hold the body to that digest.
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            self.verifier.verify_headers(request.method, path, request.headers, time.time())
+            self.verifier.verify_headers(request.method, path, request.headers, time.time(),
+                                         spend_nonce=spend_nonce)
             request.state.body_digest = request.headers[DIGEST_HEADER]
             return
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")

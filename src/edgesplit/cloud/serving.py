@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from edgesplit.cloud.settings import ServerSettings
@@ -297,7 +297,7 @@ def guarded_protocol(limits: HeadLimits) -> type[GuardedHttpTools]:
     return type("GuardedHttpTools", (GuardedHttpTools,), {"limits": limits, "shared": _Shared()})
 
 
-def serve(app: FastAPI, host: str, port: int, *, limits: HeadLimits, log_level: str,
+def serve(app: ASGIApp, host: str, port: int, *, limits: HeadLimits, log_level: str,
           tls_cert: Path | None = None, tls_key: Path | None = None, **options: Any) -> None:
     """Run ``app`` with uvicorn behind the guard, until it is stopped (SIGINT, SIGTERM)."""
     uvicorn.run(app, host=host, port=port, log_level=log_level,

@@ -130,9 +130,11 @@ class HmacVerifier:
             raise Unauthorized("bad request signature")  # the same answer as a wrong secret
 
     def verify_headers(self, method: str, path: str, headers: Mapping[str, str],
-                       now: float) -> str:
+                       now: float, *, spend_nonce: bool = True) -> str:
         """The key id of a correctly signed, fresh, first-seen request, checked before its body
-        (against the digest it declares); else ``Unauthorized``. Uses up the nonce."""
+        (against the digest it declares); else ``Unauthorized``. Uses up the nonce, unless
+        ``spend_nonce`` is false: a guard in front (the Ray backend's) checks the signature
+        before it reads a body and leaves the nonce to the replica that verifies it again."""
         self.check_headers(headers, now)
         key_id, timestamp = headers[KEY_HEADER], headers[TIMESTAMP_HEADER]
         nonce = headers[NONCE_HEADER]
@@ -140,7 +142,8 @@ class HmacVerifier:
                                     headers[DIGEST_HEADER])
         if not hmac.compare_digest(headers[SIGNATURE_HEADER].encode(), expected.encode()):
             raise Unauthorized("bad request signature")
-        if not self.nonces.add((key_id, nonce), int(timestamp) + self.max_skew_s, now):
+        if spend_nonce and not self.nonces.add((key_id, nonce), int(timestamp) + self.max_skew_s,
+                                               now):
             raise Unauthorized("replayed request: this nonce was already used")
         return key_id
 
