@@ -298,8 +298,8 @@ def test_offload_bodies_are_held_to_the_json_limit(attacked: CloudProcess) -> No
     assert grew_mb < 64, grew_mb
     under = b'{"tensor": "' + b"A" * (3 * 1024 * 1024) + b'", "splitting_point": 0, ' \
         b'"model": "mnist_cnn"}'
-    answer = httpx.post(f"{attacked.url}/offload", content=under, timeout=60)
-    assert answer.status_code == 400 and "bytes" in answer.json()["error"]  # read, not a 413
+    read = httpx.post(f"{attacked.url}/offload", content=under, timeout=60)
+    assert read.status_code == 400 and "bytes" in read.json()["error"]  # read, not a 413
 
 
 # Item 9: finite inputs whose outputs are not.
