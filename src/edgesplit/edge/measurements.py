@@ -1,15 +1,18 @@
 """The measurement log: one CSV row per inference, per-layer times beside it, appended durably.
 
-Each row is written with a single ``write`` on a file opened for appending and then ``fsync``ed,
+Each row is written on a file opened for appending (short writes finished) and then ``fsync``ed,
 so a crash (even ``kill -9``) loses at most the inference in flight and never corrupts earlier
-rows. A reader skips a torn last line. Layer times go to their own file first, so a row never
-refers to layers that were not written.
+rows. A reader skips a torn last line. A row the disk refuses (full, over quota) is cut back
+out, so no torn row is left, and the edge infers on unlogged until a row fits again. Layer times
+go to their own file first, so a row never refers to layers that were not written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -18,6 +21,7 @@ from typing import Any
 
 from edgesplit.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
 MEASUREMENTS_FILE = "measurements.csv"
 LAYERS_FILE = "layers.csv"
 
@@ -80,6 +84,7 @@ class MeasurementLog:
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
+        self.unlogged = 0  # inferences not logged since the disk last refused a row
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._rows: int | None = self._open(MEASUREMENTS_FILE, MEASUREMENT_FIELDS)
@@ -89,11 +94,36 @@ class MeasurementLog:
                                   f"{exc.strerror}") from exc
 
     def append(self, measurement: Measurement, layers: Sequence[LayerTime] = ()) -> None:
+        """Log one inference, or, when the disk refuses (full, quota), neither its row nor its
+        layer times: the inference itself is never failed by its log. The first refusal is
+        warned about once; logging resumes by itself with the first row that fits again."""
         if self._rows is None or self._layers is None:
             raise InvalidArgument("the measurement log is closed")
-        if layers:
-            self._write(self._layers, [[getattr(t, k) for k in LAYER_FIELDS] for t in layers])
-        self._write(self._rows, [[getattr(measurement, k) for k in MEASUREMENT_FIELDS]])
+        ends = (os.fstat(self._layers).st_size, os.fstat(self._rows).st_size)
+        try:
+            if layers:
+                self._write(self._layers, [[getattr(t, k) for k in LAYER_FIELDS]
+                                           for t in layers])
+            self._write(self._rows, [[getattr(measurement, k) for k in MEASUREMENT_FIELDS]])
+        except OSError as exc:
+            # Cut both files back to where they ended, so no torn row and no layer times of an
+            # unlogged row are left (freeing, so truncating works on a full disk).
+            for fd, end in zip((self._layers, self._rows), ends, strict=True):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+            self._skipped(measurement.seq, exc)
+            return
+        if self.unlogged:
+            log.warning("logging to %s again from inference %d (%d not logged)",
+                        self.directory, measurement.seq, self.unlogged)
+            self.unlogged = 0
+
+    def _skipped(self, seq: int, exc: OSError) -> None:
+        self.unlogged += 1
+        if self.unlogged == 1:
+            log.warning("cannot write the measurement log in %s (%s) from inference %d: "
+                        "inferring on without logging, and logging again once it can",
+                        self.directory, exc.strerror or exc, seq)
 
     def close(self) -> None:
         for fd in (self._rows, self._layers):
@@ -111,7 +141,12 @@ class MeasurementLog:
         path = self.directory / name
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if os.fstat(fd).st_size == 0:
-            self._write(fd, [header])
+            try:
+                self._write(fd, [header])
+            except OSError:
+                os.ftruncate(fd, 0)  # no torn header, which would look like another version's
+                os.close(fd)
+                raise
             return fd
         if _header(path) != header:
             os.close(fd)
@@ -123,7 +158,9 @@ class MeasurementLog:
     def _write(self, fd: int, rows: list[list[Any]]) -> None:
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(rows)
-        os.write(fd, buffer.getvalue().encode())
+        data = memoryview(buffer.getvalue().encode())
+        while data:  # a short write (the disk filling up) is finished or fails with ENOSPC
+            data = data[os.write(fd, data):]
         if self.fsync:
             os.fsync(fd)
 
