@@ -12,13 +12,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesplit.edge.measurements import Measurement
+import numpy as np
+
+from edgesplit.edge.measurements import MeasurementColumns
 from edgesplit.extras import needs_extra
 
 if TYPE_CHECKING:
     from edgesplit.core.planning import SplitPlan
     from edgesplit.testbed.report import ParetoChoice, Phase
 
+MAX_POINTS = 4000  # per series in the timeline; more are thinned by ``_envelope``
 LABEL_GAP_PX = (26.0, 10.0)  # labels of split points closer than this (x, y) share one label
 
 
@@ -31,47 +34,61 @@ def _pyplot() -> Any:
     return plt
 
 
-def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
-             out_dir: Path) -> Path | None:
+def timeline(log: MeasurementColumns, phases: Sequence[Phase], out_dir: Path) -> Path | None:
     """``timeline.png``: latency, cost and split point against seconds since the first phase
-    began (the whole log when there are no phases); None for an empty log."""
-    if not measurements:
+    began (the whole log when there are no phases); None for an empty log. A long log is
+    drawn thinned to each stretch's lowest and highest values (``_envelope``)."""
+    if not len(log):
         return None
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    origin = datetime.fromisoformat(phases[0].start if phases else measurements[0].time)
+    origin = datetime.fromisoformat(phases[0].start if phases else log["time"][0])
 
     def seconds(stamp: str) -> float:
         return (datetime.fromisoformat(stamp) - origin).total_seconds()
 
-    shown = [m for m in measurements if seconds(m.time) >= 0]  # start-up is no phase's
-    t = [seconds(m.time) for m in shown]
+    t_all = np.fromiter(map(seconds, log["time"]), dtype=float, count=len(log))
+    shown = log.take(t_all >= 0)  # start-up is no phase's
+    t = t_all[t_all >= 0]
     fig, (latency, cost, split) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
-    latency.plot(t, [m.latency_s * 1e3 for m in shown], ".-", label="measured", lw=0.8)
-    latency.plot(t, [m.predicted_latency_s * 1e3 for m in shown], "--", label="predicted",
+    measured = shown["latency_s"] * 1e3
+    latency.plot(*_envelope(t, measured), ".-", label="measured", lw=0.8)
+    latency.plot(*_envelope(t, shown["predicted_latency_s"] * 1e3), "--", label="predicted",
                  lw=0.8)
-    local = [(x, m.latency_s * 1e3) for x, m in zip(t, shown, strict=True)
-             if m.finished != "cloud"]
-    if local:
-        latency.scatter(*zip(*local, strict=True), color="red", zorder=3,
+    local = shown["finished"] != "cloud"
+    if local.any():
+        latency.scatter(*_envelope(t[local], measured[local]), color="red", zorder=3,
                         label="finished on the edge")
-    _plain_axis(latency.yaxis, [m.latency_s * 1e3 for m in shown], latency.set_yscale)
+    _plain_axis(latency.yaxis, measured.tolist(), latency.set_yscale)
     latency.set_ylabel("latency (ms)")
     latency.legend(loc="upper left", fontsize=8)
-    cost.plot(t, [m.cost_usd * 1e6 for m in shown], ".-", lw=0.8)
+    cost.plot(*_envelope(t, shown["cost_usd"] * 1e6), ".-", lw=0.8)
     cost.set_ylabel("cost per inference (µ$)")
-    split.step(t, [m.split_point for m in shown], where="post")
+    split.step(*_envelope(t, shown["split_point"]), where="post")
     split.yaxis.set_major_locator(MaxNLocator(integer=True))
     split.set_ylabel("split point")
     split.set_xlabel(f"seconds since the first {'phase began' if phases else 'inference'}")
-    split.set_xlim(left=0, right=max([*t, *(seconds(p.end) for p in phases), 1.0]))
+    split.set_xlim(left=0, right=max([t.max(initial=1.0), *(seconds(p.end) for p in phases)]))
     _shade_phases((latency, cost, split), phases, seconds)
     fig.tight_layout()
     path = out_dir / "timeline.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _envelope(t: np.ndarray, y: np.ndarray,
+              limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``limit`` points of a series: each of ``limit / 2`` stretches keeps its
+    lowest and its highest, so a spike still shows (drawing 200k markers took seconds and
+    showed no more)."""
+    if len(y) <= limit:
+        return t, y
+    stretches = np.array_split(np.arange(len(y)), limit // 2)
+    keep = np.unique(np.concatenate([(s[np.argmin(y[s])], s[np.argmax(y[s])])
+                                     for s in stretches]))
+    return t[keep], y[keep]
 
 
 def _shade_phases(axes: Sequence[Any], phases: Sequence[Phase], seconds: Any) -> None:

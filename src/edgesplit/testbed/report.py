@@ -10,17 +10,24 @@ experiment setting); without phases the whole log is one.
 from __future__ import annotations
 
 import json
-import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from edgesplit.core.planning import Objective
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.profiles import Profile, read_profile
 from edgesplit.edge.factory import build_planner
-from edgesplit.edge.measurements import Measurement, check_log, read_measurements
+from edgesplit.edge.measurements import (
+    MEASUREMENTS_FILE,
+    Measurement,
+    MeasurementColumns,
+    check_log,
+    read_columns,
+)
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import plots
 
@@ -55,40 +62,48 @@ class PhaseSummary:
     cost_usd: float  # total
 
 
-def summarise(measurements: Sequence[Measurement],
-              phases: Sequence[Phase] = ()) -> list[PhaseSummary]:
+Log = Sequence[Measurement] | MeasurementColumns
+
+
+def summarise(measurements: Log, phases: Sequence[Phase] = ()) -> list[PhaseSummary]:
     """One summary per phase (measurements outside every phase are left out)."""
-    return [_summary(name, group) for name, group in _groups(measurements, phases).items()]
+    log = _columns(measurements)
+    return [_summary(name, log.take(which)) for name, which in _groups(log, phases).items()]
 
 
-def _groups(measurements: Sequence[Measurement],
-            phases: Sequence[Phase]) -> dict[str, list[Measurement]]:
-    """Measurements by phase, or by run of the runtime when there are no phases."""
+def _columns(measurements: Log) -> MeasurementColumns:
+    if isinstance(measurements, MeasurementColumns):
+        return measurements
+    return MeasurementColumns.of(measurements)
+
+
+def _groups(log: MeasurementColumns, phases: Sequence[Phase]) -> dict[str, np.ndarray]:
+    """Which rows belong to each phase, or to each run of the runtime when there are no
+    phases (boolean masks; ISO 8601 times of one zone compare as text)."""
+    time = log["time"]
     if phases:
-        return {p.name: [m for m in measurements if p.start <= m.time < p.end] for p in phases}
-    groups: dict[str, list[Measurement]] = {}
-    for m in measurements:
-        groups.setdefault(f"run {m.run}", []).append(m)
-    return groups
+        return {p.name: (time >= p.start) & (time < p.end) for p in phases}
+    return {f"run {run}": log["run"] == run for run in dict.fromkeys(log["run"].tolist())}
 
 
-def _summary(name: str, group: Sequence[Measurement]) -> PhaseSummary:
-    if not group:
+def _summary(name: str, group: MeasurementColumns) -> PhaseSummary:
+    if not len(group):
         return PhaseSummary(name, 0, 0, 0, "", "", 0.0, 0.0, None, 0.0)
-    offloads = [m for m in group if m.finished == "cloud"]
-    errors = [abs(m.predicted_latency_s - m.latency_s) / m.latency_s for m in offloads
-              if m.latency_s > 0]
+    offloads = group.take(group["finished"] == "cloud")
+    measured = offloads["latency_s"]
+    timed = measured > 0
+    errors = np.abs(offloads["predicted_latency_s"][timed] - measured[timed]) / measured[timed]
     return PhaseSummary(
         phase=name,
         inferences=len(group),
         in_cloud=len(offloads),
         on_edge=len(group) - len(offloads),
-        split_points=_most_used([m.split_point for m in group]),
-        codecs=_most_used([m.codec for m in offloads]),
-        median_latency_s=statistics.median(m.latency_s for m in group),
-        median_predicted_s=statistics.median(m.predicted_latency_s for m in group),
-        prediction_error=statistics.median(errors) if errors else None,  # none offloaded
-        cost_usd=sum(m.cost_usd for m in group),
+        split_points=_most_used(group["split_point"].tolist()),
+        codecs=_most_used(offloads["codec"].tolist()),
+        median_latency_s=float(np.median(group["latency_s"])),
+        median_predicted_s=float(np.median(group["predicted_latency_s"])),
+        prediction_error=float(np.median(errors)) if len(errors) else None,  # none offloaded
+        cost_usd=float(group["cost_usd"].sum()),
     )
 
 
@@ -104,26 +119,25 @@ class ParetoChoice:
     objective: Objective
 
 
-def pareto_choice(measurements: Sequence[Measurement],
-                  phases: Sequence[Phase] = ()) -> ParetoChoice | None:
+def pareto_choice(measurements: Log, phases: Sequence[Phase] = ()) -> ParetoChoice | None:
     """Read from the log (pure); None when nothing was offloaded."""
-    for name, group in _groups(measurements, phases).items():
-        offloads = [m for m in group if m.finished == "cloud"]
-        if not offloads:
+    log = _columns(measurements)
+    for name, which in _groups(log, phases).items():
+        offloads = log.take(which & (log["finished"] == "cloud"))
+        if not len(offloads):
             continue
-        first = offloads[0]
+        strategy, weight = str(offloads["strategy"][0]), float(offloads["weight"][0])
+        edge = str(offloads["edge"][0])
         try:
-            objective = Objective(first.strategy, first.weight, first.edge)
+            objective = Objective(strategy, weight, edge)
         except InvalidArgument:  # slo or budget: their bound is not in the log
-            objective = Objective("latency" if first.weight < 0.5 else "cost", first.weight,
-                                  first.edge)
+            objective = Objective("latency" if weight < 0.5 else "cost", weight, edge)
         return ParetoChoice(
             phase=name,
-            conditions=Conditions(statistics.median(m.bandwidth_kbps for m in offloads),
-                                  statistics.median(m.rtt_ms for m in offloads),
-                                  statistics.median(m.clock_ghz for m in offloads)),
-            codecs=tuple(sorted({m.codec for m in offloads})),
-            split_point=Counter(m.split_point for m in offloads).most_common(1)[0][0],
+            conditions=Conditions(*(float(np.median(offloads[column])) for column in
+                                    ("bandwidth_kbps", "rtt_ms", "clock_ghz"))),
+            codecs=tuple(sorted(set(offloads["codec"].tolist()))),
+            split_point=Counter(offloads["split_point"].tolist()).most_common(1)[0][0],
             objective=objective)
     return None
 
@@ -145,15 +159,22 @@ def read_phases(directory: Path) -> list[Phase]:
 
 
 def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "edgesplit run",
-                 profile: Profile | None = None) -> Path:
+                 profile: Profile | None = None,
+                 warn: Callable[[str], None] = lambda _: None) -> Path:
     """Plots and ``summary.md`` for the log in ``log_dir`` (into ``out_dir``, default
     ``LOG_DIR/report``); returns the summary's path. The Pareto plot needs the edge's profile:
-    ``profile``, or ``edge-profile.json`` in the log's folder (a demo writes one)."""
+    ``profile``, or ``edge-profile.json`` in the log's folder (a demo writes one). Rows with an
+    impossible number are left out, said once through ``warn`` and in ``summary.md``."""
     log_dir = Path(log_dir)
     out_dir = Path(out_dir or log_dir / "report")
     check_log(log_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    measurements = read_measurements(log_dir)
+    measurements = read_columns(log_dir)
+    if measurements.impossible:
+        warn(f"left out {_plural(measurements.impossible, 'row')} of "
+             f"{log_dir / MEASUREMENTS_FILE} with an impossible number (NaN, infinite or "
+             f"negative; first at "
+             f"{measurements.first_impossible}): the file was damaged or edited")
     phases = read_phases(log_dir)
     figures = [plots.timeline(measurements, phases, out_dir)]
     if profile is None and (log_dir / PROFILE_FILE).exists():
@@ -162,15 +183,22 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
     if profile is not None and choice is not None:
         planner = build_planner(profile.model, profile, choice.objective, codecs=choice.codecs)
         figures.append(plots.pareto(planner.plan(choice.conditions), choice, out_dir))
-    lines = [f"# {title}", "", *_markdown(measurements, phases),
+    left_out = [f"**{_plural(measurements.impossible, 'row')} left out** for an impossible "
+                f"number (first at {measurements.first_impossible}).", ""] \
+        if measurements.impossible else []
+    lines = [f"# {title}", "", *left_out, *_markdown(measurements, phases),
              *[f"![{f.stem}]({f.name})" for f in figures if f is not None], ""]
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def _markdown(measurements: Sequence[Measurement], phases: Sequence[Phase]) -> list[str]:
-    in_cloud = sum(m.finished == "cloud" for m in measurements)
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _markdown(measurements: MeasurementColumns, phases: Sequence[Phase]) -> list[str]:
+    in_cloud = int((measurements["finished"] == "cloud").sum())
     lines = [f"{len(measurements)} inferences, {in_cloud} finished in the cloud, "
              f"{len(measurements) - in_cloud} on the edge (fallback or outage); none lost.", ""]
     if phases:
