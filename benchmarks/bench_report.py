@@ -1,6 +1,6 @@
 """What ``edgesplit report`` costs on a long measurement log: time and peak memory.
 
-    python benchmarks/bench_report.py [--rows 200000] [--repeats 3]
+    python benchmarks/bench_report.py [--rows 200000] [--repeats 3] [--baseline-src DIR]
 
 Writes a log of ``--rows`` inferences (the edge's own columns, values as a long ``edge run``
 writes them: ten runs, a few split points and codecs, a tenth finished on the edge), then runs
@@ -8,7 +8,8 @@ the real command (``edgesplit report DIR``) on it and on a 1,000-row log of the 
 turn, ``--repeats`` rounds, each in its own process. The table gives the median wall time and
 the peak resident memory of each (``wait4``'s ``ru_maxrss``), and the long log's ratio to the
 short one's: the short log is the command's fixed cost (Python, torch, matplotlib), so the ratio
-says what the length adds, measured side by side on one machine.
+says what the length adds, measured side by side on one machine. ``--baseline-src`` runs another
+version's edgesplit in the same rounds (before and after a change, side by side).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import csv
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,11 +71,16 @@ def _row(i: int, rows: int, rng: random.Random, start: datetime) -> list[object]
     return [values[name] for name in MEASUREMENT_FIELDS]
 
 
-def run_report(directory: Path) -> tuple[float, float]:
-    """(seconds, peak MiB) of one ``edgesplit report DIR`` in a process of its own."""
+def run_report(directory: Path, source: str | None = None) -> tuple[float, float]:
+    """(seconds, peak MiB) of one ``edgesplit report DIR`` in a process of its own (the
+    edgesplit in ``source`` when given: another version's ``src`` folder)."""
+    report = directory / "report"
+    if report.exists():
+        shutil.rmtree(report)
+    env = os.environ | ({"PYTHONPATH": source} if source else {})
     began = time.perf_counter()
     process = subprocess.Popen([PYTHON, "-m", "edgesplit.cli", "report", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
@@ -86,26 +93,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-src", help="Also time the edgesplit in this src folder "
+                        "(e.g. `git archive <commit> src | tar -x -C /tmp/base`), in the "
+                        "same rounds.")
     args = parser.parse_args()
+    versions = {"this": None} | ({"baseline": args.baseline_src} if args.baseline_src else {})
     with tempfile.TemporaryDirectory() as scratch:
         logs = {"1,000 rows": Path(scratch) / "short",
                 f"{args.rows:,} rows": Path(scratch) / "long"}
         sizes = {}
         for (name, directory), rows in zip(logs.items(), (1000, args.rows), strict=True):
             sizes[name] = write_log(directory, rows).stat().st_size / 1e6
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in logs}
+        results: dict[tuple[str, str], list[tuple[float, float]]] = {
+            (version, name): [] for version in versions for name in logs}
         for _ in range(args.repeats):
-            for name, directory in logs.items():
-                results[name].append(run_report(directory))
-    print("| log | size MB | median s | peak MiB | time vs 1,000 rows | memory vs 1,000 rows |")
-    print("|---|---|---|---|---|---|")
-    short = next(iter(results.values()))
-    base_s = statistics.median(s for s, _ in short)
-    base_mib = statistics.median(m for _, m in short)
-    for name, runs in results.items():
-        seconds, mib = statistics.median(s for s, _ in runs), statistics.median(m for _, m in runs)
-        print(f"| {name} | {sizes[name]:.1f} | {seconds:.2f} | {mib:.0f} | "
-              f"{seconds / base_s:.2f}x | {mib / base_mib:.2f}x |")
+            for version, source in versions.items():
+                for name, directory in logs.items():
+                    results[(version, name)].append(run_report(directory, source))
+    print("| edgesplit | log | size MB | median s | peak MiB | time vs 1,000 rows | "
+          "memory vs 1,000 rows |")
+    print("|---|---|---|---|---|---|---|")
+    for version in versions:
+        short = results[(version, "1,000 rows")]
+        base_s = statistics.median(s for s, _ in short)
+        base_mib = statistics.median(m for _, m in short)
+        for name in logs:
+            runs = results[(version, name)]
+            seconds = statistics.median(s for s, _ in runs)
+            mib = statistics.median(m for _, m in runs)
+            print(f"| {version} | {name} | {sizes[name]:.1f} | {seconds:.2f} | {mib:.0f} | "
+                  f"{seconds / base_s:.2f}x | {mib / base_mib:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "startup": ([], ["--repeats", "1", "--cloud-models", "alexnet"]),
     "reconnect": ([], ["--restarts", "1"]),
     "attacks": ([], ["--header-mib", "16", "--requests", "50"]),
+    "report": ([], ["--rows", "20000", "--repeats", "1"]),
 }
 
 
