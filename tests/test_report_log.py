@@ -22,6 +22,7 @@ from edgesplit.edge.measurements import (
     read_columns,
     read_measurements,
 )
+from edgesplit.errors import InvalidArgument
 from edgesplit.testbed.plots import _envelope
 from edgesplit.testbed.report import summarise
 
@@ -68,6 +69,11 @@ def test_columns_give_the_summaries_computed_row_by_row(tmp_path: Path) -> None:
         most = statistics.mode(m.split_point for m in group)
         assert summary.split_points.startswith(f"{most} (")
     assert [s.phase for s in summarise(columns)] == ["run r0", "run r1", "run r2"]
+    some = read_columns(tmp_path, ("latency_s", "run"))  # as the report reads: what it needs
+    assert list(some.data) == ["latency_s", "run"]
+    assert (some["latency_s"] == columns["latency_s"]).all()
+    with pytest.raises(InvalidArgument, match="a measurement log has no column 'nope'"):
+        read_columns(tmp_path, ("latency_s", "nope"))
 
 
 @pytest.mark.parametrize("bad", [("latency_s", "nan"), ("edge_s", "inf"),

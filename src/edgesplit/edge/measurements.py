@@ -247,7 +247,7 @@ class MeasurementColumns:
     first_impossible: str = ""  # e.g. "line 12: latency_s=nan"
 
     def __len__(self) -> int:
-        return len(self.data["seq"])
+        return len(next(iter(self.data.values())))
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
@@ -262,9 +262,14 @@ class MeasurementColumns:
                     for name, kind in _KINDS.items()})
 
 
-def read_columns(directory: Path) -> MeasurementColumns:
-    """``directory``'s log as columns, streamed a chunk of rows at a time; torn or foreign
-    lines are skipped as by ``read_rows``, rows with impossible numbers counted and left out."""
+def read_columns(directory: Path,
+                 columns: Sequence[str] = tuple(MEASUREMENT_FIELDS)) -> MeasurementColumns:
+    """``columns`` of ``directory``'s log, streamed a chunk of rows at a time; torn or foreign
+    lines are skipped as by ``read_rows``, rows with an impossible number in ``columns``
+    counted and left out."""
+    unknown = set(columns) - set(MEASUREMENT_FIELDS)
+    if unknown:
+        raise InvalidArgument(f"a measurement log has no column {sorted(unknown)[0]!r}")
     parts: list[MeasurementColumns] = []
     with open(Path(directory) / MEASUREMENTS_FILE, newline="") as handle:
         reader = csv.reader(handle)
@@ -272,54 +277,56 @@ def read_columns(directory: Path) -> MeasurementColumns:
             while True:
                 chunk = [(row, reader.line_num) for row in itertools.islice(reader, CHUNK_ROWS)]
                 whole = [(row, line) for row, line in chunk if len(row) == len(MEASUREMENT_FIELDS)]
-                parts.append(_chunk([row for row, _ in whole], [line for _, line in whole]))
+                parts.append(_chunk([row for row, _ in whole], [line for _, line in whole],
+                                    columns))
                 if len(chunk) < CHUNK_ROWS:
                     break
     first = next((p.first_impossible for p in parts if p.impossible), "")
     return MeasurementColumns({name: np.concatenate([p[name] for p in parts]) if parts else
-                               np.array([], dtype=kind) for name, kind in _KINDS.items()},
+                               np.array([], dtype=_KINDS[name]) for name in columns},
                               sum(p.impossible for p in parts), first)
 
 
-def _chunk(rows: list[list[str]], lines: list[int]) -> MeasurementColumns:
+def _chunk(rows: list[list[str]], lines: list[int], columns: Sequence[str]) -> MeasurementColumns:
     """Rows of text to columns; rows whose numbers do not parse are skipped (as torn)."""
     try:
-        data = _typed(rows)
+        data = _typed(rows, columns)
     except ValueError:  # rare: find the rows that do not parse, then convert the rest
-        keep = [i for i, row in enumerate(rows) if _parses(row)]
+        keep = [i for i, row in enumerate(rows) if _parses(row, columns)]
         rows, lines = [rows[i] for i in keep], [lines[i] for i in keep]
-        data = _typed(rows)
+        data = _typed(rows, columns)
+    numbers = [name for name in columns if name in NUMBER_FIELDS]
     ok = np.ones(len(rows), dtype=bool)
-    for name in NUMBER_FIELDS:
+    for name in numbers:
         ok &= np.isfinite(data[name]) & (data[name] >= 0)  # False for NaN too
     if ok.all():
         return MeasurementColumns(data)
     bad = int(np.argmin(ok))
-    column = next(n for n in NUMBER_FIELDS if not 0 <= data[n][bad] < math.inf)
+    column = next(n for n in numbers if not 0 <= data[n][bad] < math.inf)
     return MeasurementColumns({name: values[ok] for name, values in data.items()},
                               int((~ok).sum()), f"line {lines[bad]}: {column}="
                               f"{rows[bad][MEASUREMENT_FIELDS.index(column)]}")
 
 
-def _typed(rows: list[list[str]]) -> dict[str, np.ndarray]:
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(MEASUREMENT_FIELDS)
+def _typed(rows: list[list[str]], columns: Sequence[str]) -> dict[str, np.ndarray]:
     data = {}
-    for name, values in zip(MEASUREMENT_FIELDS, columns, strict=True):
-        kind = _KINDS[name]
+    for name in columns:
+        index, kind = MEASUREMENT_FIELDS.index(name), _KINDS[name]
+        values = [row[index] for row in rows]
         if kind is object:
-            text = map(sys.intern, values) if name in _LABELS else values
-            data[name] = np.array(list(text), dtype=object)
+            data[name] = np.array([sys.intern(v) for v in values] if name in _LABELS else values,
+                                  dtype=object)
         else:
             data[name] = np.fromiter(map(int if kind is np.int64 else float, values),
                                      dtype=kind, count=len(values))
     return data
 
 
-def _parses(row: list[str]) -> bool:
+def _parses(row: list[str], columns: Sequence[str]) -> bool:
     try:
-        for name, value in zip(MEASUREMENT_FIELDS, row, strict=True):
+        for name in columns:
             if _KINDS[name] is not object:
-                (int if _KINDS[name] is np.int64 else float)(value)
+                (int if _KINDS[name] is np.int64 else float)(row[MEASUREMENT_FIELDS.index(name)])
     except ValueError:
         return False
     return True

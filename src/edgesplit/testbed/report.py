@@ -32,6 +32,10 @@ from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import plots
 
 PHASES_FILE = "phases.json"
+REPORT_COLUMNS = ("time", "run", "finished", "strategy", "weight", "edge", "codec", "split_point",
+                  "bandwidth_kbps", "rtt_ms", "clock_ghz", "latency_s", "predicted_latency_s",
+                  "cost_usd", "edge_s", "comm_s", "cloud_s")
+"""What the summary and the plots read, and the latency's parts (checked too): a log has 33."""
 PROFILE_FILE = "edge-profile.json"  # the edge's profile, beside its log
 
 
@@ -169,7 +173,7 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
     out_dir = Path(out_dir or log_dir / "report")
     check_log(log_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    measurements = read_columns(log_dir)
+    measurements = read_columns(log_dir, REPORT_COLUMNS)
     if measurements.impossible:
         warn(f"left out {_plural(measurements.impossible, 'row')} of "
              f"{log_dir / MEASUREMENTS_FILE} with an impossible number (NaN, infinite or "
