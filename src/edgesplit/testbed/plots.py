@@ -145,8 +145,9 @@ def _split(ax: Any, t: np.ndarray, shown: MeasurementColumns) -> None:
                    label="all on the edge")
     top = int(splits.max(initial=0)) + 1.5
     replans = t[shown["replan"] != ""]
-    ax.scatter(*_envelope(replans, np.full(len(replans), top)), marker="v", s=14,
-               color="black", label="re-planned (why: the\nlog's replan column)")
+    if len(replans):  # no legend entry for marks that are not there
+        ax.scatter(*_envelope(replans, np.full(len(replans), top)), marker="v", s=14,
+                   color="black", label="re-planned (why: the\nlog's replan column)")
     ax.set_ylim(-1, top + 1.5)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("split point")
