@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "startup": ([], ["--repeats", "1", "--cloud-models", "alexnet"]),
     "reconnect": ([], ["--restarts", "1"]),
     "attacks": ([], ["--header-mib", "16", "--requests", "50", "--connections", "300"]),
+    "report": ([], ["--rows", "20000", "--repeats", "1"]),
 }
 
 

@@ -304,3 +304,79 @@ def test_forced_split_skips_planning_and_is_logged(cloud: CloudProcess, mnist_pr
 def test_unknown_testbed_errors_are_one_line() -> None:
     with pytest.raises(errors.TestbedError, match="tag 'Bad-Tag' must be"):
         netns.Names("Bad-Tag")
+
+
+def _alive(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is None
+
+
+@root
+def test_a_tag_in_use_is_refused_and_left_alone(tmp_path: Path) -> None:
+    up = _cli("testbed", "up", "--tag", "tbua")
+    inside = None
+    try:
+        assert up.returncode == 0, up.stderr
+        before = _leftovers("tbua")
+        inside = subprocess.Popen(["ip", "netns", "exec", "esf-tbua-e", "sleep", "60"])
+        time.sleep(0.3)
+        again = _cli("testbed", "up", "--tag", "tbua", "--bandwidth-kbps", "1000")
+        assert again.returncode == 2, again.stderr
+        assert again.stderr.count("\n") == 1, again.stderr
+        assert "testbed tbua is already up (netns esf-tbua-c, netns esf-tbua-e, cgroup " \
+            "esf-tbua-c, cgroup esf-tbua-e), left as it is" in again.stderr
+        assert "edgesplit testbed down --tag tbua" in again.stderr
+        assert _alive(inside), "the refused `up` must not kill what runs inside"
+        assert _leftovers("tbua") == before  # the rate (7200 kbit/s) untouched too
+        # The Python API refuses the same way, and its error path removes nothing either.
+        with pytest.raises(errors.TestbedError, match="testbed tbua is already up"), \
+                netns.NetnsTestbed("tbua"):
+            pass
+        with pytest.raises(errors.TestbedError, match="already up"), \
+                NetnsBench(["mnist_cnn"], 20.0, tmp_path, "tbua"):
+            pass
+        assert _alive(inside) and _leftovers("tbua") == before
+    finally:
+        if inside is not None:
+            inside.kill()
+            inside.wait()
+        _cli("testbed", "down", "--tag", "tbua")
+    assert not any(_leftovers("tbua").values())
+
+
+@root
+@pytest.mark.parametrize("leftover", ["cloud-namespace", "cgroup"])
+def test_what_a_killed_testbed_left_is_a_tag_in_use(leftover: str) -> None:
+    names = netns.Names("tbub")
+    if leftover == "cgroup":
+        names.edge_cgroup.mkdir()
+    else:
+        netns.sh("ip", "netns", "add", names.cloud_ns)
+    try:
+        refused = _cli("testbed", "up", "--tag", "tbub")
+        assert refused.returncode == 2
+        assert "testbed tbub is already up" in refused.stderr, refused.stderr
+        assert (names.edge_cgroup.is_dir() if leftover == "cgroup"
+                else names.cloud_ns in netns._namespaces())  # left as it was
+    finally:
+        down = _cli("testbed", "down", "--tag", "tbub")
+    assert down.returncode == 0 and not any(_leftovers("tbub").values())
+    assert _cli("testbed", "up", "--tag", "tbub").returncode == 0  # free again once removed
+    assert _cli("testbed", "down", "--tag", "tbub").returncode == 0
+
+
+@root
+def test_of_two_ups_racing_for_one_tag_one_wins_and_stays_up() -> None:
+    command = [sys.executable, "-m", "edgesplit.cli", "testbed", "up", "--tag", "tbuc"]
+    try:
+        racers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True) for _ in range(3)]
+        said = [racer.communicate(timeout=120) for racer in racers]
+        codes = sorted(racer.returncode for racer in racers)
+        assert codes == [0, 2, 2], said
+        assert all("already up" in err for _, err in said if err), said
+        found = _leftovers("tbuc")
+        assert sorted(found["namespaces"]) == ["esf-tbuc-c", "esf-tbuc-e"]
+        assert len(found["cgroups"]) == 2 and any("tbf" in q for q in found["qdiscs"])
+    finally:
+        _cli("testbed", "down", "--tag", "tbuc")
+    assert not any(_leftovers("tbuc").values())

@@ -322,7 +322,7 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
         return
     from edgesplit.testbed.report import build_report
 
-    out.print(f"report: {build_report(log_dir, out_dir)}")
+    out.print(f"report: {build_report(log_dir, out_dir, warn=_warn)}")
 
 
 app.add_command(testbed)
@@ -634,6 +634,10 @@ class _SaidOnce(logging.Filter):
             yield
         finally:
             logger.removeHandler(handler)
+
+
+def _warn(text: str) -> None:
+    err.print(f"edgesplit: warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _plural(n: int, noun: str) -> str:

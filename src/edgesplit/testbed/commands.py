@@ -137,9 +137,10 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
                      settings=settings if "settings" in given or not quick else base.settings,
                      repeats=repeats if "repeats" in given or not quick else base.repeats)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-                  console=err) as bar:
+    run = Experiment(config, out_dir)
+    with run.claim(), Progress(TextColumn("{task.description}"), BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"),
+                               TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("starting the testbed", total=None)
         log_line = _LogLine()
 
@@ -148,8 +149,9 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
             if not err.is_terminal:  # nohup or a pipe: no live bar, so a line every 5%
                 log_line(done, total, what)
 
-        result = Experiment(config, out_dir, progress=progress,
-                            say=lambda text: bar.console.print(text, highlight=False)).run()
+        run.progress = progress
+        run.say = lambda text: bar.console.print(text, highlight=False)
+        result = run.measure()
     out.print(f"experiment done: {result / 'runs.csv'}; report with `edgesplit report "
               f"{result}`", highlight=False, soft_wrap=True)
 

@@ -19,14 +19,17 @@ profiles the planners used are kept in ``DIR/profiles/`` so a resumed run plans 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import re
 import secrets
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,12 +136,33 @@ class Experiment:
     progress: Callable[[int, int, str], None] | None = None  # (done, total, what)
     say: Callable[[str], None] = print
     record: dict[str, Any] = field(default_factory=dict)
+    settings: list[Setting] = field(default_factory=list)  # drawn by ``claim()``
 
     def run(self) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        pools = draw_pools(self.config.seed)
-        settings = draw_settings(self.config.seed, pools, self.config.settings)
-        self.record = self._config_record(pools.to_dict(), settings)
+        """Claim the folder, then measure what it does not hold yet."""
+        with self.claim():
+            return self.measure()
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Lock the folder for this run and check everything a resumed folder holds, before
+        anything is started or removed: a second run, or damaged or foreign files, are
+        refused here in one line."""
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot create {self.out_dir} ({exc.strerror}): choose "
+                                  "another --out") from exc
+        with lock_folder(self.out_dir):
+            pools = draw_pools(self.config.seed)
+            self.settings = draw_settings(self.config.seed, pools, self.config.settings)
+            self.record = self._config_record(pools.to_dict(), self.settings)
+            RunsFile(self.out_dir / "runs.csv").check(self.config, self.settings)
+            yield
+
+    def measure(self) -> Path:
+        """The run itself, inside ``claim()``."""
+        settings = self.settings
         mode = resolve_testbed(self.config.testbed)
         models = list(self.config.models)
         began = datetime.now(UTC)
@@ -204,14 +228,22 @@ class Experiment:
         path = self.out_dir / "config.json"
         wanted = self.config.comparable()
         if path.exists():
-            record: dict[str, Any] = json.loads(path.read_text())
-            old = record.get("parameters", {})
+            record = read_record(path)
+            old = record["parameters"]
             for name, value in wanted.items():
                 if json.loads(json.dumps(value)) != old.get(name):
                     raise InvalidArgument(
                         f"{self.out_dir} holds an experiment with {name}={old.get(name)!r}, not "
                         f"{value!r}: resume it with the same options or use another --out")
+            if json.loads(json.dumps([s.to_dict() for s in settings])) != record["settings"]:
+                raise InvalidArgument(f"{path} holds settings other than its seed draws "
+                                      "(edited, or another version's): restore it, or use "
+                                      "another --out (nothing was started or deleted)")
             return record
+        if (self.out_dir / "runs.csv").exists():
+            raise InvalidArgument(f"{self.out_dir} holds a runs.csv but no config.json, so "
+                                  "what it measured cannot be told: restore config.json, or "
+                                  "use another --out (nothing was started or deleted)")
         return {"format": FORMAT, "parameters": wanted, "pools": pools,
                 "settings": [s.to_dict() for s in settings], "versions": _versions(),
                 "machine": _machine(), "self_checks": [], "runs": []}
@@ -277,6 +309,56 @@ class Experiment:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.record, indent=2) + "\n")
         temporary.replace(path)
+
+
+LOCK_FILE = "experiment.lock"
+
+
+@contextmanager
+def lock_folder(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for one run: a second experiment on it is refused while the first goes on.
+    ``flock`` dies with its process, so a run killed even with SIGKILL leaves no stale lock; the
+    file itself stays (removing it would let a third run lock a file the second has open)."""
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot lock {folder} ({exc.strerror}): choose another --out") \
+            from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise InvalidArgument(f"{folder} is in use by another experiment (pid {holder}): "
+                                  "wait for it to finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The ``config.json`` of a folder to resume, refused in one line unless it is whole and an
+    experiment's own (checked before anything starts)."""
+    fix = "restore it, or use another --out (nothing was started or deleted)"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not JSON: {exc}"
+        raise InvalidArgument(f"{path} cannot be read ({reason}): {fix}") from exc
+    shapes = {"parameters": dict, "settings": list, "self_checks": list, "runs": list,
+              "testbed": dict}  # the testbed's entry is written a moment after the rest
+    if not isinstance(record, dict) or record.get("format") != FORMAT or any(
+            not isinstance(record.get(key, {} if key == "testbed" else None), kind)
+            for key, kind in shapes.items()):
+        raise InvalidArgument(f"{path} is not a whole {FORMAT} record (an object with "
+                              f"{', '.join(shapes)}): {fix}")
+    tag = record.get("testbed", {}).get("tag", "")
+    if not isinstance(tag, str) or not re.fullmatch(r"[a-z0-9]{0,8}", tag):
+        raise InvalidArgument(f"{path} names a testbed tag {tag!r} edgesplit never makes: {fix}")
+    return record
 
 
 def calibrate(bench: Bench, model: str, repeats: int, calibration_repeats: int) -> Profile:

@@ -98,6 +98,7 @@ class NetnsTestbed:
         self.names = Names(tag or secrets.token_hex(3))
         self.rate_kbps = rate_kbps
         self.cpu_share = 1.0
+        self.owned = False  # only a testbed this object created is ever torn down by it
 
     def __enter__(self) -> NetnsTestbed:
         self.up()
@@ -112,8 +113,8 @@ class NetnsTestbed:
             raise TestbedError(f"no cgroup v1 cpu controller at {CGROUP_CPU}: use --testbed "
                                "userspace")
         n = self.names
+        self._claim()
         try:
-            sh("ip", "netns", "add", n.edge_ns)
             sh("ip", "netns", "add", n.cloud_ns)
             sh("ip", "link", "add", n.edge_link, "netns", n.edge_ns, "type", "veth", "peer",
                "name", n.cloud_link, "netns", n.cloud_ns)
@@ -134,8 +135,31 @@ class NetnsTestbed:
             self.down()
             raise TestbedError(f"setting up testbed {n.tag} failed: {exc}") from exc
 
+    def _claim(self) -> None:
+        """Refuse a tag in use, touching nothing of it; else take it by creating its edge
+        namespace (``ip netns add`` creates the name exclusively, so of two ``up`` racing for
+        one tag exactly one wins, and the other's error path never tears down the winner's)."""
+        n = self.names
+        in_use = _in_use(n.tag)
+        if not in_use:
+            try:
+                sh("ip", "netns", "add", n.edge_ns)
+                self.owned = True
+                return
+            except TestbedError as exc:
+                if n.edge_ns not in _namespaces():
+                    raise TestbedError(f"setting up testbed {n.tag} failed: {exc}") from exc
+                in_use = [f"netns {n.edge_ns}"]
+        raise TestbedError(f"testbed {n.tag} is already up ({', '.join(in_use)}), left as it "
+                           f"is: choose another --tag, or remove it first with `edgesplit "
+                           f"testbed down --tag {n.tag}`")
+
     def down(self) -> list[str]:
-        return teardown(self.names.tag)
+        if not self.owned:
+            return []
+        removed = teardown(self.names.tag)
+        self.owned = False
+        return removed
 
     def set_rate_kbps(self, rate_kbps: float) -> None:
         """Cap the edge's uplink (tbf on the edge end of the veth pair)."""
@@ -179,6 +203,12 @@ def _cgroups() -> list[Path]:
 
 def _tag_of(name: str) -> str:
     return name.split("-")[1] if name.count("-") >= 1 else ""
+
+
+def _in_use(tag: str) -> list[str]:
+    """What of testbed ``tag`` exists now (a live testbed, or what a killed run left)."""
+    return ([f"netns {ns}" for ns in _namespaces() if _tag_of(ns) == tag]
+            + [f"cgroup {g.name}" for g in _cgroups() if _tag_of(g.name) == tag])
 
 
 def _kill(pids: set[int]) -> None:

@@ -3,7 +3,8 @@
 ``timeline`` shows, from the first phase's start at 0 s with the phases shaded and named: measured
 and predicted latency with each fallback, timeout and resumption marked; the split point and
 codec of each inference and where the edge re-planned; what the edge believed of bandwidth, RTT
-and clock against the true values; and cost. ``pareto`` shows one phase's candidates (the codecs
+and clock against the true values; and cost. A long log is drawn thinned to each stretch's
+lowest and highest values (``_envelope``). ``pareto`` shows one phase's candidates (the codecs
 the edge used, the conditions it believed), the split it actually ran and why that split may lie
 off the drawn front.
 """
@@ -11,20 +12,23 @@ off the drawn front.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesplit.edge.measurements import Measurement
+import numpy as np
+
+from edgesplit.edge.measurements import MeasurementColumns
 from edgesplit.extras import needs_extra
 
 if TYPE_CHECKING:
     from edgesplit.core.planning import SplitPlan
     from edgesplit.testbed.report import ParetoChoice, Phase
 
+MAX_POINTS = 4000  # per series in the timeline; more are thinned by ``_envelope``
 LABEL_GAP_PX = (26.0, 10.0)  # labels of split points closer than this (x, y) share one label
-LEAD = timedelta(seconds=0.5)  # shown before the first inference began
+LEAD_S = 0.5  # shown before the first inference began
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.005, 1.0), "fontsize": 8, "frameon": False}
 
 
@@ -37,43 +41,43 @@ def _pyplot() -> Any:
     return plt
 
 
-def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
-             out_dir: Path) -> Path | None:
+def timeline(log: MeasurementColumns, phases: Sequence[Phase], out_dir: Path) -> Path | None:
     """``timeline.png`` against seconds since the first phase began, or since shortly before the
     first inference began if that is later (a demo's start-up loads the edge for seconds):
     latency with what became of each inference marked, the split point and
     codec, what the edge believed of bandwidth, RTT and clock against the true values (the
     phases'), and cost; None for an empty log."""
-    if not measurements:
+    if not len(log):
         return None
     plt = _pyplot()
-    began = min(datetime.fromisoformat(m.time) - timedelta(seconds=m.latency_s)
-                for m in measurements)
-    origin = max(datetime.fromisoformat(phases[0].start), began - LEAD) if phases else began
-    since = ("phase began" if phases and origin == datetime.fromisoformat(phases[0].start)
-             else "inference began")
+    base = datetime.fromisoformat(log["time"][0])
+    t_all = np.fromiter(((datetime.fromisoformat(s) - base).total_seconds() for s in log["time"]),
+                        dtype=float, count=len(log))
+    began = float((t_all - log["latency_s"]).min())
+    first = (datetime.fromisoformat(phases[0].start) - base).total_seconds() if phases else None
+    zero = began if first is None else max(first, began - LEAD_S)
+    since = "phase began" if zero == first else "inference began"
 
     def seconds(stamp: str) -> float:
-        return (datetime.fromisoformat(stamp) - origin).total_seconds()
+        return (datetime.fromisoformat(stamp) - base).total_seconds() - zero
 
-    shown = [m for m in measurements if seconds(m.time) >= 0]
-    t = [seconds(m.time) for m in shown]
+    shown = log.take(t_all >= zero)
+    t = t_all[t_all >= zero] - zero
     fig, axes = plt.subplots(6, 1, figsize=(13, 15), sharex=True,
                              gridspec_kw={"height_ratios": (3, 2, 1.4, 1.4, 1.2, 1.4)})
     latency, split, bandwidth, rtt, clock, cost = axes
     _latency(latency, t, shown)
     _split(split, t, shown)
-    _believed(bandwidth, t, [m.bandwidth_kbps for m in shown], phases, seconds,
-              lambda p: p.bandwidth_kbps, "bandwidth (kbit/s)")
-    _believed(rtt, t, [m.rtt_ms for m in shown], phases, seconds, lambda p: p.rtt_ms,
-              "round trip (ms)")
-    _believed(clock, t, [m.clock_ghz for m in shown], phases, seconds, lambda p: p.clock_ghz,
-              "edge clock (GHz)")
-    cost.plot(t, [m.cost_usd * 1e6 for m in shown], ".-", lw=0.8, ms=4, label="measured")
+    for ax, column, true, label in (
+            (bandwidth, "bandwidth_kbps", lambda p: p.bandwidth_kbps, "bandwidth (kbit/s)"),
+            (rtt, "rtt_ms", lambda p: p.rtt_ms, "round trip (ms)"),
+            (clock, "clock_ghz", lambda p: p.clock_ghz, "edge clock (GHz)")):
+        _believed(ax, *_envelope(t, shown[column]), phases, seconds, true, label)
+    cost.plot(*_envelope(t, shown["cost_usd"] * 1e6), ".-", lw=0.8, ms=4, label="measured")
     cost.legend(**LEGEND)
     cost.set_ylabel("cost per\ninference (µ$)")
     cost.set_xlabel(f"seconds since the first {since}")
-    cost.set_xlim(left=0, right=max([*t, *(seconds(p.end) for p in phases), 1.0]))
+    cost.set_xlim(left=0, right=max([t.max(initial=1.0), *(seconds(p.end) for p in phases)]))
     _shade_phases(axes, phases, seconds)
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
@@ -83,6 +87,19 @@ def timeline(measurements: Sequence[Measurement], phases: Sequence[Phase],
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _envelope(t: np.ndarray, y: np.ndarray,
+              limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``limit`` points of a series: each of ``limit / 2`` stretches keeps its
+    lowest and its highest, so a spike still shows (drawing 200k markers took seconds and
+    showed no more)."""
+    if len(y) <= limit:
+        return t, y
+    stretches = np.array_split(np.arange(len(y)), limit // 2)
+    keep = np.unique(np.concatenate([(s[np.argmin(y[s])], s[np.argmax(y[s])])
+                                     for s in stretches]))
+    return t[keep], y[keep]
 
 
 # How each outcome (report.outcome) is marked on the latency plot: marker, colour, legend.
@@ -95,54 +112,55 @@ OUTCOME_MARKS = {
 }
 
 
-def _latency(ax: Any, t: Sequence[float], shown: Sequence[Measurement]) -> None:
-    from edgesplit.testbed.report import outcome
+def _latency(ax: Any, t: np.ndarray, shown: MeasurementColumns) -> None:
+    from edgesplit.testbed.report import outcomes
 
-    ax.plot(t, [m.latency_s * 1e3 for m in shown], ".-", label="measured", lw=0.8, ms=4,
-            color="tab:blue")
-    ax.plot(t, [m.predicted_latency_s * 1e3 for m in shown], "--",
+    measured = shown["latency_s"] * 1e3
+    ax.plot(*_envelope(t, measured), ".-", label="measured", lw=0.8, ms=4, color="tab:blue")
+    ax.plot(*_envelope(t, shown["predicted_latency_s"] * 1e3), "--",
             label="predicted by the edge\nwhen it planned", lw=0.9, color="tab:orange")
-    outcomes = [outcome(m, shown[i - 1] if i else None) for i, m in enumerate(shown)]
+    became = outcomes(shown)
     for name, (marker, colour, label) in OUTCOME_MARKS.items():
-        points = [(x, m.latency_s * 1e3) for x, m, o in zip(t, shown, outcomes, strict=True)
-                  if o == name]
-        if points:
-            ax.scatter(*zip(*points, strict=True), marker=marker, color=colour, s=42, zorder=3,
-                       label=f"{label} ({len(points)})")
-    _plain_axis(ax.yaxis, [m.latency_s * 1e3 for m in shown], ax.set_yscale)
+        which = became == name
+        if which.any():
+            ax.scatter(*_envelope(t[which], measured[which]), marker=marker, color=colour, s=42,
+                       zorder=3, label=f"{label} ({int(which.sum())})")
+    _plain_axis(ax.yaxis, measured, ax.set_yscale)
     ax.set_ylabel("latency (ms)")
     ax.legend(**LEGEND)
 
 
-def _split(ax: Any, t: Sequence[float], shown: Sequence[Measurement]) -> None:
+def _split(ax: Any, t: np.ndarray, shown: MeasurementColumns) -> None:
     """The split point each inference ran, coloured by codec, and where the edge re-planned."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.step(t, [m.split_point for m in shown], where="post", color="grey", lw=0.8)
-    offloads = [(x, m) for x, m in zip(t, shown, strict=True) if m.finished == "cloud"]
-    for codec in sorted({m.codec for _, m in offloads}):
-        points = [(x, m.split_point) for x, m in offloads if m.codec == codec]
-        ax.scatter(*zip(*points, strict=True), s=16, zorder=3, label=f"sent {codec}")
-    local = [(x, m.split_point) for x, m in zip(t, shown, strict=True) if m.finished != "cloud"]
-    if local:
-        ax.scatter(*zip(*local, strict=True), s=16, zorder=3, color="red",
+    splits = shown["split_point"]
+    ax.step(*_envelope(t, splits), where="post", color="grey", lw=0.8)
+    cloud = shown["finished"] == "cloud"
+    for codec in sorted(set(shown["codec"][cloud].tolist())):
+        which = cloud & (shown["codec"] == codec)
+        ax.scatter(*_envelope(t[which], splits[which]), s=16, zorder=3, label=f"sent {codec}")
+    if (~cloud).any():
+        ax.scatter(*_envelope(t[~cloud], splits[~cloud]), s=16, zorder=3, color="red",
                    label="all on the edge")
-    replans = [x for x, m in zip(t, shown, strict=True) if m.replan]
-    top = max(m.split_point for m in shown) + 1.5
-    ax.scatter(replans, [top] * len(replans), marker="v", s=14, color="black",
-               label="re-planned (why: the\nlog's replan column)")
+    top = int(splits.max(initial=0)) + 1.5
+    replans = t[shown["replan"] != ""]
+    if len(replans):  # no legend entry for marks that are not there
+        ax.scatter(*_envelope(replans, np.full(len(replans), top)), marker="v", s=14,
+                   color="black", label="re-planned (why: the\nlog's replan column)")
     ax.set_ylim(-1, top + 1.5)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("split point")
     ax.legend(**LEGEND)
 
 
-def _believed(ax: Any, t: Sequence[float], believed: Sequence[float], phases: Sequence[Phase],
-              seconds: Any, true: Any, label: str) -> None:
+def _believed(ax: Any, t: np.ndarray, believed: np.ndarray, phases: Sequence[Phase],
+              seconds: Callable[[str], float], true: Callable[[Phase], float],
+              label: str) -> None:
     """What the edge believed when it planned each inference, against the phases' truth."""
     ax.plot(t, believed, ".-", lw=0.8, ms=3, color="tab:purple", label="the edge believed",
             zorder=3)
-    values = list(believed)
+    values = believed.tolist()
     if phases:
         xs = [x for p in phases for x in (seconds(p.start), seconds(p.end))]
         ys = [true(p) for p in phases for _ in (0, 1)]
@@ -217,13 +235,14 @@ def pareto(plan: SplitPlan, choice: ParetoChoice, reason: str, out_dir: Path) ->
     return path
 
 
-def _plain_axis(axis: Any, values: Sequence[float], set_scale: Any) -> None:
+def _plain_axis(axis: Any, values: Sequence[float] | np.ndarray, set_scale: Any) -> None:
     """Logarithmic when the values span more than ten times, and in plain numbers either way
     (20, 50, 100; never 2x10^1)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    positive = [v for v in values if v > 0]
-    if positive and max(positive) > 10 * min(positive):
+    numbers = np.asarray(values, dtype=float)
+    positive = numbers[numbers > 0]
+    if len(positive) and positive.max() > 10 * positive.min():
         set_scale("log")
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_minor_formatter(NullFormatter())

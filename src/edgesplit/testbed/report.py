@@ -10,11 +10,12 @@ experiment setting); without phases the whole log is one.
 from __future__ import annotations
 
 import json
-import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective, SplitPlan
@@ -22,11 +23,22 @@ from edgesplit.core.predictors import Conditions
 from edgesplit.core.profiles import Profile, read_profile
 from edgesplit.core.rescheduling import ReschedulePolicy, with_hysteresis
 from edgesplit.edge.factory import build_planner
-from edgesplit.edge.measurements import Measurement, check_log, read_measurements
+from edgesplit.edge.measurements import (
+    MEASUREMENTS_FILE,
+    Measurement,
+    MeasurementColumns,
+    check_log,
+    read_columns,
+)
 from edgesplit.errors import InvalidArgument
 from edgesplit.testbed import plots
 
 PHASES_FILE = "phases.json"
+REPORT_COLUMNS = ("time", "run", "model", "finished", "fallback", "replan", "strategy", "weight",
+                  "edge", "codec", "split_point", "bandwidth_kbps", "rtt_ms", "clock_ghz",
+                  "latency_s", "predicted_latency_s", "predicted_cost_usd", "cost_usd", "edge_s",
+                  "comm_s", "cloud_s")
+"""What the summary and the plots read, and the latency's parts (checked too): a log has 33."""
 PROFILE_FILE = "edge-profile.json"  # the edge's profile, beside its log
 OUTSIDE = "outside the phases"  # the summary row of measurements no phase covers
 # How the edge words its fallbacks (edge/runtime.py, edge/client.py): read to tell them apart.
@@ -62,45 +74,51 @@ class PhaseSummary:
     cost_usd: float  # total
 
 
-def summarise(measurements: Sequence[Measurement],
-              phases: Sequence[Phase] = ()) -> list[PhaseSummary]:
+Log = Sequence[Measurement] | MeasurementColumns
+
+
+def summarise(measurements: Log, phases: Sequence[Phase] = ()) -> list[PhaseSummary]:
     """One summary per phase, and one more for the measurements outside every phase if there
     are any: the rows always add up to the whole log."""
-    return [_summary(name, group) for name, group in _groups(measurements, phases).items()]
+    log = _columns(measurements)
+    return [_summary(name, log.take(which)) for name, which in _groups(log, phases).items()]
 
 
-def _groups(measurements: Sequence[Measurement],
-            phases: Sequence[Phase]) -> dict[str, list[Measurement]]:
-    """Measurements by phase, or by run of the runtime when there are no phases."""
-    groups: dict[str, list[Measurement]] = {}
+def _columns(measurements: Log) -> MeasurementColumns:
+    if isinstance(measurements, MeasurementColumns):
+        return measurements
+    return MeasurementColumns.of(measurements)
+
+
+def _groups(log: MeasurementColumns, phases: Sequence[Phase]) -> dict[str, np.ndarray]:
+    """Which rows belong to each phase, or to each run of the runtime when there are no
+    phases (boolean masks; ISO 8601 times of one zone compare as text)."""
+    time = log["time"]
     if phases:
-        groups = {p.name: [m for m in measurements if p.start <= m.time < p.end] for p in phases}
-        outside = [m for m in measurements if not any(p.start <= m.time < p.end for p in phases)]
-        if outside:
-            groups[OUTSIDE] = outside
-        return groups
-    for m in measurements:
-        groups.setdefault(f"run {m.run}", []).append(m)
-    return groups
+        groups = {p.name: (time >= p.start) & (time < p.end) for p in phases}
+        outside = ~np.logical_or.reduce(list(groups.values()))
+        return {**groups, OUTSIDE: outside} if outside.any() else groups
+    return {f"run {run}": log["run"] == run for run in dict.fromkeys(log["run"].tolist())}
 
 
-def _summary(name: str, group: Sequence[Measurement]) -> PhaseSummary:
-    if not group:
+def _summary(name: str, group: MeasurementColumns) -> PhaseSummary:
+    if not len(group):
         return PhaseSummary(name, 0, 0, 0, "", "", 0.0, 0.0, None, 0.0)
-    offloads = [m for m in group if m.finished == "cloud"]
-    errors = [abs(m.predicted_latency_s - m.latency_s) / m.latency_s for m in offloads
-              if m.latency_s > 0]
+    offloads = group.take(group["finished"] == "cloud")
+    measured = offloads["latency_s"]
+    timed = measured > 0
+    errors = np.abs(offloads["predicted_latency_s"][timed] - measured[timed]) / measured[timed]
     return PhaseSummary(
         phase=name,
         inferences=len(group),
         in_cloud=len(offloads),
         on_edge=len(group) - len(offloads),
-        split_points=_most_used([m.split_point for m in group]),
-        codecs=_most_used([m.codec for m in offloads]),
-        median_latency_s=statistics.median(m.latency_s for m in group),
-        median_predicted_s=statistics.median(m.predicted_latency_s for m in group),
-        prediction_error=statistics.median(errors) if errors else None,  # none offloaded
-        cost_usd=sum(m.cost_usd for m in group),
+        split_points=_most_used(group["split_point"].tolist()),
+        codecs=_most_used(offloads["codec"].tolist()),
+        median_latency_s=float(np.median(group["latency_s"])),
+        median_predicted_s=float(np.median(group["predicted_latency_s"])),
+        prediction_error=float(np.median(errors)) if len(errors) else None,  # none offloaded
+        cost_usd=float(group["cost_usd"].sum()),
     )
 
 
@@ -131,37 +149,36 @@ class ParetoChoice:
 MIN_OFFLOADS = 3  # fewer are too few to take the medians of (a demo's start-up has one)
 
 
-def pareto_choice(measurements: Sequence[Measurement],
-                  phases: Sequence[Phase] = ()) -> ParetoChoice | None:
+def pareto_choice(measurements: Log, phases: Sequence[Phase] = ()) -> ParetoChoice | None:
     """Read from the log (pure); None when nothing was offloaded."""
-    groups = [[m for m in group if m.finished == "cloud"]
-              for group in _groups(measurements, phases).values()]
-    names = list(_groups(measurements, phases))
-    enough = [i for i, offloads in enumerate(groups) if len(offloads) >= MIN_OFFLOADS]
-    some = [i for i, offloads in enumerate(groups) if offloads]
-    if not some:
+    log = _columns(measurements)
+    cloud = log["finished"] == "cloud"
+    groups = {name: which & cloud for name, which in _groups(log, phases).items()}
+    counts = {name: int(which.sum()) for name, which in groups.items()}
+    name = next((n for n, count in counts.items() if count >= MIN_OFFLOADS),
+                next((n for n, count in counts.items() if count), None))
+    if name is None:
         return None
-    index = (enough or some)[0]
-    offloads = groups[index]
-    first = offloads[0]
+    offloads = log.take(groups[name])
+    strategy, weight = str(offloads["strategy"][0]), float(offloads["weight"][0])
+    edge = str(offloads["edge"][0])
     try:
-        objective = Objective(first.strategy, first.weight, first.edge)
+        objective = Objective(strategy, weight, edge)
     except InvalidArgument:  # slo or budget: their bound is not in the log
-        objective = Objective("latency" if first.weight < 0.5 else "cost", first.weight,
-                              first.edge)
+        objective = Objective("latency" if weight < 0.5 else "cost", weight, edge)
+    splits = offloads["split_point"]
     return ParetoChoice(
-        phase=names[index],
-        conditions=Conditions(statistics.median(m.bandwidth_kbps for m in offloads),
-                              statistics.median(m.rtt_ms for m in offloads),
-                              statistics.median(m.clock_ghz for m in offloads)),
-        codecs=tuple(sorted({m.codec for m in offloads})),
-        split_point=Counter(m.split_point for m in offloads).most_common(1)[0][0],
+        phase=name,
+        conditions=Conditions(*(float(np.median(offloads[column])) for column in
+                                ("bandwidth_kbps", "rtt_ms", "clock_ghz"))),
+        codecs=tuple(sorted(set(offloads["codec"].tolist()))),
+        split_point=Counter(splits.tolist()).most_common(1)[0][0],
         objective=objective,
         edge_predictions=tuple(
-            EdgePrediction(sp, statistics.median(m.predicted_latency_s for m in ran),
-                           statistics.median(m.predicted_cost_usd for m in ran), len(ran))
-            for sp in sorted({m.split_point for m in offloads})
-            for ran in [[m for m in offloads if m.split_point == sp]]))
+            EdgePrediction(int(sp), float(np.median(offloads["predicted_latency_s"][ran])),
+                           float(np.median(offloads["predicted_cost_usd"][ran])),
+                           int(ran.sum()))
+            for sp in np.unique(splits) for ran in [splits == sp]))
 
 
 def off_front_reason(plan: SplitPlan, split_point: int,
@@ -185,11 +202,22 @@ def outcome(m: Measurement, previous: Measurement | None = None) -> str:
     answered), ``"timed out"`` (the cloud missed the deadline, the edge finished it: the
     deadline plus the rest of the network, hence a spike), ``"fell back"`` (the cloud refused
     or could not be reached) or ``"offline"`` (the edge knew the cloud was down: not tried)."""
-    if m.finished == "cloud":
-        return "resumed" if previous is not None and previous.finished != "cloud" else "offloaded"
-    if m.fallback.startswith(OFFLINE_PREFIX):
-        return "offline"
-    return "timed out" if TIMEOUT_TEXT in m.fallback else "fell back"
+    rows = [m] if previous is None else [previous, m]
+    return str(outcomes(MeasurementColumns.of(rows))[-1])
+
+
+def outcomes(log: MeasurementColumns) -> np.ndarray:
+    """``outcome`` of each row of ``log``, each after the row before it (the first after none)."""
+    fallback = log["fallback"]
+    kinds = {text: "offline" if text.startswith(OFFLINE_PREFIX) else
+             "timed out" if TIMEOUT_TEXT in text else "fell back"
+             for text in set(fallback.tolist())}  # a few distinct texts: each read once
+    out = np.array([kinds[text] for text in fallback.tolist()], dtype=object)
+    cloud = log["finished"] == "cloud"
+    after_edge = np.concatenate(([False], ~cloud[:-1]))
+    out[cloud] = "offloaded"
+    out[cloud & after_edge] = "resumed"
+    return out
 
 
 def _most_used(values: Sequence[object]) -> str:
@@ -209,15 +237,22 @@ def read_phases(directory: Path) -> list[Phase]:
 
 
 def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "edgesplit run",
-                 profile: Profile | None = None) -> Path:
+                 profile: Profile | None = None,
+                 warn: Callable[[str], None] = lambda _: None) -> Path:
     """Plots and ``summary.md`` for the log in ``log_dir`` (into ``out_dir``, default
     ``LOG_DIR/report``); returns the summary's path. The Pareto plot needs the edge's profile:
-    ``profile``, or ``edge-profile.json`` in the log's folder (a demo writes one)."""
+    ``profile``, or ``edge-profile.json`` in the log's folder (a demo writes one). Rows with an
+    impossible number are left out, said once through ``warn`` and in ``summary.md``."""
     log_dir = Path(log_dir)
     out_dir = Path(out_dir or log_dir / "report")
     check_log(log_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    measurements = read_measurements(log_dir)
+    measurements = read_columns(log_dir, REPORT_COLUMNS)
+    if measurements.impossible:
+        warn(f"left out {_plural(measurements.impossible, 'row')} of "
+             f"{log_dir / MEASUREMENTS_FILE} with an impossible number (NaN, infinite or "
+             f"negative; first at "
+             f"{measurements.first_impossible}): the file was damaged or edited")
     phases = read_phases(log_dir)
     figures = [plots.timeline(measurements, phases, out_dir)]
     if profile is None and (log_dir / PROFILE_FILE).exists():
@@ -228,9 +263,12 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
         plan = planner.plan(choice.conditions)
         figures.append(plots.pareto(plan, choice, off_front_reason(plan, choice.split_point),
                                     out_dir))
-    notes = [zoo.synthetic_note(name) for name in sorted({m.model for m in measurements})
+    left_out = [f"**{_plural(measurements.impossible, 'row')} left out** for an impossible "
+                f"number (first at {measurements.first_impossible}).", ""] \
+        if measurements.impossible else []
+    notes = [zoo.synthetic_note(name) for name in sorted(set(measurements["model"].tolist()))
              if name in zoo.MODELS]
-    lines = [f"# {title}", "", *[f"{note}\n" for note in notes if note],
+    lines = [f"# {title}", "", *left_out, *[f"{note}\n" for note in notes if note],
              *_markdown(measurements, phases),
              *[f"![{f.stem}]({f.name})" for f in figures if f is not None], ""]
     path = out_dir / "summary.md"
@@ -238,8 +276,12 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
     return path
 
 
-def _markdown(measurements: Sequence[Measurement], phases: Sequence[Phase]) -> list[str]:
-    in_cloud = sum(m.finished == "cloud" for m in measurements)
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _markdown(measurements: MeasurementColumns, phases: Sequence[Phase]) -> list[str]:
+    in_cloud = int((measurements["finished"] == "cloud").sum())
     lines = [f"{len(measurements)} inferences, {in_cloud} finished in the cloud, "
              f"{len(measurements) - in_cloud} on the edge (fallback or outage); none lost.", ""]
     if phases:

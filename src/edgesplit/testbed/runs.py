@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgesplit.core import zoo
+from edgesplit.errors import InvalidArgument
 
 COLUMNS = ("model", "edge", "predictor", "strategy", "setting", "repeat", "bandwidth_kbps",
            "clock_ghz", "rtt_ms", "split_point", "codec", "predicted_latency_s", "latency_s",
@@ -76,22 +80,58 @@ class RunsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def check(self, config: Any, settings: Sequence[Any]) -> None:
+        """Refuse, in one line and before anything starts, a file this experiment did not write:
+        another header, a line that does not parse, or rows of other models, settings, links or
+        repeats (``config``: an ``ExperimentConfig``; ``settings``: its drawn settings). Only
+        what a crash leaves is let through: a torn last line, which ``load`` drops."""
+        rows = self._rows()
+        if rows is None:
+            return
+        for number, row in enumerate(rows, start=2):
+            problem = _problem(row, config, settings)
+            if problem:
+                raise InvalidArgument(f"{self.path} line {number}: {problem}; nothing was "
+                                      f"started or deleted: {_FIX}")
+
     def load(self, units: Sequence[Unit]) -> set[Key]:
-        """Finished unit keys; rows of unfinished units and half-written lines are dropped
-        from the file."""
-        if not self.path.exists():
+        """Finished unit keys. What a killed run leaves is dropped: a torn last line and the
+        rows of the one unit it was writing, at the end of the file. Any other row that no
+        unit expects is refused, never deleted."""
+        rows = self._rows()
+        if rows is None:
             self._write_all([])
             return set()
-        text = self.path.read_text()
-        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-        rows = [r for r in csv.DictReader(io.StringIO(complete)) if None not in r.values()]
         expected = {u.key: u.rows for u in units}
         counts = Counter(key_of(r) for r in rows)
-        finished = {k for k, n in counts.items() if expected.get(k) == n}
+        extra = next((k for k, n in counts.items() if n > expected.get(k, 0)), None)
+        if extra is not None:
+            raise InvalidArgument(f"{self.path} holds rows this experiment does not measure "
+                                  f"(unit {extra}, {counts[extra]} rows): {_FIX}")
+        finished = {k for k, n in counts.items() if expected[k] == n}
         kept = [r for r in rows if key_of(r) in finished]
-        if len(kept) != len(rows) or complete != text:
+        torn = rows[len(kept):]
+        if kept != rows[:len(kept)] or len({key_of(r) for r in torn}) > 1:
+            raise InvalidArgument(f"{self.path} holds unfinished units before its last one, "
+                                  f"which no crash leaves: {_FIX}")
+        if torn or not self.path.read_text().endswith("\n"):
             self._write_all(kept)
         return finished
+
+    def _rows(self) -> list[dict[str, str]] | None:
+        """The rows of every whole line (None: no file yet, or an empty one)."""
+        try:
+            text = self.path.read_text() if self.path.exists() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"{self.path} cannot be read ({exc}): {_FIX}") from exc
+        if not text:
+            return None
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(complete))
+        if reader.fieldnames != list(COLUMNS):
+            raise InvalidArgument(f"{self.path} is not an edgesplit experiment's runs.csv (its "
+                                  f"header names other columns): {_FIX}")
+        return list(reader)
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         buffer = io.StringIO()
@@ -111,6 +151,44 @@ class RunsFile:
             sink.flush()
             os.fsync(sink.fileno())
         temporary.replace(self.path)
+
+
+_FIX = "move it aside (or fix that line) and resume, or use another --out"
+_TIMES = ("latency_s", "edge_s", "comm_s", "cloud_s", "cost_usd", "sent_bytes")
+
+
+def _problem(row: dict[str, Any], config: Any, settings: Sequence[Any]) -> str | None:
+    """What is wrong with one row of ``runs.csv`` for this experiment; None when nothing."""
+    if None in row or None in row.values():
+        return f"{len(COLUMNS)} fields expected"
+    if row["model"] not in config.models:
+        return f"model {row['model']!r} is not one of this experiment's " \
+            f"({', '.join(config.models)})"
+    choices = {"edge": EDGES, "strategy": (*STRATEGIES, "oracle"), "method": ("e2e", "parts"),
+               "predictor": (*PREDICTORS, "")}
+    for column, allowed in choices.items():
+        if row[column] not in allowed:
+            return f"{column}={row[column]!r}, not one of {', '.join(map(repr, allowed))}"
+    bounds = {"setting": len(settings), "repeat": config.repeats,
+              "split_point": zoo.get_spec(row["model"]).split_points}
+    for column, end in bounds.items():
+        if not row[column].isdigit() or int(row[column]) >= end:
+            return f"{column}={row[column]!r}, not a whole number below {end}"
+    try:
+        times = [float(row[k]) for k in _TIMES]
+        measured = (float(row["bandwidth_kbps"]), float(row["clock_ghz"]), float(row["rtt_ms"]))
+    except ValueError:
+        return f"a number is expected in each of {', '.join(_TIMES)}, bandwidth_kbps, " \
+            "clock_ghz and rtt_ms"
+    if not all(math.isfinite(t) and t >= 0 for t in times):
+        return f"impossible times ({', '.join(f'{k}={row[k]}' for k in _TIMES)})"
+    setting = settings[int(row["setting"])]
+    if measured != (setting.bandwidth_kbps, setting.clock_ghz, config.rtt_ms):
+        return f"setting {row['setting']} measured at {measured[0]:g} kbit/s, " \
+            f"{measured[1]:g} GHz, RTT {measured[2]:g} ms, where this experiment's is at " \
+            f"{setting.bandwidth_kbps:g} kbit/s, {setting.clock_ghz:g} GHz, RTT " \
+            f"{config.rtt_ms:g} ms (another experiment's rows)"
+    return None
 
 
 def read_runs(path: Path) -> list[dict[str, str]]:
