@@ -21,7 +21,7 @@ from edgesplit.core import zoo
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
-from edgesplit.core.profiler import load_or_profile
+from edgesplit.measuring.profiler import load_or_profile
 
 CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
 BUSY = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5, cloud_wait_s=0.2)

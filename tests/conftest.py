@@ -41,7 +41,7 @@ def split_model() -> Callable[[str], SplitModel]:
 @pytest.fixture(scope="session")
 def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, calibrated profile of the MNIST CNN on this machine, measured once."""
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     profile = profile_model("mnist_cnn", repeats=3, warmup=1, clocks_ghz=(0.6, 1.2),
                             calibration_repeats=1)
@@ -51,7 +51,7 @@ def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def alexnet_profile() -> Profile:
     """A quick real profile of AlexNet on this machine (no clock calibration)."""
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     return profile_model("alexnet", repeats=2, warmup=1, clocks_ghz=(),
                          split=_split_model("alexnet"))

@@ -13,9 +13,9 @@ from edgesplit.cli import main
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.profiles import read_profile
 from edgesplit.edge.measurements import Measurement, read_measurements
-from edgesplit.testbed.demo import Step, run_demo
-from edgesplit.testbed.plots import _ranges
-from edgesplit.testbed.report import Phase, pareto_choice, percent, read_phases, summarise
+from edgesplit.evaluation.demo import Step, run_demo
+from edgesplit.evaluation.plots import _ranges
+from edgesplit.evaluation.report import Phase, pareto_choice, percent, read_phases, summarise
 
 from .helpers import measurement
 

@@ -146,7 +146,7 @@ def fp32(values: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def mnist_quick_profile(split_model: SplitFactory) -> Profile:
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     return profile_model(MODEL, repeats=1, warmup=1, clocks_ghz=(), split=split_model(MODEL))
 

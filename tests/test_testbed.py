@@ -24,12 +24,12 @@ from edgesplit.core.profiles import read_profile
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
+from edgesplit.evaluation.experiment import _slowdown
+from edgesplit.evaluation.runs import key_of, read_runs
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
 from edgesplit.testbed.emulation import ShareMap
-from edgesplit.testbed.experiment import _slowdown
 from edgesplit.testbed.processes import CloudProcess
-from edgesplit.testbed.runs import key_of, read_runs
 
 root = pytest.mark.skipif(
     os.geteuid() != 0 or not netns.CGROUP_CPU.is_dir(),

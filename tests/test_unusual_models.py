@@ -19,10 +19,10 @@ import uvicorn
 from torch import nn
 
 from edgesplit.cloud import CloudService, ServerSettings, create_app
-from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import ModelNotSplittable
+from edgesplit.measuring.profiler import profile_model
 from edgesplit.testbed.processes import free_port
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response

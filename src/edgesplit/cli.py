@@ -28,13 +28,13 @@ from edgesplit.cli_options import (
     auth_from,
     objective_from,
 )
+from edgesplit.cli_testbed import experiment, testbed
 from edgesplit.core import zoo
 from edgesplit.core.planning import Planner, SplitPlan
 from edgesplit.core.policies import STRATEGIES
 from edgesplit.core.predictors import Conditions
 from edgesplit.errors import EdgesplitError
 from edgesplit.extras import needs_extra, require_extra
-from edgesplit.testbed.commands import experiment, testbed
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -68,8 +68,8 @@ def progress_bar(quiet: bool) -> Iterator[object]:
 def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
     """The profile in ``path``, else this machine's cached one (profiling only when missing:
     reading a cached profile imports no torch)."""
-    from edgesplit.core.machine import describe_machine
     from edgesplit.core.profiles import cached_profile_path, read_profile
+    from edgesplit.measuring.machine import describe_machine
 
     if path is not None:
         profile = read_profile(path)
@@ -82,7 +82,7 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
             return read_profile(cached)
         except EdgesplitError:
             pass  # load_or_profile warns and measures again
-    from edgesplit.core.profiler import load_or_profile
+    from edgesplit.measuring.profiler import load_or_profile
 
     if not quiet and not cached.exists():
         err.print(f"profiling {model} on this machine (once; cached for later)...",
@@ -141,8 +141,8 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
             out_file: Path | None, as_json: bool) -> None:
     """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
     from edgesplit.core.fitted import store_profile
-    from edgesplit.core.profiler import profile_model
     from edgesplit.core.profiles import cached_profile_path
+    from edgesplit.measuring.profiler import profile_model
 
     zoo.get_spec(model)
     clock_list = _floats(clocks, "--clocks")
@@ -235,7 +235,7 @@ def print_plan(result: SplitPlan, predictor: str) -> None:
 def demo(model: str, out_dir: Path | None) -> None:
     """A minute of a real edge and cloud under changing bandwidth, RTT, clock and an outage."""
     require_extra("edgesplit demo", "all")  # it runs a cloud and an edge and draws plots
-    from edgesplit.testbed.demo import run_demo
+    from edgesplit.evaluation.demo import run_demo
 
     zoo.get_spec(model)
     run_demo(model=model, out_dir=out_dir, console=out)
@@ -249,14 +249,14 @@ def demo(model: str, out_dir: Path | None) -> None:
 def report(log_dir: Path, out_dir: Path | None) -> None:
     """Plots and a summary from a measurement log (edge run --log, or a demo's folder), or the
     report of an experiment folder (edgesplit experiment --out)."""
-    from edgesplit.testbed.evaluation import is_experiment
+    from edgesplit.evaluation.tables import is_experiment
 
     if is_experiment(log_dir):
-        from edgesplit.testbed.experiment_report import write_experiment_report
+        from edgesplit.evaluation.experiment_report import write_experiment_report
 
         out.print(f"report: {write_experiment_report(log_dir, out_dir)}")
         return
-    from edgesplit.testbed.report import build_report
+    from edgesplit.evaluation.report import build_report
 
     out.print(f"report: {build_report(log_dir, out_dir)}")
 
@@ -416,11 +416,11 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
-    from edgesplit.core.machine import native_clock_ghz
     from edgesplit.core.profiles import read_profile
     from edgesplit.core.rescheduling import ReschedulePolicy
     from edgesplit.edge.factory import EdgeOptions, build_runtime
     from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
+    from edgesplit.measuring.machine import native_clock_ghz
 
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):

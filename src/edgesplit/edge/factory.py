@@ -95,7 +95,7 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
         calibration_inputs = zoo.calibration_inputs(model)
     split = split or zoo.build_split(model)
     if profile is None:
-        from edgesplit.core.profiler import load_or_profile
+        from edgesplit.measuring.profiler import load_or_profile
 
         profile = load_or_profile(model)
     if profile.n_layers != split.n_layers:

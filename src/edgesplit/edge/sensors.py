@@ -14,7 +14,7 @@ from typing import Protocol
 
 import psutil
 
-from edgesplit.core.machine import native_clock_ghz
+from edgesplit.measuring.machine import native_clock_ghz
 
 
 class ClockSensor(Protocol):

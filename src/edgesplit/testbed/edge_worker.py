@@ -72,7 +72,7 @@ class Worker:
         return answer
 
     def op_profile(self, request: dict[str, Any]) -> dict[str, Any]:
-        from edgesplit.core.profiler import profile_model
+        from edgesplit.measuring.profiler import profile_model
 
         model = request["model"]
         profile = profile_model(model, repeats=int(request["repeats"]), warmup=2,

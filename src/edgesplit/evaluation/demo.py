@@ -32,15 +32,11 @@ from rich.table import Column, Table
 
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiler import load_or_profile
 from edgesplit.core.profiles import Profile, write_profile
 from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import read_measurements
 from edgesplit.errors import EdgesplitError
-from edgesplit.testbed.emulation import DutyCycler
-from edgesplit.testbed.link import LinkEmulator
-from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess, stop_process
-from edgesplit.testbed.report import (
+from edgesplit.evaluation.report import (
     PROFILE_FILE,
     Phase,
     build_report,
@@ -49,6 +45,10 @@ from edgesplit.testbed.report import (
     summarise,
     write_phases,
 )
+from edgesplit.measuring.dutycycle import DutyCycler
+from edgesplit.measuring.profiler import load_or_profile
+from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess, stop_process
 
 PHASE_BOUND_S = 300.0  # a phase waiting this long for its inferences moves on regardless
 RESTART = "cloud restarting"  # the phase after an outage, until the cloud is ready again

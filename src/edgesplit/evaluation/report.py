@@ -22,7 +22,7 @@ from edgesplit.core.profiles import Profile, read_profile
 from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import Measurement, check_log, read_measurements
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed import plots
+from edgesplit.evaluation import plots
 
 PHASES_FILE = "phases.json"
 PROFILE_FILE = "edge-profile.json"  # the edge's profile, beside its log

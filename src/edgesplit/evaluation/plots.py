@@ -17,7 +17,7 @@ from edgesplit.extras import needs_extra
 
 if TYPE_CHECKING:
     from edgesplit.core.planning import SplitPlan
-    from edgesplit.testbed.report import ParetoChoice, Phase
+    from edgesplit.evaluation.report import ParetoChoice, Phase
 
 LABEL_GAP_PX = (26.0, 10.0)  # labels of split points closer than this (x, y) share one label
 

@@ -43,6 +43,8 @@ from edgesplit.core.predictors import (
 )
 from edgesplit.core.profiles import CalibrationPoint, Profile, read_profile, write_profile
 from edgesplit.errors import InvalidArgument, TestbedError
+from edgesplit.evaluation.conditions import Setting, draw_pools, draw_settings
+from edgesplit.evaluation.runs import EDGES, PREDICTORS, STRATEGIES, RunsFile, Unit
 from edgesplit.testbed.bench import (
     MAX_CLOCK_GHZ,
     Bench,
@@ -52,8 +54,6 @@ from edgesplit.testbed.bench import (
     check_rate,
     forward_s,
 )
-from edgesplit.testbed.conditions import Setting, draw_pools, draw_settings
-from edgesplit.testbed.runs import EDGES, PREDICTORS, STRATEGIES, RunsFile, Unit
 
 FORMAT = "edgesplit-experiment/1"
 CALIBRATION_CLOCKS_GHZ = (0.6, 0.9, 1.2)
@@ -443,7 +443,7 @@ def _versions() -> dict[str, str]:
 
 
 def _machine() -> dict[str, Any]:
-    from edgesplit.core.machine import describe_machine
+    from edgesplit.measuring.machine import describe_machine
 
     return describe_machine(1).model_dump() | {"node": platform.node(),
                                                "cpus": os.cpu_count() or 0}

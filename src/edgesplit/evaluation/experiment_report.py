@@ -17,8 +17,8 @@ from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
 from edgesplit.core.profiles import Profile, read_profile
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed import evaluation as ev
-from edgesplit.testbed.runs import read_runs
+from edgesplit.evaluation import tables as ev
+from edgesplit.evaluation.runs import read_runs
 
 STRATEGY_COLOURS = {"OC": "tab:green", "OL": "tab:red", "CL": "tab:blue"}
 
@@ -147,7 +147,7 @@ def _markdown(config: dict[str, Any], rows: Sequence[dict[str, str]],
         "Oracle per model: " + ", ".join(
             f"{m}: {'every split point measured end to end' if v == 'e2e' else 'composed from measured parts (head on the throttled edge, transfer of each payload size on the shaped link once per setting, tail from the cloud per-layer times)'}"  # noqa: E501
             for m, v in methods.items()) + ".", "",
-        "Definitions are in `edgesplit/testbed/evaluation.py`: values are medians over repeats; "
+        "Definitions are in `edgesplit/evaluation/tables.py`: values are medians over repeats; "
         "`X vs Y` = sum over settings of X / sum of Y - 1 (positive: X is slower or dearer); "
         "regret = oracle value of the chosen split / best oracle value - 1; best, top 3, top 5: "
         "how often the chosen split ranks there among all split points measured.", "",
