@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from edgesplit.core import zoo
-from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
+from edgesplit.measuring.store import write_profile
 from edgesplit.testbed.processes import CloudProcess
 
 

@@ -14,8 +14,12 @@ import click
 import pytest
 
 from edgesplit.cli import app
-from edgesplit.core.fitted import store_profile
-from edgesplit.core.profiles import cached_profile_path, read_profile, write_profile
+from edgesplit.measuring.store import (
+    cached_profile_path,
+    read_profile,
+    store_profile,
+    write_profile,
+)
 
 BLOCKER = '''
 import importlib.abc, sys

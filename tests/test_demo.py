@@ -11,11 +11,11 @@ from rich.console import Console
 
 from edgesplit.cli import main
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiles import read_profile
 from edgesplit.edge.measurements import Measurement, read_measurements
 from edgesplit.evaluation.demo import Step, run_demo
 from edgesplit.evaluation.plots import _ranges
 from edgesplit.evaluation.report import Phase, pareto_choice, percent, read_phases, summarise
+from edgesplit.measuring.store import read_profile
 
 from .helpers import measurement
 

@@ -17,7 +17,7 @@ import torch
 
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
-from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
@@ -25,6 +25,7 @@ from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements, read_rows
 from edgesplit.edge.runtime import Timing
 from edgesplit.edge.sensors import FixedClock
+from edgesplit.measuring.store import read_profile
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import CloudProcess
 

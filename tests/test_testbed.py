@@ -20,12 +20,12 @@ import pytest
 from edgesplit import errors
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
-from edgesplit.core.profiles import read_profile
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
 from edgesplit.evaluation.experiment import _slowdown
 from edgesplit.evaluation.runs import key_of, read_runs
+from edgesplit.measuring.store import read_profile
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
 from edgesplit.testbed.emulation import ShareMap

@@ -68,8 +68,8 @@ def progress_bar(quiet: bool) -> Iterator[object]:
 def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
     """The profile in ``path``, else this machine's cached one (profiling only when missing:
     reading a cached profile imports no torch)."""
-    from edgesplit.core.profiles import cached_profile_path, read_profile
     from edgesplit.measuring.machine import describe_machine
+    from edgesplit.measuring.store import cached_profile_path, read_profile
 
     if path is not None:
         profile = read_profile(path)
@@ -140,9 +140,8 @@ def models(as_json: bool) -> None:
 def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
             out_file: Path | None, as_json: bool) -> None:
     """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
-    from edgesplit.core.fitted import store_profile
-    from edgesplit.core.profiles import cached_profile_path
     from edgesplit.measuring.profiler import profile_model
+    from edgesplit.measuring.store import cached_profile_path, store_profile
 
     zoo.get_spec(model)
     clock_list = _floats(clocks, "--clocks")
@@ -179,8 +178,7 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 def plan(model: str, clock_ghz: float, as_json: bool, indent: int | None,
          **options: Any) -> None:
     """Predict latency and cost at every split point and choose one."""
-    from edgesplit.core.fitted import fit_predictor
-    from edgesplit.core.profiles import read_profile
+    from edgesplit.measuring.store import cached_predictor, read_profile
 
     zoo.get_spec(model)
     conditions = Conditions(options.pop("bandwidth_kbps"), options.pop("rtt_ms"), clock_ghz)
@@ -190,7 +188,7 @@ def plan(model: str, clock_ghz: float, as_json: bool, indent: int | None,
     edge_profile = get_profile(model, options.pop("profile_file"), options.pop("threads"),
                                as_json)
     cloud = read_profile(cloud_profile) if cloud_profile else None
-    estimator = fit_predictor(predictor, edge_profile, cloud)
+    estimator = cached_predictor(predictor, edge_profile, cloud)
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
                      objective).plan(conditions)
     if as_json:
@@ -416,11 +414,11 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
-    from edgesplit.core.profiles import read_profile
     from edgesplit.core.rescheduling import ReschedulePolicy
     from edgesplit.edge.factory import EdgeOptions, build_runtime
     from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
     from edgesplit.measuring.machine import native_clock_ghz
+    from edgesplit.measuring.store import read_profile
 
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):

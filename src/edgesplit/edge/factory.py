@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 from edgesplit.core import zoo
-from edgesplit.core.fitted import fit_predictor
-from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
@@ -32,6 +31,7 @@ from edgesplit.edge.measurements import MeasurementLog
 from edgesplit.edge.runtime import CodecGuard, EdgeRuntime, Timing
 from edgesplit.edge.sensors import ClockSensor, CpufreqClock
 from edgesplit.errors import InvalidArgument
+from edgesplit.measuring.store import cached_planner
 from edgesplit.wire.codecs import parse_codec
 
 
@@ -56,17 +56,6 @@ class EdgeOptions:
     log_dir: Path | None = None
     load_aware: bool = True  # plan with the cloud's reported wait
 
-
-
-def build_planner(model: str, profile: Profile, objective: Objective, *,
-                  predictor: str = "profile", codecs: Sequence[str] = ("raw",),
-                  cloud_profile: Profile | None = None,
-                  peers: Sequence[Profile] | None = None) -> Planner:
-    """A planner for ``model`` with a predictor fitted on ``profile`` (and the cloud's and
-    other networks' profiles where the predictor uses them: by default this machine's cached
-    ones, as ``edgesplit plan`` does)."""
-    fitted = fit_predictor(predictor, profile, cloud_profile, peers)
-    return Planner(model, [layer.name for layer in profile.layers], fitted, objective, codecs)
 
 
 def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
@@ -101,7 +90,7 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
     if profile.n_layers != split.n_layers:
         raise InvalidArgument(f"the profile has {profile.n_layers} layers, the model "
                               f"{split.n_layers}: profile this model")
-    planner = build_planner(model, profile, options.objective, predictor=options.predictor,
+    planner = cached_planner(model, profile, options.objective, predictor=options.predictor,
                             codecs=codecs, cloud_profile=cloud_profile, peers=peers)
     client = (CloudClient(options.cloud_url, token=options.token, signing=options.signing,
                           verify=options.verify) if options.cloud_url else None)

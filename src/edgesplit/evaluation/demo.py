@@ -32,8 +32,7 @@ from rich.table import Column, Table
 
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiles import Profile, write_profile
-from edgesplit.edge.factory import build_planner
+from edgesplit.core.profiles import Profile
 from edgesplit.edge.measurements import read_measurements
 from edgesplit.errors import EdgesplitError
 from edgesplit.evaluation.report import (
@@ -47,6 +46,7 @@ from edgesplit.evaluation.report import (
 )
 from edgesplit.measuring.dutycycle import DutyCycler
 from edgesplit.measuring.profiler import load_or_profile
+from edgesplit.measuring.store import cached_planner, write_profile
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess, stop_process
 
@@ -126,7 +126,7 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
         with console.status("profiling the edge (once per machine)..."):
             profile = load_or_profile(model)
     write_profile(profile, out_dir / PROFILE_FILE)
-    planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
+    planners = {s: cached_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
     cloud = CloudProcess(models=model, log=out_dir / "cloud.log")
     cloud.launch()
     edge: subprocess.Popen[str] | None = None

@@ -41,10 +41,11 @@ from edgesplit.core.predictors import (
     ProfilePredictor,
     ThesisPredictor,
 )
-from edgesplit.core.profiles import CalibrationPoint, Profile, read_profile, write_profile
+from edgesplit.core.profiles import CalibrationPoint, Profile
 from edgesplit.errors import InvalidArgument, TestbedError
 from edgesplit.evaluation.conditions import Setting, draw_pools, draw_settings
 from edgesplit.evaluation.runs import EDGES, PREDICTORS, STRATEGIES, RunsFile, Unit
+from edgesplit.measuring.store import read_profile, write_profile
 from edgesplit.testbed.bench import (
     MAX_CLOCK_GHZ,
     Bench,

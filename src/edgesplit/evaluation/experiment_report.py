@@ -15,10 +15,11 @@ from typing import Any
 
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
-from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.errors import InvalidArgument
 from edgesplit.evaluation import tables as ev
 from edgesplit.evaluation.runs import read_runs
+from edgesplit.measuring.store import read_profile
 
 STRATEGY_COLOURS = {"OC": "tab:green", "OL": "tab:red", "CL": "tab:blue"}
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from edgesplit.core.planning import Objective
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiles import Profile, read_profile
-from edgesplit.edge.factory import build_planner
+from edgesplit.core.profiles import Profile
 from edgesplit.edge.measurements import Measurement, check_log, read_measurements
 from edgesplit.errors import InvalidArgument
 from edgesplit.evaluation import plots
+from edgesplit.measuring.store import cached_planner, read_profile
 
 PHASES_FILE = "phases.json"
 PROFILE_FILE = "edge-profile.json"  # the edge's profile, beside its log
@@ -160,7 +160,7 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
         profile = read_profile(log_dir / PROFILE_FILE)
     choice = pareto_choice(measurements, phases)
     if profile is not None and choice is not None:
-        planner = build_planner(profile.model, profile, choice.objective, codecs=choice.codecs)
+        planner = cached_planner(profile.model, profile, choice.objective, codecs=choice.codecs)
         figures.append(plots.pareto(planner.plan(choice.conditions), choice, out_dir))
     lines = [f"# {title}", "", *_markdown(measurements, phases),
              *[f"![{f.stem}]({f.name})" for f in figures if f is not None], ""]

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from edgesplit.core import zoo
-from edgesplit.core.fitted import store_profile
 from edgesplit.core.profiles import (
     CalibrationPoint,
     LayerProfile,
@@ -30,13 +29,12 @@ from edgesplit.core.profiles import (
     Profile,
     SplitPointProfile,
     TensorInfo,
-    cached_profile_path,
-    read_profile,
 )
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import CalibrationError, InvalidArgument, ProfileError
 from edgesplit.measuring.dutycycle import DutyCycler
 from edgesplit.measuring.machine import describe_machine
+from edgesplit.measuring.store import cached_profile_path, read_profile, store_profile
 
 log = logging.getLogger(__name__)
 
