@@ -44,6 +44,7 @@ from edgesplit.evaluation.report import (
     summarise,
     write_phases,
 )
+from edgesplit.evaluation.runs import WEIGHT, strategies
 from edgesplit.measuring.dutycycle import DutyCycler
 from edgesplit.measuring.profiler import load_or_profile
 from edgesplit.measuring.store import cached_planner, write_profile
@@ -76,7 +77,6 @@ SCENARIO = (
     Step("fast uplink", 24, 50_000, 10, 1.2, offloads=12),
     Step("bad everything", 20, 400, 100, 0.6),
 )
-STRATEGIES = ("latency", "cost", "rank")
 
 
 def _now() -> str:
@@ -126,7 +126,8 @@ def run_demo(*, model: str = "alexnet", out_dir: Path | None = None,
         with console.status("profiling the edge (once per machine)..."):
             profile = load_or_profile(model)
     write_profile(profile, out_dir / PROFILE_FILE)
-    planners = {s: cached_planner(model, profile, Objective(s, 0.5, "rent")) for s in STRATEGIES}
+    planners = {str(s): cached_planner(model, profile, Objective(s, WEIGHT, "rent"))
+                for s in strategies().values()}
     cloud = CloudProcess(models=model, log=out_dir / "cloud.log")
     cloud.launch()
     edge: subprocess.Popen[str] | None = None
