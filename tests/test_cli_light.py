@@ -94,6 +94,15 @@ def test_version_and_models_import_no_torch_or_scipy(blocker: Path, tmp_path: Pa
     assert table.returncode == 0 and "61,100,840" in table.stdout
 
 
+def test_the_package_and_its_planning_names_import_no_torch_or_scipy(blocker: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(blocker)}
+    code = ("import edgesplit\nedgesplit.Objective, edgesplit.Conditions, edgesplit.Planner\n"
+            "edgesplit.build_planner, edgesplit.Profile, edgesplit.EdgesplitError")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("predictor", ["profile", "thesis"])
 def test_a_plan_from_a_stored_profile_imports_no_torch_or_scipy(
         predictor: str, mnist_profile_file: Path, blocker: Path, tmp_path: Path,
