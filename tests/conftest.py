@@ -50,6 +50,15 @@ def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mnist_quick_profile() -> Profile:
+    """A quick real profile of the MNIST CNN on this machine (no clock calibration)."""
+    from edgesplit.measuring.profiler import profile_model
+
+    return profile_model("mnist_cnn", repeats=1, warmup=1, clocks_ghz=(),
+                         split=_split_model("mnist_cnn"))
+
+
+@pytest.fixture(scope="session")
 def alexnet_profile() -> Profile:
     """A quick real profile of AlexNet on this machine (no clock calibration)."""
     from edgesplit.measuring.profiler import profile_model

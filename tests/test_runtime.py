@@ -24,7 +24,7 @@ from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements, read_rows
 from edgesplit.edge.runtime import Timing
-from edgesplit.edge.sensors import FixedClock
+from edgesplit.edge.sensors import FixedClock, Timebase
 from edgesplit.measuring.store import read_profile
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import CloudProcess
@@ -118,7 +118,8 @@ def test_a_stopped_cloud_loses_no_inference_and_offloading_resumes(
     options = EdgeOptions("mnist_cnn", server.url, timing=Timing(retry_s=0.5),
                           objective=Objective("cost", edge="rent"))  # split 0: the cloud works
     edge = build_runtime(options, split=split, profile=read_profile(mnist_profile_file),
-                         link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1), monotonic=now)
+                         link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1),
+                         timebase=Timebase(monotonic=now))
     try:
         before = [edge.infer(x).measurement for _ in range(3)]
         server.stop(signal.SIGKILL)

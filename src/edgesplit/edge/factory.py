@@ -13,11 +13,11 @@ Profiling (when no profile is given and none is cached) happens here, never in t
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import torch
 
 from edgesplit.core import zoo
@@ -29,7 +29,7 @@ from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.measurements import MeasurementLog
 from edgesplit.edge.runtime import CodecGuard, EdgeRuntime, Timing
-from edgesplit.edge.sensors import ClockSensor, CpufreqClock
+from edgesplit.edge.sensors import ClockSensor, CpufreqClock, Timebase
 from edgesplit.errors import InvalidArgument
 from edgesplit.measuring.store import cached_planner
 from edgesplit.wire.codecs import parse_codec
@@ -63,14 +63,16 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
                   peers: Sequence[Profile] | None = None,
                   calibration_inputs: torch.Tensor | None = None,
                   clock: ClockSensor | None = None, link: LinkEstimator | None = None,
-                  monotonic: Callable[[], float] = time.monotonic) -> EdgeRuntime:
+                  timebase: Timebase | None = None,
+                  transport: httpx.BaseTransport | None = None) -> EdgeRuntime:
     """An ``EdgeRuntime`` made from ``options``.
 
     A zoo model needs nothing else (its split, this machine's cached profile and its
     calibration inputs are found or made). For a model of your own pass ``split`` and
     ``profile`` (``profile_model(name, split=..., sample=..., clocks_ghz=())``), and
     ``calibration_inputs`` if lossy codecs are allowed; the cloud must serve it under the same
-    name. ``clock`` defaults to cpufreq, ``link`` to the options' assumed bandwidth and RTT.
+    name. ``clock`` defaults to cpufreq, ``link`` to the options' assumed bandwidth and RTT;
+    ``timebase`` to the real time, ``transport`` (to the cloud) to the network.
     """
     model, codecs = options.model, options.codecs
     lossy = any(parse_codec(c).lossy for c in codecs)
@@ -93,11 +95,12 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
     planner = cached_planner(model, profile, options.objective, predictor=options.predictor,
                             codecs=codecs, cloud_profile=cloud_profile, peers=peers)
     client = (CloudClient(options.cloud_url, token=options.token, signing=options.signing,
-                          verify=options.verify) if options.cloud_url else None)
+                          verify=options.verify, transport=transport)
+              if options.cloud_url else None)
     return EdgeRuntime(
         split, planner, client=client, guard=CodecGuard(split, calibration_inputs),
         clock=clock or CpufreqClock(),
         link=link or LinkEstimator(options.bandwidth_kbps, options.rtt_ms),
         reschedule=options.reschedule,
         log=MeasurementLog(options.log_dir) if options.log_dir else None,
-        timing=options.timing, monotonic=monotonic, load_aware=options.load_aware)
+        timing=options.timing, timebase=timebase, load_aware=options.load_aware)
