@@ -48,7 +48,7 @@ def measurement(seq: int, **changes: object) -> Measurement:
     values |= {"seq": seq, "run": "r1", "time": "2026-01-01T00:00:00Z", "model": "m",
                "strategy": "rank", "edge": "own", "predictor": "profile", "codec": "raw",
                "split_point": 3, "offload_bytes": 10, "sent_bytes": 12, "finished": "cloud",
-               "fallback": 'refused, "quoted", with commas', "replan": "", "prediction": 7}
+               "fallback": 'refused, "quoted", with commas', "replan": "", "top1_class": 7}
     return Measurement(**(values | changes))  # type: ignore[arg-type]
 
 
@@ -105,5 +105,5 @@ def finished_alone(result: InferenceResult, split: SplitModel, reason: str,
     assert m.finished == "edge", m
     assert reason in m.fallback, m.fallback
     assert torch.allclose(result.output, expected, atol=1e-5)
-    assert m.prediction == 2  # the sample digit
+    assert m.top1_class == 2  # the sample digit
     assert m.latency_s <= m.deadline_s + 2 * local_s + slack_s, (m.latency_s, m.deadline_s)

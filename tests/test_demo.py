@@ -40,7 +40,7 @@ def test_a_short_demo_runs_end_to_end_and_writes_its_report(mnist_profile_file: 
     assert [p.name for p in phases] == ["good", "outage", "cloud restarting", "narrow"]
     assert [p.cloud_up for p in phases] == [True, False, False, True]
     assert [m.seq for m in rows] == list(range(1, len(rows) + 1))  # none lost
-    assert all(m.prediction == 2 for m in rows)  # and every answer right
+    assert all(m.top1_class == 2 for m in rows)  # and every answer right
     good, outage, _, narrow = ([m for m in rows if p.start <= m.time < p.end] for p in phases)
     assert len(good) >= 6 and len(narrow) >= 6
     # Begun after the cloud was killed and ended before it was started again: on the edge.

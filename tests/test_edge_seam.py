@@ -155,7 +155,7 @@ def test_a_refused_connection_or_a_5xx_is_finished_on_the_edge_then_offloading_r
     assert edge.infer(x).measurement.finished == "edge"  # within the re-check interval
     now.advance(edge.timing.retry_s)
     m = edge.infer(x).measurement
-    assert (m.finished, m.prediction, cloud.inferences) == ("cloud", 2, 3)
+    assert (m.finished, m.top1_class, cloud.inferences) == ("cloud", 2, 3)
 
 
 def test_a_cloud_that_does_not_answer_is_given_up_at_the_deadline(
@@ -254,7 +254,7 @@ def test_the_clouds_timings_are_bounded_by_what_the_edge_saw(
     predictor = edge.planner.predictor
     cloud_before = sum(predictor.cloud_layer_s_)
     m = edge.infer(zoo.sample_input(MODEL)).measurement
-    assert m.finished == "cloud" and m.prediction == 2
+    assert m.finished == "cloud" and m.top1_class == 2
     assert 0 <= m.cloud_s <= m.latency_s
     assert m.cost_usd <= cost_usd(m.latency_s, m.latency_s, m.sent_bytes, SPLIT_0.edge,
                                   SPLIT_0.prices)

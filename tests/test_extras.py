@@ -153,7 +153,7 @@ def test_a_slim_edge_install_runs_the_edge_and_names_the_cloud_extra(tmp_path: P
                           capture_output=True, text=True, timeout=600, env=env, check=False)
     assert done.returncode == 0, done.stderr
     [row] = [json.loads(line) for line in done.stdout.splitlines()]
-    assert (row["finished"], row["prediction"]) == ("edge", 2)  # the sample digit is a 2
+    assert (row["finished"], row["top1_class"]) == ("edge", 2)  # the sample digit is a 2
     refused = subprocess.run([edgesplit, "cloud", "serve"], capture_output=True, text=True,
                              timeout=300, env=env, check=False)
     assert refused.returncode == 2

@@ -185,7 +185,7 @@ def test_the_log_survives_a_kill_of_the_edge(cloud: CloudProcess, mnist_profile_
     rows = read_measurements(tmp_path)
     assert len(rows) >= 30
     assert [m.seq for m in rows] == list(range(1, len(rows) + 1))
-    assert all(m.finished == "cloud" and m.prediction == 2 for m in rows)
+    assert all(m.finished == "cloud" and m.top1_class == 2 for m in rows)
     assert all(int(row["seq"]) <= len(rows) + 1 for row in read_rows(tmp_path / "layers.csv"))
 
 
@@ -210,6 +210,6 @@ def test_the_thesis_predictor_runs_the_edge_too(mnist_profile_file: Path) -> Non
         fitted = edge.planner.predictor.predict(edge.conditions())
         rows = [edge.infer(zoo.sample_input("mnist_cnn")).measurement for _ in range(2)]
         assert edge.planner.predictor.predict(edge.conditions()) == fitted
-    assert [(m.predictor, m.finished, m.prediction) for m in rows] == [("thesis", "edge", 2)] * 2
+    assert [(m.predictor, m.finished, m.top1_class) for m in rows] == [("thesis", "edge", 2)] * 2
     assert rows[0].predicted_latency_s == rows[0].predicted_edge_s
     assert (rows[0].predicted_comm_s, rows[0].predicted_cloud_s) == (0.0, 0.0)

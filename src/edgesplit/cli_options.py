@@ -1,16 +1,20 @@
-"""Option groups the commands share, and the objects they describe.
+"""Option groups the commands share, each parsed into a typed object the command is handed.
 
-Each group is a decorator adding its options to a command and a function making its object from
-the parsed values (popping them, so a command's own options are what is left). ``plan`` and
-``edge run`` take the same objective, prices, predictor, link and profile options; ``edge run``
-adds the auth group. Choices come from the registries (strategies, predictors, edge modes).
-``cloud serve`` makes its options from ``ServerSettings`` instead (``SettingsCommand``).
+``options(Kind, *click_options)`` adds the options to a command and hands it one ``Kind`` made
+of their values, under the group's name (``planning``, ``link``, ``profiles``, ``auth``), so a
+command's signature says what it takes. ``plan`` and ``edge run`` take the same planning (an
+objective, its prices and a predictor), link and profile options; ``edge run`` adds the auth
+group. Choices come from the registries (strategies, predictors, edge modes). ``cloud serve``
+makes its options from ``ServerSettings`` instead (``SettingsCommand``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,26 +24,79 @@ from edgesplit.core.cost import EdgeMode, Prices
 from edgesplit.core.planning import Objective
 from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import PREDICTORS
-from edgesplit.errors import EdgesplitError
+from edgesplit.errors import EdgesplitError, MissingLimit
 from edgesplit.extras import needs_extra
 
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
-Options = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def group(*options: Callable[[F], F]) -> Callable[[F], F]:
-    """Apply ``options`` so that they show in ``--help`` in the order given."""
+def options(kind: type[Any], name: str, *click_options: Callable[[F], F]) -> Callable[[F], F]:
+    """Add ``click_options`` (shown in ``--help`` in the order given) and hand the command one
+    ``kind`` made of their values as the keyword ``name``."""
+    fields = [f.name for f in dataclasses.fields(kind)]
+
     def apply(command: F) -> F:
-        for option in reversed(options):
-            command = option(command)
-        return command
+        @functools.wraps(command)
+        def collected(**values: Any) -> Any:
+            mine = {field: values.pop(field) for field in fields}
+            return command(**values, **{name: kind(**mine)})
+
+        wrapped: Any = collected
+        for option in reversed(click_options):
+            wrapped = option(wrapped)
+        return typing.cast(F, wrapped)
     return apply
 
 
-PRICE_OPTIONS = group(
+def flag_of(field: str) -> str:
+    """The option that gives an ``Objective`` field: ``deadline_ms`` is ``--deadline-ms``."""
+    return f"--{field.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class Planning:
+    """What to optimise (strategy, weight, edge, limits, prices) and the predictor."""
+
+    edge: str
+    weight: float
+    strategy: str
+    predictor: str
+    deadline_ms: float | None
+    max_cost_usd: float | None
+    edge_usd_per_hour: float
+    cloud_usd_per_hour: float
+    transfer_usd_per_gb: float
+    edge_power_w: float
+    energy_usd_per_kwh: float
+
+    def objective(self) -> Objective:
+        """The objective; a missing limit names its option."""
+        prices = Prices(self.edge_usd_per_hour, self.cloud_usd_per_hour,
+                        self.transfer_usd_per_gb, self.edge_power_w, self.energy_usd_per_kwh)
+        try:
+            return Objective(self.strategy, self.weight, self.edge, prices, self.deadline_ms,
+                             self.max_cost_usd)
+        except MissingLimit as exc:
+            raise EdgesplitError(f"{str(exc).rpartition(': give ')[0]}: give "
+                                 f"{flag_of(exc.needs)}") from None
+
+
+PLANNING_OPTIONS = options(
+    Planning, "planning",
+    click.option("--edge", type=click.Choice([m.value for m in EdgeMode]), default="own",
+                 show_default=True, help="Owned edge (its time is free) or rented."),
+    click.option("--weight", type=float, default=0.5, show_default=True,
+                 help="0 = latency only .. 1 = cost only."),
+    click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
+                 show_default=True, help="How to choose."),
+    click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
+                 show_default=True, help="Latency predictor."),
+    click.option("--deadline-ms", type=float, help="Deadline for --strategy slo."),
+    click.option("--max-cost-usd", type=float,
+                 help="Cost cap per inference for --strategy budget."),
     click.option("--edge-usd-per-hour", type=float, default=Prices().edge_usd_per_hour,
                  show_default=True, help="Rented edge price."),
     click.option("--cloud-usd-per-hour", type=float, default=Prices().cloud_usd_per_hour,
@@ -53,43 +110,34 @@ PRICE_OPTIONS = group(
 )
 
 
-def prices_from(options: Options) -> Prices:
-    return Prices(options.pop("edge_usd_per_hour"), options.pop("cloud_usd_per_hour"),
-                  options.pop("transfer_usd_per_gb"), options.pop("edge_power_w"),
-                  options.pop("energy_usd_per_kwh"))
+@dataclass(frozen=True)
+class Link:
+    """The uplink assumed (``plan``), or assumed until measured (``edge run``)."""
+
+    bandwidth_kbps: float
+    rtt_ms: float
 
 
-OBJECTIVE_OPTIONS = group(
-    click.option("--edge", type=click.Choice([m.value for m in EdgeMode]), default="own",
-                 show_default=True, help="Owned edge (its time is free) or rented."),
-    click.option("--weight", type=float, default=0.5, show_default=True,
-                 help="0 = latency only .. 1 = cost only."),
-    click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="rank",
-                 show_default=True, help="How to choose."),
-    click.option("--predictor", type=click.Choice(list(PREDICTORS)), default="profile",
-                 show_default=True, help="Latency predictor."),
-    click.option("--deadline-ms", type=float, help="Deadline for --strategy slo."),
-    click.option("--max-cost-usd", type=float,
-                 help="Cost cap per inference for --strategy budget."),
-    PRICE_OPTIONS,
-)
-
-
-def objective_from(options: Options) -> Objective:
-    """The objective (with its prices); ``--predictor`` stays in ``options``."""
-    return Objective(options.pop("strategy"), options.pop("weight"), options.pop("edge"),
-                     prices_from(options), options.pop("deadline_ms"),
-                     options.pop("max_cost_usd"))
-
-
-LINK_OPTIONS = group(
+LINK_OPTIONS = options(
+    Link, "link",
     click.option("--bandwidth-kbps", type=click.FloatRange(min=0, min_open=True), default=7200,
                  show_default=True, help="Uplink bandwidth, kbit/s (edge run: until measured)."),
     click.option("--rtt-ms", type=click.FloatRange(min=0), default=40, show_default=True,
                  help="Round-trip time to the cloud, ms (edge run: until measured)."),
 )
 
-PROFILE_OPTIONS = group(
+
+@dataclass(frozen=True)
+class Profiles:
+    """Where the edge's and the cloud's profiles come from, and how to measure a missing one."""
+
+    profile_file: Path | None
+    cloud_profile: Path | None
+    threads: int
+
+
+PROFILE_OPTIONS = options(
+    Profiles, "profiles",
     click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
                  help="Edge profile file (default: this machine's, cached)."),
     click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
@@ -98,7 +146,35 @@ PROFILE_OPTIONS = group(
                  help="torch threads when profiling."),
 )
 
-AUTH_OPTIONS = group(
+
+@dataclass(frozen=True)
+class Auth:
+    """How the edge proves itself to the cloud and checks the cloud's certificate."""
+
+    token: str | None
+    token_file: Path | None
+    hmac_key_id: str | None
+    hmac_key_file: Path | None
+    cacert: Path | None
+
+    def resolve(self) -> tuple[str | None, tuple[str, bytes] | None, bool | str]:
+        """(bearer token, HMAC signing key, TLS verification), secrets read from their files
+        or variables."""
+        from edgesplit.wire.auth import secret_from
+
+        token = secret_from(self.token, self.token_file, "EDGESPLIT_TOKEN")
+        signing = None
+        if self.hmac_key_id:
+            secret = secret_from(None, self.hmac_key_file, "EDGESPLIT_HMAC_KEY")
+            if secret is None:
+                raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or "
+                                     "set EDGESPLIT_HMAC_KEY")
+            signing = (self.hmac_key_id, secret.encode())
+        return token, signing, str(self.cacert) if self.cacert else True
+
+
+AUTH_OPTIONS = options(
+    Auth, "auth",
     click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN)."),
     click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
                  help="Read the bearer token from this file."),
@@ -109,23 +185,6 @@ AUTH_OPTIONS = group(
     click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="CA bundle (or the pinned certificate) to verify an HTTPS cloud with."),
 )
-
-
-def auth_from(options: Options) -> tuple[str | None, tuple[str, bytes] | None, bool | str]:
-    """(bearer token, HMAC signing key, TLS verification) from the auth group."""
-    from edgesplit.wire.auth import secret_from
-
-    token = secret_from(options.pop("token"), options.pop("token_file"), "EDGESPLIT_TOKEN")
-    key_id, key_file = options.pop("hmac_key_id"), options.pop("hmac_key_file")
-    signing = None
-    if key_id:
-        secret = secret_from(None, key_file, "EDGESPLIT_HMAC_KEY")
-        if secret is None:
-            raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or set "
-                                 "EDGESPLIT_HMAC_KEY")
-        signing = (key_id, secret.encode())
-    cacert = options.pop("cacert")
-    return token, signing, str(cacert) if cacert else True
 
 
 class SettingsCommand(click.Command):

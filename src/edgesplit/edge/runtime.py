@@ -15,7 +15,7 @@ options (the command line and the demo use it).
 >>> from edgesplit.core.zoo import sample_input
 >>> with build_runtime(EdgeOptions("mnist_cnn")) as edge:   # no cloud: all on the edge
 ...     result = edge.infer(sample_input("mnist_cnn"))
->>> result.measurement.finished, result.measurement.prediction
+>>> result.measurement.finished, result.measurement.top1_class
 ('edge', 2)
 """
 
@@ -33,7 +33,7 @@ import torch
 from edgesplit.core.planning import Candidate, Planner, SplitPlan
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
-from edgesplit.core.splitting import SplitModel, output_tensors, torch_dtype
+from edgesplit.core.splitting import SplitModel, top1, torch_dtype
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudReply, Expected
 from edgesplit.edge.measurements import Measurement, MeasurementLog
@@ -109,13 +109,6 @@ class Timing:
 
     def deadline_s(self, chosen: Candidate) -> float:
         return max(self.min_deadline_s, self.deadline_factor * (chosen.comm_s + chosen.cloud_s))
-
-
-def top1(output: Any) -> torch.Tensor:
-    """The model's top-1 class per sample, from its first output: the one place that reads a
-    model's output (a tensor, or a tuple, list or dict of them)."""
-    first = output_tensors(output)[0]
-    return (first.reshape(first.shape[0], -1) if first.dim() else first.reshape(1, 1)).argmax(1)
 
 
 class CodecGuard:
