@@ -204,11 +204,11 @@ def test_quick_experiment_end_to_end_then_report(tmp_path: Path) -> None:
     # 3 settings x (10 split points x 2 edges + one row per edge, predictor and strategy)
     assert len(rows) == 3 * (10 * 2 + STRATEGY_ROWS)
     assert all(float(r["latency_s"]) > 0 for r in rows)
-    strategies = [r for r in rows if r["strategy"] != "oracle"]
-    assert {(r["edge"], r["predictor"], r["strategy"]) for r in strategies} == {
+    chosen = [r for r in rows if r["strategy"] != "oracle"]
+    assert {(r["edge"], r["predictor"], r["strategy"]) for r in chosen} == {
         (e, p, s) for e in EDGES for p in predictors() for s in strategies()}
     assert {"OC", "OL", "CL"} <= set(strategies())  # the thesis's three, under its names
-    assert all(r["split_point"] == "9" for r in strategies  # owned edge: cheapest is all-edge
+    assert all(r["split_point"] == "9" for r in chosen  # owned edge: cheapest is all-edge
                if r["edge"] == "own" and r["strategy"] == "OC")
     report = _cli("report", str(out))
     assert report.returncode == 0, report.stderr
