@@ -3,7 +3,7 @@
     python benchmarks/bench_fleet.py [--edges 100,1000,10000] [--edges-per-replica 250]
         [--duration 60] [--interval 5] [--edge-slowdown 5]
 
-A discrete-event simulation (``edgesplit.testbed.fleet``) with the real planner and this
+A discrete-event simulation (``edgesplit.evaluation.fleet``) with the real planner and this
 machine's measured AlexNet profile: the cloud's tails take the measured per-layer times, the
 edges' layers the same times ``--edge-slowdown`` times slower (a Raspberry Pi class core; an
 assumption, stated here) scaled to each edge's clock. Each edge follows its own trace of
@@ -23,9 +23,9 @@ import tracemalloc
 
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions, ProfilePredictor
-from edgesplit.core.profiler import load_or_profile
 from edgesplit.core.profiles import Profile
-from edgesplit.testbed.fleet import FleetConfig, FleetResult, FleetSimulation
+from edgesplit.evaluation.fleet import FleetConfig, FleetResult, FleetSimulation
+from edgesplit.measuring.profiler import load_or_profile
 
 STRATEGIES = (("latency", 0.0), ("rank", 0.5), ("weighted", 0.5))
 

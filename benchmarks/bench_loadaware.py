@@ -27,11 +27,11 @@ import torch
 from _server import serving
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
-from edgesplit.core.profiler import load_or_profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.runtime import EdgeRuntime
 from edgesplit.edge.sensors import FixedClock
+from edgesplit.measuring.profiler import load_or_profile
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import encode_request
 

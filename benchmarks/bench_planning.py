@@ -28,7 +28,7 @@ from edgesplit.core.predictors import (
     ProfilePredictor,
     ThesisPredictor,
 )
-from edgesplit.core.profiler import load_or_profile
+from edgesplit.measuring.profiler import load_or_profile
 
 CONDITIONS = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)
 BUSY = Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5, cloud_wait_s=0.2)

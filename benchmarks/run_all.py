@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgesplit.core.machine import describe_machine
+from edgesplit.measuring.machine import describe_machine
 
 HERE = Path(__file__).parent
 

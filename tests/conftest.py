@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from edgesplit.core import zoo
-from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
+from edgesplit.measuring.store import write_profile
 from edgesplit.testbed.processes import CloudProcess
 
 
@@ -41,7 +42,7 @@ def split_model() -> Callable[[str], SplitModel]:
 @pytest.fixture(scope="session")
 def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, calibrated profile of the MNIST CNN on this machine, measured once."""
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     profile = profile_model("mnist_cnn", repeats=3, warmup=1, clocks_ghz=(0.6, 1.2),
                             calibration_repeats=1)
@@ -49,9 +50,18 @@ def mnist_profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mnist_quick_profile() -> Profile:
+    """A quick real profile of the MNIST CNN on this machine (no clock calibration)."""
+    from edgesplit.measuring.profiler import profile_model
+
+    return profile_model("mnist_cnn", repeats=1, warmup=1, clocks_ghz=(),
+                         split=_split_model("mnist_cnn"))
+
+
+@pytest.fixture(scope="session")
 def alexnet_profile() -> Profile:
     """A quick real profile of AlexNet on this machine (no clock calibration)."""
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     return profile_model("alexnet", repeats=2, warmup=1, clocks_ghz=(),
                          split=_split_model("alexnet"))

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 from edgesplit.core import zoo
 from edgesplit.core.profiles import (
     CalibrationPoint,
@@ -17,6 +19,7 @@ from edgesplit.core.profiles import (
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.measurements import Measurement
+from edgesplit.edge.runtime import InferenceResult
 from edgesplit.wire.codecs import EncodedTensor, encode_tensor
 
 
@@ -45,7 +48,7 @@ def measurement(seq: int, **changes: object) -> Measurement:
     values |= {"seq": seq, "run": "r1", "time": "2026-01-01T00:00:00Z", "model": "m",
                "strategy": "rank", "edge": "own", "predictor": "profile", "codec": "raw",
                "split_point": 3, "offload_bytes": 10, "sent_bytes": 12, "finished": "cloud",
-               "fallback": 'refused, "quoted", with commas', "replan": "", "prediction": 7}
+               "fallback": 'refused, "quoted", with commas', "replan": "", "top1_class": 7}
     return Measurement(**(values | changes))  # type: ignore[arg-type]
 
 
@@ -88,3 +91,19 @@ def mnist_request(split: SplitModel) -> tuple[list[EncodedTensor], Any]:
     """What an edge sends for the MNIST CNN's sample at split point 5, and the right answer."""
     x = zoo.sample_input("mnist_cnn")
     return [encode_tensor(t, name="x") for t in split.head(x, 5)], split(x)
+
+
+def finished_alone(result: InferenceResult, split: SplitModel, reason: str,
+                   model: str = "mnist_cnn", slack_s: float = 0.5) -> None:
+    """The edge answered the sample right (the MNIST CNN's is a 2), by itself, within its
+    deadline plus twice its own time for the whole model and some slack, and logged why."""
+    x = zoo.sample_input(model)
+    began = time.perf_counter()
+    expected = split(x)
+    local_s = time.perf_counter() - began
+    m = result.measurement
+    assert m.finished == "edge", m
+    assert reason in m.fallback, m.fallback
+    assert torch.allclose(result.output, expected, atol=1e-5)
+    assert m.top1_class == 2  # the sample digit
+    assert m.latency_s <= m.deadline_s + 2 * local_s + slack_s, (m.latency_s, m.deadline_s)

@@ -77,7 +77,7 @@ def test_plan_table_marks_the_choice(mnist_profile_file: Path) -> None:
     (["plan", "mnist_cnn", "--bandwidth-kbps", "-5"], "-5.0 is not in the range x>0"),
     (["plan", "mnist_cnn", "--bandwidth-kbps", "fast"], "'fast' is not a valid float"),
     (["plan", "mnist_cnn", "--weight", "1.5"], "'--weight': 1.5 is not in the range 0<=x<=1"),
-    (["plan", "mnist_cnn", "--strategy", "slo"], "needs a deadline"),
+    (["plan", "mnist_cnn", "--strategy", "slo"], "needs a deadline: give --deadline-ms"),
     (["plan", "mnist_cnn", "--edge", "lease"], "'lease' is not one of 'own', 'rent'"),
     (["plan", "mnist_cnn", "--frobnicate"], "No such option"),
     (["plan", "mnist_cnn", "--profile", "/nonexistent.json"], "cannot read profile"),

@@ -15,8 +15,12 @@ import pytest
 
 from edgesplit.cli import app
 from edgesplit.cli_options import Writable
-from edgesplit.core.fitted import store_profile
-from edgesplit.core.profiles import cached_profile_path, read_profile, write_profile
+from edgesplit.measuring.store import (
+    cached_profile_path,
+    read_profile,
+    store_profile,
+    write_profile,
+)
 
 BLOCKER = '''
 import importlib.abc, sys
@@ -89,6 +93,15 @@ def test_version_and_models_import_no_torch_or_scipy(blocker: Path, tmp_path: Pa
     assert rows["alexnet"]["layers"] == 19 and rows["resnet18"]["split_points"] == 69
     table = run("models", cache=tmp_path, blocked=blocker)
     assert table.returncode == 0 and "61,100,840" in table.stdout
+
+
+def test_the_package_and_its_planning_names_import_no_torch_or_scipy(blocker: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(blocker)}
+    code = ("import edgesplit\nedgesplit.Objective, edgesplit.Conditions, edgesplit.Planner\n"
+            "edgesplit.build_planner, edgesplit.Profile, edgesplit.EdgesplitError")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("predictor", ["profile", "thesis"])

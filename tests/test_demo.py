@@ -15,16 +15,12 @@ import pytest
 from rich.console import Console
 
 from edgesplit.cli import main
-from edgesplit.core.fitted import store_profile
-from edgesplit.core.machine import describe_machine
 from edgesplit.core.planning import Objective
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiles import cached_profile_path, read_profile
-from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import Measurement, read_measurements
-from edgesplit.testbed.demo import EDGE_CODECS, Step, edge_differs, run_demo
-from edgesplit.testbed.plots import _ranges
-from edgesplit.testbed.report import (
+from edgesplit.evaluation.demo import EDGE_CODECS, Step, edge_differs, run_demo
+from edgesplit.evaluation.plots import _ranges
+from edgesplit.evaluation.report import (
     OUTSIDE,
     Phase,
     off_front_reason,
@@ -33,6 +29,13 @@ from edgesplit.testbed.report import (
     percent,
     read_phases,
     summarise,
+)
+from edgesplit.measuring.machine import describe_machine
+from edgesplit.measuring.store import (
+    cached_planner,
+    cached_profile_path,
+    read_profile,
+    store_profile,
 )
 
 from .helpers import measurement
@@ -59,7 +62,7 @@ def test_a_short_demo_runs_end_to_end_and_writes_its_report(mnist_profile_file: 
                                         "narrow"]
     assert [p.cloud_up for p in phases] == [True, True, False, False, True]
     assert [m.seq for m in rows] == list(range(1, len(rows) + 1))  # none lost
-    assert all(m.prediction == 2 for m in rows)  # and every answer right
+    assert all(m.top1_class == 2 for m in rows)  # and every answer right
     start_up, good, outage, _, narrow = ([m for m in rows if p.start <= m.time < p.end]
                                          for p in phases)
     # The first inference runs before phase 1 begins: the start-up phase holds it, so the
@@ -213,8 +216,8 @@ def test_measurements_outside_every_phase_get_a_row_of_their_own() -> None:
 
 
 def test_an_edge_split_off_the_front_is_explained(mnist_profile_file: Path) -> None:
-    planner = build_planner("mnist_cnn", read_profile(mnist_profile_file),
-                            Objective("rank", 0.5, "rent"), codecs=EDGE_CODECS)
+    planner = cached_planner("mnist_cnn", read_profile(mnist_profile_file),
+                             Objective("rank", 0.5, "rent"), codecs=EDGE_CODECS)
     plan = planner.plan(Conditions(1000, 50, 1.5))
     best = plan.split_point
     assert off_front_reason(plan, plan.pareto[0]) == ""

@@ -21,6 +21,7 @@ from edgesplit.edge.measurements import (
     LayerTime,
     Measurement,
     MeasurementLog,
+    check_log,
     read_measurements,
     read_rows,
 )
@@ -145,6 +146,17 @@ def test_a_log_with_other_columns_is_refused_not_corrupted(tmp_path: Path) -> No
     assert (tmp_path / "measurements.csv").read_text() == "seq,time,latency\n1,x,0.1\n"
     with pytest.raises(InvalidArgument, match="cannot write the measurement log"):
         MeasurementLog(tmp_path / "measurements.csv" / "below-a-file")
+
+
+def test_a_log_of_the_version_that_named_the_answer_prediction_is_still_read(
+        tmp_path: Path) -> None:
+    with MeasurementLog(tmp_path) as log:
+        log.append(measurement(1))
+    path = tmp_path / "measurements.csv"
+    header, rows = path.read_text().split("\n", 1)
+    path.write_text(header.replace("top1_class", "prediction") + "\n" + rows)
+    check_log(tmp_path)
+    assert read_measurements(tmp_path) == [measurement(1)]
 
 
 def test_a_torn_last_row_is_skipped_and_healed(tmp_path: Path) -> None:

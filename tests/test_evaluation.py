@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed.conditions import draw_pools, draw_settings
-from edgesplit.testbed.runs import COLUMNS, RunsFile, Unit, read_runs
+from edgesplit.evaluation.conditions import draw_pools, draw_settings
+from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, read_runs
 
 
 def test_pools_follow_the_thesis_distributions() -> None:
@@ -62,7 +62,7 @@ def test_noise_floor_is_the_regret_of_choosing_by_one_repeat() -> None:
     rows = [{k: str(v) for k, v in _row("m", "rent", "", "oracle", 0, repeat, sp, latency,
                                         0.0).items()}
             for sp, values in samples.items() for repeat, latency in enumerate(values)]
-    from edgesplit.testbed.evaluation import noise_floor, oracle
+    from edgesplit.evaluation.tables import noise_floor, oracle
 
     o = oracle(rows)
     assert o.latency[("m", "rent", 0)] == {0: 1.0, 1: 1.1, 2: 3.0}

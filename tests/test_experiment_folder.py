@@ -19,10 +19,10 @@ import pytest
 
 from edgesplit.core import zoo
 from edgesplit.errors import InvalidArgument
+from edgesplit.evaluation.conditions import draw_pools, draw_settings
+from edgesplit.evaluation.experiment import Experiment, ExperimentConfig, lock_folder
+from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, read_runs
 from edgesplit.testbed import netns
-from edgesplit.testbed.conditions import draw_pools, draw_settings
-from edgesplit.testbed.experiment import Experiment, ExperimentConfig, lock_folder
-from edgesplit.testbed.runs import COLUMNS, RunsFile, Unit, read_runs
 
 root = pytest.mark.skipif(
     os.geteuid() != 0 or not netns.CGROUP_CPU.is_dir(),
@@ -185,7 +185,7 @@ def test_the_folder_lock_is_held_for_a_run_and_freed_with_its_process(tmp_path: 
         pass
     # A holder killed with SIGKILL frees it: flock dies with the process.
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import "
-                               "Path; from edgesplit.testbed.experiment import lock_folder\n"
+                               "Path; from edgesplit.evaluation.experiment import lock_folder\n"
                                f"with lock_folder(Path({str(tmp_path)!r})):\n"
                                "    print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)

@@ -103,14 +103,32 @@ def test_a_command_without_its_extra_says_which_to_install(
 
 
 def _a_measurement_log(tmp_path: Path) -> Path:
+    """A log of one inference, with the edge's profile beside it (so a report plans too)."""
     from edgesplit.edge.measurements import MeasurementLog
+    from edgesplit.evaluation.report import PROFILE_FILE
+    from edgesplit.measuring.store import write_profile
 
-    from .helpers import measurement
+    from .helpers import make_profile, measurement
 
     log_dir = tmp_path / "log"
     with MeasurementLog(log_dir) as log:
-        log.append(measurement(1, latency_s=0.02, predicted_latency_s=0.025))
+        log.append(measurement(1, latency_s=0.02, predicted_latency_s=0.025, split_point=1,
+                               bandwidth_kbps=7200.0, rtt_ms=40.0, clock_ghz=1.5))
+    write_profile(make_profile("m"), log_dir / PROFILE_FILE)
     return log_dir
+
+
+def test_a_report_needs_neither_the_edge_nor_the_cloud_nor_fitting(tmp_path: Path) -> None:
+    """``edgesplit report`` plans (its Pareto plot) with the report extra alone: planning is
+    the core's, not the edge's, so httpx is not needed (it once was)."""
+    log_dir = _a_measurement_log(tmp_path)
+    done = subprocess.run([sys.executable, "-c", BLOCKER, "httpx,fastapi,uvicorn,scipy",
+                           "report", str(log_dir)], capture_output=True, text=True,
+                          timeout=300, check=False, env=os.environ | {
+                              "EDGESPLIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert {"summary.md", "timeline.png", "pareto.png"} <= {
+        p.name for p in (log_dir / "report").iterdir()}
 
 
 # -- slim installs: a fresh venv with one extra, and a real command run in it -------------------
@@ -153,12 +171,27 @@ def test_a_slim_edge_install_runs_the_edge_and_names_the_cloud_extra(tmp_path: P
                           capture_output=True, text=True, timeout=600, env=env, check=False)
     assert done.returncode == 0, done.stderr
     [row] = [json.loads(line) for line in done.stdout.splitlines()]
-    assert (row["finished"], row["prediction"]) == ("edge", 2)  # the sample digit is a 2
+    assert (row["finished"], row["top1_class"]) == ("edge", 2)  # the sample digit is a 2
     refused = subprocess.run([edgesplit, "cloud", "serve"], capture_output=True, text=True,
                              timeout=300, env=env, check=False)
     assert refused.returncode == 2
     assert "pip install 'edgesplit[cloud]'" in refused.stderr
     print(f"edgesplit[edge]: {_site_packages_mb(env_dir):.0f} MB")
+
+
+@pytest.mark.slow
+def test_a_slim_report_install_writes_a_report(tmp_path: Path) -> None:
+    env_dir = _slim_venv(tmp_path, "report")
+    assert [m for m in ("httpx", "fastapi", "uvicorn", "scipy") if _has(env_dir, m)] == []
+    assert _has(env_dir, "matplotlib")
+    log_dir = _a_measurement_log(tmp_path)
+    done = subprocess.run([env_dir / "bin" / "edgesplit", "report", str(log_dir)],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env=os.environ | {"EDGESPLIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert {"summary.md", "timeline.png", "pareto.png"} <= {
+        p.name for p in (log_dir / "report").iterdir()}
+    print(f"edgesplit[report]: {_site_packages_mb(env_dir):.0f} MB")
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ from edgesplit.edge.client import CloudClient
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements
 from edgesplit.edge.runtime import EdgeRuntime, InferenceResult, Timing
-from edgesplit.edge.sensors import FixedClock
+from edgesplit.edge.sensors import FixedClock, Timebase
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import CloudProcess, free_port
 from edgesplit.wire.codecs import encode_tensor
@@ -64,7 +64,7 @@ def faulty(split_model: SplitFactory, alexnet_profile: Profile,
         clock = ManualClock()
         edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
                              link=SetLink(bandwidth_kbps=100_000, rtt_ms=1),
-                             clock=FixedClock(2.0), monotonic=clock)
+                             clock=FixedClock(2.0), timebase=Timebase(monotonic=clock))
         with edge:
             yield cloud, link, edge, clock
 

@@ -1,4 +1,5 @@
-"""fit_predictor: the one way plan and the runtime fit a predictor, with remembered laws."""
+"""fit_predictor and build_planner (pure: profiles passed in), and the cache that finds peers and
+remembers laws (``measuring.store``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edgesplit.core.fitted import LawMemo, fit_predictor, store_profile
+from edgesplit.core.fitted import build_planner, fit_predictor
 from edgesplit.core.fitting import fit_power_law
+from edgesplit.core.planning import Objective
 from edgesplit.core.predictors import Conditions, ThesisPredictor
-from edgesplit.core.profiles import Profile, cached_profile_path
+from edgesplit.core.profiles import Profile
+from edgesplit.measuring.store import LawMemo, cached_predictor, cached_profile_path, store_profile
 
 from .helpers import make_profile
 
@@ -34,7 +37,7 @@ def test_the_thesis_predictor_learns_from_every_cached_peer(cache: Path) -> None
     alone = ThesisPredictor().fit(a)
     for profile in (a, b):
         store_profile(profile, cached_profile_path(profile.model, profile.machine))
-    fitted = fit_predictor("thesis", a)
+    fitted = cached_predictor("thesis", a)
     assert isinstance(fitted, ThesisPredictor)
     assert len(fitted.points_) == 6  # a's three clocks and b's three
     assert fitted.law_ == ThesisPredictor().fit(a, peers=[a, b]).law_
@@ -60,10 +63,22 @@ def test_storing_a_profile_remembers_what_planning_will_fit(cache: Path) -> None
     assert remembered == 2  # the profile predictor's clock law and the thesis law
     conditions = Conditions(bandwidth_kbps=1000, rtt_ms=20, clock_ghz=1.2)
     for name in ("profile", "thesis"):
-        assert fit_predictor(name, a).predict(conditions).latency_s
+        assert cached_predictor(name, a).predict(conditions).latency_s
     assert len(json.loads((cache / "laws.json").read_text())) == remembered
 
 
 def test_an_unreadable_memo_is_fitted_again(cache: Path) -> None:
     (cache / "laws.json").write_text("{not json")
     assert LawMemo()([1.0, 2.0], [2.0, 1.0]) == fit_power_law([1.0, 2.0], [2.0, 1.0])
+
+
+def test_the_pure_fit_and_planner_learn_only_from_the_profiles_passed_in(cache: Path) -> None:
+    a = network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4})
+    b = network("b", 4, {0.6: 2.0, 1.0: 1.9, 1.5: 0.5})
+    store_profile(b, cached_profile_path("b", b.machine))
+    fitted = fit_predictor("thesis", a)
+    assert isinstance(fitted, ThesisPredictor)
+    assert len(fitted.points_) == 3  # a's own clocks: the cached peer b is not read
+    planner = build_planner("a", a, Objective("latency", 0.0, "own"), predictor="thesis",
+                            peers=[a, b])
+    assert planner.plan(Conditions(1000, 20, 1.2)).split_point in range(11)

@@ -6,7 +6,7 @@ import pytest
 
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import Conditions, ProfilePredictor
-from edgesplit.testbed.fleet import FleetConfig, FleetSimulation
+from edgesplit.evaluation.fleet import FleetConfig, FleetSimulation
 
 from .helpers import make_profile
 

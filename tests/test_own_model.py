@@ -12,10 +12,10 @@ import uvicorn
 from torch import nn
 
 from edgesplit.cloud import CloudService, ServerSettings, create_app
-from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import InvalidArgument
+from edgesplit.measuring.profiler import profile_model
 from edgesplit.testbed.processes import free_port
 
 from .helpers import wait_until

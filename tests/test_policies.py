@@ -151,12 +151,12 @@ def test_choose_dispatches_every_strategy() -> None:
 def test_every_strategy_has_one_rule_and_constrained_ones_name_their_limit() -> None:
     from edgesplit.core.planning import Objective
     from edgesplit.core.policies import STRATEGIES
-    from edgesplit.errors import InvalidArgument
+    from edgesplit.errors import MissingLimit
 
     assert set(STRATEGIES) == set(Strategy)
     for name, rule in STRATEGIES.items():
         if rule.needs is None:
             continue
-        with pytest.raises(InvalidArgument, match=f"needs {rule.needs_what}: give {rule.flag}"):
+        with pytest.raises(MissingLimit, match=f"needs {rule.needs_what}: give {rule.needs}"):
             Objective(name)
-        assert rule.unmet
+        assert rule.needs in Objective.__slots__ and rule.unmet  # a field of the objective

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edgesplit.core.machine import describe_machine
-from edgesplit.core.profiler import load_or_profile
-from edgesplit.core.profiles import cached_profile_path, read_profile, write_profile
 from edgesplit.errors import InvalidArgument, ProfileError
-from edgesplit.testbed.emulation import DutyCycler
+from edgesplit.measuring.dutycycle import DutyCycler
+from edgesplit.measuring.machine import describe_machine
+from edgesplit.measuring.profiler import load_or_profile
+from edgesplit.measuring.store import cached_profile_path, read_profile, write_profile
 
 from .helpers import wait_until
 

@@ -39,13 +39,13 @@ def offloaded() -> Ran:
 
 
 def test_an_offload_splits_its_latency_into_edge_network_and_cloud() -> None:
-    m = measurement_of(offloaded(), CONTEXT, PLAN.candidate(1), prediction=7)
+    m = measurement_of(offloaded(), CONTEXT, PLAN.candidate(1), top1_class=7)
     assert (m.edge_s, m.cloud_s, m.latency_s) == (0.12, 0.2, 0.6)
     assert m.comm_s == pytest.approx(0.28)
     # Equation 3.3: less half the RTT (20 ms) and the answer's time (1000 B at 8 Mbit/s: 1 ms).
     assert m.comm_thesis_s == pytest.approx(0.28 - 0.02 - 0.001)
     assert m.cost_usd == cost_usd(0.12, 0.2, 3400, OBJECTIVE.edge, OBJECTIVE.prices)
-    assert (m.finished, m.fallback, m.sent_bytes, m.prediction) == ("cloud", "", 3400, 7)
+    assert (m.finished, m.fallback, m.sent_bytes, m.top1_class) == ("cloud", "", 3400, 7)
     assert m.predicted_latency_s == pytest.approx(0.1 + 0.2 + 0.2)
     assert m.elapsed_s == 1.234568
 
@@ -55,7 +55,7 @@ def test_an_inference_the_edge_finished_is_all_edge_time_and_predicted_so() -> N
               codec_s=0.02, offload_bytes=3000, encoded_bytes=3000, latency_s=1.5,
               deadline_s=1.0, fallback="the cloud did not answer within 1.00 s")
     predicted = local_candidate(PLAN, 0.33)
-    m = measurement_of(ran, CONTEXT, predicted, prediction=7)
+    m = measurement_of(ran, CONTEXT, predicted, top1_class=7)
     assert (m.edge_s, m.comm_s, m.comm_thesis_s, m.cloud_s) == (1.5, 0.0, 0.0, 0.0)
     assert (m.finished, m.sent_bytes) == ("edge", 0)
     assert m.cost_usd == cost_usd(1.5, 0.0, 0, OBJECTIVE.edge, OBJECTIVE.prices)

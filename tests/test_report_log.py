@@ -23,8 +23,8 @@ from edgesplit.edge.measurements import (
     read_measurements,
 )
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed.plots import _envelope
-from edgesplit.testbed.report import summarise
+from edgesplit.evaluation.plots import _envelope
+from edgesplit.evaluation.report import summarise
 
 from .helpers import measurement
 

@@ -17,17 +17,18 @@ import torch
 
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
-from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.measurements import read_measurements, read_rows
 from edgesplit.edge.runtime import Timing
-from edgesplit.edge.sensors import FixedClock
+from edgesplit.edge.sensors import FixedClock, Timebase
+from edgesplit.evaluation.report import outcome
+from edgesplit.measuring.store import read_profile
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.processes import CloudProcess
-from edgesplit.testbed.report import outcome
 
 from .helpers import ManualClock, SetLink
 
@@ -118,7 +119,8 @@ def test_a_stopped_cloud_loses_no_inference_and_offloading_resumes(
     options = EdgeOptions("mnist_cnn", server.url, timing=Timing(retry_s=0.5),
                           objective=Objective("cost", edge="rent"))  # split 0: the cloud works
     edge = build_runtime(options, split=split, profile=read_profile(mnist_profile_file),
-                         link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1), monotonic=now)
+                         link=SetLink(bandwidth_kbps=1_000_000, rtt_ms=1),
+                         timebase=Timebase(monotonic=now))
     try:
         before = [edge.infer(x).measurement for _ in range(3)]
         server.stop(signal.SIGKILL)
@@ -185,7 +187,7 @@ def test_the_log_survives_a_kill_of_the_edge(cloud: CloudProcess, mnist_profile_
     rows = read_measurements(tmp_path)
     assert len(rows) >= 30
     assert [m.seq for m in rows] == list(range(1, len(rows) + 1))
-    assert all(m.finished == "cloud" and m.prediction == 2 for m in rows)
+    assert all(m.finished == "cloud" and m.top1_class == 2 for m in rows)
     assert all(int(row["seq"]) <= len(rows) + 1 for row in read_rows(tmp_path / "layers.csv"))
 
 
@@ -210,6 +212,6 @@ def test_the_thesis_predictor_runs_the_edge_too(mnist_profile_file: Path) -> Non
         fitted = edge.planner.predictor.predict(edge.conditions())
         rows = [edge.infer(zoo.sample_input("mnist_cnn")).measurement for _ in range(2)]
         assert edge.planner.predictor.predict(edge.conditions()) == fitted
-    assert [(m.predictor, m.finished, m.prediction) for m in rows] == [("thesis", "edge", 2)] * 2
+    assert [(m.predictor, m.finished, m.top1_class) for m in rows] == [("thesis", "edge", 2)] * 2
     assert rows[0].predicted_latency_s == rows[0].predicted_edge_s
     assert (rows[0].predicted_comm_s, rows[0].predicted_cloud_s) == (0.0, 0.0)

@@ -209,7 +209,7 @@ def test_https_with_a_ca_the_edge_trusts(tls_files: dict[str, Path],
 
 
 def _quick_profile(split_model: SplitFactory) -> Profile:
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     return profile_model("mnist_cnn", repeats=1, warmup=0, clocks_ghz=(),
                          split=split_model("mnist_cnn"))

@@ -20,20 +20,21 @@ import pytest
 from edgesplit import errors
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
-from edgesplit.core.profiles import read_profile
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
+from edgesplit.evaluation.experiment import _slowdown
+from edgesplit.evaluation.runs import EDGES, key_of, predictors, read_runs, strategies
+from edgesplit.measuring.store import read_profile
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
 from edgesplit.testbed.emulation import ShareMap
-from edgesplit.testbed.experiment import _slowdown
 from edgesplit.testbed.processes import CloudProcess
-from edgesplit.testbed.runs import key_of, read_runs
 
 root = pytest.mark.skipif(
     os.geteuid() != 0 or not netns.CGROUP_CPU.is_dir(),
     reason="needs root and the cgroup v1 cpu controller (network namespaces, tc, cgroups)")
+STRATEGY_ROWS = len(EDGES) * len(predictors()) * len(strategies())
 
 
 def _leftovers(tag: str) -> dict[str, list[str]]:
@@ -200,14 +201,14 @@ def test_quick_experiment_end_to_end_then_report(tmp_path: Path) -> None:
     assert config["oracle_methods"] == {"mnist_cnn": "e2e"} and config["runs"]
     assert not any(_leftovers(config["testbed"]["tag"]).values())
     rows = read_runs(out / "runs.csv")
-    # 3 settings x (10 split points x 2 edges + 2 edges x 2 predictors x 3 strategies)
-    assert len(rows) == 3 * (10 * 2 + 12)
+    # 3 settings x (10 split points x 2 edges + one row per edge, predictor and strategy)
+    assert len(rows) == 3 * (10 * 2 + STRATEGY_ROWS)
     assert all(float(r["latency_s"]) > 0 for r in rows)
-    strategies = [r for r in rows if r["strategy"] != "oracle"]
-    assert {(r["edge"], r["predictor"], r["strategy"]) for r in strategies} == {
-        (e, p, s) for e in ("own", "rent") for p in ("thesis", "profile")
-        for s in ("OC", "OL", "CL")}
-    assert all(r["split_point"] == "9" for r in strategies  # owned edge: cheapest is all-edge
+    chosen = [r for r in rows if r["strategy"] != "oracle"]
+    assert {(r["edge"], r["predictor"], r["strategy"]) for r in chosen} == {
+        (e, p, s) for e in EDGES for p in predictors() for s in strategies()}
+    assert {"OC", "OL", "CL"} <= set(strategies())  # the thesis's three, under its names
+    assert all(r["split_point"] == "9" for r in chosen  # owned edge: cheapest is all-edge
                if r["edge"] == "own" and r["strategy"] == "OC")
     report = _cli("report", str(out))
     assert report.returncode == 0, report.stderr
@@ -248,7 +249,7 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
     assert f"netns esf-{second}-e" in resumed.stderr
     assert not any(_leftovers(second).values())
     rows = read_runs(runs)
-    assert len(rows) == 6 * (10 * 2 + 12) > before
+    assert len(rows) == 6 * (10 * 2 + STRATEGY_ROWS) > before
     keys = Counter((key_of(r), r["edge"] if r["strategy"] == "oracle" else "") for r in rows)
     assert max(keys.values()) == 1  # no row measured twice
     config = json.loads((out / "config.json").read_text())

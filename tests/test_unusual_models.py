@@ -20,10 +20,10 @@ import uvicorn
 from torch import nn
 
 from edgesplit.cloud import CloudService, ServerSettings, create_app
-from edgesplit.core.profiler import profile_model
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.errors import ModelNotSplittable
+from edgesplit.measuring.profiler import profile_model
 from edgesplit.testbed.processes import free_port
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
@@ -139,7 +139,7 @@ def test_the_edge_runtime_returns_every_output_with_and_without_the_cloud(
         assert result.measurement.finished == ("cloud" if url else "edge")
         assert isinstance(result.output, tuple) and len(result.output) == 2
         assert all(torch.equal(g, w) for g, w in zip(result.output, expected, strict=True))
-        assert result.measurement.prediction == int(expected[0].argmax())
+        assert result.measurement.top1_class == int(expected[0].argmax())
 
 
 def test_a_dict_output_keeps_its_names_locally(splits: dict[str, SplitModel]) -> None:

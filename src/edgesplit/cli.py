@@ -17,28 +17,30 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from edgesplit.cli_options import (
     AUTH_OPTIONS,
     LINK_OPTIONS,
-    OBJECTIVE_OPTIONS,
+    PLANNING_OPTIONS,
     PROFILE_OPTIONS,
+    Auth,
+    Link,
     Number,
+    Planning,
+    Profiles,
     SettingsCommand,
     Writable,
-    auth_from,
-    objective_from,
     require_writable,
 )
+from edgesplit.cli_testbed import experiment, testbed
 from edgesplit.core import zoo
 from edgesplit.core.planning import Planner, SplitPlan
 from edgesplit.core.policies import STRATEGIES
 from edgesplit.core.predictors import Conditions
 from edgesplit.errors import EdgesplitError
 from edgesplit.extras import needs_extra, require_extra
-from edgesplit.testbed.commands import experiment, testbed
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -47,24 +49,25 @@ if TYPE_CHECKING:
     from edgesplit.core.profiles import Profile
     from edgesplit.core.zoo import ModelSpec
     from edgesplit.edge.runtime import InferenceResult
+    from edgesplit.measuring.profiler import Progress as ProgressReport
 
 out = Console()
 err = Console(stderr=True)
 
 @contextmanager
-def progress_bar(quiet: bool) -> Iterator[object]:
+def progress_bar(quiet: bool) -> Iterator[ProgressReport | None]:
     """A rich progress bar for profiling (on stderr, so --json output stays clean)."""
     if quiet:
         yield None
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total}"), TimeElapsedColumn(), console=err, transient=True) as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(what: str, done: int, total: int) -> None:
             if what not in tasks:
                 tasks[what] = bar.add_task(f"profiling: {what}", total=total)
-            bar.update(tasks[what], completed=done)  # type: ignore[arg-type]
+            bar.update(tasks[what], completed=done)
 
         yield report
 
@@ -72,8 +75,8 @@ def progress_bar(quiet: bool) -> Iterator[object]:
 def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
     """The profile in ``path``, else this machine's cached one (profiling only when missing:
     reading a cached profile imports no torch)."""
-    from edgesplit.core.machine import describe_machine
-    from edgesplit.core.profiles import cached_profile_path, read_profile
+    from edgesplit.measuring.machine import describe_machine
+    from edgesplit.measuring.store import cached_profile_path, read_profile
 
     if path is not None:
         profile = read_profile(path)
@@ -87,13 +90,13 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
         except EdgesplitError:
             pass  # load_or_profile warns and measures again
     require_writable(cached.parent, folder=True, hint=CACHE_HINT)  # before, not after, measuring
-    from edgesplit.core.profiler import load_or_profile
+    from edgesplit.measuring.profiler import load_or_profile
 
     if not quiet and not cached.exists():
         err.print(f"profiling {model} on this machine (once; cached for later)...",
                   highlight=False)
     with progress_bar(quiet) as report:
-        return load_or_profile(model, threads=threads, progress=report)  # type: ignore[arg-type]
+        return load_or_profile(model, threads=threads, progress=report)
 
 
 CACHE_HINT = "set EDGESPLIT_CACHE_DIR to a folder you can write, or give --profile FILE"
@@ -195,19 +198,19 @@ def codecs(split_point: int | None, as_json: bool) -> None:
 def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
             out_file: Path | None, as_json: bool) -> None:
     """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
-    from edgesplit.core.profiles import cache_dir, cached_profile_path
+    from edgesplit.core.profiles import cache_dir
+    from edgesplit.measuring.store import cached_profile_path, store_profile
 
     zoo.get_spec(model)
     clock_list = _floats(clocks, "--clocks")
     if out_file is None:  # the cache, checked before the measuring (and torch), not after
         require_writable(cache_dir() / "profiles", folder=True,
                          hint="set EDGESPLIT_CACHE_DIR to a folder you can write, or give --out")
-    from edgesplit.core.fitted import store_profile
-    from edgesplit.core.profiler import profile_model
+    from edgesplit.measuring.profiler import profile_model
 
     with progress_bar(as_json) as report:
         result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
-                               clocks_ghz=clock_list, progress=report)  # type: ignore[arg-type]
+                               clocks_ghz=clock_list, progress=report)
     path = store_profile(result, out_file or cached_profile_path(model, result.machine))
     if as_json:
         print(result.model_dump_json())
@@ -230,27 +233,23 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 @LINK_OPTIONS
 @click.option("--clock-ghz", type=Number(min=0, min_open=True), default=1.5,
               show_default=True, help="Edge clock speed, GHz.")
-@OBJECTIVE_OPTIONS
+@PLANNING_OPTIONS
 @CODEC_OPTION
 @PROFILE_OPTIONS
 @JSON_OPTION
 @click.option("--indent", type=click.IntRange(min=0),
               help="Indent --json by N spaces (default: 2 on a terminal, one line when piped).")
 def plan(model: str, clock_ghz: float, codec: str, as_json: bool, indent: int | None,
-         **options: Any) -> None:
+         link: Link, planning: Planning, profiles: Profiles) -> None:
     """Predict latency and cost at every split point and choose one."""
-    from edgesplit.core.fitted import fit_predictor
-    from edgesplit.core.profiles import read_profile
+    from edgesplit.measuring.store import cached_predictor, read_profile
 
     zoo.get_spec(model)
-    conditions = Conditions(options.pop("bandwidth_kbps"), options.pop("rtt_ms"), clock_ghz)
-    objective = objective_from(options)
-    predictor = options.pop("predictor")
-    cloud_profile = options.pop("cloud_profile")
-    edge_profile = get_profile(model, options.pop("profile_file"), options.pop("threads"),
-                               as_json)
-    cloud = read_profile(cloud_profile) if cloud_profile else None
-    estimator = fit_predictor(predictor, edge_profile, cloud)
+    conditions = Conditions(link.bandwidth_kbps, link.rtt_ms, clock_ghz)
+    objective, predictor = planning.objective(), planning.predictor
+    edge_profile = get_profile(model, profiles.profile_file, profiles.threads, as_json)
+    cloud = read_profile(profiles.cloud_profile) if profiles.cloud_profile else None
+    estimator = cached_predictor(predictor, edge_profile, cloud)
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
                      objective, _codec_list(codec)).plan(conditions)
     if as_json:
@@ -297,7 +296,7 @@ def demo(model: str, out_dir: Path | None) -> None:
     if out_dir is None:  # the default folder goes here
         require_writable(Path.cwd(), folder=True, hint="give --out DIR")
     require_extra("edgesplit demo", "all")  # it runs a cloud and an edge and draws plots
-    from edgesplit.testbed.demo import run_demo
+    from edgesplit.evaluation.demo import run_demo
 
     zoo.get_spec(model)
     run_demo(model=model, out_dir=out_dir, console=out)
@@ -311,16 +310,16 @@ def demo(model: str, out_dir: Path | None) -> None:
 def report(log_dir: Path, out_dir: Path | None) -> None:
     """Plots and a summary from a measurement log (edge run --log, or a demo's folder), or the
     report of an experiment folder (edgesplit experiment --out)."""
-    from edgesplit.testbed.evaluation import is_experiment
+    from edgesplit.evaluation.tables import is_experiment
 
     if out_dir is None:
         require_writable(log_dir / "report", folder=True, hint="give --out DIR")
     if is_experiment(log_dir):
-        from edgesplit.testbed.experiment_report import write_experiment_report
+        from edgesplit.evaluation.experiment_report import write_experiment_report
 
         out.print(f"report: {write_experiment_report(log_dir, out_dir)}")
         return
-    from edgesplit.testbed.report import build_report
+    from edgesplit.evaluation.report import build_report
 
     out.print(f"report: {build_report(log_dir, out_dir, warn=_warn)}")
 
@@ -445,7 +444,7 @@ def _codec_list(value: str) -> list[str]:
               help="Stop after this many seconds.")
 @click.option("--interval", type=Number(min=0), default=0.0, show_default=True,
               help="Seconds from one inference's start to the next.")
-@OBJECTIVE_OPTIONS
+@PLANNING_OPTIONS
 @CODEC_OPTION
 @click.option("--split-point", type=click.IntRange(min=0),
               help="Force this split point: no planning, measured and logged as usual.")
@@ -477,43 +476,41 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
              replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
              hysteresis: float, load_aware: bool, log_dir: Path | None, as_json: bool,
-             **options: Any) -> None:
+             planning: Planning, link: Link, auth: Auth, profiles: Profiles) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
-    from edgesplit.core.machine import native_clock_ghz
-    from edgesplit.core.profiles import read_profile
     from edgesplit.core.rescheduling import ReschedulePolicy
     from edgesplit.edge.factory import EdgeOptions, build_runtime
     from edgesplit.edge.sensors import CpufreqClock, FileClock, FixedClock
+    from edgesplit.measuring.machine import native_clock_ghz
+    from edgesplit.measuring.store import read_profile
 
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):
         raise EdgesplitError("give either --input PATH or --sample")
     if sample and count is None and duration is None:
         count = 1
-    token, signing, verify = auth_from(options)
+    token, signing, verify = auth.resolve()
     unreachable = (_ask_cloud(cloud_url, spec, token, signing, verify)
                    if cloud_url is not None else None)
-    assumed = _assumed_link(options) if cloud_url is not None else None
-    objective = objective_from(options)
-    predictor = options.pop("predictor")
-    threads = options.pop("threads")
+    assumed = _assumed_link(link) if cloud_url is not None else None
+    objective, threads = planning.objective(), profiles.threads
     codecs = _codec_list(codec)
     names, inputs = _edge_inputs(model, spec, input_path)
     torch.set_num_threads(threads)
     clock = (FixedClock(clock_ghz) if clock_ghz else
              FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
     edge_options = EdgeOptions(
-        model, cloud_url, objective=objective, predictor=predictor, codecs=tuple(codecs),
-        bandwidth_kbps=options.pop("bandwidth_kbps"), rtt_ms=options.pop("rtt_ms"),
+        model, cloud_url, objective=objective, predictor=planning.predictor,
+        codecs=tuple(codecs), bandwidth_kbps=link.bandwidth_kbps, rtt_ms=link.rtt_ms,
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
                                     hysteresis=hysteresis),
         token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware)
     runtime = build_runtime(
-        edge_options, profile=get_profile(model, options.pop("profile_file"), threads, as_json),
-        cloud_profile=read_profile(path) if (path := options.pop("cloud_profile")) else None,
+        edge_options, profile=get_profile(model, profiles.profile_file, threads, as_json),
+        cloud_profile=read_profile(path) if (path := profiles.cloud_profile) else None,
         clock=clock)
 
     said = _SaidOnce()  # what the user has been told on stderr: each reason once
@@ -563,7 +560,7 @@ def _result_printer(names: list[str], said: _SaidOnce,
             print(json.dumps(dataclasses.asdict(m) | {"input": names[(m.seq - 1) % len(names)]}),
                   flush=True)
             return
-        out.print(f"#{m.seq} {names[(m.seq - 1) % len(names)]}: class {m.prediction}; "
+        out.print(f"#{m.seq} {names[(m.seq - 1) % len(names)]}: class {m.top1_class}; "
                   f"split {m.split_point} {m.codec} -> {said.where(m.finished, m.fallback)}: "
                   f"{m.latency_s * 1e3:.1f} ms (predicted {m.predicted_latency_s * 1e3:.1f}), "
                   f"{m.cost_usd * 1e6:.4f} µ$; clock {m.clock_ghz:.2f} GHz, "
@@ -582,12 +579,12 @@ def _print_run_summary(results: Sequence[InferenceResult], log_dir: Path | None)
               + (f"; log in {log_dir}" if log_dir else ""))
 
 
-def _assumed_link(options: dict[str, Any]) -> str | None:
+def _assumed_link(link: Link) -> str | None:
     """What the edge assumes of its uplink until it has measured it (defaults not given)."""
     source = click.get_current_context().get_parameter_source
     assumed = [text for name, text in (
-        ("bandwidth_kbps", f"{options['bandwidth_kbps']:g} kbit/s (--bandwidth-kbps)"),
-        ("rtt_ms", f"an RTT of {options['rtt_ms']:g} ms (--rtt-ms)"))
+        ("bandwidth_kbps", f"{link.bandwidth_kbps:g} kbit/s (--bandwidth-kbps)"),
+        ("rtt_ms", f"an RTT of {link.rtt_ms:g} ms (--rtt-ms)"))
         if source(name) is click.core.ParameterSource.DEFAULT]
     return f"edgesplit: assuming {' and '.join(assumed)} until measured" if assumed else None
 

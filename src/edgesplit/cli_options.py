@@ -1,18 +1,22 @@
-"""Option groups the commands share, and the objects they describe.
+"""Option groups the commands share, each parsed into a typed object the command is handed.
 
-Each group is a decorator adding its options to a command and a function making its object from
-the parsed values (popping them, so a command's own options are what is left). ``plan`` and
-``edge run`` take the same objective, prices, predictor, link and profile options; ``edge run``
-adds the auth group. Choices come from the registries (strategies, predictors, edge modes).
-``cloud serve`` makes its options from ``ServerSettings`` instead (``SettingsCommand``).
+``options(Kind, *click_options)`` adds the options to a command and hands it one ``Kind`` made
+of their values, under the group's name (``planning``, ``link``, ``profiles``, ``auth``), so a
+command's signature says what it takes. ``plan`` and ``edge run`` take the same planning (an
+objective, its prices and a predictor), link and profile options; ``edge run`` adds the auth
+group. Choices come from the registries (strategies, predictors, edge modes). ``cloud serve``
+makes its options from ``ServerSettings`` instead (``SettingsCommand``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,13 +26,12 @@ from edgesplit.core.cost import EdgeMode, Prices
 from edgesplit.core.planning import Objective
 from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import PREDICTORS
-from edgesplit.errors import EdgesplitError
+from edgesplit.errors import EdgesplitError, MissingLimit
 from edgesplit.extras import needs_extra
 
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
-Options = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -98,36 +101,59 @@ class Writable(click.Path):
         return path
 
 
-def group(*options: Callable[[F], F]) -> Callable[[F], F]:
-    """Apply ``options`` so that they show in ``--help`` in the order given."""
+def options(kind: type[Any], name: str, *click_options: Callable[[F], F]) -> Callable[[F], F]:
+    """Add ``click_options`` (shown in ``--help`` in the order given) and hand the command one
+    ``kind`` made of their values as the keyword ``name``."""
+    fields = [f.name for f in dataclasses.fields(kind)]
+
     def apply(command: F) -> F:
-        for option in reversed(options):
-            command = option(command)
-        return command
+        @functools.wraps(command)
+        def collected(**values: Any) -> Any:
+            mine = {field: values.pop(field) for field in fields}
+            return command(**values, **{name: kind(**mine)})
+
+        wrapped: Any = collected
+        for option in reversed(click_options):
+            wrapped = option(wrapped)
+        return typing.cast(F, wrapped)
     return apply
 
 
-PRICE_OPTIONS = group(
-    click.option("--edge-usd-per-hour", type=Number(min=0), show_default=True,
-                 default=Prices().edge_usd_per_hour, help="Rented edge price."),
-    click.option("--cloud-usd-per-hour", type=Number(min=0), show_default=True,
-                 default=Prices().cloud_usd_per_hour, help="Cloud price."),
-    click.option("--transfer-usd-per-gb", type=Number(min=0), show_default=True,
-                 default=Prices().transfer_usd_per_gb, help="Uplink data price."),
-    click.option("--edge-power-w", type=Number(min=0), default=Prices().edge_power_w,
-                 show_default=True, help="Owned edge's power draw while computing."),
-    click.option("--energy-usd-per-kwh", type=Number(min=0), show_default=True,
-                 default=Prices().energy_usd_per_kwh, help="Owned edge's energy price."),
-)
+def flag_of(field: str) -> str:
+    """The option that gives an ``Objective`` field: ``deadline_ms`` is ``--deadline-ms``."""
+    return f"--{field.replace('_', '-')}"
 
 
-def prices_from(options: Options) -> Prices:
-    return Prices(options.pop("edge_usd_per_hour"), options.pop("cloud_usd_per_hour"),
-                  options.pop("transfer_usd_per_gb"), options.pop("edge_power_w"),
-                  options.pop("energy_usd_per_kwh"))
+@dataclass(frozen=True)
+class Planning:
+    """What to optimise (strategy, weight, edge, limits, prices) and the predictor."""
+
+    edge: str
+    weight: float
+    strategy: str
+    predictor: str
+    deadline_ms: float | None
+    max_cost_usd: float | None
+    edge_usd_per_hour: float
+    cloud_usd_per_hour: float
+    transfer_usd_per_gb: float
+    edge_power_w: float
+    energy_usd_per_kwh: float
+
+    def objective(self) -> Objective:
+        """The objective; a missing limit names its option."""
+        prices = Prices(self.edge_usd_per_hour, self.cloud_usd_per_hour,
+                        self.transfer_usd_per_gb, self.edge_power_w, self.energy_usd_per_kwh)
+        try:
+            return Objective(self.strategy, self.weight, self.edge, prices, self.deadline_ms,
+                             self.max_cost_usd)
+        except MissingLimit as exc:
+            raise EdgesplitError(f"{str(exc).rpartition(': give ')[0]}: give "
+                                 f"{flag_of(exc.needs)}") from None
 
 
-OBJECTIVE_OPTIONS = group(
+PLANNING_OPTIONS = options(
+    Planning, "planning",
     click.option("--edge", type=click.Choice([m.value for m in EdgeMode]), default="own",
                  show_default=True, help="Owned edge (its time is free) or rented."),
     click.option("--weight", type=Number(0, 1), default=0.5, show_default=True,
@@ -140,25 +166,47 @@ OBJECTIVE_OPTIONS = group(
                  help="Deadline for --strategy slo."),
     click.option("--max-cost-usd", type=Number(min=0, min_open=True),
                  help="Cost cap per inference for --strategy budget."),
-    PRICE_OPTIONS,
+    click.option("--edge-usd-per-hour", type=Number(min=0), default=Prices().edge_usd_per_hour,
+                 show_default=True, help="Rented edge price."),
+    click.option("--cloud-usd-per-hour", type=Number(min=0), default=Prices().cloud_usd_per_hour,
+                 show_default=True, help="Cloud price."),
+    click.option("--transfer-usd-per-gb", type=Number(min=0), default=Prices().transfer_usd_per_gb,
+                 show_default=True, help="Uplink data price."),
+    click.option("--edge-power-w", type=Number(min=0), default=Prices().edge_power_w,
+                 show_default=True, help="Owned edge's power draw while computing."),
+    click.option("--energy-usd-per-kwh", type=Number(min=0), default=Prices().energy_usd_per_kwh,
+                 show_default=True, help="Owned edge's energy price."),
 )
 
 
-def objective_from(options: Options) -> Objective:
-    """The objective (with its prices); ``--predictor`` stays in ``options``."""
-    return Objective(options.pop("strategy"), options.pop("weight"), options.pop("edge"),
-                     prices_from(options), options.pop("deadline_ms"),
-                     options.pop("max_cost_usd"))
+@dataclass(frozen=True)
+class Link:
+    """The uplink assumed (``plan``), or assumed until measured (``edge run``)."""
+
+    bandwidth_kbps: float
+    rtt_ms: float
 
 
-LINK_OPTIONS = group(
+LINK_OPTIONS = options(
+    Link, "link",
     click.option("--bandwidth-kbps", type=Number(min=0, min_open=True), default=7200,
                  show_default=True, help="Uplink bandwidth, kbit/s (edge run: until measured)."),
     click.option("--rtt-ms", type=Number(min=0), default=40, show_default=True,
                  help="Round-trip time to the cloud, ms (edge run: until measured)."),
 )
 
-PROFILE_OPTIONS = group(
+
+@dataclass(frozen=True)
+class Profiles:
+    """Where the edge's and the cloud's profiles come from, and how to measure a missing one."""
+
+    profile_file: Path | None
+    cloud_profile: Path | None
+    threads: int
+
+
+PROFILE_OPTIONS = options(
+    Profiles, "profiles",
     click.option("--profile", "profile_file", type=click.Path(dir_okay=False, path_type=Path),
                  help="Edge profile file (default: this machine's, cached)."),
     click.option("--cloud-profile", type=click.Path(dir_okay=False, path_type=Path),
@@ -167,7 +215,35 @@ PROFILE_OPTIONS = group(
                  help="torch threads when profiling."),
 )
 
-AUTH_OPTIONS = group(
+
+@dataclass(frozen=True)
+class Auth:
+    """How the edge proves itself to the cloud and checks the cloud's certificate."""
+
+    token: str | None
+    token_file: Path | None
+    hmac_key_id: str | None
+    hmac_key_file: Path | None
+    cacert: Path | None
+
+    def resolve(self) -> tuple[str | None, tuple[str, bytes] | None, bool | str]:
+        """(bearer token, HMAC signing key, TLS verification), secrets read from their files
+        or variables."""
+        from edgesplit.wire.auth import secret_from
+
+        token = secret_from(self.token, self.token_file, "EDGESPLIT_TOKEN")
+        signing = None
+        if self.hmac_key_id:
+            secret = secret_from(None, self.hmac_key_file, "EDGESPLIT_HMAC_KEY")
+            if secret is None:
+                raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or "
+                                     "set EDGESPLIT_HMAC_KEY")
+            signing = (self.hmac_key_id, secret.encode())
+        return token, signing, str(self.cacert) if self.cacert else True
+
+
+AUTH_OPTIONS = options(
+    Auth, "auth",
     click.option("--token", envvar="EDGESPLIT_TOKEN", help="Bearer token (or EDGESPLIT_TOKEN)."),
     click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
                  help="Read the bearer token from this file."),
@@ -178,23 +254,6 @@ AUTH_OPTIONS = group(
     click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="CA bundle (or the pinned certificate) to verify an HTTPS cloud with."),
 )
-
-
-def auth_from(options: Options) -> tuple[str | None, tuple[str, bytes] | None, bool | str]:
-    """(bearer token, HMAC signing key, TLS verification) from the auth group."""
-    from edgesplit.wire.auth import secret_from
-
-    token = secret_from(options.pop("token"), options.pop("token_file"), "EDGESPLIT_TOKEN")
-    key_id, key_file = options.pop("hmac_key_id"), options.pop("hmac_key_file")
-    signing = None
-    if key_id:
-        secret = secret_from(None, key_file, "EDGESPLIT_HMAC_KEY")
-        if secret is None:
-            raise EdgesplitError("--hmac-key-id needs a secret: give --hmac-key-file or set "
-                                 "EDGESPLIT_HMAC_KEY")
-        signing = (key_id, secret.encode())
-    cacert = options.pop("cacert")
-    return token, signing, str(cacert) if cacert else True
 
 
 class SettingsCommand(click.Command):

@@ -33,6 +33,14 @@ class InvalidArgument(EdgesplitError, ValueError):
     """A parameter (weight, strategy, price, deadline, ...) out of its valid range."""
 
 
+class MissingLimit(InvalidArgument):
+    """A strategy needs a limit the objective lacks; ``needs`` names the ``Objective`` field."""
+
+    def __init__(self, message: str, needs: str) -> None:
+        super().__init__(message)
+        self.needs = needs
+
+
 class ProfileError(EdgesplitError, ValueError):
     """A profile file that is missing, unreadable or does not match its model."""
 

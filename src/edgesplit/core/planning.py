@@ -8,7 +8,7 @@ it, applies the policy and returns a ``SplitPlan`` with the Pareto front. No I/O
 >>> Objective(strategy="slo").deadline_s
 Traceback (most recent call last):
 ...
-edgesplit.errors.InvalidArgument: strategy 'slo' needs a deadline: give --deadline-ms
+edgesplit.errors.MissingLimit: strategy 'slo' needs a deadline: give deadline_ms
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from edgesplit.core.cost import EdgeMode, Prices, cost_vector, edge_mode
 from edgesplit.core.policies import STRATEGIES, Strategy, choose, pareto_front
 from edgesplit.core.policies import strategy as strategy_named
 from edgesplit.core.predictors import Conditions, Prediction, Predictor
-from edgesplit.errors import InvalidArgument
+from edgesplit.errors import InvalidArgument, MissingLimit
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -54,8 +54,8 @@ class Objective:
             raise InvalidArgument(f"weight must be between 0 and 1, got {self.weight!r}")
         rule = STRATEGIES[self.strategy]
         if rule.needs is not None and getattr(self, rule.needs) is None:
-            raise InvalidArgument(f"strategy '{self.strategy}' needs {rule.needs_what}: give "
-                                  f"{rule.flag}")
+            raise MissingLimit(f"strategy '{self.strategy}' needs {rule.needs_what}: give "
+                               f"{rule.needs}", rule.needs)
         for name in ("deadline_ms", "max_cost_usd"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value <= 0):

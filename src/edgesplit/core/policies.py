@@ -142,12 +142,11 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class StrategyRule:
     """How a strategy chooses and, for a constrained one, the limit it needs: the ``Objective``
-    field, the flag that gives it, and what the plan says when no split meets it."""
+    field, what it is called, and what the plan says when no split meets it."""
 
     choose: Callable[[Sequence[float], Sequence[float], Limits], Choice]
     needs: str | None = None  # "deadline_ms" or "max_cost_usd"
     needs_what: str = ""
-    flag: str = ""
     unmet: str = ""
 
 
@@ -169,11 +168,11 @@ STRATEGIES: dict[Strategy, StrategyRule] = {
         lambda lat, cost, lim: Choice(weighted_choice(lat, cost, lim.weight))),
     Strategy.SLO: StrategyRule(
         lambda lat, cost, lim: slo_choice(lat, cost, _deadline(lim)), needs="deadline_ms",
-        needs_what="a deadline", flag="--deadline-ms",
+        needs_what="a deadline",
         unmet="no split meets the deadline: the fastest"),
     Strategy.BUDGET: StrategyRule(
         lambda lat, cost, lim: budget_choice(lat, cost, _budget(lim)), needs="max_cost_usd",
-        needs_what="a cost cap", flag="--max-cost-usd",
+        needs_what="a cost cap",
         unmet="no split within the budget: the cheapest"),
 }
 """The registry: a new strategy is a ``Strategy`` member and its rule here."""

@@ -14,7 +14,7 @@ prediction is plain arithmetic so that planning stays in microseconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
@@ -313,10 +313,12 @@ def clock_law(points: tuple[tuple[float, float], ...], reference_ghz: float,
     return law([c for c, _ in pairs], [t for _, t in pairs])
 
 
-PREDICTORS: dict[str, type[ThesisPredictor] | type[ProfilePredictor]] = {
+PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "profile": ProfilePredictor,
     "thesis": ThesisPredictor,
 }
+"""The registry: a new predictor is a class that satisfies ``Predictor`` and its entry here
+(``plan``, ``edge run``, the experiment and its report take it from here)."""
 
 
 def make_predictor(name: str) -> Predictor:

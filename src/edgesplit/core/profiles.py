@@ -1,9 +1,10 @@
-"""Profiles: what a model's layers cost on one machine, as validated data and JSON files.
+"""Profiles: what a model's layers cost on one machine, as validated data.
 
 A profile holds per-layer execution times (median of repeats, fixed thread count), the bytes each
 split point sends, the machine it was measured on with its clock speed, and optionally a
 calibration: whole-forward latencies at emulated clock speeds, from which the clock-speed law is
-fitted. Profiles are cached per machine and model so planning does not re-profile every time.
+fitted. Reading, writing and caching profiles is ``edgesplit.measuring.store``'s (I/O); this
+module only names the cache folder.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import os
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
-
-from edgesplit.errors import ProfileError, first_validation_error
+from pydantic import BaseModel, Field, model_validator
 
 FORMAT: Final = "edgesplit-profile/1"
 
@@ -103,29 +102,6 @@ class Profile(BaseModel):
         return [sp.offload_bytes for sp in self.split_points]
 
 
-def read_profile(path: Path) -> Profile:
-    """Load and validate a profile file; any problem is one ``ProfileError`` line."""
-    try:
-        return Profile.model_validate_json(Path(path).read_bytes())
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from exc
-    except ValidationError as exc:
-        raise ProfileError(
-            f"{path} is not a valid edgesplit profile ({first_validation_error(exc)}); "
-            "re-create it with `edgesplit profile`"
-        ) from exc
-
-
-def write_profile(profile: Profile, path: Path) -> Path:
-    """Write atomically, so a crash never leaves a half-written profile in the cache."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(profile.model_dump_json(indent=1))
-    os.replace(partial, path)
-    return path
-
-
 def cache_dir() -> Path:
     """``$EDGESPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgesplit``, else ``~/.cache/edgesplit``."""
     explicit = os.environ.get("EDGESPLIT_CACHE_DIR")
@@ -133,19 +109,3 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edgesplit"
-
-
-def cached_profile_path(model: str, machine: Machine) -> Path:
-    return cache_dir() / "profiles" / f"{model}-{machine.fingerprint()}.json"
-
-
-def cached_profiles(machine: Machine) -> list[Profile]:
-    """Every readable cached profile of this machine (the thesis predictor's peers)."""
-    folder = cache_dir() / "profiles"
-    found = []
-    for path in sorted(folder.glob(f"*-{machine.fingerprint()}.json")):
-        try:
-            found.append(read_profile(path))
-        except ProfileError:
-            continue  # a stale or foreign file is not a reason to stop planning
-    return found

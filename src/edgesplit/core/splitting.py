@@ -535,6 +535,14 @@ def output_tensors(output: Any) -> tuple[torch.Tensor, ...]:
     return tuple(leaves)
 
 
+def top1(output: Any) -> torch.Tensor:
+    """The model's top-1 class per sample, from its first output: the one place that reads a
+    model's answer (a tensor, or a tuple, list or dict of them; the edge and the cloud's
+    ``/offload`` both use it)."""
+    first = output_tensors(output)[0]
+    return (first.reshape(first.shape[0], -1) if first.dim() else first.reshape(1, 1)).argmax(1)
+
+
 def _rebuild(structure: Any, leaf: Callable[[fx.Node], Any]) -> Any:
     """``structure`` (the output node's argument) with each node replaced by ``leaf(node)``, in
     plain tuples, lists and dicts (fx's own ``map_arg`` gives immutable ones)."""

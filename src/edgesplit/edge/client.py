@@ -86,13 +86,16 @@ class CloudClient:
     instead (see ``auth``). ``verify`` is True (the system's CAs), or the path of a CA bundle or
     of the server's own certificate to trust only that one. After any failed exchange the
     connection is dropped: the next request opens a fresh one rather than reuse a connection
-    that may have died with the cloud.
+    that may have died with the cloud. ``transport`` replaces the network (httpx's
+    ``MockTransport`` in tests; TLS settings then do not apply): everything above it, the
+    deadlines, limits and checks of every answer, is the same.
     """
 
     def __init__(self, base_url: str, *, token: str | None = None,
                  signing: tuple[str, bytes] | None = None, verify: bool | str = True,
                  connect_timeout_s: float = 3.0,
-                 max_response_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_response_bytes: int = 64 * 1024 * 1024,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -107,12 +110,14 @@ class CloudClient:
         self._verify = _trust(verify)
         self._connect_timeout_s = connect_timeout_s
         self._max_response_bytes = max_response_bytes
+        self._transport = transport
         self._client = self._new_client()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="offload")
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify,
-                            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
+                            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+                            transport=self._transport)
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None, *,

@@ -13,16 +13,15 @@ Profiling (when no profile is given and none is cached) happens here, never in t
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import torch
 
 from edgesplit.core import zoo
-from edgesplit.core.fitted import fit_predictor
-from edgesplit.core.planning import Objective, Planner
+from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
@@ -30,8 +29,9 @@ from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.measurements import MeasurementLog
 from edgesplit.edge.runtime import CodecGuard, EdgeRuntime, Timing
-from edgesplit.edge.sensors import ClockSensor, CpufreqClock
+from edgesplit.edge.sensors import ClockSensor, CpufreqClock, Timebase
 from edgesplit.errors import InvalidArgument
+from edgesplit.measuring.store import cached_planner
 from edgesplit.wire.codecs import parse_codec
 
 
@@ -58,30 +58,21 @@ class EdgeOptions:
 
 
 
-def build_planner(model: str, profile: Profile, objective: Objective, *,
-                  predictor: str = "profile", codecs: Sequence[str] = ("raw",),
-                  cloud_profile: Profile | None = None,
-                  peers: Sequence[Profile] | None = None) -> Planner:
-    """A planner for ``model`` with a predictor fitted on ``profile`` (and the cloud's and
-    other networks' profiles where the predictor uses them: by default this machine's cached
-    ones, as ``edgesplit plan`` does)."""
-    fitted = fit_predictor(predictor, profile, cloud_profile, peers)
-    return Planner(model, [layer.name for layer in profile.layers], fitted, objective, codecs)
-
-
 def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
                   profile: Profile | None = None, cloud_profile: Profile | None = None,
                   peers: Sequence[Profile] | None = None,
                   calibration_inputs: torch.Tensor | None = None,
                   clock: ClockSensor | None = None, link: LinkEstimator | None = None,
-                  monotonic: Callable[[], float] = time.monotonic) -> EdgeRuntime:
+                  timebase: Timebase | None = None,
+                  transport: httpx.BaseTransport | None = None) -> EdgeRuntime:
     """An ``EdgeRuntime`` made from ``options``.
 
     A zoo model needs nothing else (its split, this machine's cached profile and its
     calibration inputs are found or made). For a model of your own pass ``split`` and
     ``profile`` (``profile_model(name, split=..., sample=..., clocks_ghz=())``), and
     ``calibration_inputs`` if lossy codecs are allowed; the cloud must serve it under the same
-    name. ``clock`` defaults to cpufreq, ``link`` to the options' assumed bandwidth and RTT.
+    name. ``clock`` defaults to cpufreq, ``link`` to the options' assumed bandwidth and RTT;
+    ``timebase`` to the real time, ``transport`` (to the cloud) to the network.
     """
     model, codecs = options.model, options.codecs
     lossy = any(parse_codec(c).lossy for c in codecs)
@@ -95,20 +86,21 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
         calibration_inputs = zoo.calibration_inputs(model)
     split = split or zoo.build_split(model)
     if profile is None:
-        from edgesplit.core.profiler import load_or_profile
+        from edgesplit.measuring.profiler import load_or_profile
 
         profile = load_or_profile(model)
     if profile.n_layers != split.n_layers:
         raise InvalidArgument(f"the profile has {profile.n_layers} layers, the model "
                               f"{split.n_layers}: profile this model")
-    planner = build_planner(model, profile, options.objective, predictor=options.predictor,
+    planner = cached_planner(model, profile, options.objective, predictor=options.predictor,
                             codecs=codecs, cloud_profile=cloud_profile, peers=peers)
     client = (CloudClient(options.cloud_url, token=options.token, signing=options.signing,
-                          verify=options.verify) if options.cloud_url else None)
+                          verify=options.verify, transport=transport)
+              if options.cloud_url else None)
     return EdgeRuntime(
         split, planner, client=client, guard=CodecGuard(split, calibration_inputs),
         clock=clock or CpufreqClock(),
         link=link or LinkEstimator(options.bandwidth_kbps, options.rtt_ms),
         reschedule=options.reschedule,
         log=MeasurementLog(options.log_dir) if options.log_dir else None,
-        timing=options.timing, monotonic=monotonic, load_aware=options.load_aware)
+        timing=options.timing, timebase=timebase, load_aware=options.load_aware)

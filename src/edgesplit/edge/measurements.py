@@ -66,7 +66,7 @@ class Measurement:
     finished: str  # cloud | edge (fallback or offline)
     fallback: str  # why the edge finished it, empty when the cloud did
     replan: str  # why this inference re-planned, empty when it did not
-    prediction: int  # the model's top-1 class
+    top1_class: int  # the model's answer: its top-1 class (not a ``Prediction`` of latency)
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,8 @@ class LayerTime:
 
 
 MEASUREMENT_FIELDS = [f.name for f in fields(Measurement)]
+RENAMED = {"prediction": "top1_class"}
+"""Columns of logs that earlier versions wrote, by their name now: such logs are still read."""
 LAYER_FIELDS = [f.name for f in fields(LayerTime)]
 
 
@@ -203,7 +205,7 @@ def check_log(directory: Path) -> None:
     except OSError as exc:
         raise InvalidArgument(f"no measurement log in {directory} ({exc.strerror}): give the "
                               "folder of an 'edge run --log' or a demo report") from exc
-    if header != MEASUREMENT_FIELDS:
+    if [RENAMED.get(name, name) for name in header or []] != MEASUREMENT_FIELDS:
         raise InvalidArgument(f"{path} is not an edgesplit measurement log (other columns)")
 
 
@@ -213,7 +215,8 @@ def read_measurements(directory: Path) -> list[Measurement]:
     types = {f.name: f.type for f in fields(Measurement)}
     for row in read_rows(Path(directory) / MEASUREMENTS_FILE):
         try:
-            out.append(Measurement(**{k: _convert(types[k], v) for k, v in row.items()}))
+            out.append(Measurement(**{RENAMED.get(k, k): _convert(types[RENAMED.get(k, k)], v)
+                                      for k, v in row.items()}))
         except (KeyError, ValueError):
             continue
     return out

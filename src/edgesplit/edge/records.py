@@ -84,7 +84,7 @@ def local_candidate(plan: SplitPlan, edge_s: float) -> Candidate:
 
 
 def measurement_of(ran: Ran, context: Context, predicted: Candidate,
-                   prediction: int) -> Measurement:
+                   top1_class: int) -> Measurement:
     """The log row of one inference. ``predicted`` is the prediction of what ran: the plan's
     candidate when the cloud finished it, the whole model on the edge when the edge did."""
     edge_s, comm_s, cloud_s = measured_times(ran)
@@ -109,7 +109,7 @@ def measurement_of(ran: Ran, context: Context, predicted: Candidate,
         cost_usd=cost_usd(edge_s, cloud_s, sent_bytes, objective.edge, objective.prices),
         offload_bytes=ran.offload_bytes, sent_bytes=sent_bytes, deadline_s=ran.deadline_s,
         finished=ran.finished, fallback=ran.fallback, replan=context.replan,
-        prediction=prediction,
+        top1_class=top1_class,
     )
 
 

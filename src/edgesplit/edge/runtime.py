@@ -15,7 +15,7 @@ options (the command line and the demo use it).
 >>> from edgesplit.core.zoo import sample_input
 >>> with build_runtime(EdgeOptions("mnist_cnn")) as edge:   # no cloud: all on the edge
 ...     result = edge.infer(sample_input("mnist_cnn"))
->>> result.measurement.finished, result.measurement.prediction
+>>> result.measurement.finished, result.measurement.top1_class
 ('edge', 2)
 """
 
@@ -24,20 +24,18 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from edgesplit.core.planning import Candidate, Planner, SplitPlan
 from edgesplit.core.predictors import Conditions
 from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
-from edgesplit.core.splitting import SplitModel, output_tensors, torch_dtype
+from edgesplit.core.splitting import SplitModel, top1, torch_dtype
 from edgesplit.core.uplink import LinkEstimator
-from edgesplit.edge.client import CloudClient, Expected
+from edgesplit.edge.client import CloudReply, Expected
 from edgesplit.edge.measurements import Measurement, MeasurementLog
 from edgesplit.edge.records import (
     CloudPart,
@@ -47,14 +45,39 @@ from edgesplit.edge.records import (
     local_candidate,
     measurement_of,
 )
-from edgesplit.edge.sensors import ClockSensor
+from edgesplit.edge.sensors import ClockSensor, Timebase
 from edgesplit.errors import CloudUnavailable, InvalidArgument
-from edgesplit.wire.codecs import TORCH_TO_DATATYPE, decode_tensor, encode_tensor, parse_codec
+from edgesplit.wire.codecs import (
+    TORCH_TO_DATATYPE,
+    EncodedTensor,
+    decode_tensor,
+    encode_tensor,
+    parse_codec,
+)
 
 log = logging.getLogger(__name__)
 
 
-def check_cloud(client: CloudClient, model: str, split_points: int) -> str | None:
+class Cloud(Protocol):
+    """What the runtime asks of the cloud: ``edgesplit.edge.client.CloudClient`` (over HTTP, or
+    over any httpx transport it is given), or anything that answers the same way."""
+
+    base_url: str
+
+    def model_metadata(self, model: str, deadline_s: float = ...) -> tuple[int, Any]: ...
+
+    def ping(self, deadline_s: float = ...) -> float: ...
+
+    def ready(self, deadline_s: float = ...) -> None: ...
+
+    def probe(self, nbytes: int, deadline_s: float) -> float: ...
+
+    def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
+              deadline_s: float, request_id: str | None = None, *,
+              expect: Expected | None = None) -> CloudReply: ...
+
+    def close(self) -> None: ...
+def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
     """Ask the cloud about ``model`` before relying on it (``edge run`` asks before it profiles).
 
     A cloud that refuses this edge's credentials, does not serve the model, or serves a
@@ -112,13 +135,6 @@ class Timing:
         return max(self.min_deadline_s, self.deadline_factor * (chosen.comm_s + chosen.cloud_s))
 
 
-def top1(output: Any) -> torch.Tensor:
-    """The model's top-1 class per sample, from its first output: the one place that reads a
-    model's output (a tensor, or a tuple, list or dict of them)."""
-    first = output_tensors(output)[0]
-    return (first.reshape(first.shape[0], -1) if first.dim() else first.reshape(1, 1)).argmax(1)
-
-
 class CodecGuard:
     """Allows a lossy codec at a split point only if it keeps the top-1 answer on the
     calibration inputs (checked once per pair, when a plan first wants it)."""
@@ -160,17 +176,17 @@ class EdgeRuntime:
     every inference), the ``client`` of the cloud (None: everything runs on the edge), the
     ``guard`` that vets lossy codecs, the ``clock`` and ``link`` sensors, when to re-plan
     (``reschedule``), the measurement ``log`` and the ``timing`` of deadlines and checks.
-    ``monotonic`` is the clock that paces re-planning and re-checks (tests pass their own).
+    ``timebase`` is every time it reads: the pace of re-planning and re-checks, the stopwatch,
+    sleeping and the log's timestamps (tests pass their own).
     ``load_aware``: plan with the wait the cloud reported in its last answer (a busy cloud
     pushes the split toward the edge); False plans as if the cloud were always idle.
     Use ``edgesplit.edge.factory.build_runtime`` to make all of them from options.
     """
 
-    def __init__(self, split: SplitModel, planner: Planner, *, client: CloudClient | None = None,
+    def __init__(self, split: SplitModel, planner: Planner, *, client: Cloud | None = None,
                  guard: CodecGuard | None = None, clock: ClockSensor, link: LinkEstimator,
                  reschedule: ReschedulePolicy | None = None, log: MeasurementLog | None = None,
-                 timing: Timing | None = None,
-                 monotonic: Callable[[], float] = time.monotonic,
+                 timing: Timing | None = None, timebase: Timebase | None = None,
                  load_aware: bool = True) -> None:
         if len(planner.layers) != split.n_layers + 1:
             raise InvalidArgument(f"the planner knows {len(planner.layers) - 1} layers, the "
@@ -185,9 +201,10 @@ class EdgeRuntime:
         self.rescheduler = Rescheduler(self.policy)
         self.log = log
         self.timing = timing or Timing()
-        self._now = monotonic
-        self._started = monotonic()
-        self.run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
+        self.time = timebase or Timebase()
+        self._now = self.time.monotonic
+        self._started = self._now()
+        self.run_id = f"{self.time.wall():%Y%m%dT%H%M%S}-{os.getpid()}"
         self._layer_names = tuple(layer.name for layer in split.layers)
         self._seq = 0
         self._excluded: set[tuple[int, str]] = set()
@@ -264,7 +281,7 @@ class EdgeRuntime:
             self.probe_bandwidth()
         idle = interval_s - (self._now() - slot)
         if idle > 0:
-            time.sleep(idle)
+            self.time.sleep(idle)
 
     def conditions(self) -> Conditions:
         return Conditions(self.link.bandwidth_kbps, self.link.rtt_ms, self.clock.read_ghz(),
@@ -340,12 +357,13 @@ class EdgeRuntime:
     def _offload(self, x: torch.Tensor, plan: SplitPlan) -> tuple[Any, Ran]:
         sp, codec = plan.split_point, parse_codec(plan.codec)
         edge_layers: list[float] = []
-        began = time.perf_counter()
+        stopwatch = self.time.stopwatch
+        began = stopwatch()
         sent = self.split.head(x, sp, edge_layers)
-        encode_began = time.perf_counter()
+        encode_began = stopwatch()
         encoded = [encode_tensor(t, codec, spec.name)
                    for t, spec in zip(sent, self.split.split_points[sp].tensors, strict=True)]
-        now = time.perf_counter()
+        now = stopwatch()
         deadline = self.timing.deadline_s(plan.chosen)
         head = Ran(split_point=sp, codec=plan.codec, edge_layers_s=tuple(edge_layers),
                    edge_s=now - began, codec_s=now - encode_began,
@@ -363,8 +381,8 @@ class EdgeRuntime:
             tail_layers: list[float] = []
             output = self.split.tail(sent, sp, tail_layers)
             return output, replace(head, edge_layers_s=head.edge_layers_s + tuple(tail_layers),
-                                   latency_s=time.perf_counter() - began, fallback=str(exc))
-        latency_s = time.perf_counter() - began
+                                   latency_s=stopwatch() - began, fallback=str(exc))
+        latency_s = stopwatch() - began
         self.link.observe_transfer(reply.request_bytes, reply.round_trip_s - reply.cloud_s)
         self.cloud_wait_s = reply.expected_wait_s
         cloud = CloudPart(reply.cloud_s, tuple(reply.layer_times_s), reply.request_bytes,
@@ -382,9 +400,9 @@ class EdgeRuntime:
 
     def _run_locally(self, x: torch.Tensor, reason: str) -> tuple[Any, Ran]:
         layers: list[float] = []
-        began = time.perf_counter()
+        began = self.time.stopwatch()
         output = self.split(x, layers)
-        elapsed = time.perf_counter() - began
+        elapsed = self.time.stopwatch() - began
         return output, Ran(split_point=self.split.n_layers, codec="raw",
                            edge_layers_s=tuple(layers), edge_s=elapsed, codec_s=0.0,
                            offload_bytes=0, encoded_bytes=0, latency_s=elapsed, fallback=reason)
@@ -395,7 +413,7 @@ class EdgeRuntime:
         self._seq += 1
         self._learn(ran, conditions)
         context = Context(seq=self._seq, run=self.run_id,
-                          time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                          time=self.time.wall().isoformat(timespec="milliseconds"),
                           elapsed_s=self._now() - self._started, model=self.model,
                           predictor=self.planner.predictor.name,
                           objective=self.planner.objective, conditions=conditions,

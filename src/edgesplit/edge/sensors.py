@@ -1,4 +1,5 @@
-"""What the edge knows about its clock speed: cpufreq on real hardware, a file in a testbed.
+"""What the edge knows about its clock speed (cpufreq on real hardware, a file in a testbed),
+and the time it reads (``Timebase``).
 
 On real hardware the clock comes from cpufreq (through psutil). In an emulated testbed it comes
 from the emulator, which is the only place that knows the duty cycle it imposes. The uplink's
@@ -8,13 +9,33 @@ bandwidth and round-trip time are learned by ``edgesplit.core.uplink.LinkEstimat
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import psutil
 
-from edgesplit.core.machine import native_clock_ghz
+from edgesplit.measuring.machine import native_clock_ghz
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Timebase:
+    """Every time the edge runtime reads, handed to it in one piece (tests pass their own):
+    ``monotonic`` paces re-planning, pings, probes and re-checks, ``stopwatch`` times the parts
+    of an inference (a test that moves ``monotonic`` by hand still measures real work),
+    ``sleep`` waits for the next slot, and ``wall`` stamps the log."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    stopwatch: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], None] = time.sleep
+    wall: Callable[[], datetime] = _utc_now
 
 
 class ClockSensor(Protocol):

@@ -1,1 +1,1 @@
-"""Emulating the uplink and the edge's clock on one machine, and the demo and reports using them."""
+"""Emulating the uplink and the edge's clock on one machine: link, relay, namespaces, benches."""

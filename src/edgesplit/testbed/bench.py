@@ -30,7 +30,8 @@ from typing import Any, Self
 
 from edgesplit.core.predictors import WIRE_FACTOR
 from edgesplit.errors import TestbedError
-from edgesplit.testbed.emulation import DutyCycler, ShareMap
+from edgesplit.measuring.dutycycle import DutyCycler
+from edgesplit.testbed.emulation import ShareMap
 from edgesplit.testbed.link import LinkEmulator
 from edgesplit.testbed.netns import CLOUD_ADDRESS, NetnsTestbed
 from edgesplit.testbed.processes import stop_process

@@ -37,9 +37,9 @@ from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
-from edgesplit.edge.factory import build_planner
 from edgesplit.edge.runtime import EdgeRuntime, Timing
 from edgesplit.errors import EdgesplitError
+from edgesplit.measuring.store import cached_planner
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 
 
@@ -72,7 +72,7 @@ class Worker:
         return answer
 
     def op_profile(self, request: dict[str, Any]) -> dict[str, Any]:
-        from edgesplit.core.profiler import profile_model
+        from edgesplit.measuring.profiler import profile_model
 
         model = request["model"]
         profile = profile_model(model, repeats=int(request["repeats"]), warmup=2,
@@ -94,7 +94,7 @@ class Worker:
     def op_load(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request["model"]
         profile = Profile.model_validate(request["profile"])
-        planner = build_planner(model, profile, Objective("latency", 0.0, "rent"))
+        planner = cached_planner(model, profile, Objective("latency", 0.0, "rent"))
         self.runtimes[model] = EdgeRuntime(
             self.splits[model], planner, client=CloudClient(self.cloud_url), clock=self.clock,
             link=LinkEstimator(7200, 20),

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from fastapi import APIRouter, Depends, Request
 
 from edgesplit.cloud.decoding import OffloadRequest, decode_offload
 from edgesplit.cloud.schemas import OFFLOAD_BODY_SCHEMA
 from edgesplit.cloud.state import CloudState, cloud_state
 from edgesplit.cloud.tail import TailCall, run_tail_request
+from edgesplit.core.splitting import top1
 
 router = APIRouter()
-
-
-def top1(output: torch.Tensor) -> int:
-    """The first sample's top class (the largest element of its flattened output)."""
-    rows = output.reshape(output.shape[0], -1) if output.dim() else output.reshape(1, 1)
-    return int(rows[0].argmax())
 
 
 @router.post("/offload", openapi_extra=OFFLOAD_BODY_SCHEMA)
@@ -37,7 +31,7 @@ async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) ->
     specs = cloud.service.split(req.model).outputs
     return {"model": req.model, "splitting_point": req.splitting_point,
             "shape": list(output.shape), "output": output.reshape(-1).tolist(),
-            "prediction": top1(output),
+            "prediction": int(top1(output)[0]),  # the first sample's
             "outputs": [{"name": spec.name, "shape": list(t.shape), "dtype": spec.dtype,
                          "data": t.reshape(-1).tolist()}
                         for t, spec in zip(result.outputs, specs, strict=True)],

@@ -13,14 +13,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgesplit.core.fitted import build_planner, fit_predictor
 from edgesplit.core.planning import Objective, Planner
-from edgesplit.core.predictors import Conditions, ProfilePredictor, ThesisPredictor
-from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.policies import Strategy
+from edgesplit.core.predictors import Conditions, ThesisPredictor
+from edgesplit.core.profiles import Profile
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed import evaluation as ev
-from edgesplit.testbed.runs import read_runs
+from edgesplit.evaluation import tables as ev
+from edgesplit.evaluation.runs import THESIS_LABELS, WEIGHT, predictors, read_runs, strategies
+from edgesplit.measuring.store import read_profile
 
-STRATEGY_COLOURS = {"OC": "tab:green", "OL": "tab:red", "CL": "tab:blue"}
+THESIS_COLOURS = {Strategy.COST: "tab:green", Strategy.LATENCY: "tab:red",
+                  Strategy.RANK: "tab:blue"}
+MARKERS = "s^Dvo*"
+
+
+def _colour(label: str) -> str:
+    """The thesis's colours for its three strategies, matplotlib's cycle for any other."""
+    strategy = strategies()[label]
+    return THESIS_COLOURS.get(strategy, f"C{4 + list(strategies()).index(label)}")
+
+
+def _measured(s: ev.Strategies) -> tuple[list[str], list[str]]:
+    """The strategies and predictors of the registries that ``runs.csv`` holds rows of, in the
+    registries' order (a folder measured before one was added has none of its rows)."""
+    found = {(k[2], k[3]) for k in s.split}
+    return ([label for label in strategies() if label in {st for _, st in found}],
+            [name for name in predictors() if name in {p for p, _ in found}])
 
 
 def write_experiment_report(directory: Path, out_dir: Path | None = None) -> Path:
@@ -77,10 +96,12 @@ def _share(value: float | None) -> str:
 
 def _table_7_1_md(table: Sequence[ev.Comparison]) -> list[str]:
     by = {(c.model, c.edge, c.metric, c.comparison, c.predictor): c for c in table}
-    lines = ["| model | edge | metric | comparison | thesis predictor | profile predictor | "
-             "the thesis reported |", "|---|---|---|---|---|---|---|"]
+    names = [p for p in predictors() if any(c.predictor == p for c in table)]
+    lines = ["| model | edge | metric | comparison | "
+             + "".join(f"{p} predictor | " for p in names) + "the thesis reported |",
+             "|---|---|---|---|" + "---|" * (len(names) + 1)]
     for model, edge, metric, comparison in sorted({k[:4] for k in by}):
-        cells = [by.get((model, edge, metric, comparison, p)) for p in ("thesis", "profile")]
+        cells = [by.get((model, edge, metric, comparison, p)) for p in names]
         reported = next((c.thesis_pct for c in cells if c is not None), None)
         lines.append(f"| {model} | {edge} | {metric} | {comparison.replace('_vs_', ' vs ')} | "
                      + " | ".join(_pct(c.measured_pct) if c else "" for c in cells)
@@ -167,7 +188,7 @@ def _markdown(config: dict[str, Any], rows: Sequence[dict[str, str]],
         "Oracle per model: " + ", ".join(
             f"{m}: {'every split point measured end to end' if v == 'e2e' else 'composed from measured parts (head on the throttled edge, transfer of each payload size on the shaped link once per setting, tail from the cloud per-layer times)'}"  # noqa: E501
             for m, v in methods.items()) + ".", "",
-        "Definitions are in `edgesplit/testbed/evaluation.py`: values are medians over repeats; "
+        "Definitions are in `edgesplit/evaluation/tables.py`: values are medians over repeats; "
         "`X vs Y` = sum over settings of X / sum of Y - 1 (positive: X is slower or dearer); "
         "regret = oracle value of the chosen split / best oracle value - 1; best, top 3, top 5: "
         "how often the chosen split ranks there among all split points measured.", "",
@@ -247,23 +268,27 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _bars(out: Path, model: str, edge: str, s: ev.Strategies, o: ev.Oracle,
           settings: dict[int, dict[str, Any]]) -> Path:
-    """Figures 7.2 to 7.8: per-setting latency and cost of OC, OL and CL (both predictors)."""
+    """Figures 7.2 to 7.8: per-setting latency and cost of every strategy (OC, OL and CL in
+    the thesis), one column per predictor."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     indices = sorted({k[4] for k in s.latency if k[:2] == (model, edge)})
     width = max(10.0, 1.5 * len(indices))
-    fig, axes = plt.subplots(2, 2, figsize=(width, 7.5), sharex=True)
+    labels, names = _measured(s)
+    bar = 0.8 / len(labels)
+    fig, axes = plt.subplots(2, len(names), figsize=(width * len(names) / 2, 7.5), sharex=True,
+                             squeeze=False)
     x = np.arange(len(indices))
-    for col, predictor in enumerate(("thesis", "profile")):
+    for col, predictor in enumerate(names):
         for row, (values, unit, scale) in enumerate(((s.latency, "latency (ms)", 1e3),
                                                      (s.cost, "cost per inference (µ$)", 1e6))):
             ax = axes[row][col]
-            for i, strategy in enumerate(("OC", "OL", "CL")):
+            for i, strategy in enumerate(labels):
                 heights = [values.get((model, edge, predictor, strategy, j), np.nan) * scale
                            for j in indices]
-                ax.bar(x + (i - 1) * 0.27, heights, 0.27, label=strategy,
-                       color=STRATEGY_COLOURS[strategy])
+                ax.bar(x + (i - (len(labels) - 1) / 2) * bar, heights, bar, label=strategy,
+                       color=_colour(strategy))
             if row == 0:
                 best = [min(o.latency[(model, edge, j)].values()) * 1e3
                         if (model, edge, j) in o.latency else np.nan for j in indices]
@@ -301,12 +326,12 @@ def _pareto(out: Path, model: str, s: ev.Strategies, o: ev.Oracle,
         for i in (front[k] for k in labelled):
             ax.annotate(str(sps[i]), (lat[i], cost[i]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
-        for strategy, marker in (("OC", "s"), ("OL", "^"), ("CL", "D")):
+        for strategy, marker in zip(_measured(s)[0], MARKERS, strict=False):
             chosen = s.split.get((model, edge, "profile", strategy, setting))
             if chosen is not None:
                 i = sps.index(chosen)
                 ax.scatter([lat[i]], [cost[i]], s=110, marker=marker, facecolors="none",
-                           edgecolors=STRATEGY_COLOURS[strategy], linewidths=2,
+                           edgecolors=_colour(strategy), linewidths=2,
                            label=f"{strategy} (profile predictor): split {chosen}")
         ax.set_xscale("log")
         _plain(ax.xaxis)
@@ -324,8 +349,9 @@ def _slopes(out: Path, profiles: dict[str, Profile]) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fitted = ThesisPredictor().fit(next(iter(profiles.values())),
-                                   peers=list(profiles.values())[1:])
+    fitted = fit_predictor("thesis", next(iter(profiles.values())),
+                           peers=list(profiles.values())[1:])
+    assert isinstance(fitted, ThesisPredictor)  # this figure is the thesis predictor's law
     fig, ax = plt.subplots(figsize=(7, 5))
     for model, profile in profiles.items():
         points = sorted((c.clock_ghz, c.latency_s / profile.n_layers)
@@ -348,7 +374,7 @@ def _slopes(out: Path, profiles: dict[str, Profile]) -> Path:
 
 def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], o: ev.Oracle,
                            settings: dict[int, dict[str, Any]], rtt: float) -> Path:
-    """Figure 4.3: predicted (both predictors) against measured latency per split point."""
+    """Figure 4.3: predicted (every predictor) against measured latency per split point."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -362,10 +388,9 @@ def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], 
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.plot(sps, [measured[sp] * 1e3 for sp in sps], "o-", color="black",
             label="measured (median)")
-    for name, predictor, colour in (
-            ("thesis", ThesisPredictor().fit(profile, peers=peers), "tab:orange"),
-            ("profile", ProfilePredictor().fit(profile), "tab:blue")):
-        predicted = predictor.predict(conditions).latency_s
+    for i, name in enumerate(predictors()):
+        predicted = fit_predictor(name, profile, peers=peers).predict(conditions).latency_s
+        colour = ("tab:orange", "tab:blue", "tab:purple", "tab:brown")[i % 4]
         ax.plot(sps, [predicted[sp] * 1e3 for sp in sps], "--", color=colour,
                 label=f"predicted, {name} predictor")
     best = min(sps, key=lambda sp: measured[sp])
@@ -382,11 +407,9 @@ def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], 
     return _save(fig, out / f"predicted-vs-measured-{model}.png")
 
 
-def _planner(model: str, profiles: dict[str, Profile], strategy: str, weight: float,
+def _planner(model: str, profiles: dict[str, Profile], strategy: Strategy | str, weight: float,
              edge: str = "rent") -> Planner:
-    profile = profiles[model]
-    return Planner(model, [layer.name for layer in profile.layers],
-                   ProfilePredictor().fit(profile), Objective(strategy, weight, edge))
+    return build_planner(model, profiles[model], Objective(strategy, weight, edge))
 
 
 def _clock_choices(out: Path, model: str, profiles: dict[str, Profile], rtt: float) -> Path:
@@ -398,13 +421,12 @@ def _clock_choices(out: Path, model: str, profiles: dict[str, Profile], rtt: flo
     clocks = np.round(np.arange(0.6, 1.501, 0.05), 2)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.5), sharey=True)
     for ax, bandwidth in zip(axes, (7200, 20_000, 50_000), strict=True):
-        for (name, (strategy, weight)), offset in zip(
-                {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}.items(),
-                (-0.2, 0.0, 0.2), strict=True):
-            planner = _planner(model, profiles, strategy, weight)
+        for i, (name, strategy) in enumerate(strategies().items()):
+            planner = _planner(model, profiles, strategy, WEIGHT)
             chosen = [planner.plan(Conditions(bandwidth, rtt, float(c))).split_point
                       for c in clocks]
-            ax.plot(clocks, np.array(chosen) + offset, "o-", color=STRATEGY_COLOURS[name],
+            offset = 0.2 * (i - (len(strategies()) - 1) / 2)
+            ax.plot(clocks, np.array(chosen) + offset, "o-", color=_colour(name),
                     label=name, markersize=3)
         ax.set_title(f"{bandwidth / 1000:g} Mbit/s", fontsize=10)
         ax.set_xlabel("edge clock speed (GHz)")
@@ -429,9 +451,10 @@ def _weights(out: Path, model: str, profiles: dict[str, Profile], rtt: float) ->
         ax.plot(range(len(latency)), latency, "-", color="grey", label="predicted latency")
         fastest = _planner(model, profiles, "latency", weight).plan(conditions).split_point
         cheapest = _planner(model, profiles, "cost", weight).plan(conditions).split_point
-        for sp, colour, label, size in ((cheapest, "tab:green", "cheapest (OC)", 150),
-                                        (fastest, "tab:red", "fastest (OL)", 110),
-                                        (plan.split_point, "tab:blue", "rank (CL)", 60)):
+        for sp, strategy, what, size in ((cheapest, Strategy.COST, "cheapest", 150),
+                                         (fastest, Strategy.LATENCY, "fastest", 110),
+                                         (plan.split_point, Strategy.RANK, "rank", 60)):
+            colour, label = THESIS_COLOURS[strategy], f"{what} ({THESIS_LABELS[strategy]})"
             ax.scatter([sp], [latency[sp]], color=colour, s=size, zorder=3,
                        label=f"{label}: split {sp}")
         ax.set_title(f"w = {weight:g}", fontsize=10)

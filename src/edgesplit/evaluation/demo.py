@@ -35,16 +35,11 @@ from rich.text import Text
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective, Planner, SplitPlan
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiler import load_or_profile
-from edgesplit.core.profiles import Profile, write_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy, with_hysteresis
-from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import MEASUREMENTS_FILE, read_measurements
 from edgesplit.errors import EdgesplitError
-from edgesplit.testbed.emulation import DutyCycler
-from edgesplit.testbed.link import LinkEmulator
-from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess, stop_process
-from edgesplit.testbed.report import (
+from edgesplit.evaluation.report import (
     PROFILE_FILE,
     Phase,
     build_report,
@@ -53,6 +48,12 @@ from edgesplit.testbed.report import (
     summarise,
     write_phases,
 )
+from edgesplit.evaluation.runs import WEIGHT, strategies
+from edgesplit.measuring.dutycycle import DutyCycler
+from edgesplit.measuring.profiler import load_or_profile
+from edgesplit.measuring.store import cached_planner, write_profile
+from edgesplit.testbed.link import LinkEmulator
+from edgesplit.testbed.processes import READY_TIMEOUT_S, CloudProcess, stop_process
 from edgesplit.wire.codecs import all_codecs
 
 PHASE_BOUND_S = 300.0  # a phase waiting this long for its inferences moves on regardless
@@ -85,7 +86,6 @@ SCENARIO = (
     Step("fast uplink", 24, 50_000, 10, 1.2, offloads=12),
     Step("bad everything", 20, 400, 100, 0.6),
 )
-STRATEGIES = ("latency", "cost", "rank")
 REPLAN_S = 5.0  # the edge's re-plan timer
 EDGE_CODECS = tuple(c.name for c in all_codecs())  # what the edge's --codec auto allows
 
@@ -156,8 +156,9 @@ def _run(model: str, scenario: Sequence[Step], interval_s: float, profile: Profi
          out_dir: Path, console: Console, played: _Played) -> None:
     """Start the cloud, the link and the edge, and play the scenario into ``played``; the edge
     and the cloud are stopped however it ends."""
-    planners = {s: build_planner(model, profile, Objective(s, 0.5, "rent"), codecs=EDGE_CODECS)
-                for s in STRATEGIES}
+    planners = {str(s): cached_planner(model, profile, Objective(s, WEIGHT, "rent"),
+                                       codecs=EDGE_CODECS)
+                for s in strategies().values()}
     cloud = CloudProcess(models=model, log=out_dir / "cloud.log")
     cloud.launch()
     edge: subprocess.Popen[str] | None = None

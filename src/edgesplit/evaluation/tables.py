@@ -31,12 +31,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgesplit.core.policies import pareto_front
+from edgesplit.core.policies import Strategy, pareto_front
+from edgesplit.evaluation.runs import THESIS_LABELS
 
 Row = Mapping[str, str]
-COMPARISONS = {"cost": (("CL", "OC"), ("CL", "OL"), ("OC", "OL")),
-               "latency": (("CL", "OC"), ("CL", "OL"), ("OL", "OC"))}
-OBJECTIVES = {"latency": ("OL", "latency_s"), "cost": ("OC", "cost_usd")}
+OC, OL, CL = (THESIS_LABELS[s] for s in (Strategy.COST, Strategy.LATENCY, Strategy.RANK))
+COMPARISONS = {"cost": ((CL, OC), (CL, OL), (OC, OL)),
+               "latency": ((CL, OC), (CL, OL), (OL, OC))}
+OBJECTIVES = {"latency": (OL, "latency_s"), "cost": (OC, "cost_usd")}
 
 
 def is_experiment(directory: Path) -> bool:
@@ -207,7 +209,7 @@ def pareto_checks(s: Strategies, o: Oracle) -> list[ParetoCheck]:
     out = []
     for (model, edge, predictor, strategy, setting), chosen in sorted(s.split.items()):
         key = (model, edge, setting)
-        if strategy != "CL" or key not in o.latency:
+        if strategy != CL or key not in o.latency:
             continue
         sps = sorted(o.latency[key])
         front = pareto_front([o.latency[key][sp] for sp in sps], [o.cost[key][sp] for sp in sps])

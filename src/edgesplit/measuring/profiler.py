@@ -22,8 +22,6 @@ from typing import Any
 import torch
 
 from edgesplit.core import zoo
-from edgesplit.core.fitted import store_profile
-from edgesplit.core.machine import describe_machine
 from edgesplit.core.profiles import (
     CalibrationPoint,
     LayerProfile,
@@ -31,12 +29,12 @@ from edgesplit.core.profiles import (
     Profile,
     SplitPointProfile,
     TensorInfo,
-    cached_profile_path,
-    read_profile,
 )
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import CalibrationError, InvalidArgument, ProfileError
-from edgesplit.testbed.emulation import DutyCycler
+from edgesplit.measuring.dutycycle import DutyCycler
+from edgesplit.measuring.machine import describe_machine
+from edgesplit.measuring.store import cached_profile_path, read_profile, store_profile
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,8 @@ def calibrate_clock(name: str, clocks_ghz: Sequence[float], machine: Machine, re
     paired with a full-speed sample taken just before it; the point is ``forward_s`` times the
     median ratio of the pairs.
     """
-    command = [sys.executable, "-m", "edgesplit.core._forward_worker", name, str(machine.threads)]
+    command = [sys.executable, "-m", "edgesplit.measuring._forward_worker", name,
+               str(machine.threads)]
     worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     points = []
     try:

@@ -1,6 +1,6 @@
 """A process that times whole forwards of one zoo model, for clock calibration.
 
-Run as ``python -m edgesplit.core._forward_worker MODEL THREADS``. It prints
+Run as ``python -m edgesplit.measuring._forward_worker MODEL THREADS``. It prints
 ``{"ready": true}`` once the model is built, then answers each request line
 ``{"warmup": W, "repeats": R, "min_time_s": T}`` with ``{"times": [...]}``: one mean forward time
 per repeat, each repeat running forwards for at least ``T`` seconds, over many duty cycles. The

@@ -122,7 +122,7 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
     from edgesplit.extras import require_extra
 
     require_extra("edgesplit experiment", "all")  # it runs a cloud and an edge and draws plots
-    from edgesplit.testbed.experiment import Experiment, ExperimentConfig
+    from edgesplit.evaluation.experiment import Experiment, ExperimentConfig
 
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     for name in names:

@@ -24,7 +24,7 @@ from edgesplit.extras import needs_extra
 
 if TYPE_CHECKING:
     from edgesplit.core.planning import SplitPlan
-    from edgesplit.testbed.report import ParetoChoice, Phase
+    from edgesplit.evaluation.report import ParetoChoice, Phase
 
 MAX_POINTS = 4000  # per series in the timeline; more are thinned by ``_envelope``
 LABEL_GAP_PX = (26.0, 10.0)  # labels of split points closer than this (x, y) share one label
@@ -113,7 +113,7 @@ OUTCOME_MARKS = {
 
 
 def _latency(ax: Any, t: np.ndarray, shown: MeasurementColumns) -> None:
-    from edgesplit.testbed.report import outcomes
+    from edgesplit.evaluation.report import outcomes
 
     measured = shown["latency_s"] * 1e3
     ax.plot(*_envelope(t, measured), ".-", label="measured", lw=0.8, ms=4, color="tab:blue")

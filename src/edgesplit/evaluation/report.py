@@ -20,9 +20,8 @@ import numpy as np
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective, SplitPlan
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.profiles import Profile, read_profile
+from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy, with_hysteresis
-from edgesplit.edge.factory import build_planner
 from edgesplit.edge.measurements import (
     MEASUREMENTS_FILE,
     Measurement,
@@ -31,7 +30,8 @@ from edgesplit.edge.measurements import (
     read_columns,
 )
 from edgesplit.errors import InvalidArgument
-from edgesplit.testbed import plots
+from edgesplit.evaluation import plots
+from edgesplit.measuring.store import cached_planner, read_profile
 
 PHASES_FILE = "phases.json"
 REPORT_COLUMNS = ("time", "run", "model", "finished", "fallback", "replan", "strategy", "weight",
@@ -259,7 +259,7 @@ def build_report(log_dir: Path, out_dir: Path | None = None, *, title: str = "ed
         profile = read_profile(log_dir / PROFILE_FILE)
     choice = pareto_choice(measurements, phases)
     if profile is not None and choice is not None:
-        planner = build_planner(profile.model, profile, choice.objective, codecs=choice.codecs)
+        planner = cached_planner(profile.model, profile, choice.objective, codecs=choice.codecs)
         plan = planner.plan(choice.conditions)
         figures.append(plots.pareto(plan, choice, off_front_reason(plan, choice.split_point),
                                     out_dir))

@@ -21,14 +21,36 @@ from pathlib import Path
 from typing import Any
 
 from edgesplit.core import zoo
+from edgesplit.core.policies import STRATEGIES as RULES
+from edgesplit.core.policies import Strategy
+from edgesplit.core.predictors import PREDICTORS
 from edgesplit.errors import InvalidArgument
 
 COLUMNS = ("model", "edge", "predictor", "strategy", "setting", "repeat", "bandwidth_kbps",
            "clock_ghz", "rtt_ms", "split_point", "codec", "predicted_latency_s", "latency_s",
            "cost_usd", "edge_s", "comm_s", "cloud_s", "sent_bytes", "method")
 EDGES = ("own", "rent")
-STRATEGIES = ("OC", "OL", "CL")
-PREDICTORS = ("thesis", "profile")
+WEIGHT = 0.5
+"""The weight every strategy is measured at: the thesis's evaluation weighs both equally."""
+THESIS_LABELS: dict[Strategy, str] = {Strategy.COST: "OC", Strategy.LATENCY: "OL",
+                                      Strategy.RANK: "CL"}
+"""The thesis's names of the strategies it compares (optimise cost, optimise latency, cost and
+latency): the one mapping the experiment, its tables and its report use."""
+
+
+def strategies() -> dict[str, Strategy]:
+    """Label -> strategy for every strategy the experiment measures: each of the registry's
+    (``core.policies.STRATEGIES``) that needs no limit (the thesis's settings give no deadline
+    or cost cap), the thesis's three first under their names, any other under its own."""
+    free = [s for s, rule in RULES.items() if rule.needs is None]
+    ordered = [*THESIS_LABELS, *(s for s in free if s not in THESIS_LABELS)]
+    return {THESIS_LABELS.get(s, s.value): s for s in ordered if s in free}
+
+
+def predictors() -> tuple[str, ...]:
+    """Every predictor the experiment measures: the registry's (``core.predictors``), the
+    thesis's first as in its tables."""
+    return tuple(sorted(PREDICTORS, key=lambda name: name != "thesis"))
 
 Key = tuple[Any, ...]
 
@@ -164,8 +186,8 @@ def _problem(row: dict[str, Any], config: Any, settings: Sequence[Any]) -> str |
     if row["model"] not in config.models:
         return f"model {row['model']!r} is not one of this experiment's " \
             f"({', '.join(config.models)})"
-    choices = {"edge": EDGES, "strategy": (*STRATEGIES, "oracle"), "method": ("e2e", "parts"),
-               "predictor": (*PREDICTORS, "")}
+    choices = {"edge": EDGES, "strategy": (*strategies(), "oracle"), "method": ("e2e", "parts"),
+               "predictor": (*predictors(), "")}
     for column, allowed in choices.items():
         if row[column] not in allowed:
             return f"{column}={row[column]!r}, not one of {', '.join(map(repr, allowed))}"

@@ -9,8 +9,9 @@ For every setting (bandwidth and clock drawn as in section 6.7) and repeat, it m
   after a warm-up), the transfer of
   each distinct payload size over the shaped link (once per setting) and the tail from the
   cloud's own per-layer times; ``method`` says which (``e2e`` or ``parts``).
-- each strategy's choice: OC (cheapest), OL (fastest) and CL (rank, w = 0.5), for an owned and a
-  rented edge and both predictors, planned with the setting's conditions as the thesis did and
+- each strategy's choice: OC (cheapest), OL (fastest) and CL (rank, w = 0.5), and any other
+  strategy of the registry that needs no limit, for an owned and a rented edge and every
+  registered predictor, planned with the setting's conditions as the thesis did and
   then run end to end at the chosen split.
 
 Everything goes to ``DIR/runs.csv`` (one unit at a time, resumable) and ``DIR/config.json``; the
@@ -36,16 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from edgesplit.core.cost import cost_usd, edge_mode
+from edgesplit.core.fitted import fit_predictor
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import (
     REQUEST_OVERHEAD_BYTES,
     Conditions,
-    Predictor,
-    ProfilePredictor,
-    ThesisPredictor,
 )
-from edgesplit.core.profiles import CalibrationPoint, Profile, read_profile, write_profile
+from edgesplit.core.profiles import CalibrationPoint, Profile
 from edgesplit.errors import InvalidArgument, TestbedError
+from edgesplit.evaluation.conditions import Setting, draw_pools, draw_settings
+from edgesplit.evaluation.runs import EDGES, WEIGHT, RunsFile, Unit, predictors, strategies
+from edgesplit.measuring.store import read_profile, write_profile
 from edgesplit.testbed.bench import (
     MAX_CLOCK_GHZ,
     Bench,
@@ -55,8 +57,6 @@ from edgesplit.testbed.bench import (
     check_rate,
     forward_s,
 )
-from edgesplit.testbed.conditions import Setting, draw_pools, draw_settings
-from edgesplit.testbed.runs import EDGES, PREDICTORS, STRATEGIES, RunsFile, Unit
 
 FORMAT = "edgesplit-experiment/1"
 CALIBRATION_CLOCKS_GHZ = (0.6, 0.9, 1.2)
@@ -66,7 +66,6 @@ forwards measure 15 to 20% slower at 0.6 GHz for real; a disturbed pair, 40% and
 PARTS_ABOVE_BYTES = 20_000_000
 """``--oracle auto`` composes a model's oracle from parts when all its cuts together exceed this
 (VGG16: about 150 MB per setting and repeat, 3 minutes at 7.2 Mbit/s; AlexNet: about 5 MB)."""
-OBJECTIVES = {"OC": ("cost", 0.5), "OL": ("latency", 0.5), "CL": ("rank", 0.5)}
 Progress = Callable[[str, int, int], None]
 
 
@@ -413,8 +412,8 @@ def plan_units(config: ExperimentConfig, settings: list[Setting], profiles: dict
                     for sp in range(n):
                         yield Unit(model, setting.index, repeat, "oracle", split_point=sp)
                 for edge in EDGES:
-                    for predictor in PREDICTORS:
-                        for strategy in STRATEGIES:
+                    for predictor in predictors():
+                        for strategy in strategies():
                             yield Unit(model, setting.index, repeat, "strategy", edge=edge,
                                        predictor=predictor, strategy=strategy)
 
@@ -425,14 +424,13 @@ def build_planners(profiles: dict[str, Profile]) -> dict[tuple[str, str, str, st
     planners = {}
     for model, profile in profiles.items():
         peers = [p for m, p in profiles.items() if m != model]
-        fitted: dict[str, Predictor] = {"thesis": ThesisPredictor().fit(profile, peers=peers),
-                                        "profile": ProfilePredictor().fit(profile)}
         layers = [layer.name for layer in profile.layers]
-        for predictor in PREDICTORS:
+        for predictor in predictors():
+            fitted = fit_predictor(predictor, profile, peers=peers)
             for edge in EDGES:
-                for name, (strategy, weight) in OBJECTIVES.items():
+                for name, strategy in strategies().items():
                     planners[(model, predictor, edge, name)] = Planner(
-                        model, layers, fitted[predictor], Objective(strategy, weight, edge))
+                        model, layers, fitted, Objective(strategy, WEIGHT, edge))
     return planners
 
 
@@ -527,7 +525,7 @@ def _versions() -> dict[str, str]:
 
 
 def _machine() -> dict[str, Any]:
-    from edgesplit.core.machine import describe_machine
+    from edgesplit.measuring.machine import describe_machine
 
     return describe_machine(1).model_dump() | {"node": platform.node(),
                                                "cpus": os.cpu_count() or 0}
