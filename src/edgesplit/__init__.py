@@ -9,7 +9,7 @@ The names a program needs, importable from here; each is imported when first use
     planner = build_planner("alexnet", profile, Objective("rank", weight=0.5, edge="rent"))
     planner.plan(Conditions(bandwidth_kbps=7200, rtt_ms=40, clock_ghz=1.5)).split_point
 
-The packages, from the floor up (``docs/design.md`` section 7): ``errors``, ``wire`` (the
+The packages, from the floor up (``docs/design.md`` section 8): ``errors``, ``wire`` (the
 format on the wire), ``core`` (splitting, the zoo and pure planning), ``measuring`` (profiling
 this machine, the profile cache), ``edge`` and ``cloud``, ``testbed`` (emulated links and
 clocks), ``evaluation`` (the thesis's experiment, reports, the demo), and the command line.
@@ -34,11 +34,12 @@ if TYPE_CHECKING:
     from edgesplit.edge.runtime import EdgeRuntime
     from edgesplit.errors import EdgesplitError
     from edgesplit.measuring.profiler import load_or_profile, profile_model
+    from edgesplit.measuring.store import read_profile
 
 __all__ = ["CloudClient", "CloudService", "Conditions", "EdgeOptions", "EdgeRuntime",
            "EdgesplitError", "Objective", "Planner", "Profile", "ServerSettings", "SplitModel",
            "SplitPlan", "build_model", "build_planner", "build_runtime", "create_app",
-           "load_or_profile", "profile_model", "sample_input", "zoo"]
+           "load_or_profile", "profile_model", "read_profile", "sample_input", "zoo"]
 
 _HOME = {
     "CloudService": "cloud", "ServerSettings": "cloud", "create_app": "cloud",
@@ -49,6 +50,7 @@ _HOME = {
     "CloudClient": "edge.client", "EdgeOptions": "edge.factory", "build_runtime": "edge.factory",
     "EdgeRuntime": "edge.runtime", "EdgesplitError": "errors",
     "load_or_profile": "measuring.profiler", "profile_model": "measuring.profiler",
+    "read_profile": "measuring.store",
 }
 
 

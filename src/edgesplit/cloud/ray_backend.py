@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -32,10 +33,17 @@ from edgesplit.cloud.serving import head_limits
 from edgesplit.cloud.serving import serve as serve_guarded
 from edgesplit.cloud.settings import ServerSettings
 from edgesplit.errors import EdgesplitError, InvalidArgument
-from edgesplit.testbed.processes import free_port
 
 log = logging.getLogger(__name__)
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: Ray's node address is 127.0.0.1
+
+
+def _loopback_port() -> int:
+    """A loopback port nobody listens on now: Serve's proxy's private one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,7 @@ def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Sca
     ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False)
     try:
-        private_port = free_port()  # Serve's proxy: reached by the front alone
+        private_port = _loopback_port()  # Serve's proxy: reached by the front alone
         upstream = f"http://127.0.0.1:{private_port}"
         serve.start(proxy_location="HeadOnly",
                     http_options={"host": "127.0.0.1", "port": private_port})
