@@ -298,3 +298,90 @@ def test_well_formed_tensors_the_model_cannot_take_get_400(cloud: str,
     assert response.status_code == 400
     assert "cannot run on these tensors" in response.json()["error"]
     assert httpx.get(f"{cloud}/v2/health/ready").json() == {"ready": True}
+
+
+# -- issue 19: the models that still broke ----------------------------------------------------
+
+@pytest.mark.parametrize("name", ["count_normalised", "count_by_nonzero", "routed",
+                                  "routed_by_index"])
+def test_counts_and_rows_taken_from_the_data_are_never_assumed(
+        name: str, splits: dict[str, SplitModel]) -> None:
+    """Items 15 and 17: a tensor whose rows a mask picks never crosses an offered cut, and its
+    size is read from the tensor itself, unsplit too, whatever the count at this input."""
+    split = splits[name]
+    assert any("depends on the data" in note for note in split.unsplittable)
+    for sp in split.split_points:
+        assert not any(t.free for t in sp.tensors), sp
+    model = unusual.build(name)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        x = unusual.MODELS[name][1]().repeat(4, 1, 1) + torch.randn(4, 1, 1)
+        assert torch.allclose(split(x), model(x), rtol=1e-5, atol=1e-6), seed
+
+
+@pytest.mark.parametrize(("name", "shapes"), [("squeezed", [(5,), (3, 5)]),
+                                              ("similarity", [(1, 1), (3, 3)])])
+def test_outputs_without_a_batch_dimension_are_free(
+        name: str, shapes: list[tuple[int, ...]], splits: dict[str, SplitModel],
+        cloud: str) -> None:
+    """Item 16: the output's shape is the model's, at any batch, locally and from the cloud."""
+    split = splits[name]
+    assert split.outputs[0].free
+    meta = httpx.get(f"{cloud}/v2/models/{name}").json()
+    assert meta["outputs"][0]["shape"] == [-1] * len(split.outputs[0].shape)
+    for batch, shape in zip((1, 3), shapes, strict=True):
+        x = unusual.sample(name, batch)
+        assert split(x).shape == shape
+        response = infer(cloud, name, 1, split.head(x, 1), split)
+        _, [output] = parse_response(response.content, response.headers.get(HEADER_LENGTH))
+        assert output.shape == shape
+
+
+def test_minus_infinity_crosses_the_cut_after_a_masked_fill(
+        splits: dict[str, SplitModel], cloud: str) -> None:
+    """Item 18: the cut right after nanoGPT's masked_fill carries -inf; the cloud takes it."""
+    split = splits["tiny_gpt"]
+    x = unusual.sample("tiny_gpt", 2)
+    cut = next(sp.split_point for sp in split.split_points if sp.layer_type == "masked_fill")
+    sent = split.head(x, cut)
+    assert bool(torch.isneginf(sent[-1]).any())
+    response = infer(cloud, "tiny_gpt", cut, sent, split)
+    assert response.status_code == 200, response.text
+    _, [output] = parse_response(response.content, response.headers.get(HEADER_LENGTH))
+    assert same(output, local_outputs("tiny_gpt", split, x)[0])
+
+
+def test_only_what_the_wire_carries_is_offered(splits: dict[str, SplitModel],
+                                               cloud: str) -> None:
+    """Item 19: bfloat16 cuts are offered (as BF16); complex and quint8 ones are not, and
+    every model's metadata answers."""
+    for name in ("complex_spectrum", "quantised_middle"):
+        split = splits[name]
+        assert {t.dtype for sp in split.split_points for t in sp.tensors} == {"float32"}
+        assert any("no datatype for" in note for note in split.unsplittable)
+    for name in unusual.MODELS:
+        assert httpx.get(f"{cloud}/v2/models/{name}").status_code == 200, name
+    meta = httpx.get(f"{cloud}/v2/models/bfloat16").json()
+    assert meta["outputs"][0]["datatype"] == "BF16"
+    assert any(t["datatype"] == "BF16" for sp in meta["parameters"]["split_points"]
+               for t in sp["tensors"])
+
+
+class ComplexOut(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft(x)
+
+
+def test_a_model_whose_output_cannot_travel_is_refused_in_one_line() -> None:
+    with pytest.raises(ModelNotSplittable, match=r"returns fft_fft of dtype complex64.*"
+                                                 r"view_as_real"):
+        SplitModel(ComplexOut(), torch.randn(1, 4))
+
+
+def test_a_named_tuple_output_keeps_its_names_and_type(splits: dict[str, SplitModel]) -> None:
+    split = splits["named_tuple"]
+    assert [o.name for o in split.outputs] == ["logits", "features"]
+    x = unusual.sample("named_tuple", 3)
+    out = split(x)
+    assert isinstance(out, unusual.Prediction)
+    assert torch.equal(out.logits, unusual.build("named_tuple")(x).logits)

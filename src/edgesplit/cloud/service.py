@@ -70,8 +70,10 @@ class CloudService:
 
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
-        """Cast floats to the cut's dtype and refuse NaN, infinity, tensors that are not what
-        crosses the cut and oversized batches (tensors without a batch dimension have none)."""
+        """Cast floats to the cut's dtype and refuse tensors that are not what crosses the cut,
+        oversized batches (tensors without a batch dimension have none) and a model input
+        (split point 0) with NaN or infinity. Between layers, infinities are activations (a
+        masked attention's -inf before its softmax) and pass; the edge checks the outputs."""
         split = self.split(name)
         specs = split.split_points[split_point].tensors
         out = []
@@ -80,8 +82,9 @@ class CloudService:
             if (tensor.dtype != expected and tensor.is_floating_point()
                     and expected.is_floating_point):
                 tensor = tensor.to(expected)
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise WireFormatError(f"{spec.name} contains NaN or infinity")
+            if (split_point == 0 and tensor.is_floating_point()
+                    and not bool(torch.isfinite(tensor).all())):
+                raise WireFormatError(f"the model's input {spec.name} contains NaN or infinity")
             out.append(tensor)
         batch = split.check_tensors(out, split_point)
         if batch > self.max_batch:
