@@ -8,6 +8,7 @@ module's, exactly (floats to within reassociation), at batch 1 and at batch 3.
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +30,9 @@ from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_respons
 
 from . import unusual_models as unusual
 
+# quantised_middle makes a quint8 tensor on purpose (item 19); torch says such tensors will go.
+pytestmark = pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def splits() -> dict[str, SplitModel]:
@@ -39,8 +43,16 @@ def splits() -> dict[str, SplitModel]:
 @pytest.fixture(scope="module")
 def cloud(splits: dict[str, SplitModel]) -> Iterator[str]:
     """The cloud app serving every unusual model, on a real uvicorn server in this process."""
+    with serving(splits) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(splits: dict[str, SplitModel],
+            settings: ServerSettings | None = None) -> Iterator[str]:
+    """The cloud app serving ``splits`` on a real uvicorn server in this process: its URL."""
     port = free_port()
-    app = create_app(ServerSettings(), service=CloudService(splits))
+    app = create_app(settings or ServerSettings(), service=CloudService(splits))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -385,3 +397,100 @@ def test_a_named_tuple_output_keeps_its_names_and_type(splits: dict[str, SplitMo
     out = split(x)
     assert isinstance(out, unusual.Prediction)
     assert torch.equal(out.logits, unusual.build("named_tuple")(x).logits)
+
+
+class Widening(nn.Module):
+    """A cut of 160 KB between cuts of a few bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.wide = nn.Linear(4, 40_000)
+        self.b = nn.Linear(40_000, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.wide(torch.relu(self.a(x)))))
+
+
+def test_a_refused_split_point_is_no_outage() -> None:
+    """Item 20: a 413 at one split point finishes that inference on the edge, takes that split
+    point out of the plans, and leaves the cloud in use at the others."""
+    torch.manual_seed(0)
+    model = Widening().eval()
+    x = torch.randn(1, 4)
+    split = SplitModel(model, x)
+    wide = next(sp.split_point for sp in split.split_points if sp.layer == "wide")
+    profile = profile_model("widening", split=split, sample=x, clocks_ghz=(), repeats=1)
+    with serving({"widening": split}, ServerSettings(max_body_mb=0.1)) as url, build_runtime(
+            EdgeOptions("widening", url), split=split, profile=profile) as edge:
+        refused = edge.infer(x, split_point=wide)
+        assert refused.measurement.finished == "edge"
+        assert "413" in refused.measurement.fallback
+        assert torch.allclose(refused.output, model(x))
+        assert edge.cloud_down_reason is None and edge.refused == {wide}
+        assert wide == 3 and split.n_layers == 5
+        for sp in (1, 2, split.n_layers):  # the cuts before the wide layer and the output
+            result = edge.infer(x, split_point=sp)
+            assert result.measurement.finished == "cloud", result.measurement.fallback
+        planned = edge.infer(x)
+        assert planned.measurement.finished == "cloud"
+        # Were the cloud to refuse the planned split point too, the next plan avoids it.
+        edge.refused.add(planned.measurement.split_point)
+        again = edge.infer(x)
+        assert again.measurement.replan == "refused"
+        assert again.measurement.split_point not in edge.refused
+        assert again.measurement.finished == "cloud"
+        # And with every split point refused, the edge runs alone, saying why.
+        edge.refused.update(range(split.n_layers + 1))
+        alone = edge.infer(x)
+        assert alone.measurement.finished == "edge"
+        assert "refused every split point" in alone.measurement.fallback
+
+
+@pytest.mark.parametrize("codec", ["raw", "float16", "int8+zstd"])
+def test_the_edge_offloads_bfloat16_cuts_and_outputs(codec: str, splits: dict[str, SplitModel],
+                                                     cloud: str) -> None:
+    """Item 19: the bfloat16 cuts travel as BF16 (or through a lossy codec) and the bf16
+    output comes back, with every codec."""
+    split = splits["bfloat16"]
+    x = unusual.sample("bfloat16", 2)
+    expected = unusual.build("bfloat16")(x)
+    calibration = unusual.sample("bfloat16", 8)
+    profile = profile_model("bfloat16", split=split, sample=x[:1], clocks_ghz=(), repeats=1)
+    bf16 = [sp.split_point for sp in split.split_points
+            if any(t.dtype == "bfloat16" for t in sp.tensors)]
+    assert bf16
+    with build_runtime(EdgeOptions("bfloat16", cloud, codecs=tuple({"raw", codec})),
+                       split=split, profile=profile, calibration_inputs=calibration) as edge:
+        for sp in bf16:
+            result = edge.infer(x, split_point=sp)
+            assert result.measurement.finished == "cloud", result.measurement.fallback
+            assert result.output.dtype == torch.bfloat16
+            if result.measurement.codec == "raw":
+                assert torch.allclose(result.output.float(), expected.float(), atol=2e-2)
+
+
+@pytest.mark.parametrize("name", list(unusual.UNTRACEABLE))
+def test_a_refusal_points_at_the_users_line_and_the_leaf_to_pass(name: str) -> None:
+    """Item 21: what fx cannot trace is refused in one line that quotes the user's source line
+    and names the submodule to pass as a leaf; passing it works, at every split point."""
+    _, _, line, leaf = unusual.UNTRACEABLE[name]
+    model, x = unusual.build(name), unusual.sample(name)
+    with pytest.raises(ModelNotSplittable) as refused:
+        SplitModel(model, x)
+    message = str(refused.value)
+    assert "\n" not in message and "unusual_models.py:" in message and line in message
+    if leaf is None:
+        assert "move that code into a submodule" in message
+        return
+    assert f"pass leaf_modules=[{leaf.__name__}]" in message
+    split = SplitModel(model, x, leaf_modules=[leaf])
+    batch = unusual.sample(name, 3)
+    for sp in range(split.n_layers + 1):
+        assert torch.allclose(split.tail(split.head(batch, sp), sp), model(batch), atol=1e-6)
+
+
+def test_a_model_failing_on_its_sample_names_the_node_and_the_line() -> None:
+    with pytest.raises(ModelNotSplittable, match=r"at conv1 \(unusual_models.py:\d+ "
+                                                 r"`y = self.se1\(F.relu\(self.conv1\(x\)\)\)`"):
+        SplitModel(unusual.build("se_net"), torch.randn(1, 3, 7))

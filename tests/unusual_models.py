@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class InvertedResidual(nn.Module):
@@ -546,10 +547,88 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = 
 }
 
 
+class ScatterRouter(nn.Module):
+    """Item 21: ``out[mask] = ...``, which torch.fx cannot trace (a leaf module it is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(8, 1)
+        self.e0 = nn.Linear(8, 8)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        mask = self.gate(h).squeeze(-1) > 0
+        out = torch.zeros_like(h)
+        out[mask] = self.e0(h[mask])
+        return h + out
+
+
+class ScatterRouted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 8)
+        self.router = ScatterRouter()
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.router(self.embed(x)).mean(dim=1))
+
+
+class PackedEncoder(nn.Module):
+    """Item 21: an inline ``pack_padded_sequence`` with lengths from the data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lengths = (x[:, :, 0] != 0).sum(1)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return padded
+
+
+class PackedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.encoder = PackedEncoder()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.proj(x) * (x[:, :, :1] != 0)).amax(dim=1))
+
+
+class SquareSide(nn.Module):
+    """Item 21: ``int(math.sqrt(n))`` in ``forward`` itself (no submodule to keep whole)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        side = int(math.sqrt(h.size(1)))
+        return self.conv(h.view(h.size(0), 1, side, side))
+
+
+# What torch.fx cannot trace: the model, its sample, the source line the refusal must quote, and
+# the submodule type that keeps it whole (None: the code is in forward itself).
+UNTRACEABLE: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor], str,
+                             type[nn.Module] | None]] = {
+    "scatter_routed": (ScatterRouted, lambda: torch.randn(1, 5, 4),
+                       "`out[mask] = self.e0(h[mask])`", ScatterRouter),
+    "packed": (PackedNet, padded_tokens, "`packed = pack_padded_sequence(", PackedEncoder),
+    "square_side": (SquareSide, lambda: torch.randn(1, 16),
+                    "`side = int(math.sqrt(h.size(1)))`", None),
+}
+
+
 def build(name: str) -> nn.Module:
     """The model with deterministic weights (BatchNorm statistics too), in eval mode."""
     torch.manual_seed(sum(map(ord, name)))
-    model = MODELS[name][0]()
+    model = (MODELS[name][0] if name in MODELS else UNTRACEABLE[name][0])()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -560,4 +639,5 @@ def build(name: str) -> nn.Module:
 def sample(name: str, batch: int = 1) -> torch.Tensor:
     """A deterministic input of ``batch`` samples."""
     torch.manual_seed(1000 + sum(map(ord, name)))
-    return torch.cat([MODELS[name][1]() for _ in range(batch)])
+    make = MODELS[name][1] if name in MODELS else UNTRACEABLE[name][1]
+    return torch.cat([make() for _ in range(batch)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ class CloudService:
     def max_elements(self, name: str, split_point: int) -> int:
         """The most elements one input tensor may have: the largest cut tensor, full batch."""
         specs = self.split(name).split_points[split_point].tensors
-        return max(math.prod(s.shape) for s in specs) * self.max_batch
+        return max(s.max_elements(self.max_batch) for s in specs)
 
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
@@ -88,8 +87,8 @@ class CloudService:
             out.append(tensor)
         batch = split.check_tensors(out, split_point)
         if batch > self.max_batch:
-            raise WireFormatError(f"batch of {batch} is over this server's limit of "
-                                  f"{self.max_batch}")
+            raise WireFormatError(f"a batch of {batch} rows is over this server's limit (max "
+                                  f"{self.max_batch} rows)")
         return [tensor.to(self.device) for tensor in out]
 
     def to_host(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

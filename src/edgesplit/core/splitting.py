@@ -20,10 +20,19 @@ Some nodes are not layers:
   cut, since every other dimension is fixed by the sample.
 
 A cut is not offered (the layers on both sides run as one, and ``unsplittable`` says why) when it
-would carry anything but tensors, a tensor whose shape does not follow the batch, views of one
+would carry anything but tensors, a tensor whose shape does not follow the batch, a dtype the Open
+Inference Protocol has no datatype for (complex, quint8; bfloat16 travels as BF16), views of one
 tensor that a later in-place operation would tell apart, or no batched tensor while the rest needs
-the batch size. Every tensor's batch dimension is learned by running the sample at batch 1 and 2;
-a model that cannot run at batch 2 takes batch 1 only.
+the batch size. Every tensor's batch dimension is learned by running the sample at batch 1 and 2
+(the second sample reversed, so that a count taken from the data does not simply double); a model
+that cannot run at batch 2 takes batch 1 only. A shape set by the data (``h[mask]``, ``nonzero``,
+``masked_select``, ``unique``, a slice by ``.item()``) is found by running the sample once more
+with those values grown by a row: whatever changes with them does not follow the batch, so no cut
+carries it and a size query on it reads the real tensor. An output whose shape follows neither
+(``.squeeze()`` at batch 1, B x B logits) is *free*: only its dtype is checked.
+
+What torch.fx cannot trace is refused in one line that quotes the user's source line and names the
+submodule to pass in ``leaf_modules``; a node that fails on the sample is named with its line.
 
 >>> import torch
 >>> from edgesplit.core.splitting import SplitModel
@@ -44,6 +53,7 @@ import logging
 import math
 import operator
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Container, Iterable, Sequence
@@ -648,8 +658,8 @@ def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...]) -> fx.G
             advice = (f"in {name}.forward itself: move that code into a submodule and pass its "
                       "type as leaf_modules to keep it whole")
         raise ModelNotSplittable(
-            f"torch.fx cannot trace {name} at {_user_line(exc.__traceback__)} "
-            f"({_first_line(exc)}), {advice}") from exc
+            f"torch.fx cannot trace {name} ({_first_line(exc)}) at "
+            f"{_user_line(exc.__traceback__)}, {advice}") from exc
 
 
 _LIBRARIES = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (torch, inspect))
@@ -657,24 +667,27 @@ _HERE = os.path.dirname(os.path.dirname(__file__)) + os.sep
 
 
 def _user_line(tb: Any) -> str:
-    """``file:line (code)`` of the innermost frame in the user's code (not torch's, Python's
+    """``file:line `code```, the innermost frame in the user's code (not torch's, Python's
     or edgesplit's own) of a traceback."""
-    frames = [f for f in traceback.extract_tb(tb) if "<" not in f.filename and (
-        "site-packages" in f.filename or not f.filename.startswith(_LIBRARIES))
-        and not f.filename.startswith((_HERE, *_LIBRARIES[:1]))]
-    if not frames:
-        return "an unknown line"
-    frame = frames[-1]
-    return f"{os.path.basename(frame.filename)}:{frame.lineno} ({(frame.line or '').strip()})"
+    frames = [(f.filename, f.lineno, f.line) for f in traceback.extract_tb(tb)]
+    return _innermost_user_frame(frames) or "an unknown line"
 
 
 def _source_of(node: fx.Node) -> str:
-    """`` (file:line: code)``, the user's line that made ``node``, where fx recorded it."""
-    lines = [line.strip() for line in (node.stack_trace or "").strip().splitlines()]
-    if len(lines) < 2 or not lines[-2].startswith("File "):
-        return ""
-    where = lines[-2].removeprefix("File ").split(", in ")[0].replace('", line ', ":")
-    return f" ({os.path.basename(where.strip(chr(34)))}: {lines[-1]})"
+    """`` (file:line `code`)``, the user's line that made ``node``, where fx recorded it."""
+    frames = [(path, int(line), code) for path, line, code in
+              re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)',
+                         node.stack_trace or "")]
+    where = _innermost_user_frame(frames)
+    return f" ({where})" if where else ""
+
+
+def _innermost_user_frame(frames: Sequence[tuple[str, int | None, str | None]]) -> str:
+    for path, line, code in reversed(frames):
+        library = path.startswith(_LIBRARIES) and "site-packages" not in path
+        if "<" not in path and not library and not path.startswith((_HERE, _LIBRARIES[0])):
+            return f"{os.path.basename(path)}:{line} `{(code or '').strip()}`"
+    return ""
 
 
 def _optional_arguments(module: nn.Module) -> dict[str, Any] | None:
