@@ -70,9 +70,9 @@ class CloudService:
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
         """Cast floats to the cut's dtype and refuse tensors that are not what crosses the cut,
-        oversized batches (tensors without a batch dimension have none) and a model input
-        (split point 0) with NaN or infinity. Between layers, infinities are activations (a
-        masked attention's -inf before its softmax) and pass; the edge checks the outputs."""
+        oversized batches (tensors without a batch dimension have none), NaN, and a model input
+        (split point 0) with infinity. Between layers, infinities are activations (a masked
+        attention's -inf before its softmax) and pass; the final outputs are checked after."""
         split = self.split(name)
         specs = split.split_points[split_point].tensors
         out = []
@@ -81,15 +81,27 @@ class CloudService:
             if (tensor.dtype != expected and tensor.is_floating_point()
                     and expected.is_floating_point):
                 tensor = tensor.to(expected)
+            if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
+                raise WireFormatError(f"{spec.name} contains NaN")
             if (split_point == 0 and tensor.is_floating_point()
                     and not bool(torch.isfinite(tensor).all())):
-                raise WireFormatError(f"the model's input {spec.name} contains NaN or infinity")
+                raise WireFormatError(f"the model's input {spec.name} contains infinity")
             out.append(tensor)
         batch = split.check_tensors(out, split_point)
         if batch > self.max_batch:
             raise WireFormatError(f"a batch of {batch} rows is over this server's limit (max "
                                   f"{self.max_batch} rows)")
         return [tensor.to(self.device) for tensor in out]
+
+    def check_outputs(self, name: str, split_point: int,
+                      outputs: Sequence[torch.Tensor]) -> None:
+        """Refuse (400) to answer with a final output holding NaN or infinity: what was sent
+        cannot give a right answer (the edge would refuse it too). Infinities between layers
+        are activations; in the model's output they are not an answer."""
+        for spec, tensor in zip(self.split(name).outputs, outputs, strict=True):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise WireFormatError(f"{name}'s output {spec.name} holds NaN or infinity at "
+                                      f"split point {split_point}: check what was sent")
 
     def to_host(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """The tail's outputs on the CPU, once the device has finished computing them."""

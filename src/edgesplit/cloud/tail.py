@@ -128,6 +128,7 @@ async def run_tail_request(request: Request, cloud: CloudState,
             else:
                 call = await runner.in_worker(lambda: decoded(decode, body))
             result = await runner.run(call.model, call.split_point, call.tensors)
+            cloud.service.check_outputs(call.model, call.split_point, result.outputs)
         cloud.metrics.received_bytes.labels(call.model).inc(len(body))
     return TailAnswer(call, result, time.perf_counter() - received)
 
