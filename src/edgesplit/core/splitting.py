@@ -48,6 +48,7 @@ True
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -206,15 +207,16 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 class _Tracer(fx.Tracer):
-    # Each node keeps the user's source line that made it, for refusals that point at it.
-    record_stack_traces = True
     # Buffers are graph values, as parameters are: nanoGPT's ``bias[:, :, :T, :T]`` slices a
     # buffer by a size known only when the graph runs.
     proxy_buffer_attributes = True
 
-    def __init__(self, leaf_modules: tuple[type[nn.Module], ...]) -> None:
+    def __init__(self, leaf_modules: tuple[type[nn.Module], ...], record: bool = False) -> None:
         super().__init__()
         self._extra_leaves = leaf_modules
+        # Each node keeps the user's source line that made it. Only to explain a refusal: the
+        # first stack capture in a process costs seconds.
+        self.record_stack_traces = record
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, self._extra_leaves) or super().is_leaf_module(m, qualname)
@@ -222,6 +224,11 @@ class _Tracer(fx.Tracer):
 
 class _NodeFailed(Exception):
     """A node of the traced graph raised on the sample (the message names the node)."""
+
+    def __init__(self, node: fx.Node, exc: BaseException) -> None:
+        super().__init__(f"at {node.name}: {_first_line(exc)}")
+        self.node = node.name
+        self.error = _first_line(exc)
 
 
 @dataclass
@@ -253,7 +260,10 @@ class SplitModel:
         module = module.eval() if take and isinstance(module, nn.Module) else _private_copy(
             module)
         self._name = type(module).__name__
-        self._gm = fx.GraphModule(module, _trace(module, tuple(leaf_modules)))
+        leaves = tuple(leaf_modules)
+        self._gm = fx.GraphModule(module, _trace(module, leaves))
+        self._retrace: Callable[[], fx.Graph] = functools.partial(_trace, module, leaves,
+                                                                  record=True)
         self._modules = dict(self._gm.named_modules())
         _remove_identities(self._gm.graph, self._modules)
         _inline_named_tuples(self._gm.graph)
@@ -455,8 +465,7 @@ class SplitModel:
                 try:
                     values[node] = self._execute(node, values)
                 except Exception as exc:  # the user's model may raise anything
-                    raise _NodeFailed(f"at {node.name}{_source_of(node)}: "
-                                      f"{_first_line(exc)}") from exc
+                    raise _NodeFailed(node, exc) from exc
                 if node in perturbed:
                     values[node] = map_aggregate(values[node], _grown)
         return values
@@ -495,10 +504,13 @@ class SplitModel:
         try:
             return self._run_all(sample)
         except _NodeFailed as exc:
+            # Traced again, recording each node's source line, to say where it failed.
+            node = next((n for n in self._retrace().nodes if n.name == exc.node), None)
             raise ModelNotSplittable(
                 f"{self._name} fails on the sample input of shape {list(sample.shape)} and "
-                f"dtype {dtype_name(sample.dtype)} {exc}; pass one input the model accepts"
-            ) from None
+                f"dtype {dtype_name(sample.dtype)} at {exc.node}"
+                f"{_source_of(node) if node else ''}: {exc.error}; pass one input the model "
+                "accepts") from None
 
     def _batch_dims(self, sample: torch.Tensor,
                     values: dict[fx.Node, Any]) -> dict[fx.Node, int | None]:
@@ -640,9 +652,10 @@ def _private_copy(module: nn.Module) -> nn.Module:
     return own.eval()
 
 
-def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...]) -> fx.Graph:
+def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...],
+           record: bool = False) -> fx.Graph:
     name = type(module).__name__
-    tracer = _Tracer(leaf_modules)
+    tracer = _Tracer(leaf_modules, record)
     try:
         return tracer.trace(module, concrete_args=_optional_arguments(module))
     except ModelNotSplittable:
