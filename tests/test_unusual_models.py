@@ -494,3 +494,22 @@ def test_a_model_failing_on_its_sample_names_the_node_and_the_line() -> None:
     with pytest.raises(ModelNotSplittable, match=r"at conv1 \(unusual_models.py:\d+ "
                                                  r"`y = self.se1\(F.relu\(self.conv1\(x\)\)\)`"):
         SplitModel(unusual.build("se_net"), torch.randn(1, 3, 7))
+
+
+@pytest.mark.parametrize("name", ["squeezed", "similarity", "count_normalised", "tiny_gpt"])
+def test_the_edge_takes_the_clouds_right_answers_at_every_split_point(
+        name: str, splits: dict[str, SplitModel], cloud: str) -> None:
+    """Items 16 to 18 through the edge runtime: free outputs, data-dependent counts and -inf at a
+    cut come back from the cloud as the model's answers, at batch 1 and 3."""
+    split = splits[name]
+    profile = profile_model(name, split=split, sample=unusual.sample(name), clocks_ghz=(),
+                            repeats=1)
+    model = unusual.build(name)
+    with build_runtime(EdgeOptions(name, cloud), split=split, profile=profile) as edge:
+        for batch in (1, 3):
+            x = unusual.sample(name, batch)
+            for sp in range(split.n_layers + 1):
+                result = edge.infer(x, split_point=sp)
+                assert result.measurement.finished == "cloud", (sp, result.measurement.fallback)
+                assert same(result.output, model(x)), (batch, sp)
+        assert edge.cloud_down_reason is None and not edge.refused
