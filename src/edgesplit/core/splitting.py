@@ -675,8 +675,11 @@ def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...],
             f"{_user_line(exc.__traceback__)}, {advice}") from exc
 
 
-_LIBRARIES = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (torch, inspect))
-_HERE = os.path.dirname(os.path.dirname(__file__)) + os.sep
+# Frames that are not the user's: torch's, edgesplit's own, and Python's standard library (whose
+# folder holds site-packages, where the user's own installed code may live).
+_NOT_USERS = (os.path.dirname(torch.__file__ or "") + os.sep,
+              os.path.dirname(os.path.dirname(__file__)) + os.sep)
+_STDLIB = os.path.dirname(inspect.__file__ or "") + os.sep
 
 
 def _user_line(tb: Any) -> str:
@@ -697,8 +700,8 @@ def _source_of(node: fx.Node) -> str:
 
 def _innermost_user_frame(frames: Sequence[tuple[str, int | None, str | None]]) -> str:
     for path, line, code in reversed(frames):
-        library = path.startswith(_LIBRARIES) and "site-packages" not in path
-        if "<" not in path and not library and not path.startswith((_HERE, _LIBRARIES[0])):
+        stdlib = path.startswith(_STDLIB) and "site-packages" not in path
+        if "<" not in path and not stdlib and not path.startswith(_NOT_USERS):
             return f"{os.path.basename(path)}:{line} `{(code or '').strip()}`"
     return ""
 
