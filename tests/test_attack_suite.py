@@ -30,6 +30,7 @@ from edgesplit.testbed.processes import CloudProcess
 from edgesplit.wire.codecs import encode_tensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
 
+from .conftest import ray_installed
 from .test_attacks import memory_kb, read_answer
 
 SplitFactory = Callable[[str], SplitModel]
@@ -41,6 +42,9 @@ ATTACK_ARGS = ("--head-timeout-s", str(HEAD_TIMEOUT_S), "--max-connections",
 SERVERS: dict[str, Callable[..., CloudProcess]] = {
     "builtin": lambda *args: CloudProcess(*args, models="mnist_cnn,alexnet"),
 }
+if ray_installed():
+    SERVERS["ray"] = lambda *args: CloudProcess("--backend", "ray", *args,
+                                                models="mnist_cnn,alexnet")
 READY_TIMEOUT_S = 300  # Ray takes ~30 s to start on two busy cores
 LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
 

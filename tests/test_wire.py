@@ -230,3 +230,65 @@ def test_a_codec_added_to_the_registry_works_everywhere(monkeypatch: pytest.Monk
     assert torch.allclose(back.float(), activation(), atol=1e-2)
     assert codec_ratio_prior("float16+rev") == pytest.approx(0.5 * 0.9)
     assert codec_ratio_prior("int8+zstd") == pytest.approx(0.25 * 0.65)
+
+
+# -- issue 19 items 18 and 19: infinities and bfloat16 travel -----------------------------------
+
+def masked_scores(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Attention scores with a causal -inf mask, a +inf and a NaN, as a cut may carry them."""
+    torch.manual_seed(1)
+    scores = torch.randn(2, 6, 6).masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1),
+                                              float("-inf"))
+    scores[0, 0, 0] = float("inf")
+    scores[1, 2, 0] = float("nan")
+    return scores.to(dtype)
+
+
+@pytest.mark.parametrize("codec", [c.name for c in all_codecs()])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_every_codec_carries_infinities_and_nan_exactly(codec: str, dtype: torch.dtype) -> None:
+    t = masked_scores(dtype)
+    enc = encode_tensor(t, parse_codec(codec), "scores")
+    back = decode_tensor(enc.payload, enc.shape, enc.datatype, enc.parameters).to(dtype)
+    finite = torch.isfinite(t)
+    assert torch.equal(torch.isnan(back), torch.isnan(t))
+    assert torch.equal(back[torch.isinf(t)], t[torch.isinf(t)])  # -inf and +inf, in place
+    assert bool(torch.isfinite(back[finite]).all())
+    tolerance = {"raw": 0.0, "float16": 4e-3, "int8": 1.1 * float(
+        t[finite].float().abs().max()) * 2 / 252}[codec.partition("+")[0]]
+    assert torch.allclose(back[finite].double(), t[finite].double(),
+                          atol=tolerance + (2e-2 if dtype == torch.bfloat16 else 0.0))
+
+
+def test_int8_without_infinities_keeps_its_format() -> None:
+    enc = encode_tensor(torch.tensor([[-1.0, 3.0]]), Codec("int8"))
+    assert "quant_nonfinite" not in enc.parameters
+    assert encode_tensor(masked_scores(), Codec("int8")).parameters["quant_nonfinite"] is True
+    with pytest.raises(WireFormatError, match="quant_nonfinite must be true or false"):
+        decode_tensor(enc.payload, enc.shape, enc.datatype,
+                      enc.parameters | {"quant_nonfinite": "yes"})
+
+
+def test_bfloat16_travels_as_bf16_bit_for_bit() -> None:
+    t = torch.randn(3, 5).to(torch.bfloat16)
+    for codec in ("raw", "raw+zstd", "raw+lz4"):
+        enc = encode_tensor(t, parse_codec(codec), "h")
+        assert enc.datatype == "BF16"
+        assert codec != "raw" or len(enc.payload) == t.numel() * 2  # 2 bytes a value
+        back = decode_tensor(enc.payload, enc.shape, enc.datatype, enc.parameters)
+        assert back.dtype == torch.bfloat16 and torch.equal(back, t)
+    body, headers = encode_request([encode_tensor(t, name="h")], {"split_point": 1})
+    request, payloads = parse_request(body, headers[HEADER_LENGTH])
+    assert torch.equal(input_tensor(request.inputs[0], payloads[0], 100), t)
+    # As JSON numbers too (read as float32, rounded to bfloat16).
+    item = request.inputs[0].model_copy(update={"parameters": {}})
+    data = JsonData(json.dumps(t.float().tolist()).encode())
+    assert torch.equal(input_tensor(item, data, 100), t)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.quint8])
+def test_what_no_oip_datatype_carries_is_refused_in_one_line(dtype: torch.dtype) -> None:
+    t = (torch.randn(2, 2, dtype=torch.complex64) if dtype == torch.complex64
+         else torch.quantize_per_tensor(torch.rand(2, 2), 0.1, 0, torch.quint8))
+    with pytest.raises(WireFormatError, match="no datatype for them"):
+        encode_tensor(t)

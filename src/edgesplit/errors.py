@@ -65,6 +65,11 @@ class CloudUnavailable(EdgesplitError, ConnectionError):
     """The cloud could not be reached, refused the request, or answered with an error."""
 
 
+class CloudRefused(CloudUnavailable):
+    """The cloud refused one request (400, 413, 422: this tensor, this split point), which
+    says nothing about its other requests: not an outage."""
+
+
 class OffloadTimeout(CloudUnavailable, TimeoutError):
     """The cloud did not answer within the deadline derived from the plan."""
 

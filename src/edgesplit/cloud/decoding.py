@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, Field, ValidationError
 
 from edgesplit.cloud.service import CloudService
-from edgesplit.core.splitting import torch_dtype
+from edgesplit.core.splitting import TensorSpec, torch_dtype
 from edgesplit.errors import WireFormatError, first_validation_error
 from edgesplit.wire.codecs import TORCH_TO_DATATYPE, decode_tensor
 from edgesplit.wire.protocol import InferenceRequest, Payload, input_tensor, parse_request
@@ -65,8 +65,23 @@ def match_inputs(service: CloudService, model: str, split_point: int,
                 f"split point {split_point} of {model} needs inputs named "
                 f"{', '.join(s.name for s in specs)}; missing {', '.join(missing)}")
         pairs = [by_name[s.name] for s in specs]
+    for spec, (item, _) in zip(specs, pairs, strict=True):
+        check_batch(spec, item.shape, service.max_batch)
     limit = service.max_elements(model, split_point)
     return [input_tensor(item, payload, limit) for item, payload in pairs]
+
+
+def check_batch(spec: TensorSpec, shape: list[int], max_batch: int) -> None:
+    """Refuse a declared shape whose batch is over the server's limit, saying that limit
+    (before its element count, which would say less, is checked)."""
+    dim = spec.batch_dim
+    if spec.free or dim is None or len(shape) != len(spec.shape) or spec.shape[dim] <= 0:
+        return
+    batch = shape[dim] // spec.shape[dim] if isinstance(shape[dim], int) else 0
+    if batch > max_batch:
+        raise WireFormatError(f"{spec.name} holds a batch of {str(batch)[:24]} rows, over this "
+                              f"server's limit (max {max_batch} rows): send at most "
+                              f"{max_batch} samples in one request")
 
 
 def decode_offload(service: CloudService, body: bytes) -> tuple[OffloadRequest,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,14 +66,14 @@ class CloudService:
     def max_elements(self, name: str, split_point: int) -> int:
         """The most elements one input tensor may have: the largest cut tensor, full batch."""
         specs = self.split(name).split_points[split_point].tensors
-        return max(math.prod(s.shape) for s in specs) * self.max_batch
+        return max(s.max_elements(self.max_batch) for s in specs)
 
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
-        """Cast floats to the cut's dtype and refuse NaN (not infinity: ``-inf`` is a legitimate
-        activation, say a masked attention score; the output is checked instead), tensors that
-        are not what crosses the cut and oversized batches (tensors without a batch dimension
-        have none)."""
+        """Cast floats to the cut's dtype and refuse tensors that are not what crosses the cut,
+        oversized batches (tensors without a batch dimension have none), NaN, and a model input
+        (split point 0) with infinity. Between layers, infinities are activations (a masked
+        attention's -inf before its softmax) and pass; the final outputs are checked after."""
         split = self.split(name)
         specs = split.split_points[split_point].tensors
         out = []
@@ -84,13 +83,15 @@ class CloudService:
                     and expected.is_floating_point):
                 tensor = tensor.to(expected)
             if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
-                raise WireFormatError(f"{spec.name} contains NaN (infinity may cross a cut, "
-                                      "NaN may not)")
+                raise WireFormatError(f"{spec.name} contains NaN")
+            if (split_point == 0 and tensor.is_floating_point()
+                    and not bool(torch.isfinite(tensor).all())):
+                raise WireFormatError(f"the model's input {spec.name} contains infinity")
             out.append(tensor)
         batch = split.check_tensors(out, split_point)
         if batch > self.max_batch:
-            raise WireFormatError(f"batch of {batch} is over this server's limit of "
-                                  f"{self.max_batch}")
+            raise WireFormatError(f"a batch of {batch} rows is over this server's limit (max "
+                                  f"{self.max_batch} rows)")
         return [tensor.to(self.device) for tensor in out]
 
     def to_host(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -20,10 +20,19 @@ Some nodes are not layers:
   cut, since every other dimension is fixed by the sample.
 
 A cut is not offered (the layers on both sides run as one, and ``unsplittable`` says why) when it
-would carry anything but tensors, a tensor whose shape does not follow the batch, views of one
+would carry anything but tensors, a tensor whose shape does not follow the batch, a dtype the Open
+Inference Protocol has no datatype for (complex, quint8; bfloat16 travels as BF16), views of one
 tensor that a later in-place operation would tell apart, or no batched tensor while the rest needs
-the batch size. Every tensor's batch dimension is learned by running the sample at batch 1 and 2;
-a model that cannot run at batch 2 takes batch 1 only.
+the batch size. Every tensor's batch dimension is learned by running the sample at batch 1 and 2
+(the second sample reversed, so that a count taken from the data does not simply double); a model
+that cannot run at batch 2 takes batch 1 only. A shape set by the data (``h[mask]``, ``nonzero``,
+``masked_select``, ``unique``, a slice by ``.item()``) is found by running the sample once more
+with those values grown by a row: whatever changes with them does not follow the batch, so no cut
+carries it and a size query on it reads the real tensor. An output whose shape follows neither
+(``.squeeze()`` at batch 1, B x B logits) is *free*: only its dtype is checked.
+
+What torch.fx cannot trace is refused in one line that quotes the user's source line and names the
+submodule to pass in ``leaf_modules``; a node that fails on the sample is named with its line.
 
 >>> import torch
 >>> from edgesplit.core.splitting import SplitModel
@@ -39,11 +48,16 @@ True
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
+import math
 import operator
+import os
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+import traceback
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +72,7 @@ from edgesplit.errors import (
     ModelNotSplittable,
     WireFormatError,
 )
+from edgesplit.wire.codecs import can_travel
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +109,17 @@ class TensorSpec:
     """Shape (at batch 1) and dtype of one tensor that crosses a cut or leaves the model.
 
     ``batch_dim`` is the dimension that grows with the batch (``shape[batch_dim] * batch``),
-    None for a tensor whose shape does not depend on the batch.
+    None for a tensor whose shape does not depend on the batch. A ``free`` tensor's shape
+    follows neither (a squeezed classifier output, B x B similarity logits, rows picked by a
+    mask): only its dtype is checked, and ``shape`` is the sample's. Only outputs are free: no
+    cut that would carry such a tensor is offered.
     """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     batch_dim: int | None = 0
+    free: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -111,8 +130,17 @@ class TensorSpec:
 
     @property
     def open_shape(self) -> list[int]:
-        """The shape with -1 where it follows the batch, as OIP metadata writes it."""
-        return [-1 if d == self.batch_dim else size for d, size in enumerate(self.shape)]
+        """The shape with -1 where it follows the batch (everywhere for a free tensor), as OIP
+        metadata writes it."""
+        return [-1 if d == self.batch_dim or self.free else size
+                for d, size in enumerate(self.shape)]
+
+    def max_elements(self, batch: int) -> int:
+        """The most elements this tensor has at ``batch``: a free one is allowed four times the
+        sample's per squared batch (B x B logits grow so), at least one."""
+        if self.free:
+            return max(math.prod(self.shape), 1) * 4 * batch * batch
+        return math.prod(self.batched_shape(batch))
 
     def batched_shape(self, batch: int) -> tuple[int, ...]:
         if self.batch_dim is None:
@@ -128,6 +156,8 @@ class TensorSpec:
         if dtype_name(tensor.dtype) != self.dtype:
             raise WireFormatError(f"{self.name} {where}: expected dtype {self.dtype}, "
                                   f"got {dtype_name(tensor.dtype)}")
+        if self.free:
+            return None
         batch = None
         if self.batch_dim is not None and tensor.dim() == len(self.shape):
             size, unit = tensor.shape[self.batch_dim], self.shape[self.batch_dim]
@@ -177,9 +207,16 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_modules: tuple[type[nn.Module], ...]) -> None:
+    # Buffers are graph values, as parameters are: nanoGPT's ``bias[:, :, :T, :T]`` slices a
+    # buffer by a size known only when the graph runs.
+    proxy_buffer_attributes = True
+
+    def __init__(self, leaf_modules: tuple[type[nn.Module], ...], record: bool = False) -> None:
         super().__init__()
         self._extra_leaves = leaf_modules
+        # Each node keeps the user's source line that made it. Only to explain a refusal: the
+        # first stack capture in a process costs seconds.
+        self.record_stack_traces = record
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, self._extra_leaves) or super().is_leaf_module(m, qualname)
@@ -187,6 +224,11 @@ class _Tracer(fx.Tracer):
 
 class _NodeFailed(Exception):
     """A node of the traced graph raised on the sample (the message names the node)."""
+
+    def __init__(self, node: fx.Node, exc: BaseException) -> None:
+        super().__init__(f"at {node.name}: {_first_line(exc)}")
+        self.node = node.name
+        self.error = _first_line(exc)
 
 
 @dataclass
@@ -218,9 +260,13 @@ class SplitModel:
         module = module.eval() if take and isinstance(module, nn.Module) else _private_copy(
             module)
         self._name = type(module).__name__
-        self._gm = fx.GraphModule(module, _trace(module, tuple(leaf_modules)))
+        leaves = tuple(leaf_modules)
+        self._gm = fx.GraphModule(module, _trace(module, leaves))
+        self._retrace: Callable[[], fx.Graph] = functools.partial(_trace, module, leaves,
+                                                                  record=True)
         self._modules = dict(self._gm.named_modules())
         _remove_identities(self._gm.graph, self._modules)
+        _inline_named_tuples(self._gm.graph)
         nodes = list(self._gm.graph.nodes)
         self._order = {node: i for i, node in enumerate(nodes)}
         self._input = nodes[0]
@@ -409,50 +455,89 @@ class SplitModel:
             return args[0] if args else None
         raise ModelNotSplittable(f"unexpected fx node {node.op} {node.name}")
 
-    def _run_all(self, x: torch.Tensor) -> dict[fx.Node, Any]:
+    def _run_all(self, x: torch.Tensor,
+                 perturbed: Container[fx.Node] = ()) -> dict[fx.Node, Any]:
+        """Every node's value on ``x``; the ``perturbed`` nodes' values each grown by a row (or
+        an integer moved by one) as other data would make them."""
         values: dict[fx.Node, Any] = {self._input: x}
         for node in self._gm.graph.nodes:
             if node is not self._input and node.op != "output":
                 try:
                     values[node] = self._execute(node, values)
                 except Exception as exc:  # the user's model may raise anything
-                    raise _NodeFailed(f"at {node.name}: {_first_line(exc)}") from exc
+                    raise _NodeFailed(node, exc) from exc
+                if node in perturbed:
+                    values[node] = map_aggregate(values[node], _grown)
         return values
 
     def _run_doubled(self, sample: torch.Tensor) -> dict[fx.Node, Any]:
         """Every value at batch 2 (empty if the model cannot run at batch 2). For real: the
-        meta device would save the compute but costs more in importing its kernels."""
+        meta device would save the compute but costs more in importing its kernels.
+
+        The second sample is the first reversed along every other dimension (its values stay
+        valid, token ids included), so that a count taken from the data (rows a mask picks)
+        does not double with the batch; a model that cannot take it gets the sample twice."""
+        variant = sample.flip(list(range(1, sample.dim()))) if sample.dim() > 1 else sample
+        for second in (variant, sample):
+            try:
+                return self._run_all(torch.cat([sample, second]))
+            except _NodeFailed:
+                continue
+        log.info("%s cannot run at batch 2: it takes batch 1 only", self._name)
+        return {}
+
+    def _data_shaped(self, sample: torch.Tensor, values: dict[fx.Node, Any]) -> set[fx.Node]:
+        """The nodes whose shape (or, for a Python number, value) depends on the input's data:
+        what an operation like ``h[mask]`` or ``nonzero`` makes, and everything whose shape
+        follows it. Found by running the sample again with those outputs grown by one row: what
+        changes follows them. If the model cannot take that, everything computed from them."""
+        sources = {n for n in values if _makes_data_shape(n, values)}
+        if not sources:
+            return set()
         try:
-            return self._run_all(torch.cat([sample, sample]))
-        except _NodeFailed:  # a model that takes batch 1 only: every shape is fixed
-            log.info("%s cannot run at batch 2: it takes batch 1 only", self._name)
-            return {}
+            grown = self._run_all(sample, sources)
+        except _NodeFailed:
+            return _descendants(sources)
+        return sources | {n for n, v in values.items() if _signature(v) != _signature(grown[n])}
 
     def _sample_values(self, sample: torch.Tensor) -> dict[fx.Node, Any]:
         try:
             return self._run_all(sample)
         except _NodeFailed as exc:
+            # Traced again, recording each node's source line, to say where it failed.
+            node = next((n for n in self._retrace().nodes if n.name == exc.node), None)
             raise ModelNotSplittable(
                 f"{self._name} fails on the sample input of shape {list(sample.shape)} and "
-                f"dtype {dtype_name(sample.dtype)} {exc}; pass one input the model accepts"
-            ) from None
+                f"dtype {dtype_name(sample.dtype)} at {exc.node}"
+                f"{_source_of(node) if node else ''}: {exc.error}; pass one input the model "
+                "accepts") from None
 
     def _batch_dims(self, sample: torch.Tensor,
                     values: dict[fx.Node, Any]) -> dict[fx.Node, int | None]:
-        """Each tensor's batch dimension, from a run at batch 2 (None for all if it fails)."""
+        """Each tensor's batch dimension, from a run at batch 2 (None for all if it fails);
+        irregular for one whose shape depends on the data."""
         doubled = self._run_doubled(sample)
-        return {node: _batch_dim(value, doubled.get(node)) if doubled else None
+        data_shaped = self._data_shaped(sample, values)
+        return {node: _IRREGULAR if node in data_shaped else
+                _batch_dim(value, doubled.get(node)) if doubled else None
                 for node, value in values.items() if isinstance(value, torch.Tensor)}
 
     def _output_specs(self, values: dict[fx.Node, Any],
                       batch_dims: dict[fx.Node, int | None]) -> tuple[TensorSpec, ...]:
         names = _output_names(self._output.args[0], len(self._output_leaves))
-        for node in self._output_leaves:
+        for node in [self._input, *self._output_leaves]:
+            what = "takes" if node is self._input else "returns"
             if not isinstance(values[node], torch.Tensor):
                 raise ModelNotSplittable(
                     f"{self._name}.forward returns {node.name} (a Python "
                     f"{type(values[node]).__name__}): a splittable model returns tensors (alone "
                     "or in a tuple, list or dict)")
+            if not can_travel(values[node].dtype):
+                raise ModelNotSplittable(
+                    f"{self._name}.forward {what} {node.name} of dtype "
+                    f"{dtype_name(values[node].dtype)}, which the Open Inference Protocol has no "
+                    "datatype for: convert it in forward (torch.view_as_real for complex, "
+                    "dequantize() for quantised tensors)")
         return tuple(_spec(name, values[node], batch_dims[node])
                      for name, node in zip(names, self._output_leaves, strict=True))
 
@@ -514,7 +599,11 @@ class SplitModel:
                 return (f"it would carry {node.name} (a Python {type(values[node]).__name__} "
                         "computed from the input's data), not a tensor")
             if batch_dims[node] == _IRREGULAR:
-                return f"the shape of {node.name} does not follow the batch size"
+                return (f"the shape of {node.name} does not follow the batch size (it depends "
+                        "on the data or drops the batch dimension)")
+            if not can_travel(values[node].dtype):
+                return (f"it would carry {node.name} of dtype {dtype_name(values[node].dtype)}, "
+                        "which the Open Inference Protocol has no datatype for")
         later = [n for step in steps[cut:] for n in step.nodes]
         if _aliased([values[n] for n in live]) and any(_in_place(n, self._modules)
                                                       for n in later):
@@ -571,17 +660,58 @@ def _private_copy(module: nn.Module) -> nn.Module:
     return own.eval()
 
 
-def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...]) -> fx.Graph:
+def _trace(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...],
+           record: bool = False) -> fx.Graph:
     name = type(module).__name__
+    tracer = _Tracer(leaf_modules, record)
     try:
-        return _Tracer(leaf_modules).trace(module, concrete_args=_optional_arguments(module))
+        return tracer.trace(module, concrete_args=_optional_arguments(module))
     except ModelNotSplittable:
         raise
     except Exception as exc:  # fx raises many types for untraceable Python
+        # fx leaves the modules it was inside when the error came on its stack.
+        inside = [(path, kind) for path, kind in tracer.module_stack.values() if path]
+        if inside:
+            path, kind = inside[-1]
+            advice = (f"in submodule {path!r} ({kind.__name__}): pass "
+                      f"leaf_modules=[{kind.__name__}] to keep it whole")
+        else:
+            advice = (f"in {name}.forward itself: move that code into a submodule and pass its "
+                      "type as leaf_modules to keep it whole")
         raise ModelNotSplittable(
-            f"torch.fx cannot trace {name} ({_first_line(exc)}); pass the untraceable "
-            "submodule types as leaf_modules to keep them whole"
-        ) from exc
+            f"torch.fx cannot trace {name} ({_first_line(exc)}) at "
+            f"{_user_line(exc.__traceback__)}, {advice}") from exc
+
+
+# Frames that are not the user's: torch's, edgesplit's own, and Python's standard library (whose
+# folder holds site-packages, where the user's own installed code may live).
+_NOT_USERS = (os.path.dirname(torch.__file__ or "") + os.sep,
+              os.path.dirname(os.path.dirname(__file__)) + os.sep)
+_STDLIB = os.path.dirname(inspect.__file__ or "") + os.sep
+
+
+def _user_line(tb: Any) -> str:
+    """``file:line `code```, the innermost frame in the user's code (not torch's, Python's
+    or edgesplit's own) of a traceback."""
+    frames = [(f.filename, f.lineno, f.line) for f in traceback.extract_tb(tb)]
+    return _innermost_user_frame(frames) or "an unknown line"
+
+
+def _source_of(node: fx.Node) -> str:
+    """`` (file:line `code`)``, the user's line that made ``node``, where fx recorded it."""
+    frames = [(path, int(line), code) for path, line, code in
+              re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)',
+                         node.stack_trace or "")]
+    where = _innermost_user_frame(frames)
+    return f" ({where})" if where else ""
+
+
+def _innermost_user_frame(frames: Sequence[tuple[str, int | None, str | None]]) -> str:
+    for path, line, code in reversed(frames):
+        stdlib = path.startswith(_STDLIB) and "site-packages" not in path
+        if "<" not in path and not stdlib and not path.startswith(_NOT_USERS):
+            return f"{os.path.basename(path)}:{line} `{(code or '').strip()}`"
+    return ""
 
 
 def _optional_arguments(module: nn.Module) -> dict[str, Any] | None:
@@ -630,6 +760,67 @@ def _batch_dim(one: torch.Tensor, two: object) -> int | None:
     if len(changed) == 1 and two.shape[changed[0]] == 2 * one.shape[changed[0]]:
         return changed[0]
     return _IRREGULAR
+
+
+# Operations whose output's shape is set by the values of their input (and ``item``, a number
+# from the data that may size what comes after it).
+_DATA_SHAPE_FUNCTIONS = {torch.nonzero, torch.argwhere, torch.masked_select, torch.unique,
+                         torch.unique_consecutive, torch.bincount}
+_DATA_SHAPE_METHODS = {"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive",
+                       "bincount", "item", "tolist"}
+
+
+def _makes_data_shape(node: fx.Node, values: dict[fx.Node, Any]) -> bool:
+    target = node.target
+    if node.op == "call_method":
+        return target in _DATA_SHAPE_METHODS or (
+            target == "repeat_interleave" and _holds_tensor(node.args[1:], values))
+    if node.op != "call_function":
+        return False
+    if target is operator.getitem:  # indexing with a boolean mask
+        return _holds_tensor(node.args[1:], values, lambda t: t.dtype in (torch.bool,
+                                                                          torch.uint8))
+    if target is torch.where:
+        return len(node.args) + len(node.kwargs) == 1
+    if target is torch.repeat_interleave:
+        return _holds_tensor((*node.args[1:], *node.kwargs.values()), values)
+    return target in _DATA_SHAPE_FUNCTIONS
+
+
+def _holds_tensor(arguments: Any, values: dict[fx.Node, Any],
+                  test: Callable[[torch.Tensor], bool] = lambda _: True) -> bool:
+    nodes: list[fx.Node] = []
+    map_arg(arguments, nodes.append)
+    return any(isinstance(values.get(n), torch.Tensor) and test(values[n]) for n in nodes)
+
+
+def _grown(value: Any) -> Any:
+    """``value`` as other data could have made it: a tensor with one more (zero) row, an
+    integer one larger (one smaller if positive)."""
+    if isinstance(value, torch.Tensor) and value.dim():
+        return torch.cat([value, value.new_zeros((1, *value.shape[1:]))])
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value - 1 if value > 0 else value + 1
+    return value
+
+
+def _signature(value: Any) -> Any:
+    """What of ``value`` the split relies on: a tensor's shape, a number's value."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape))
+    if isinstance(value, list | tuple):
+        return tuple(_signature(v) for v in value)
+    return value if isinstance(value, int | float | bool | str | None) else type(value)
+
+
+def _descendants(nodes: set[fx.Node]) -> set[fx.Node]:
+    found, stack = set(nodes), list(nodes)
+    while stack:
+        for user in stack.pop().users:
+            if user not in found:
+                found.add(user)
+                stack.append(user)
+    return found
 
 
 def _is_query(node: fx.Node) -> bool:
@@ -699,6 +890,9 @@ def _aliased(tensors: list[torch.Tensor]) -> bool:
 def _output_names(structure: Any, count: int) -> list[str]:
     if isinstance(structure, fx.Node):
         return ["output"]
+    if hasattr(structure, "_fields") and len(structure) == count and all(
+            isinstance(v, fx.Node) for v in structure):
+        return list(structure._fields)
     if (isinstance(structure, dict) and len(structure) == count
             and all(isinstance(k, str) and isinstance(v, fx.Node) for k, v in structure.items())):
         return list(structure)
@@ -723,6 +917,32 @@ def _remove_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
                    ) or (node.op == "call_function" and node.target in _REMOVED_FUNCTIONS)
         if removed:
             node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+
+
+def _is_named_tuple(target: object) -> bool:
+    return isinstance(target, type) and issubclass(target, tuple) and hasattr(target, "_fields")
+
+
+def _inline_named_tuples(graph: fx.Graph) -> None:
+    """fx records a NamedTuple returned by ``forward`` as a call of its class; put the tuple
+    itself in the output instead, so that its tensors are outputs like any tuple's."""
+    output = next(n for n in graph.nodes if n.op == "output")
+
+    def inline(arg: Any) -> Any:
+        if (isinstance(arg, fx.Node) and arg.op == "call_function"
+                and _is_named_tuple(arg.target) and not arg.kwargs):
+            assert callable(arg.target)
+            return arg.target(*(inline(a) for a in arg.args))
+        if isinstance(arg, list | tuple) and not hasattr(arg, "_fields"):
+            return type(arg)(inline(a) for a in arg)
+        if isinstance(arg, dict):
+            return {key: inline(value) for key, value in arg.items()}
+        return arg
+
+    output.args = (inline(output.args[0]),)
+    for node in reversed(list(graph.nodes)):
+        if _is_named_tuple(node.target) and not node.users:
             graph.erase_node(node)
 
 
@@ -773,5 +993,6 @@ def _release_plan(steps: list[_Step], output_node: fx.Node,
 
 
 def _spec(name: str, value: torch.Tensor, batch_dim: int | None) -> TensorSpec:
+    irregular = batch_dim == _IRREGULAR
     return TensorSpec(name, tuple(value.shape), dtype_name(value.dtype),
-                      None if batch_dim == _IRREGULAR else batch_dim)
+                      None if irregular else batch_dim, free=irregular)

@@ -5,7 +5,8 @@ extension and returns the output with the cloud's own timings. Every call has a 
 holds for the whole exchange, not per socket operation: the call runs on a helper thread and, if
 the deadline passes, the connection is closed under it and ``OffloadTimeout`` is raised. Anything
 else that keeps the answer from arriving (refused connection, reset, 4xx or 5xx) is
-``CloudUnavailable`` with the reason.
+``CloudUnavailable`` with the reason; a 400, 413 or 422 (an answer about that one request, not
+about the cloud) is its subclass ``CloudRefused``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from edgesplit.errors import CloudUnavailable, InvalidArgument, OffloadTimeout
+from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument, OffloadTimeout
 from edgesplit.wire.auth import sign_request
 from edgesplit.wire.codecs import TORCH_TO_DATATYPE, EncodedTensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
@@ -40,6 +41,8 @@ ERROR_BODY_BYTES = 4096
 """How much of an error answer is read for its message."""
 SMALL_BYTES = 4096
 """The most a health, readiness or probe answer may take."""
+REFUSALS = frozenset({400, 413, 422})
+"""Answers about one request (its tensors, its split point), not about the cloud."""
 METADATA_BYTES = 1 << 20
 """The most a model's metadata may take (ResNet-18's 69 split points take 15 KB)."""
 KEEPALIVE_S = 2.0
@@ -50,14 +53,18 @@ closes them, so a request never goes out on a connection the server is closing."
 @dataclass(frozen=True)
 class Expected:
     """What a right answer holds: one output per ``(shape, OIP datatype)``, and one time per
-    layer the cloud ran. It bounds the answer's size before anything is decoded."""
+    layer the cloud ran. It bounds the answer's size before anything is decoded. A free output
+    (its shape None: one that does not follow the batch) is checked for its datatype only, and
+    all of them together may hold ``free_elements``."""
 
-    outputs: tuple[tuple[tuple[int, ...], str], ...]
+    outputs: tuple[tuple[tuple[int, ...] | None, str], ...]
     layers: int
+    free_elements: int = 0
 
     @property
     def elements(self) -> int:
-        return sum(math.prod(shape) for shape, _ in self.outputs)
+        return self.free_elements + sum(math.prod(shape) for shape, _ in self.outputs
+                                        if shape is not None)
 
     @property
     def max_response_bytes(self) -> int:
@@ -296,9 +303,11 @@ class _Answer:
 
 
 def _check_status(answer: _Answer) -> None:
+    """``CloudRefused`` for an answer about this request, ``CloudUnavailable`` for any other
+    error status."""
     if answer.status >= 400:
-        raise CloudUnavailable(f"the cloud answered {answer.status}: "
-                               f"{_error_message(answer.body)}")
+        error = CloudRefused if answer.status in REFUSALS else CloudUnavailable
+        raise error(f"the cloud answered {answer.status}: {_error_message(answer.body)}")
 
 
 def _read_body(response: httpx.Response, cap: int, ends: float) -> bytes:
@@ -366,9 +375,10 @@ def check_answer(outputs: Sequence[torch.Tensor], layer_times: Sequence[float],
                                f"{len(outputs)} outputs, expected {len(expect.outputs)}")
     for t, (shape, datatype) in zip(outputs, expect.outputs, strict=True):
         got = TORCH_TO_DATATYPE.get(t.dtype, str(t.dtype))
-        if tuple(t.shape) != tuple(shape) or got != datatype:
+        if (shape is not None and tuple(t.shape) != tuple(shape)) or got != datatype:
             raise CloudUnavailable(f"the cloud's answer is not this model's output: expected "
-                                   f"{list(shape)} {datatype}, got {list(t.shape)} {got}")
+                                   f"{list(shape or ['any'])} {datatype}, got {list(t.shape)} "
+                                   f"{got}")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CloudUnavailable("the cloud's answer holds NaN or infinity")
     if len(layer_times) != expect.layers:

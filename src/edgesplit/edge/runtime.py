@@ -6,7 +6,9 @@ the cut over one kept-alive connection, and logs predicted against measured late
 equations 3.1 to 3.4). What it measures flows back: its own layer times and the cloud's, the bytes
 each codec produced and the uplink's speed and delay. If the cloud is down, refuses, or misses the
 deadline derived from the plan, the edge finishes the network itself: no inference is lost. It
-checks on the cloud every few seconds and resumes offloading when it answers.
+checks on the cloud every few seconds and resumes offloading when it answers. A refusal of one
+request (400, 413, 422) is no outage: that inference finishes on the edge, the split point is
+not planned again, and the cloud stays in use at the others.
 
 The runtime builds nothing itself: ``edgesplit.edge.factory.build_runtime`` makes its parts from
 options (the command line and the demo use it).
@@ -46,7 +48,7 @@ from edgesplit.edge.records import (
     measurement_of,
 )
 from edgesplit.edge.sensors import ClockSensor, Timebase
-from edgesplit.errors import CloudUnavailable, InvalidArgument
+from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument
 from edgesplit.wire.codecs import (
     TORCH_TO_DATATYPE,
     EncodedTensor,
@@ -208,6 +210,7 @@ class EdgeRuntime:
         self._layer_names = tuple(layer.name for layer in split.layers)
         self._seq = 0
         self._excluded: set[tuple[int, str]] = set()
+        self.refused: set[int] = set()  # split points the cloud refused a request at
         self.plan: SplitPlan | None = None
         self.cloud_down_reason: str | None = None if client else "no cloud configured"
         self._retry_at = 0.0
@@ -231,7 +234,8 @@ class EdgeRuntime:
         if split_point is not None:
             plan, replan = self._forced(conditions, split_point), "forced"
         else:
-            replan = self.rescheduler.due(now, conditions) or ""
+            replan = self.rescheduler.due(now, conditions) or (
+                "refused" if self.plan and self.plan.split_point in self.refused else "")
             if replan:
                 self.plan = self._replan(conditions)
                 self.rescheduler.planned(now, conditions)
@@ -240,6 +244,8 @@ class EdgeRuntime:
         self._maybe_reconnect(now)
         if self.cloud_down_reason is not None:
             output, ran = self._run_locally(x, f"offline: {self.cloud_down_reason}")
+        elif replan != "forced" and plan.split_point in self.refused:
+            output, ran = self._run_locally(x, "the cloud refused every split point")
         else:
             output, ran = self._offload(x, plan)
         return self._finish(output, ran, conditions, replan, plan)
@@ -337,10 +343,27 @@ class EdgeRuntime:
         current = self.plan.split_point if self.plan else None
         while True:
             plan = self.planner.plan(conditions, frozenset(self._excluded))
-            plan = with_hysteresis(plan, current, self.policy.hysteresis)
+            plan = self._without_refused(with_hysteresis(plan, current, self.policy.hysteresis))
             if self.guard.allows(plan.split_point, plan.codec):
                 return plan
             self._excluded.add((plan.split_point, plan.codec))
+
+    def _without_refused(self, plan: SplitPlan) -> SplitPlan:
+        """``plan``, or, where the cloud refused its split point, the first split point it did
+        not refuse on the Pareto front, else the fastest predicted (the plan unchanged if the
+        cloud refused them all: the edge then runs alone)."""
+        if plan.split_point not in self.refused:
+            return plan
+        by_speed = sorted(range(len(plan.latency_s)), key=plan.latency_s.__getitem__)
+        allowed = [sp for sp in (*plan.pareto, *by_speed) if sp not in self.refused]
+        return replace(plan, split_point=allowed[0]) if allowed else plan
+
+    def _refuse(self, split_point: int, reason: str) -> None:
+        """The cloud refused a request at ``split_point``: plan without it from now on."""
+        if split_point not in self.refused:
+            log.warning("split point %d of %s is not used again: %s", split_point, self.model,
+                        reason)
+        self.refused.add(split_point)
 
     def _forced(self, conditions: Conditions, split_point: int) -> SplitPlan:
         n = self.split.n_layers
@@ -377,7 +400,10 @@ class EdgeRuntime:
         except CloudUnavailable as exc:
             # Nothing is learned of the link from a failed exchange: a timeout or a cut says
             # nothing about its speed (and learning "slower" made every deadline grow).
-            self._mark_down(str(exc))
+            if isinstance(exc, CloudRefused):
+                self._refuse(sp, str(exc))
+            else:
+                self._mark_down(str(exc))
             tail_layers: list[float] = []
             output = self.split.tail(sent, sp, tail_layers)
             return output, replace(head, edge_layers_s=head.edge_layers_s + tuple(tail_layers),
@@ -394,9 +420,10 @@ class EdgeRuntime:
         """What the cloud must answer for a batch cut at ``sp``: the model's outputs for this
         batch, each layer after the cut timed."""
         n = self.split.n_layers
-        outputs = tuple((spec.batched_shape(batch), TORCH_TO_DATATYPE[torch_dtype(spec.dtype)])
-                        for spec in self.split.outputs)
-        return Expected(outputs, n - sp)
+        specs = self.split.outputs
+        outputs = tuple((None if spec.free else spec.batched_shape(batch),
+                         TORCH_TO_DATATYPE[torch_dtype(spec.dtype)]) for spec in specs)
+        return Expected(outputs, n - sp, sum(s.max_elements(batch) for s in specs if s.free))
 
     def _run_locally(self, x: torch.Tensor, reason: str) -> tuple[Any, Ran]:
         layers: list[float] = []

@@ -5,10 +5,12 @@ or ``int8`` with a scale and zero point carried beside it), optionally followed 
 of the bytes (``+lz4`` or ``+zstd``): ``raw``, ``float16+zstd``, ``int8+lz4``, ...
 
 Bytes are little-endian and row-major, as the Open Inference Protocol's binary extension says. The
-tensor's OIP datatype says what the (decompressed) bytes are: ``FP32``, ``FP16`` or ``INT8``.
-Parameters beside it say the rest: ``compression`` and, for a quantised tensor, ``quant_scale``
-and ``quant_zero_point``. Decoding checks everything against the declared shape before it
-allocates, so any byte string gives either the tensor or a ``WireFormatError``.
+tensor's OIP datatype says what the (decompressed) bytes are: ``FP32``, ``FP16``, ``BF16``,
+``INT8``, ... Parameters beside it say the rest: ``compression`` and, for a quantised tensor,
+``quant_scale`` and ``quant_zero_point`` (and ``quant_nonfinite`` where it holds NaN or
+infinities, which every codec carries exactly: a masked attention's -inf is an activation).
+Decoding checks everything against the declared shape before it allocates, so any byte string
+gives either the tensor or a ``WireFormatError``.
 
 >>> import torch
 >>> t = torch.rand(1, 64, 6, 6)
@@ -32,10 +34,12 @@ import zstandard
 
 from edgesplit.errors import WireFormatError
 
-# OIP datatype -> little-endian numpy dtype (the wire) and torch dtype (in memory).
+# OIP datatype -> little-endian numpy dtype (the wire) and torch dtype (in memory). numpy has no
+# bfloat16: its bytes travel as 16-bit integers and are viewed as bfloat16 again on arrival.
 DATATYPES: dict[str, tuple[str, torch.dtype]] = {
     "FP32": ("<f4", torch.float32),
     "FP16": ("<f2", torch.float16),
+    "BF16": ("<i2", torch.bfloat16),
     "FP64": ("<f8", torch.float64),
     "INT8": ("i1", torch.int8),
     "UINT8": ("u1", torch.uint8),
@@ -45,6 +49,13 @@ DATATYPES: dict[str, tuple[str, torch.dtype]] = {
     "BOOL": ("?", torch.bool),
 }
 TORCH_TO_DATATYPE = {torch_dtype: name for name, (_, torch_dtype) in DATATYPES.items()}
+# What numpy holds a dtype's bytes as, where it has no such dtype itself.
+_NUMPY_STAND_INS = {torch.bfloat16: torch.int16}
+
+
+def can_travel(dtype: torch.dtype) -> bool:
+    """Whether tensors of ``dtype`` have an OIP datatype (complex and quantised ones do not)."""
+    return dtype in TORCH_TO_DATATYPE
 ZSTD_LEVEL = 3  # fast enough on a Pi-class edge, most of zstd's gain on activations
 
 
@@ -110,8 +121,11 @@ def encode_tensor(tensor: torch.Tensor, codec: Codec = RAW, name: str = "input")
         tensor, parameters = PRECISIONS[codec.precision].encode(tensor)
     datatype = TORCH_TO_DATATYPE.get(tensor.dtype)
     if datatype is None:
-        raise WireFormatError(f"tensors of dtype {tensor.dtype} cannot be sent")
-    raw = tensor.numpy().astype(DATATYPES[datatype][0], copy=False).tobytes()
+        raise WireFormatError(f"tensors of dtype {tensor.dtype} cannot be sent: the Open "
+                              "Inference Protocol has no datatype for them")
+    stand_in = _NUMPY_STAND_INS.get(tensor.dtype)
+    array = (tensor.view(stand_in) if stand_in else tensor).cpu().numpy()
+    raw = array.astype(DATATYPES[datatype][0], copy=False).tobytes()
     payload = compress(raw, codec.compression)
     if codec.compression:
         parameters["compression"] = codec.compression
@@ -141,13 +155,21 @@ def decode_tensor(payload: bytes, shape: tuple[int, ...] | list[int], datatype: 
             f"got {len(raw)}"
         )
     array = np.frombuffer(raw, dtype=wire_dtype).reshape(tuple(shape))
-    tensor = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
-    if "quant_scale" in parameters or "quant_zero_point" in parameters:
+    tensor = from_wire(array.astype(array.dtype.newbyteorder("="), copy=True), datatype)
+    if {"quant_scale", "quant_zero_point", "quant_nonfinite"} & set(parameters):
         if datatype != "INT8":
             raise WireFormatError("quantisation parameters come only with INT8 data")
         tensor = dequantise_int8(tensor, parameters.get("quant_scale"),
-                                 parameters.get("quant_zero_point"))
+                                 parameters.get("quant_zero_point"),
+                                 parameters.get("quant_nonfinite", False))
     return tensor
+
+
+def from_wire(array: np.ndarray[Any, Any], datatype: str) -> torch.Tensor:
+    """A tensor of ``datatype`` from the native-order array its bytes were read into."""
+    tensor = torch.from_numpy(array)
+    dtype = DATATYPES[datatype][1]
+    return tensor.view(dtype) if dtype in _NUMPY_STAND_INS else tensor
 
 
 def element_count(shape: tuple[int, ...] | list[int], max_elements: int) -> int:
@@ -224,13 +246,34 @@ def _zstd_compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
 
 
+# With ``quant_nonfinite``, the lowest int8 codes stand for what no scale can carry, and the
+# finite values take the 253 codes above them.
+_NAN_CODE, _NEG_INF_CODE, _POS_INF_CODE = -128, -127, -126
+_SPECIAL_VALUES = {_NAN_CODE: math.nan, _NEG_INF_CODE: -math.inf, _POS_INF_CODE: math.inf}
+
+
 def quantise_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, float, int]:
-    """Affine per-tensor int8: ``x ~ (q - zero_point) * scale`` over the tensor's range."""
-    low = min(float(tensor.min()), 0.0) if tensor.numel() else 0.0
-    high = max(float(tensor.max()), 0.0) if tensor.numel() else 0.0
-    scale = (high - low) / 255 or 1.0
-    zero_point = round(-128 - low / scale)
-    q = torch.clamp(torch.round(tensor / scale) + zero_point, -128, 127).to(torch.int8)
+    """Affine per-tensor int8: ``x ~ (q - zero_point) * scale`` over the tensor's range.
+
+    Where the tensor holds NaN or infinities, the finite values are quantised over their own
+    range into codes -125..127 and the non-finite ones take the codes below (``_SPECIAL_VALUES``).
+    """
+    finite = torch.isfinite(tensor)
+    special = not bool(finite.all())
+    values = tensor[finite] if special else tensor
+    low = min(float(values.min()), 0.0) if values.numel() else 0.0
+    high = max(float(values.max()), 0.0) if values.numel() else 0.0
+    bottom = _POS_INF_CODE + 1 if special else -128
+    scale = (high - low) / (127 - bottom) or 1.0
+    if not math.isfinite(scale):  # finite values spanning more than float32's range
+        scale = float(torch.finfo(torch.float32).max)
+    zero_point = max(-128, min(127, round(bottom - low / scale)))
+    q = torch.clamp(torch.round(torch.where(finite, tensor, 0.0) / scale) + zero_point,
+                    bottom, 127).to(torch.int8)
+    if special:
+        q[torch.isnan(tensor)] = _NAN_CODE
+        q[tensor == -math.inf] = _NEG_INF_CODE
+        q[tensor == math.inf] = _POS_INF_CODE
     return q, scale, zero_point
 
 
@@ -246,10 +289,12 @@ def _positive_float(value: object) -> float | None:
 
 def _to_int8(tensor: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
     q, scale, zero_point = quantise_int8(tensor)
-    return q, {"quant_scale": scale, "quant_zero_point": zero_point}
+    nonfinite = {} if bool(torch.isfinite(tensor).all()) else {"quant_nonfinite": True}
+    return q, {"quant_scale": scale, "quant_zero_point": zero_point} | nonfinite
 
 
-def dequantise_int8(q: torch.Tensor, scale: object, zero_point: object) -> torch.Tensor:
+def dequantise_int8(q: torch.Tensor, scale: object, zero_point: object,
+                    nonfinite: object = False) -> torch.Tensor:
     value = _positive_float(scale)
     if value is None:
         raise WireFormatError(f"quant_scale must be a positive number, got {str(scale)[:40]}")
@@ -257,7 +302,13 @@ def dequantise_int8(q: torch.Tensor, scale: object, zero_point: object) -> torch
             -128 <= zero_point <= 127):
         raise WireFormatError(f"quant_zero_point must be an integer in -128..127, got "
                               f"{str(zero_point)[:40]}")
-    return (q.to(torch.float32) - zero_point) * value
+    if not isinstance(nonfinite, bool):
+        raise WireFormatError(f"quant_nonfinite must be true or false, got {str(nonfinite)[:40]}")
+    out = (q.to(torch.float32) - zero_point) * value
+    if nonfinite:
+        for code, special in _SPECIAL_VALUES.items():
+            out[q == code] = special
+    return out
 
 
 @dataclass(frozen=True)

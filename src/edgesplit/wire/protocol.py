@@ -129,7 +129,9 @@ def input_tensor(item: RequestInput, payload: Payload, max_elements: int) -> tor
     if item.datatype not in DATATYPES:
         raise WireFormatError(
             f"unknown datatype {item.datatype!r}: expected one of {', '.join(DATATYPES)}")
-    wire_dtype, _ = DATATYPES[item.datatype]
+    wire_dtype, dtype = DATATYPES[item.datatype]
+    if dtype == torch.bfloat16:  # JSON writes numbers: read them as float32, then round
+        wire_dtype = "<f4"
     try:
         array = _json_array(item, payload, wire_dtype)
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError) as exc:
@@ -140,7 +142,7 @@ def input_tensor(item: RequestInput, payload: Payload, max_elements: int) -> tor
             f"input {item.name!r}: shape {item.shape} needs {count} values, got {array.size}")
     # A fresh array (never a view of the body): native byte order without another copy.
     native = array.astype(array.dtype.newbyteorder("="), copy=False)
-    return torch.from_numpy(native.reshape(item.shape))
+    return torch.from_numpy(native.reshape(item.shape)).to(dtype)
 
 
 _NUMBERS = re.compile(rb"[\[\]0-9eE+\-., \t\r\n]*")
