@@ -91,6 +91,13 @@ def descriptors(server: CloudProcess) -> int:
     return len(os.listdir(f"/proc/{server.pid()}/fd"))
 
 
+def descriptor_limit(server: CloudProcess) -> int:
+    """The server's own soft limit on open files (Ray raises its driver's to the hard limit)."""
+    with open(f"/proc/{server.pid()}/limits") as limits:
+        line = next(line for line in limits if line.startswith("Max open files"))
+    return int(line.split()[3])
+
+
 def healthy(server: CloudProcess) -> bool:
     return httpx.get(f"{server.url}/v2/health/live", timeout=10).json() == {"live": True}
 
@@ -171,7 +178,8 @@ def test_held_connections_stay_below_the_cap_and_probes_are_served(attacked: Clo
 
 def test_the_default_cap_follows_the_descriptor_limit(backend: str) -> None:
     """A server started with the common 1,024 descriptors, against 1,100 idle connections:
-    probes are served all along and it never reaches its limit."""
+    probes are served all along and it never reaches its limit (on Ray the driver raises its
+    own soft limit to the hard one, and the default cap follows it)."""
     server = SERVERS[backend]()  # no cap given: the default
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
@@ -184,13 +192,13 @@ def test_the_default_cap_follows_the_descriptor_limit(backend: str) -> None:
         socks = hold(server.port, 1100)
         try:
             served = sum(healthy(server) for _ in range(10))
-            most = descriptors(server)
+            most, limit = descriptors(server), descriptor_limit(server)
         finally:
             for sock in socks:
                 sock.close()
     finally:
         server.stop()
-    assert served == 10 and most < 1024, most
+    assert served == 10 and most < limit <= max(1024, hard), (most, limit)
 
 
 # Item 2: heads of many tiny lines, and all unfinished heads together.

@@ -10,8 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import Request
 
 from edgesplit.cloud.errors import Overloaded, PayloadTooLarge
+from edgesplit.cloud.settings import ServerSettings
 from edgesplit.errors import WireFormatError
 from edgesplit.wire.auth import check_body
+from edgesplit.wire.protocol import HEADER_LENGTH
+
+OFFLOAD_JSON = ("JSON request (send large tensors as binary data to "
+                "/v2/models/{model}/infer)")
 
 
 class BodyBudget:
@@ -40,6 +45,24 @@ def declared_length(request: Request) -> int | None:
     """The Content-Length (``BodyPace`` has already refused one that is not a number)."""
     value = request.headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
+
+
+def body_limit(request: Request, settings: ServerSettings) -> tuple[int, str]:
+    """The size limit of a request's body, and what to call it when it is over: JSON costs far
+    more memory per byte than binary tensors, so ``/offload`` and a JSON inference request (or
+    the JSON header of a binary one) are held to ``max_json_mb``, checked before the body is
+    read. The built-in server's routes and the Ray backend's front use the same limits."""
+    if request.url.path == "/offload":
+        return settings.max_json_bytes, OFFLOAD_JSON
+    if not request.url.path.endswith("/infer"):
+        return settings.max_body_bytes, "request body"
+    header_length = request.headers.get(HEADER_LENGTH)
+    if header_length is None:
+        return settings.max_json_bytes, "JSON request (send tensors as binary data)"
+    if header_length.isdigit() and int(header_length) > settings.max_json_bytes:
+        raise PayloadTooLarge(f"the request's JSON header is over the {settings.max_json_bytes} "
+                              "byte limit for JSON: send tensors as binary data")
+    return settings.max_body_bytes, "request body"
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from edgesplit.cloud.body import BodyBudget, held_body
+from edgesplit.cloud.body import BodyBudget, body_limit, held_body
 from edgesplit.cloud.errors import Overloaded, status_of
 from edgesplit.cloud.limits import Admission, BodyPace
 from edgesplit.cloud.security import PUBLIC_ROUTES, Authenticator
@@ -59,7 +59,7 @@ class Front:
                       registry=CollectorRegistry())
         self.admission = Admission(settings.max_pending, gauge)
         self.budget = BodyBudget(settings.max_bodies_bytes)
-        self.max_body = settings.max_body_bytes
+        self.settings = settings
         self.client: httpx.AsyncClient | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,7 +99,8 @@ class Front:
         tail = runs_a_tail(request.method, request.url.path)
         if tail:
             self.admission.check()  # a full tier says so before the body is sent
-        async with held_body(request, self.budget, self.max_body) as body:
+        limit, what = body_limit(request, self.settings)  # the built-in routes' limits
+        async with held_body(request, self.budget, limit, what) as body:
             with self.admission if tail else contextlib.nullcontext():
                 await self._relay(request, body, send)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from edgesplit.cloud.body import body_limit
 from edgesplit.cloud.decoding import OffloadRequest, decode_offload
 from edgesplit.cloud.schemas import OFFLOAD_BODY_SCHEMA
 from edgesplit.cloud.state import CloudState, cloud_state
@@ -23,9 +24,7 @@ async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) ->
 
     # A JSON body: held to the JSON limit, refused before it is read when its length says so
     # and as it streams in otherwise (base64 in JSON costs several times its size to decode).
-    answer = await run_tail_request(request, cloud, decode, cloud.settings.max_json_bytes,
-                                    "JSON request (send large tensors as binary data to "
-                                    "/v2/models/{model}/infer)")
+    answer = await run_tail_request(request, cloud, decode, *body_limit(request, cloud.settings))
     req, result = answer.call.request, answer.result
     output = result.outputs[0]  # the thesis's answer has one output; all are in "outputs"
     specs = cloud.service.split(req.model).outputs

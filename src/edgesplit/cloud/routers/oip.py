@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParam
 
+from edgesplit.cloud.body import body_limit
 from edgesplit.cloud.decoding import datatype_of, decode_infer
-from edgesplit.cloud.errors import PayloadTooLarge
 from edgesplit.cloud.schemas import INFER_BODY_SCHEMA
 from edgesplit.cloud.state import CloudState, cloud_state
 from edgesplit.cloud.tail import TailCall, run_tail_request
@@ -80,19 +80,6 @@ def _tensor(spec: TensorSpec, shape: list[int]) -> dict[str, Any]:
     return {"name": spec.name, "datatype": datatype_of(spec.dtype), "shape": shape}
 
 
-def body_limit(request: Request, cloud: CloudState) -> tuple[int, str]:
-    """JSON costs far more memory per byte than binary tensors: a JSON request (or the JSON
-    header of a binary one) is held to ``max_json_mb``, checked before the body is read."""
-    settings = cloud.settings
-    header_length = request.headers.get(HEADER_LENGTH)
-    if header_length is None:
-        return settings.max_json_bytes, "JSON request (send tensors as binary data)"
-    if header_length.isdigit() and int(header_length) > settings.max_json_bytes:
-        raise PayloadTooLarge(f"the request's JSON header is over the {settings.max_json_bytes} "
-                              "byte limit for JSON: send tensors as binary data")
-    return settings.max_body_bytes, "request body"
-
-
 async def run_infer(request: Request, model: str, cloud: CloudState) -> Response:
     cloud.service.split(model)  # an unknown model is a 404 before the body is read
     header_length = request.headers.get(HEADER_LENGTH)
@@ -101,7 +88,7 @@ async def run_infer(request: Request, model: str, cloud: CloudState) -> Response
         parsed, split_point, tensors = decode_infer(cloud.service, model, body, header_length)
         return TailCall(parsed, model, split_point, tensors)
 
-    answer = await run_tail_request(request, cloud, decode, *body_limit(request, cloud))
+    answer = await run_tail_request(request, cloud, decode, *body_limit(request, cloud.settings))
     parsed, result = answer.call.request, answer.result
     binary = bool(parsed.parameters.get("binary_data_output", False)) or any(
         o.parameters.get("binary_data") for o in parsed.outputs)
