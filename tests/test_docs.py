@@ -19,6 +19,8 @@ import pytest
 
 from edgesplit.cli import app
 
+from .conftest import private_cache_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -65,9 +67,12 @@ def prose(path: Path) -> str:
 # --- Python blocks -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def block_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """One private cache for every block (weights and profiles made once), never the user's."""
-    return {**os.environ, "EDGESPLIT_CACHE_DIR": str(tmp_path_factory.mktemp("docs-cache"))}
+def block_env(tmp_path_factory: pytest.TempPathFactory,
+              pytestconfig: pytest.Config) -> dict[str, str]:
+    """One private cache for every block (profiles made once, the suite's weights), never the
+    user's."""
+    cache = private_cache_dir(tmp_path_factory, "docs-cache", pytestconfig)
+    return {**os.environ, "EDGESPLIT_CACHE_DIR": str(cache)}
 
 
 def test_the_docs_have_python_blocks_to_run() -> None:

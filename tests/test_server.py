@@ -23,13 +23,14 @@ SplitFactory = Callable[[str], SplitModel]
 
 
 @pytest.fixture(params=["builtin", "ray"])
-def cloud(request: pytest.FixtureRequest, cloud: CloudProcess) -> CloudProcess:
+def cloud(request: pytest.FixtureRequest) -> CloudProcess:
     """Every endpoint test below runs against the built-in server and against the same app on
-    Ray Serve (skipped where the ray extra is missing)."""
-    if request.param == "ray":
-        ray_cloud: CloudProcess = request.getfixturevalue("ray_cloud")
-        return ray_cloud
-    return cloud
+    Ray Serve (skipped where the ray extra is missing). Both are looked up by names of their
+    own: a session fixture named like this parametrized one would be parametrized with it,
+    and started anew for every test."""
+    server: CloudProcess = request.getfixturevalue(
+        "ray_cloud" if request.param == "ray" else "builtin_cloud")
+    return server
 
 
 def infer(cloud: CloudProcess, model: str, split_point: int, tensors: list[torch.Tensor],

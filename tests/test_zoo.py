@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -73,7 +75,9 @@ def test_declared_layers_and_parameters_match_the_built_network(name: str) -> No
     assert sum(p.numel() for p in module.parameters()) == spec.parameters
 
 
-def test_synthetic_weights_are_generated_once_then_mapped_from_the_cache() -> None:
+def test_synthetic_weights_are_generated_once_then_mapped_from_the_cache(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGESPLIT_CACHE_DIR", str(tmp_path))  # not the suite's shared weights
     spec = zoo.get_spec("resnet18")
     first = zoo.build_model("resnet18")
     path = zoo.weights_path(spec, first)
@@ -86,7 +90,9 @@ def test_synthetic_weights_are_generated_once_then_mapped_from_the_cache() -> No
         assert torch.equal(tensor, generated[key]), key
 
 
-def test_an_unreadable_weights_cache_is_generated_again() -> None:
+def test_an_unreadable_weights_cache_is_generated_again(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGESPLIT_CACHE_DIR", str(tmp_path))  # not the suite's shared weights
     first = zoo.build_model("resnet18")
     expected = {key: tensor.clone() for key, tensor in first.state_dict().items()}
     path = zoo.weights_path(zoo.get_spec("resnet18"), first)
