@@ -276,6 +276,12 @@ class LinkEmulator:
 
             self._loop.call_soon_threadsafe(run)
             done.result()
+            # What ``fn`` set in motion with call_soon (a reset connection's socket is closed
+            # that way) runs before this no-op: when the caller goes on, a reset connection is
+            # closed, not about to be, so a kept-alive client cannot send on it meanwhile.
+            settled: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._loop.call_soon_threadsafe(settled.set_result, None)
+            settled.result()
 
     def _set_bucket_rate(self, bucket: TokenBucket | None, rate_kbps: float | None) -> None:
         if bucket is not None and self._loop is not None:
