@@ -67,7 +67,7 @@ def _row(i: int, rows: int, rng: random.Random, start: datetime) -> list[object]
         "sent_bytes": 0 if on_edge else 9_300, "deadline_s": 0.0,
         "finished": "edge" if on_edge else "cloud",
         "fallback": "offline: the cloud is down" if on_edge else "", "replan": "",
-        "prediction": rng.randrange(1000)}
+        "top1_class": rng.randrange(1000)}
     return [values[name] for name in MEASUREMENT_FIELDS]
 
 
