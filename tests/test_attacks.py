@@ -154,8 +154,13 @@ def trickle_until_answered(port: int, path: str, head_extra: dict[str, str] | No
                            max_bytes: int = 2000) -> tuple[bytes, int]:
     """Send a 100 kB body one byte per 50 ms until the server answers (at most ``max_bytes``
     bytes, so the loop is bounded); the answer and the bytes sent."""
+    return trickle_after(port, post_head(path, 100_000, head_extra), max_bytes)
+
+
+def trickle_after(port: int, head: bytes, max_bytes: int = 2000) -> tuple[bytes, int]:
+    """``trickle_until_answered`` with a head of the caller's (a signed one, say)."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(post_head(path, 100_000, head_extra))
+        sock.sendall(head)
         sock.settimeout(0.05)
         for sent in range(1, max_bytes + 1):
             try:

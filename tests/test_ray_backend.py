@@ -44,7 +44,7 @@ from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_respons
 from . import test_attacks, test_security
 from .conftest import RAY_MISSING, ray_installed
 from .helpers import mnist_request
-from .test_attacks import KEYS, memory_kb, post_head, read_answer
+from .test_attacks import KEYS, memory_kb, post_head, read_answer, trickle_after
 
 
 def test_scaling_options() -> None:
@@ -314,7 +314,7 @@ class TestRayLimits:
 
         def trickle() -> None:
             head = signed_head(path, b"x" * 100_000)
-            results.append(trickle_head(signed_cloud.port, head))
+            results.append(trickle_after(signed_cloud.port, head))
 
         threads = [threading.Thread(target=trickle) for _ in range(4)]
         for thread in threads:
@@ -347,24 +347,6 @@ class TestRayLimits:
         print(f"Ray's front: 24 x 8 MiB held, grew {grew_mb:.0f} MiB (budget 16 MiB)")
         assert sum(a.startswith(b"HTTP/1.1 503") for a in refused) >= 20
         assert grew_mb < 16 + 40
-
-
-def trickle_head(port: int, head: bytes, max_bytes: int = 2000) -> tuple[bytes, int]:
-    """``test_attacks.trickle_until_answered`` with a head of the caller's (a signed one)."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(head)
-        sock.settimeout(0.05)
-        for sent in range(1, max_bytes + 1):
-            try:
-                sock.sendall(b"x")
-                answer = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                return b"", sent
-            sock.settimeout(10)
-            return answer + read_answer(sock, 10), sent
-    return b"", max_bytes
 
 
 def hold_signed(port: int, head: bytes, count: int, size: int) -> list[socket.socket]:
