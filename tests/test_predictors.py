@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
 from edgesplit.core.fitting import denormalise, fit_power_law, min_max_normalise
 from edgesplit.core.predictors import (
     Conditions,
+    NeurosurgeonPredictor,
     ProfilePredictor,
     ThesisPredictor,
     make_predictor,
     thesis_comm_s,
 )
-from edgesplit.core.profiles import Profile
+from edgesplit.core.profiles import LayerProfile, Profile
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
 from .helpers import make_profile
@@ -146,8 +148,64 @@ def test_profile_predictor_uses_the_calibrated_clock_law() -> None:
     assert p.edge_s[3] == pytest.approx(0.6 * 2.0, rel=1e-4)
 
 
+def typed(profile: Profile, kinds: Sequence[str], macs: Sequence[int | None]) -> Profile:
+    """``profile`` with these layer types and MACs."""
+    layers = [LayerProfile(index=layer.index, name=layer.name, type=kind, time_s=layer.time_s,
+                           macs=m) for layer, kind, m in zip(profile.layers, kinds, macs,
+                                                              strict=True)]
+    return profile.model_copy(update={"layers": layers})
+
+
+def test_neurosurgeon_plans_a_model_it_never_timed_from_other_models() -> None:
+    # Peer A: a convolution of 1e6 MACs takes 1 ms + 10 us overhead, 3e6 MACs 3 ms + 10 us; a
+    # ReLU over 2,000 bytes read and written takes the overhead alone.
+    peer = typed(make_profile("a", times=(0.00101, 0.00301, 0.00001), sizes=(1000,) * 4,
+                              calibration=[(0.5, 0.01212), (1.0, 0.00606)], forward_s=0.00303),
+                 ["Conv2d", "Conv2d", "ReLU"], [10**6, 3 * 10**6, None])
+    # The planned model's own times are absurd: the prediction must not use them.
+    planned = typed(make_profile("b", times=(9.0, 9.0), sizes=(500, 500, 500)),
+                    ["Conv2d", "Softmax"], [2 * 10**6, None])
+    predictor = NeurosurgeonPredictor().fit(planned, peers=[peer, planned])
+    assert not predictor.in_sample_
+    assert predictor.regression_.overhead_s == pytest.approx(0.00001)
+    # The convolution: overhead + 2e6 MACs at 1 ns each; Softmax, a type no peer has, takes
+    # the slope pooled over non-MAC types (0 here: the ReLU is all overhead).
+    assert predictor.edge_layer_s_ == pytest.approx([0.00201, 0.00001])
+    assert predictor.cloud_layer_s_ == pytest.approx(predictor.edge_layer_s_)
+    # The clock law comes from the peer's calibration: twice as slow at half its 2 GHz.
+    p = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=0, clock_ghz=1.0))
+    assert p.edge_s == pytest.approx([0.0, 0.00402, 0.00404], rel=1e-3)
+    assert p.offload_bytes == (500, 500, 500)
+
+
+def test_neurosurgeon_fits_its_own_profile_only_when_no_other_model_is_profiled() -> None:
+    planned = typed(make_profile("b", times=(0.002, 0.0001), sizes=(300, 200, 100)),
+                    ["Linear", "ReLU"], [10**6, None])
+    predictor = NeurosurgeonPredictor().fit(planned, peers=[planned])
+    assert predictor.in_sample_
+    assert sum(predictor.edge_layer_s_) == pytest.approx(0.0021, rel=0.05)
+
+
+def test_neurosurgeon_estimates_macs_from_shapes_where_none_were_recorded() -> None:
+    from edgesplit.core.predictors import layer_features
+
+    profile = Profile.model_validate({
+        **make_profile(times=(0.1, 0.2), sizes=(0, 0, 0)).model_dump(),
+        "split_points": [
+            {"split_point": 0, "layer": "input", "offload_bytes": 3 * 8 * 8 * 4,
+             "tensors": [{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}]},
+            {"split_point": 1, "layer": "l1", "offload_bytes": 16 * 6 * 6 * 4,
+             "tensors": [{"name": "c", "shape": [1, 16, 6, 6], "dtype": "float32"}]},
+            {"split_point": 2, "layer": "l2", "offload_bytes": 40,
+             "tensors": [{"name": "y", "shape": [1, 10], "dtype": "float32"}]}]})
+    profile = typed(profile, ["Conv2d", "Linear"], [None, None])
+    # A 3x3 kernel is assumed: 576 outputs x 3 channels x 9; the linear layer flattens its
+    # 16x6x6 input: 10 outputs x 576.
+    assert layer_features(profile) == [("Conv2d", 576 * 3 * 9), ("Linear", 10 * 576)]
+
+
 def test_predictors_refuse_to_predict_before_fit() -> None:
-    for name in ("profile", "thesis"):
+    for name in ("profile", "thesis", "neurosurgeon"):
         with pytest.raises(NotFitted, match="call fit"):
             make_predictor(name).predict(Conditions(1000, 10, 1.0))
 

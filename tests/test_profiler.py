@@ -23,6 +23,9 @@ def test_a_real_profile_describes_every_layer_and_split_point(mnist_profile_file
     assert [layer.index for layer in profile.layers] == list(range(1, 10))
     assert profile.offload_bytes[0] == 28 * 28 * 4
     assert all(layer.time_s > 0 for layer in profile.layers)
+    # conv1: 10 x 24 x 24 outputs, each over a 5 x 5 kernel of one channel; fc2: 10 x 50.
+    macs = {layer.name: layer.macs for layer in profile.layers}
+    assert (macs["conv1"], macs["fc2"], macs["relu1"]) == (10 * 24 * 24 * 25, 10 * 50, None)
     assert profile.forward_s > 0
     assert profile.machine.clock_ghz > 0 and profile.machine.threads == 1
     assert [point.clock_ghz for point in profile.calibration] == [0.6, 1.2]

@@ -9,6 +9,8 @@ prediction is plain arithmetic so that planning stays in microseconds.
 
 - ``ThesisPredictor`` is the thesis's model (chapter 4), reproduced for comparison.
 - ``ProfilePredictor`` (the default) uses the measured per-layer times instead of a straight line.
+- ``NeurosurgeonPredictor`` predicts a model never timed: per-layer-type regressions fitted on
+  other models' profiles.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from edgesplit.core.load import with_wait
 from edgesplit.errors import CalibrationError, InvalidArgument, InvalidConditions, NotFitted
 
 if TYPE_CHECKING:
-    from edgesplit.core.profiles import Profile
+    from edgesplit.core.profiles import Profile, SplitPointProfile
 
 WIRE_FACTOR = 1.045
 """Bytes on the wire per payload byte: TCP/IP and Ethernet headers (docs/design.md section 5)."""
@@ -313,7 +315,140 @@ def clock_law(points: tuple[tuple[float, float], ...], reference_ghz: float,
     return law([c for c, _ in pairs], [t for _, t in pairs])
 
 
+MAC_TYPES = ("Conv2d", "Linear")
+"""Layer types whose time the Neurosurgeon-style regression fits on multiply-accumulates; every
+other type is fitted on the bytes it reads and writes."""
+
+ASSUMED_KERNEL = 9
+"""A convolution's kernel area where a profile recorded no MACs (3 x 3, the zoo's commonest)."""
+
+
+class NeurosurgeonPredictor(ProfilePredictor):
+    """Neurosurgeon's idea (Kang et al., ASPLOS 2017): per-layer-type regressions on layer
+    features, fitted on OTHER models, predict the layer times of a model never timed.
+
+    ``fit`` ignores every time in ``edge``'s profile and uses only its structure (layer types,
+    MACs, the bytes at each split point). For each layer type, ``time = overhead + m * feature``
+    (feature: MACs for convolutions and linear layers, bytes read plus written otherwise) is
+    fitted on relative error over the ``peers`` of other models (``fit_layer_regression``); a
+    type no peer has takes the slope pooled over its kind. The clock law is
+    fitted on the peers' calibrations, each relative to its full-speed forward. The cloud's
+    layer times come from the same regressions (the peers are profiled on one machine). With no
+    peer of another model it fits on ``edge``'s own times (``in_sample_`` says so). Prediction
+    and online learning are ``ProfilePredictor``'s: once it runs, it learns what it measures.
+    """
+
+    name = "neurosurgeon"
+
+    def fit(self, edge: Profile, cloud: Profile | None = None,
+            peers: Sequence[Profile] = (), law: LawFitter = fit_power_law
+            ) -> NeurosurgeonPredictor:
+        others = [p for p in peers if p.model != edge.model]
+        sources = others or [edge]
+        self.in_sample_ = not others
+        self.regression_ = fit_layer_regression(sources)
+        times = [self.regression_.predict(kind, feature)
+                 for kind, feature in layer_features(edge)]
+        self.law_ = relative_clock_law(sources, law)
+        self.reference_clock_ghz_ = edge.machine.clock_ghz
+        self.edge_layer_s_ = list(times)
+        self.cloud_layer_s_ = list(times)
+        self.offload_bytes_ = tuple(edge.offload_bytes)
+        self.ratio_ = {}
+        self.codec_s_ = {}
+        self._refresh()
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRegression:
+    """``seconds = overhead + slope * feature``: one slope per layer type, a pooled slope for a
+    type never seen (over the MAC types for a MAC type, over the others otherwise), and one
+    per-layer overhead (the smallest layer time seen: what calling any layer costs)."""
+
+    overhead_s: float
+    slopes: Mapping[str, float]
+    pooled: Mapping[bool, float]  # is a MAC type -> slope
+
+    def predict(self, kind: str, feature: float) -> float:
+        slope = self.slopes.get(kind, self.pooled.get(kind in MAC_TYPES, 0.0))
+        return self.overhead_s + slope * feature
+
+
+def layer_features(profile: Profile) -> list[tuple[str, float]]:
+    """(type, feature) of each layer: MACs for ``MAC_TYPES`` (recorded by the profiler, else
+    estimated from the tensor shapes), the bytes read plus written otherwise."""
+    points = profile.split_points
+    features = []
+    for layer in profile.layers:
+        before, after = points[layer.index - 1], points[layer.index]
+        macs = layer.macs if layer.macs is not None else _shape_macs(layer.type, before, after)
+        if layer.type in MAC_TYPES and macs:
+            features.append((layer.type, float(macs)))
+        else:
+            features.append((layer.type, float(before.offload_bytes + after.offload_bytes)))
+    return features
+
+
+def fit_layer_regression(profiles: Sequence[Profile]) -> LayerRegression:
+    """The per-type lines through every layer of ``profiles`` (``NeurosurgeonPredictor``): the
+    overhead is shared (a model's small layers say little about a type's slope, and large ones
+    nothing about the overhead), each slope fitted on relative error so that small layers count
+    as much as large ones."""
+    samples: dict[str, list[tuple[float, float]]] = {}
+    for profile in profiles:
+        for (kind, feature), seconds in zip(layer_features(profile), profile.layer_times_s,
+                                            strict=True):
+            samples.setdefault(kind, []).append((feature, seconds))
+    overhead = min(t for points in samples.values() for _, t in points)
+    pools = {mac: [p for kind, points in samples.items() if (kind in MAC_TYPES) == mac
+                   for p in points] for mac in (True, False)}
+    return LayerRegression(overhead,
+                           {kind: _relative_slope(points, overhead)
+                            for kind, points in samples.items()},
+                           {mac: _relative_slope(points, overhead)
+                            for mac, points in pools.items() if points})
+
+
+def _relative_slope(points: Sequence[tuple[float, float]], overhead: float) -> float:
+    """The slope ``m >= 0`` minimising the squared relative error of ``overhead + m * x`` over
+    ``(x, seconds)`` points (closed form)."""
+    usable = [(x, t) for x, t in points if t > 0 and x > 0]
+    across = sum(x * x / (t * t) for x, t in usable)
+    if not across:
+        return 0.0
+    return max(0.0, sum(x * (t - overhead) / (t * t) for x, t in usable) / across)
+
+
+def _shape_macs(kind: str, before: SplitPointProfile, after: SplitPointProfile) -> int | None:
+    """MACs of a convolution (``ASSUMED_KERNEL``) or a linear layer from its largest input and
+    output tensors, for profiles that recorded none."""
+    shapes_in = [t.shape for t in before.tensors]
+    shapes_out = [t.shape for t in after.tensors]
+    if not shapes_in or not shapes_out:
+        return None
+    source = max(shapes_in, key=math.prod)
+    outputs = max(math.prod(shape) for shape in shapes_out)
+    if kind == "Conv2d" and len(source) == 4:
+        return outputs * source[1] * ASSUMED_KERNEL
+    if kind == "Linear" and len(source) >= 2:  # a flatten may travel with it: all but the batch
+        return outputs * math.prod(source[1:])
+    return None
+
+
+def relative_clock_law(profiles: Sequence[Profile], law: LawFitter = fit_power_law) -> PowerLaw:
+    """A clock law through every calibration point of ``profiles``, each relative to its own
+    full-speed forward (only the law's exponent is used: ``PowerLaw.ratio``)."""
+    pairs = [(point.clock_ghz, point.latency_s / p.forward_s)
+             for p in profiles if p.calibration for point in p.calibration]
+    pairs += [(p.machine.clock_ghz, 1.0) for p in profiles if p.calibration]
+    if len({clock for clock, _ in pairs}) < 2:
+        return PowerLaw(1.0, DEFAULT_CLOCK_EXPONENT)
+    return law([c for c, _ in pairs], [r for _, r in pairs])
+
+
 PREDICTORS: dict[str, Callable[[], Predictor]] = {
+    "neurosurgeon": NeurosurgeonPredictor,
     "profile": ProfilePredictor,
     "thesis": ThesisPredictor,
 }

@@ -48,6 +48,9 @@ class LayerProfile(BaseModel):
     name: str
     type: str
     time_s: float = Field(ge=0)
+    macs: int | None = Field(default=None, ge=0)
+    """Multiply-accumulates of a convolution or a linear layer (None for other layers, and in
+    profiles written before it was recorded): the Neurosurgeon-style predictor's feature."""
 
 
 class SplitPointProfile(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def profile_model(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         repeats=repeats,
         warmup=warmup,
-        layers=[LayerProfile(index=layer.index, name=layer.name, type=layer.type, time_s=t)
+        layers=[LayerProfile(index=layer.index, name=layer.name, type=layer.type, time_s=t,
+                             macs=layer_macs(split, layer.index))
                 for layer, t in zip(split.layers, layer_times, strict=True)],
         split_points=[
             SplitPointProfile(
@@ -107,6 +109,21 @@ def profile_model(
         forward_s=forward_s,
         calibration=calibration,
     )
+
+
+def layer_macs(split: SplitModel, index: int) -> int | None:
+    """Multiply-accumulates of layer ``index`` (1-based) when it is a convolution or a linear
+    layer the graph calls as a module (None otherwise): output elements times the inputs each
+    one sums over. The output is the largest tensor live after the layer (a skip connection
+    beside it is no larger)."""
+    module = split.called_modules().get(split.layers[index - 1].name)
+    outputs = max((math.prod(t.shape) for t in split.split_points[index].tensors), default=0)
+    if isinstance(module, torch.nn.Conv2d):
+        kernel = math.prod(module.kernel_size)
+        return outputs * module.in_channels // module.groups * kernel
+    if isinstance(module, torch.nn.Linear):
+        return outputs * module.in_features
+    return None
 
 
 def measure_layers(split: SplitModel, x: torch.Tensor, repeats: int, warmup: int,
