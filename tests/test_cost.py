@@ -64,6 +64,7 @@ def test_own_and_rent_pull_the_cheapest_split_opposite_ways() -> None:
     ({"strategy": "slo"}, "needs a deadline"),
     ({"strategy": "budget"}, "needs a cost cap"),
     ({"strategy": "slo", "deadline_ms": -3}, "deadline_ms must be a positive number"),
+    ({"margin": -0.1}, "margin must be at least 0 and below 1"),
 ])
 def test_objectives_are_checked(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):

@@ -107,6 +107,19 @@ def test_fastest_and_cheapest_break_ties_by_the_other_objective() -> None:
     assert cheapest(latency, cost) == 0
 
 
+def test_noise_aware_fastest_keeps_the_cheaper_split_it_cannot_tell_from_the_fastest() -> None:
+    latency = [1.00, 0.97, 0.90, 1.20]
+    cost = [1.0, 2.0, 5.0, 0.5]
+    assert fastest(latency, cost, margin=0.0) == 2
+    # 5% of 0.90 s is 0.045 s: split 1 (0.97 s) is told apart, so the fastest stays.
+    assert fastest(latency, cost, margin=0.05) == 2
+    # 10% (0.99 s): split 1 cannot be told from split 2 and is cheaper; split 0 (1.00 s) can.
+    assert fastest(latency, cost, margin=0.10) == 1
+    # 12% (1.008 s): split 0 cannot either, and is the cheapest of the three.
+    assert choose(Strategy.LATENCY, latency, cost, margin=0.12).split_point == 0
+    assert choose(Strategy.COST, latency, cost, margin=0.12).split_point == 3  # latency only
+
+
 def test_weighted_sum_moves_along_the_front_with_the_weight() -> None:
     latency = [1.0, 2.0, 3.0, 4.0, 2.5]
     cost = [4.0, 2.0, 1.5, 1.0, 3.0]  # 4 is dominated by 1

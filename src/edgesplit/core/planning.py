@@ -30,6 +30,8 @@ class Objective:
     """What the user wants: a strategy, a weight (0 latency only .. 1 cost only) and prices.
 
     The strategy and the edge mode may be given by name (``Objective("rank", 0.5, "rent")``).
+    ``margin`` makes the latency strategy noise-aware (``policies.fastest``): the relative
+    uncertainty of a prediction, 0 (the default) for the plain fastest.
     """
 
     strategy: Strategy
@@ -38,13 +40,15 @@ class Objective:
     prices: Prices
     deadline_ms: float | None
     max_cost_usd: float | None
+    margin: float
 
     def __init__(self, strategy: Strategy | str = Strategy.RANK, weight: float = 0.5,
                  edge: EdgeMode | str = EdgeMode.OWN, prices: Prices | None = None,
-                 deadline_ms: float | None = None, max_cost_usd: float | None = None) -> None:
+                 deadline_ms: float | None = None, max_cost_usd: float | None = None,
+                 margin: float = 0.0) -> None:
         values = {"strategy": strategy_named(str(strategy)), "weight": weight,
                   "edge": edge_mode(str(edge)), "prices": Prices() if prices is None else prices,
-                  "deadline_ms": deadline_ms, "max_cost_usd": max_cost_usd}
+                  "deadline_ms": deadline_ms, "max_cost_usd": max_cost_usd, "margin": margin}
         for name, value in values.items():
             object.__setattr__(self, name, value)
         self._check()
@@ -52,6 +56,8 @@ class Objective:
     def _check(self) -> None:
         if not isinstance(self.weight, int | float) or not 0 <= self.weight <= 1:
             raise InvalidArgument(f"weight must be between 0 and 1, got {self.weight!r}")
+        if not isinstance(self.margin, int | float) or not 0 <= self.margin < 1:
+            raise InvalidArgument(f"margin must be at least 0 and below 1, got {self.margin!r}")
         rule = STRATEGIES[self.strategy]
         if rule.needs is not None and getattr(self, rule.needs) is None:
             raise MissingLimit(f"strategy '{self.strategy}' needs {rule.needs_what}: give "
@@ -201,6 +207,7 @@ def plan_prediction(model: str, layers: tuple[str, ...], prediction: Prediction,
     latency = prediction.latency_s
     cost = cost_vector(edge, cloud, prediction.offload_bytes, objective.edge, objective.prices)
     choice = choose(objective.strategy, latency, cost, weight=objective.weight,
-                    deadline_s=objective.deadline_s, max_cost_usd=objective.max_cost_usd)
+                    deadline_s=objective.deadline_s, max_cost_usd=objective.max_cost_usd,
+                    margin=objective.margin)
     return SplitPlan(model, objective, conditions, choice.split_point, layers, prediction,
                      latency, cost, pareto_front(latency, cost), choice.constraint_met)

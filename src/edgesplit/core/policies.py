@@ -40,9 +40,19 @@ class Choice:
     constraint_met: bool = True
 
 
-def fastest(latency: Sequence[float], cost: Sequence[float]) -> int:
-    """Lowest latency; ties go to the cheaper, then the earlier split point."""
-    return min(range(len(latency)), key=lambda sp: (latency[sp], cost[sp], sp))
+def fastest(latency: Sequence[float], cost: Sequence[float], margin: float = 0.0) -> int:
+    """Lowest latency; ties go to the cheaper, then the earlier split point.
+
+    Noise-aware with ``margin`` > 0: a split point is faster than another only where its
+    predicted advantage exceeds ``margin`` times the fastest latency (the prediction's relative
+    uncertainty); among those the fastest cannot be told from, the cheapest is kept.
+    """
+    best = min(range(len(latency)), key=lambda sp: (latency[sp], cost[sp], sp))
+    if margin <= 0:
+        return best
+    limit = latency[best] * (1 + margin)
+    return min((sp for sp in range(len(latency)) if latency[sp] <= limit),
+               key=lambda sp: (cost[sp], latency[sp], sp))
 
 
 def cheapest(latency: Sequence[float], cost: Sequence[float]) -> int:
@@ -137,6 +147,7 @@ class Limits:
     weight: float = 0.5
     deadline_s: float | None = None
     max_cost_usd: float | None = None
+    margin: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +172,7 @@ def _budget(limits: Limits) -> float:
 
 
 STRATEGIES: dict[Strategy, StrategyRule] = {
-    Strategy.LATENCY: StrategyRule(lambda lat, cost, _: Choice(fastest(lat, cost))),
+    Strategy.LATENCY: StrategyRule(lambda lat, cost, lim: Choice(fastest(lat, cost, lim.margin))),
     Strategy.COST: StrategyRule(lambda lat, cost, _: Choice(cheapest(lat, cost))),
     Strategy.RANK: StrategyRule(lambda lat, cost, lim: Choice(rank_choice(lat, cost, lim.weight))),
     Strategy.WEIGHTED: StrategyRule(
@@ -180,6 +191,7 @@ STRATEGIES: dict[Strategy, StrategyRule] = {
 
 def choose(strategy: Strategy, latency: Sequence[float], cost: Sequence[float], *,
            weight: float = 0.5, deadline_s: float | None = None,
-           max_cost_usd: float | None = None) -> Choice:
+           max_cost_usd: float | None = None, margin: float = 0.0) -> Choice:
     """Apply ``strategy``; arguments are checked by ``Objective`` before they get here."""
-    return STRATEGIES[strategy].choose(latency, cost, Limits(weight, deadline_s, max_cost_usd))
+    return STRATEGIES[strategy].choose(latency, cost, Limits(weight, deadline_s, max_cost_usd,
+                                                              margin))
