@@ -131,6 +131,30 @@ def test_profile_predictor_learns_layer_times_online() -> None:
     assert p.cloud_s == pytest.approx([0.5, 0.4, 0.2, 0.0])
 
 
+def test_profile_predictor_learns_what_its_model_misses_from_whole_latencies() -> None:
+    profile = make_profile(times=(0.1, 0.2, 0.3), sizes=(4000, 3000, 2000, 1000), clock_ghz=2.0)
+    predictor = ProfilePredictor(wire_factor=1.0, request_overhead_bytes=0).fit(profile)
+    conditions = Conditions(bandwidth_kbps=8, rtt_ms=100, clock_ghz=1.0)
+    before = predictor.predict(conditions).latency_s
+    # Split point 0 measured 5, 7 and 6 ms above the model, and once a 0.9 s spike: the
+    # median is its correction. Split point 3 measured 0.2 s below: a negative correction.
+    for split_point, excess in ((0, 0.005), (0, 0.007), (0, 0.9), (0, 0.006), (3, -0.2)):
+        predictor.observe(conditions, split_point, before[split_point] + excess)
+    assert predictor.correction_s_[0] == pytest.approx(0.0065)
+    assert predictor.correction_s_[3] == pytest.approx(-0.2)
+    # Split points never measured take the median over every excess seen (6 ms).
+    assert predictor.correction_s_[1:3] == pytest.approx([0.006, 0.006])
+    after = predictor.predict(conditions)
+    assert after.latency_s == pytest.approx([before[0] + 0.0065, before[1] + 0.006,
+                                             before[2] + 0.006, before[3] - 0.2])
+    assert after.comm_s[1] == pytest.approx(3.1 + 0.006)  # the correction goes to comm_s
+    # At a fast link the negative correction would make comm_s negative: it stops at 0.
+    assert predictor.predict(Conditions(8000, 0, 1.0)).comm_s[3] == 0.0
+    assert predictor.fit(profile).correction_s_ == (0.0,) * 4  # fitting starts afresh
+    thesis = ThesisPredictor().fit(thesis_network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4}))
+    assert thesis.observe(conditions, 0, 9.0) is thesis  # the thesis's model learns nothing
+
+
 def test_thesis_predictor_models_raw_tensors_only() -> None:
     predictor = ThesisPredictor().fit(thesis_network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4}))
     with pytest.raises(InvalidArgument, match="raw float32 tensors only"):

@@ -16,6 +16,8 @@ prediction is plain arithmetic so that planning stays in microseconds.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +43,10 @@ WIRE_FACTOR = 1.045
 
 REQUEST_OVERHEAD_BYTES = 400
 """HTTP request line and headers plus the inference header of one offload, before learning."""
+
+CORRECTION_WINDOW = 128
+"""How many recent whole latencies at a split point its learned correction is the median of:
+enough that a throttling spike moves it little, few enough that it follows a changed cloud."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +93,9 @@ class Predictor(Protocol):
 
     ``partial_fit`` learns from one inference: the clock it ran at, the edge's per-layer times
     and the cloud's (``{layer index (1-based): seconds}``), and what the codec at the split
-    point really produced (bytes) and cost (seconds). A predictor uses what its model can and
-    ignores the rest.
+    point really produced (bytes) and cost (seconds). ``observe`` learns from one whole
+    latency measured at a split point under ``conditions`` (what no per-part time shows: the
+    fixed costs of a request). A predictor uses what its model can and ignores the rest.
     """
 
     name: str
@@ -100,6 +107,9 @@ class Predictor(Protocol):
                     cloud_layer_s: Mapping[int, float] | None = None, codec: str | None = None,
                     split_point: int | None = None, encoded_bytes: int | None = None,
                     codec_s: float | None = None) -> Predictor: ...
+
+    def observe(self, conditions: Conditions, split_point: int, latency_s: float,
+                codec: str = "raw") -> Predictor: ...
 
     def predict(self, conditions: Conditions, codec: str = "raw") -> Prediction: ...
 
@@ -157,6 +167,11 @@ class ThesisPredictor:
         """Nothing to learn: chapter 4's model is a fit on profiles only."""
         return self
 
+    def observe(self, conditions: Conditions, split_point: int, latency_s: float,
+                codec: str = "raw") -> ThesisPredictor:
+        """Nothing to learn (as ``partial_fit``)."""
+        return self
+
     def edge_slope_s(self, clock_ghz: float) -> float:
         """Seconds per layer on the edge at ``clock_ghz`` (equations 4.1 and 4.2)."""
         _fitted(self, "law_")
@@ -196,6 +211,12 @@ class ProfilePredictor:
     ``partial_fit`` folds measurements in (exponentially weighted, ``learning_rate``): the edge's
     own per-layer times (brought back to the profile's clock by the law), the per-layer times the
     cloud returns, and the bytes and seconds each codec really took.
+
+    ``observe`` learns what the per-part model misses, rather than assuming it: at each split
+    point, the median of the last ``CORRECTION_WINDOW`` whole latencies' excess over the model
+    (the fixed costs of a request, the network stack's and the cloud's, which no profile times,
+    and how far the throttled edge is from the clock law there); a split point never measured
+    takes the median over all that were. It is added to ``comm_s`` (which stays 0 or more).
     """
 
     name = "profile"
@@ -226,9 +247,26 @@ class ProfilePredictor:
         self.edge_layer_s_ = list(edge.layer_times_s)
         self.cloud_layer_s_ = list(cloud.layer_times_s)
         self.offload_bytes_ = tuple(edge.offload_bytes)
+        self._start_learning()
+        return self
+
+    def _start_learning(self) -> None:
         self.ratio_: dict[str, list[float]] = {}
         self.codec_s_: dict[str, list[float]] = {}
+        self.excess_s_: dict[int, deque[float]] = {}
+        self.correction_s_ = (0.0,) * len(self.offload_bytes_)
         self._refresh()
+
+    def observe(self, conditions: Conditions, split_point: int, latency_s: float,
+                codec: str = "raw") -> ProfilePredictor:
+        """Learn the correction at ``split_point`` from one whole latency measured there."""
+        model = self._predict(conditions, codec, (0.0,) * len(self.offload_bytes_))
+        window = self.excess_s_.setdefault(split_point, deque(maxlen=CORRECTION_WINDOW))
+        window.append(latency_s - model.latency_s[split_point])
+        pooled = statistics.median(e for excesses in self.excess_s_.values() for e in excesses)
+        self.correction_s_ = tuple(
+            statistics.median(self.excess_s_[sp]) if sp in self.excess_s_ else pooled
+            for sp in range(len(self.offload_bytes_)))
         return self
 
     def partial_fit(self, *, clock_ghz: float, edge_layer_s: Mapping[int, float] | None = None,
@@ -261,6 +299,11 @@ class ProfilePredictor:
         return self.law_.ratio(clock_ghz, self.reference_clock_ghz_)
 
     def predict(self, conditions: Conditions, codec: str = "raw") -> Prediction:
+        _fitted(self, "law_")
+        return self._predict(conditions, codec, self.correction_s_)
+
+    def _predict(self, conditions: Conditions, codec: str,
+                 correction_s: Sequence[float]) -> Prediction:
         scale = self.edge_scale(conditions.clock_ghz)
         per_bit = self.wire_factor * 8 / (1000 * conditions.bandwidth_kbps)
         rtt_s = conditions.rtt_ms / 1000
@@ -277,7 +320,8 @@ class ProfilePredictor:
                                                        strict=True))
         return Prediction(
             edge_s=edge,
-            comm_s=tuple((size + overhead) * per_bit + rtt_s for size in sent),
+            comm_s=tuple(max(0.0, (size + overhead) * per_bit + rtt_s + fix)
+                         for size, fix in zip(sent, correction_s, strict=True)),
             cloud_s=with_wait(self.cloud_s_, conditions.cloud_wait_s),
             offload_bytes=sent,
             codec=(codec,) * len(sent),
@@ -354,9 +398,7 @@ class NeurosurgeonPredictor(ProfilePredictor):
         self.edge_layer_s_ = list(times)
         self.cloud_layer_s_ = list(times)
         self.offload_bytes_ = tuple(edge.offload_bytes)
-        self.ratio_ = {}
-        self.codec_s_ = {}
-        self._refresh()
+        self._start_learning()
         return self
 
 

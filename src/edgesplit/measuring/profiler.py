@@ -95,9 +95,7 @@ def profile_model(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         repeats=repeats,
         warmup=warmup,
-        layers=[LayerProfile(index=layer.index, name=layer.name, type=layer.type, time_s=t,
-                             macs=layer_macs(split, layer.index))
-                for layer, t in zip(split.layers, layer_times, strict=True)],
+        layers=layer_profiles(split, layer_times),
         split_points=[
             SplitPointProfile(
                 split_point=sp.split_point, layer=sp.layer, offload_bytes=sp.offload_bytes,
@@ -109,6 +107,12 @@ def profile_model(
         forward_s=forward_s,
         calibration=calibration,
     )
+
+
+def layer_profiles(split: SplitModel, layer_times: Sequence[float]) -> list[LayerProfile]:
+    return [LayerProfile(index=layer.index, name=layer.name, type=layer.type, time_s=t,
+                         macs=layer_macs(split, layer.index))
+            for layer, t in zip(split.layers, layer_times, strict=True)]
 
 
 def layer_macs(split: SplitModel, index: int) -> int | None:
