@@ -60,9 +60,11 @@ def test_storing_a_profile_remembers_what_planning_will_fit(cache: Path) -> None
     a = network("a", 10, {0.6: 1.0, 1.0: 0.6, 1.5: 0.4})
     store_profile(a, cached_profile_path("a", a.machine))
     remembered = len(json.loads((cache / "laws.json").read_text()))
-    assert remembered == 2  # the profile predictor's clock law and the thesis law
+    # The profile predictor's clock law, the thesis law and the neurosurgeon's relative law
+    # (with no other model cached, fitted on a's own calibration).
+    assert remembered == 3
     conditions = Conditions(bandwidth_kbps=1000, rtt_ms=20, clock_ghz=1.2)
-    for name in ("profile", "thesis"):
+    for name in ("profile", "thesis", "neurosurgeon"):
         assert cached_predictor(name, a).predict(conditions).latency_s
     assert len(json.loads((cache / "laws.json").read_text())) == remembered
 
