@@ -311,7 +311,9 @@ def _explain(ours: st.Interval, theirs: float | None,
         return f"The thesis reports no figure here. Behind ours: {behind}."
     if not (math.isfinite(ours.low) and math.isfinite(ours.high)):
         return f"Not measurable here. Behind ours: {behind}."
-    if ours.low <= theirs <= ours.high:
+    if ours.low == ours.value == ours.high == 0:
+        head = f"Ours shows no difference at all (0.00%); the thesis {theirs:+.2f}%"
+    elif ours.low <= theirs <= ours.high:
         head = (f"The thesis's {theirs:+.2f}% lies inside our interval: this run cannot tell "
                 "them apart")
     elif theirs == 0:
@@ -417,19 +419,17 @@ def paired_table(judged: Sequence[Judged], predictors: Sequence[str]) -> list[st
     return lines
 
 
-def _judgement(d: st.Interval, objective: str) -> str:
-    span = f"[{show(d.low, objective)}, {show(d.high, objective)}]"
-    if d.high < 0:
-        return f"yes ({show(d.value, objective)}, CI {span})"
-    if d.low > 0:
-        return f"no, it loses ({'+' if d.value > 0 else ''}{show(d.value, objective)}, CI {span})"
-    return f"cannot tell ({show(d.value, objective)}, CI {span} spans 0)"
+def _judgement(d: st.Interval, objective: str) -> int:
+    """-1: better (the whole interval of a - b below 0), 1: worse, 0: cannot tell."""
+    return -1 if d.high < 0 else (1 if d.low > 0 else 0)
 
 
 def verdict(model: str, judged: Sequence[Judged], predictors: Sequence[str]) -> list[str]:
-    """Generated from the paired intervals: for each predictor's chooser, whether it beats
-    each baseline and each other predictor (yes: the whole CI of the difference below 0)."""
+    """Generated from the paired intervals: for each predictor's chooser, which choosers it
+    beats (the whole 95% CI of the regret difference below 0), loses to (above 0) and cannot
+    be told from."""
     lines = []
+    words = {-1: "Yes, it beats", 1: "No, it loses to", 0: "Cannot tell, against"}
     for j in judged:
         if j.model != model or (j.objective == "latency" and j.edge != "rent"):
             continue
@@ -437,9 +437,13 @@ def verdict(model: str, judged: Sequence[Judged], predictors: Sequence[str]) -> 
             against = [(p.b, p.difference) for p in j.pairs if p.a == name and p.b != ORACLE]
             against += [(p.a, _negate(p.difference)) for p in j.pairs if p.b == name]
             own = next(r for r in j.regrets if r.chooser == name)
-            said = "; ".join(f"beats {b}: {_judgement(d, j.objective)}" for b, d in against)
+            said = [f"{words[k]} " + ", ".join(
+                f"{b} ({show(d.value, j.objective)}, CI [{show(d.low, j.objective)}, "
+                f"{show(d.high, j.objective)}])" for b, d in against
+                if _judgement(d, j.objective) == k) for k in (-1, 1, 0)
+                if any(_judgement(d, j.objective) == k for _, d in against)]
             lines.append(f"- {j.edge}ed edge, {UNITS[j.objective]}: **{name}** "
-                         f"{interval(own.mean, j.objective)} (mean); {said}.")
+                         f"{interval(own.mean, j.objective)} (mean). " + "; ".join(said) + ".")
     return lines
 
 
@@ -466,7 +470,8 @@ def target(j: Judged, chooser: str = "profile OL") -> str | None:
 
 
 def hypervolume_table(shares: Mapping[str, st.Interval]) -> list[str]:
-    lines = ["| points | share of the measured front's hypervolume [95% CI] |", "|---|---|"]
+    lines = ["| points | share of the measured front's hypervolume [95% CI] (above 1: beyond "
+             "the front, as compressed input can be) |", "|---|---|"]
     lines += [f"| {name} | {i.value:.3f} [{i.low:.3f}, {i.high:.3f}] |"
               for name, i in shares.items()]
     return lines

@@ -149,8 +149,9 @@ def _evidence_md(judged: Sequence[evd.Judged], shares: dict[tuple[str, str], Any
                  names: Sequence[str]) -> list[str]:
     lines = ["", "## Evidence: every chooser with its 95% interval", "", *evd.definitions()]
     for model in sorted({j.model for j in judged}):
-        lines += [f"### {model}", "", "Verdict (generated from the paired intervals: yes when "
-                  "the whole 95% CI of the regret difference is below 0):", "",
+        lines += [f"### {model}", "", "Verdict, generated from the paired intervals (yes: the "
+                  "whole 95% CI of the regret difference a - b is below 0; no: above 0; "
+                  "each difference in the objective's units):", "",
                   *evd.verdict(model, judged, names), ""]
         aim = [t for j in judged if j.model == model and j.edge == "rent"
                if (t := evd.target(j)) is not None]
