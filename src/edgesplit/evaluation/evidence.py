@@ -85,10 +85,6 @@ def slices(rows: Iterable[Row]) -> list[Slice]:
     return out
 
 
-def _with_fixed(panel: st.Panel, split: int) -> tuple[np.ndarray, np.ndarray]:
-    return panel.oracle_latency[:, split, :], panel.oracle_cost[:, split, :]
-
-
 @dataclass(frozen=True)
 class Judged:
     """One model, edge and objective: every chooser's regret, the pairs, the floor."""
@@ -112,31 +108,34 @@ def _order(names: Iterable[str], predictors: Sequence[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-def judge(piece: Slice, objective: str, predictors: Sequence[str], seed: int,
+def draw(piece: Slice, seed: int, draws: int = st.DRAWS) -> tuple[st.Medians, st.Medians]:
+    """The medians of ``piece`` and their bootstrap draws, shared by the three objectives."""
+    return st.draw_medians(piece.panel, st.seed_of(piece.model, piece.edge, base=seed), draws)
+
+
+def judge(piece: Slice, objective: str, predictors: Sequence[str],
+          medians: tuple[st.Medians, st.Medians], seed: int,
           draws: int = st.DRAWS) -> Judged:
-    """Every chooser of ``piece`` judged on ``objective`` (see the module's docstring)."""
-    panel = piece.panel
-    n_points = panel.oracle_latency.shape[1]
-    fixed = st.best_fixed(objective, panel)
-    notes = {"all-edge": f"split {n_points - 1}", "all-cloud": "split 0",
-             "best-fixed": f"split {fixed}"}
-    choosers = {name: v for name, v in panel.choosers.items()
-                if name.split(" ")[-1] in JUDGED[objective] or name.startswith(COMPRESSED)}
-    choosers |= {name: _with_fixed(panel, sp)
-                 for name, sp in zip(FIXED, (n_points - 1, 0, fixed), strict=True)}
-    codecs = [n for n in choosers if n.startswith(COMPRESSED)]
-    point, boot = st.draw_medians(st.Panel(panel.oracle_latency, panel.oracle_cost, choosers),
-                                  st.seed_of(piece.model, piece.edge, objective, base=seed),
-                                  draws)
-    names = _order(choosers, predictors)
+    """Every chooser of ``piece`` judged on ``objective`` (see the module's docstring), from
+    its medians (``draw``)."""
+    panel, (point, boot) = piece.panel, medians
+    last, fixed = panel.oracle_latency.shape[1] - 1, st.best_fixed(objective, panel)
+    notes = {"all-edge": f"split {last}", "all-cloud": "split 0", "best-fixed": f"split {fixed}"}
+    measured = [name for name in panel.choosers
+                if name.split(" ")[-1] in JUDGED[objective] or name.startswith(COMPRESSED)]
+    names = _order([*measured, *FIXED], predictors)
+    codecs = [n for n in names if n.startswith(COMPRESSED)]
+    source: dict[str, str | int] = {n: n for n in measured} | dict(
+        zip(FIXED, (last, 0, fixed), strict=True))
     if codecs:
         each = point.regrets(objective, codecs)[0]
         best = codecs[int(np.argmin([np.nanmean(v) if np.isfinite(v).any() else np.inf
                                      for v in each]))]
         notes[f"{COMPRESSED} (best)"] = best.split(" ", 1)[1]
         names.insert(names.index(codecs[-1]) + 1, f"{COMPRESSED} (best)")
-    source = [n if n != f"{COMPRESSED} (best)" else best for n in names]
-    p_reg, b_reg = point.regrets(objective, source)[0], boot.regrets(objective, source)
+        source[f"{COMPRESSED} (best)"] = best
+    p_reg = point.regrets(objective, [source[n] for n in names])[0]
+    b_reg = boot.regrets(objective, [source[n] for n in names])
     names.append(ORACLE)
     p_reg = np.concatenate([p_reg, np.zeros((1, p_reg.shape[1]))])
     b_reg = np.concatenate([b_reg, np.zeros((b_reg.shape[0], 1, b_reg.shape[2]))], axis=1)

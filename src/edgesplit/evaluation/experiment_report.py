@@ -85,7 +85,11 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[dict[str, str]],
     names = [p for p in predictors() if p in found] + sorted(found - set(predictors()))
     seed = int(config["parameters"].get("seed", 0))
     pieces = evd.slices(rows)
-    judged = [evd.judge(p, objective, names, seed) for p in pieces for objective in st.OBJECTIVES]
+    judged: list[evd.Judged] = []
+    for piece in pieces:
+        medians = evd.draw(piece, seed)  # once per model and edge: the costly part
+        judged += [evd.judge(piece, objective, names, medians, seed)
+                   for objective in st.OBJECTIVES]
     shares = {(p.model, p.edge): evd.hypervolumes(p, names, seed) for p in pieces}
     errors = evd.chosen_errors(rows) + evd.split_errors(
         pieces, evd.conditions_of(rows), [n for n in names if n in predictors()],

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 Array = NDArray[np.float64]
 OBJECTIVES = ("latency", "cost", "weighted")
 WEIGHT = 0.5
-DRAWS = 2000
+DRAWS = 1000
 CONFIDENCE = 0.95
 _CHUNK = 200  # bootstrap draws computed at once: bounds memory at [200, S, P, R] floats
 
@@ -65,12 +65,16 @@ def seed_of(*labels: object, base: int = 0) -> int:
 
 
 def _median(values: Array) -> Array:
-    """Median over the last axis, ignoring NaN (missing repeats) only where there are any."""
-    if not np.isnan(values).any():
-        return np.median(values, axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing slice is NaN
-        return np.nanmedian(values, axis=-1)
+    """Median over the last axis, ignoring NaN (missing repeats) only where there are any.
+    A sort and the middle one or two: several times faster than ``np.median`` on the short
+    axis of repeats, which the bootstrap takes medians of millions of times."""
+    if np.isnan(values).any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing slice is NaN
+            return np.asarray(np.nanmedian(values, axis=-1))
+    ordered = np.sort(values, axis=-1)
+    n = values.shape[-1]
+    return np.asarray((ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2)
 
 
 def median_of(values: Array) -> Array:
@@ -145,10 +149,16 @@ class Medians:
     y: Array
     names: tuple[str, ...]
 
-    def regrets(self, objective: str, names: Sequence[str]) -> Array:
-        """``[B, len(names), S]`` regrets of the named choosers."""
-        pick = [self.names.index(n) for n in names]
-        return regrets(objective, self.lat, self.cost, self.x[:, pick], self.y[:, pick])
+    def regrets(self, objective: str, names: Sequence[str | int]) -> Array:
+        """``[B, len(names), S]`` regrets of the named choosers; a number names the oracle's
+        split point of that number (a fixed split)."""
+        def column(name: str | int, of: Array, split_points: Array) -> Array:
+            if isinstance(name, int):
+                return split_points[:, :, name]
+            return of[:, self.names.index(name)]
+        x = np.stack([column(n, self.x, self.lat) for n in names], axis=1)
+        y = np.stack([column(n, self.y, self.cost) for n in names], axis=1)
+        return regrets(objective, self.lat, self.cost, x, y)
 
 
 def _draw(panel: Panel, s_idx: NDArray[np.intp], r_idx: NDArray[np.intp]) -> Medians:
