@@ -41,15 +41,30 @@ def chooser_of(row: Row) -> str:
 
 @dataclass(frozen=True)
 class Slice:
-    """One model and edge: its settings (in order) and the panel of measurements."""
+    """One model and edge: its settings (in order), the panel of measurements and each
+    measured chooser's split per setting (its most common over repeats; -1: not measured)."""
 
     model: str
     edge: str
     settings: tuple[int, ...]
     panel: st.Panel
+    choices: Mapping[str, tuple[int, ...]]
 
 
-def slices(rows: Iterable[Row]) -> list[Slice]:
+def _choices(rows: Sequence[Row]) -> dict[tuple[str, str, str], dict[int, int]]:
+    """(model, edge, chooser) -> setting -> the split it chose most often over repeats."""
+    per: dict[tuple[str, str, str, int], Counter[int]] = defaultdict(Counter)
+    for r in rows:
+        if r["strategy"] not in (ORACLE, COMPRESSED):
+            per[(r["model"], r["edge"], chooser_of(r), int(r["setting"]))][
+                int(r["split_point"])] += 1
+    out: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+    for (model, edge, name, setting), counts in per.items():
+        out[(model, edge, name)][setting] = counts.most_common(1)[0][0]
+    return out
+
+
+def slices(rows: Sequence[Row]) -> list[Slice]:
     """Every (model, edge) the oracle measured, its rows gathered into arrays in one pass."""
     oracle: dict[tuple[str, str], list[tuple[int, int, int, float, float]]] = defaultdict(list)
     chosen: dict[tuple[str, str, str], list[tuple[int, int, float, float]]] = defaultdict(list)
@@ -81,7 +96,9 @@ def slices(rows: Iterable[Row]) -> list[Slice]:
                 if s in index:
                     x[index[s], rep], y[index[s], rep] = latency, price
             choosers[name] = (x, y)
-        out.append(Slice(model, edge, settings, st.Panel(lat, cost, choosers)))
+        picked = {name: tuple(c.get(s, -1) for s in settings) for (m, e, name), c in
+                  _choices(rows).items() if (m, e) == (model, edge)}
+        out.append(Slice(model, edge, settings, st.Panel(lat, cost, choosers), picked))
     return out
 
 
@@ -96,6 +113,7 @@ class Judged:
     notes: Mapping[str, str]
     pairs: tuple[st.Paired, ...]
     floor: st.NoiseFloor
+    choices: Mapping[str, tuple[int, ...]]
 
 
 def _order(names: Iterable[str], predictors: Sequence[str]) -> list[str]:
@@ -143,9 +161,12 @@ def judge(piece: Slice, objective: str, predictors: Sequence[str],
                            st.seed_of(piece.model, piece.edge, objective, "floor", base=seed),
                            draws)
     band = floor.held_out.value if floor.held_out else floor.in_sample.value
+    every = len(piece.settings)
+    choices = dict(piece.choices) | {"all-edge": (last,) * every, "all-cloud": (0,) * every,
+                                     "best-fixed": (fixed,) * every}
     return Judged(piece.model, piece.edge, objective,
                   tuple(st.summarise(names, p_reg, b_reg)), notes,
-                  tuple(st.paired(names, p_reg, b_reg, band)), floor)
+                  tuple(st.paired(names, p_reg, b_reg, band)), floor, choices)
 
 
 def hypervolumes(piece: Slice, predictors: Sequence[str], seed: int,
@@ -357,10 +378,13 @@ def definitions(draws: int = st.DRAWS) -> list[str]:
         "below the best split point's oracle median: noise, or, in a run measured before the "
         "interleaved protocol, the order bias that the section above shows.",
         "",
-        f"Intervals: 95% percentile bootstrap, {draws} draws, seeded (the same run gives the "
-        "same numbers): each draw resamples the settings, then the repeats within each setting "
-        "(the same repeats for the oracle and every chooser, as they were measured in the "
-        "same rounds), and recomputes every median. Paired: the mean over settings of the "
+        f"Intervals: 95% percentile bootstrap over settings, {draws} draws, seeded (the same "
+        "run gives the same numbers); each draw resamples the settings, the same ones for the "
+        "oracle and every chooser. Repeats are not resampled (the least of the split points' "
+        "resampled medians is biased low and would shift every interval up); measurement "
+        "noise is judged by the noise floor below. Unlike the section 7.1 table above, which "
+        "prices a chosen split at the oracle's median there, a chooser is judged here by its "
+        "own runs. Paired: the mean over settings of the "
         "regret difference (a - b; negative: a is better), and per setting a win (a better by "
         "more than the tie band), tie or loss; the tie band is the held-out noise floor of that "
         "model, edge and objective: a difference smaller than what choosing by one repeat "
@@ -426,23 +450,26 @@ def _judgement(d: st.Interval, objective: str) -> int:
 def verdict(model: str, judged: Sequence[Judged], predictors: Sequence[str]) -> list[str]:
     """Generated from the paired intervals: for each predictor's chooser, which choosers it
     beats (the whole 95% CI of the regret difference below 0), loses to (above 0) and cannot
-    be told from."""
+    be told from; a chooser that picked the same split in every setting is named apart (any
+    difference is between runs, not choices)."""
     lines = []
-    words = {-1: "Yes, it beats", 1: "No, it loses to", 0: "Cannot tell, against"}
+    words = {-1: "yes, it beats", 1: "no, it loses to", 0: "cannot tell, against",
+             2: "the same split in every setting as (a difference between runs, not choices)"}
     for j in judged:
         if j.model != model or (j.objective == "latency" and j.edge != "rent"):
             continue
         for name in (r.chooser for r in j.regrets if _is_predictor(r.chooser, predictors)):
             against = [(p.b, p.difference) for p in j.pairs if p.a == name and p.b != ORACLE]
             against += [(p.a, _negate(p.difference)) for p in j.pairs if p.b == name]
-            own = next(r for r in j.regrets if r.chooser == name)
+            kinds = [(b, d, 2 if j.choices.get(b, ()) == j.choices.get(name) else
+                      _judgement(d, j.objective)) for b, d in against]
             said = [f"{words[k]} " + ", ".join(
                 f"{b} ({show(d.value, j.objective)}, CI [{show(d.low, j.objective)}, "
-                f"{show(d.high, j.objective)}])" for b, d in against
-                if _judgement(d, j.objective) == k) for k in (-1, 1, 0)
-                if any(_judgement(d, j.objective) == k for _, d in against)]
+                f"{show(d.high, j.objective)}])" for b, d, kind in kinds if kind == k)
+                for k in (-1, 1, 0, 2) if any(kind == k for _, _, kind in kinds)]
+            own = next(r for r in j.regrets if r.chooser == name)
             lines.append(f"- {j.edge}ed edge, {UNITS[j.objective]}: **{name}** "
-                         f"{interval(own.mean, j.objective)} (mean). " + "; ".join(said) + ".")
+                         f"{interval(own.mean, j.objective)} (mean): " + "; ".join(said) + ".")
     return lines
 
 

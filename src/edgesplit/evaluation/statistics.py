@@ -3,10 +3,10 @@ hypervolume and prediction error. Pure: arrays in, records out, no I/O.
 
 One model and edge of an experiment is a ``Panel``: the oracle's measured latency and cost per
 setting, split point and repeat (``[S, P, R]``, NaN where a repeat is missing) and each
-chooser's per setting and repeat (``[S, R]``). Repeat r of every chooser and of the oracle is
-measured in the same round, so a resample draws the same repeats for all of them: a bootstrap
-draw resamples the settings, then the repeats within each setting, and recomputes every median,
-so an interval holds both the spread over settings and the measurement noise.
+chooser's per setting and repeat (``[S, R]``). Values are medians over the repeats; a bootstrap
+draw resamples the settings, the same ones for the oracle and every chooser (paired). Repeats
+are not resampled: the least of the split points' resampled medians is biased low, which would
+shift every interval up; measurement noise is judged by the held-out ``noise_floor`` instead.
 
 Regret of a chooser in a setting (``regrets``), from the medians over repeats:
 
@@ -34,7 +34,6 @@ OBJECTIVES = ("latency", "cost", "weighted")
 WEIGHT = 0.5
 DRAWS = 1000
 CONFIDENCE = 0.95
-_CHUNK = 200  # bootstrap draws computed at once: bounds memory at [200, S, P, R] floats
 
 
 @dataclass(frozen=True)
@@ -140,8 +139,8 @@ def _stack(panel: Panel, names: Sequence[str]) -> tuple[Array, Array]:
 
 @dataclass(frozen=True)
 class Medians:
-    """Medians over (drawn) repeats of (drawn) settings: the split points' ``[B, S, P]``
-    latency and cost, the choosers' ``[B, C, S]`` (in the order of ``names``)."""
+    """Medians over the repeats of (drawn) settings: the split points' ``[B, S, P]`` latency
+    and cost, the choosers' ``[B, C, S]`` (in the order of ``names``)."""
 
     lat: Array
     cost: Array
@@ -161,35 +160,19 @@ class Medians:
         return regrets(objective, self.lat, self.cost, x, y)
 
 
-def _draw(panel: Panel, s_idx: NDArray[np.intp], r_idx: NDArray[np.intp]) -> Medians:
-    """Medians with settings ``s_idx`` ``[B, S]`` and repeats ``r_idx`` ``[B, S, R]`` drawn."""
-    names = tuple(panel.choosers)
-    n_points = panel.oracle_latency.shape[1]
-    s4, p4, r4 = s_idx[:, :, None, None], np.arange(n_points)[None, None, :, None], \
-        r_idx[:, :, None, :]
-    x_all, y_all = _stack(panel, names)
-    c4, sc, rc = np.arange(len(names))[None, :, None, None], s_idx[:, None, :, None], \
-        r_idx[:, None, :, :]
-    return Medians(_median(panel.oracle_latency[s4, p4, r4]),
-                   _median(panel.oracle_cost[s4, p4, r4]),
-                   _median(x_all[c4, sc, rc]), _median(y_all[c4, sc, rc]), names)
-
-
 def draw_medians(panel: Panel, seed: int, draws: int = DRAWS) -> tuple[Medians, Medians]:
-    """(the data's own medians, ``draws`` bootstrap draws of them)."""
-    n_settings, _, n_repeats = panel.oracle_latency.shape
-    same_s = np.arange(n_settings)[None, :]
-    same_r = np.broadcast_to(np.arange(n_repeats), (1, n_settings, n_repeats))
-    rng = np.random.default_rng(seed)
-    chunks = []
-    for start in range(0, draws, _CHUNK):
-        size = min(_CHUNK, draws - start)
-        chunks.append(_draw(panel, rng.integers(0, n_settings, (size, n_settings)),
-                            rng.integers(0, n_repeats, (size, n_settings, n_repeats))))
-    def joined(field: str) -> Array:
-        return np.concatenate([getattr(c, field) for c in chunks])
-    boot = Medians(joined("lat"), joined("cost"), joined("x"), joined("y"), tuple(panel.choosers))
-    return _draw(panel, same_s, same_r), boot
+    """(the data's own medians, ``draws`` bootstrap draws of them: the settings resampled,
+    the same settings for the oracle and every chooser)."""
+    names = tuple(panel.choosers)
+    x, y = _stack(panel, names)
+    point = Medians(_median(panel.oracle_latency)[None], _median(panel.oracle_cost)[None],
+                    _median(x)[None], _median(y)[None], names)
+    n_settings = panel.oracle_latency.shape[0]
+    s_idx = np.random.default_rng(seed).integers(0, n_settings, (draws, n_settings))
+    boot = Medians(point.lat[0][s_idx], point.cost[0][s_idx],
+                   np.swapaxes(point.x[0][:, s_idx], 0, 1),
+                   np.swapaxes(point.y[0][:, s_idx], 0, 1), names)
+    return point, boot
 
 
 def _interval(value: float, draws: Array) -> Interval:
