@@ -126,4 +126,5 @@ def test_report_judges_every_chooser_with_intervals_and_a_generated_verdict(
             "all-edge (") in verdicts["neurosurgeon OL"]
     assert "Target (profile OL: mean latency regret <= 3%" in text
     assert "## Table 7.1 beside the thesis, row by row" in text
+    assert "The thesis's section 7.2: CL's latency +13.73% above OL's" in text
     assert "| alexnet | rent | profile | cost | CL vs OL |" in text

@@ -112,3 +112,21 @@ def test_percentage_error_and_its_spread() -> None:
 def test_ratio_of_sums_is_table_7_1s_comparison() -> None:
     ratio = st.ratio_of_sums(np.array([2.0, 4.0]), np.array([1.0, 2.0]), seed=0)
     assert (ratio.value, ratio.low, ratio.high) == pytest.approx((100.0, 100.0, 100.0))
+
+
+def test_table_7_1_differences_are_said_as_they_are() -> None:
+    from edgesplit.evaluation.evidence import _explain
+
+    choices = [("CL", (6, 14, 15)), ("OC", (0, 15, 15))]
+    inside = _explain(st.Interval(35.2, 21.0, 50.3), 25.92, choices)
+    assert inside.startswith("The thesis's +25.92% lies inside our interval: this run cannot")
+    assert "CL chose split 6 in 14 of 15 settings; OC chose split 0 in 15 of 15" in inside
+    larger = _explain(st.Interval(128.97, 107.1, 155.8), 39.77, choices)
+    assert larger.startswith("Same direction as the thesis's +39.77%, 3.2x its size (by +89.20")
+    opposite = _explain(st.Interval(-5.45, -9.7, -1.5), 3.29, choices)
+    assert opposite.startswith("Opposite in direction to the thesis's +3.29%")
+    zero = _explain(st.Interval(12.73, 5.7, 21.2), 0.0, [("CL", (8, 15, 15)), ("OC", (8, 15, 15))])
+    assert zero.startswith("The thesis reports no difference (0.00%); ours differs by +12.73")
+    assert zero.endswith("the same split everywhere, so ours is the noise between their runs "
+                         "at one split.")
+    assert "agree" not in " ".join((inside, larger, opposite, zero))

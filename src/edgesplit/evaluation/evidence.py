@@ -534,3 +534,22 @@ def thesis_table(rows: Sequence[ThesisRow]) -> list[str]:
                      f"{r.ours.value:+.2f}% [{r.ours.low:+.2f}, {r.ours.high:+.2f}] | {theirs} | "
                      f"{r.explanation} |")
     return lines
+
+
+def section_7_2(rows: Sequence[ThesisRow], figures: Mapping[str, float]) -> list[str]:
+    """The thesis's section 7.2 trade-off (CL's latency above OL's, its cost above OC's) beside
+    ours, per model, edge and predictor (the matching Table 7.1 cells)."""
+    latency = figures.get("trade_off_latency_above_OL_pct")
+    cost = figures.get("trade_off_cost_above_OC_pct")
+    cells = {(r.model, r.edge, r.predictor, r.metric, r.comparison): r.ours for r in rows}
+    lines = [f"The thesis's section 7.2: CL's latency {latency:+.2f}% above OL's and its cost "
+             f"{cost:+.2f}% above OC's. Ours, the same two cells of Table 7.1:", "",
+             "| model | edge | predictor | CL vs OL, latency [95% CI] | CL vs OC, cost [95% CI] |",
+             "|---|---|---|---|---|"] if latency is not None and cost is not None else []
+    for model, edge, predictor in sorted({k[:3] for k in cells}) if lines else []:
+        pair = [cells.get((model, edge, predictor, metric, name))
+                for metric, name in (("latency", "CL vs OL"), ("cost", "CL vs OC"))]
+        lines.append(f"| {model} | {edge} | {predictor} | " + " | ".join(
+            "" if i is None else f"{i.value:+.2f}% [{i.low:+.2f}, {i.high:+.2f}]"
+            for i in pair) + " |")
+    return lines

@@ -112,7 +112,8 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[dict[str, str]],
         {"model": e.model, "predictor": e.predictor, "where": e.where, **asdict(e.spread)}
         for e in errors])
     _write_csv(out / "table-7-1-thesis.csv", [_flat(asdict(r)) for r in thesis_rows])
-    return _evidence_md(judged, shares, errors, thesis_rows, names)
+    return [*_evidence_md(config, judged, shares, errors, thesis_rows, names), "",
+            *evd.section_7_2(thesis_rows, thesis.get("strategies_section_7_2", {}))]
 
 
 def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -148,10 +149,12 @@ def _predict(profiles: dict[str, Profile]) -> evd.Predict:
     return predict
 
 
-def _evidence_md(judged: Sequence[evd.Judged], shares: dict[tuple[str, str], Any],
-                 errors: Sequence[evd.PredictionError], thesis_rows: Sequence[evd.ThesisRow],
-                 names: Sequence[str]) -> list[str]:
-    lines = ["", "## Evidence: every chooser with its 95% interval", "", *evd.definitions()]
+def _evidence_md(config: dict[str, Any], judged: Sequence[evd.Judged],
+                 shares: dict[tuple[str, str], Any], errors: Sequence[evd.PredictionError],
+                 thesis_rows: Sequence[evd.ThesisRow], names: Sequence[str]) -> list[str]:
+    suite = config.get("suite") or config["parameters"].get("suite")
+    lines = ["", "## Evidence: every chooser with its 95% interval", "",
+             *([f"Suite: `{suite}`.", ""] if suite else []), *evd.definitions()]
     for model in sorted({j.model for j in judged}):
         lines += [f"### {model}", "", "Verdict, generated from the paired intervals (yes: the "
                   "whole 95% CI of the regret difference a - b is below 0; no: above 0; "
