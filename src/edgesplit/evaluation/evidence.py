@@ -76,7 +76,7 @@ def slices(rows: Sequence[Row]) -> list[Slice]:
                 (values[0], int(r["split_point"]), values[1], values[2], values[3]))
         else:
             chosen[(r["model"], r["edge"], chooser_of(r))].append(values)
-    out = []
+    out, picks = [], _choices(rows)
     for (model, edge), points in sorted(oracle.items()):
         settings = tuple(sorted({p[0] for p in points}))
         index = {s: i for i, s in enumerate(settings)}
@@ -97,7 +97,7 @@ def slices(rows: Sequence[Row]) -> list[Slice]:
                     x[index[s], rep], y[index[s], rep] = latency, price
             choosers[name] = (x, y)
         picked = {name: tuple(c.get(s, -1) for s in settings) for (m, e, name), c in
-                  _choices(rows).items() if (m, e) == (model, edge)}
+                  picks.items() if (m, e) == (model, edge)}
         out.append(Slice(model, edge, settings, st.Panel(lat, cost, choosers), picked))
     return out
 
