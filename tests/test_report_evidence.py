@@ -112,6 +112,8 @@ def test_report_judges_every_chooser_with_intervals_and_a_generated_verdict(
     assert float(errors[("thesis", "chosen")]["median"]) == pytest.approx(1.0)
     assert float(errors[("profile", "chosen")]["median"]) == pytest.approx(0.1)
     assert float(errors[("neurosurgeon", "chosen")]["median"]) == pytest.approx(0.2)
+    # thesis chose split 0 for OL on both edges and for OC on the rented one
+    assert int(errors[("thesis", "chosen split 0")]["n"]) == 3 * SETTINGS * REPEATS
     hypervolume = {(r["edge"], r["points"]) for r in _csv(report / "hypervolume.csv")}
     assert ("rent", "profile (all its strategies)") in hypervolume
 
