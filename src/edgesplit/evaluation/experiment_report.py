@@ -232,7 +232,9 @@ def _effectiveness_md(effect: Sequence[ev.Effectiveness]) -> list[str]:
                      f"{_share(e.top3_share)} | {_share(e.top5_share)} | {floor} | {reported} |")
     lines += ["", "Noise floor: the latency regret of choosing, in each setting and repeat, the "
               "split that was fastest in that one repeat of the oracle, judged against the "
-              "medians; a predictor near it is as good as this testbed can tell apart."]
+              "medians. Those medians contain that repeat, so this in-sample floor understates "
+              "the noise; the held-out floor (judged on the other repeats) is in the evidence "
+              "section below, and is what the paired comparisons' tie band uses."]
     return lines
 
 
