@@ -406,14 +406,16 @@ def regret_table(judged: Sequence[Judged]) -> list[str]:
     for j in judged:
         names += [r.chooser for r in j.regrets if r.chooser not in names]
     by = {(j.objective, r.chooser): r for j in judged for r in j.regrets}
-    notes = {k: v for j in judged for k, v in j.notes.items() if k != "best-fixed"}
-    fixed = {j.objective: j.notes["best-fixed"] for j in judged}
+    per: dict[str, dict[str, str]] = defaultdict(dict)  # a hindsight pick differs by objective
+    for j in judged:
+        for name, note in j.notes.items():
+            per[name][j.objective] = note
+    notes = {name: next(iter(by.values())) if len(set(by.values())) == 1
+             else ", ".join(f"{o}: {n}" for o, n in by.items()) for name, by in per.items()}
     head = "".join(f" {UNITS[j.objective]}: mean [95% CI] | median [95% CI] |" for j in judged)
     lines = [f"| chooser |{head}", "|---|" + "---|---|" * len(judged)]
     for name in names:
         note = notes.get(name, "")
-        if name == "best-fixed":
-            note = ", ".join(f"{o}: {s}" for o, s in fixed.items())
         cells = "".join(
             f" {interval(r.mean, j.objective)} | {interval(r.median, j.objective)} |"
             if (r := by.get((j.objective, name))) else " | |" for j in judged)
