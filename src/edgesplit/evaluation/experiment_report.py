@@ -103,7 +103,8 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[dict[str, str]],
         for j in judged for p in j.pairs])
     _write_csv(out / "noise-floor.csv", [
         {"model": j.model, "edge": j.edge, "objective": j.objective,
-         **_flat({"held_out": asdict(j.floor.held_out) if j.floor.held_out else {},
+         **_flat({"held_out": asdict(j.floor.held_out) if j.floor.held_out  # one repeat:
+                  else dict.fromkeys(("value", "low", "high"), ""),  # nothing held out
                   "in_sample": asdict(j.floor.in_sample)})} for j in judged])
     _write_csv(out / "hypervolume.csv", [
         {"model": m, "edge": e, "points": name, **_flat({"share": asdict(i)})}
