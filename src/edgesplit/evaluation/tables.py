@@ -39,6 +39,9 @@ OC, OL, CL = (THESIS_LABELS[s] for s in (Strategy.COST, Strategy.LATENCY, Strate
 COMPARISONS = {"cost": ((CL, OC), (CL, OL), (OC, OL)),
                "latency": ((CL, OC), (CL, OL), (OL, OC))}
 OBJECTIVES = {"latency": (OL, "latency_s"), "cost": (OC, "cost_usd")}
+NOT_CHOSEN = ("oracle", "compressed-input")
+"""Rows that no strategy chose: the oracle's forced splits and the raw input compressed and
+sent whole (a baseline, judged in ``evidence``; at split 0 it is not the oracle's raw run)."""
 
 
 def is_experiment(directory: Path) -> bool:
@@ -72,7 +75,7 @@ class Oracle:
 def strategies(rows: Iterable[Row]) -> Strategies:
     groups: dict[tuple[str, str, str, str, int], list[Row]] = defaultdict(list)
     for r in rows:
-        if r["strategy"] != "oracle":
+        if r["strategy"] not in NOT_CHOSEN:
             groups[(r["model"], r["edge"], r["predictor"], r["strategy"], int(r["setting"]))
                    ].append(r)
     return Strategies(
@@ -237,7 +240,7 @@ def consistency(rows: Sequence[Row], o: Oracle) -> list[Consistency]:
     ratios: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         key = (r["model"], "rent", int(r["setting"]))
-        if r["strategy"] != "oracle" and key in o.latency:
+        if r["strategy"] not in NOT_CHOSEN and key in o.latency:
             ratios[r["model"]].append(float(r["latency_s"])
                                       / o.latency[key][int(r["split_point"])])
     return [Consistency(model, methods[model], len(values),
