@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgesplit.errors import InvalidArgument
-from edgesplit.evaluation.conditions import draw_pools, draw_settings
+from edgesplit.evaluation.conditions import draw_pools, draw_settings, draw_wide
 from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, read_runs
 
 
@@ -44,6 +44,31 @@ def test_settings_are_repeatable_distinct_bandwidths_from_the_pools() -> None:
                                        for s in settings)
     with pytest.raises(InvalidArgument, match="between 1 and the pool size 30"):
         draw_settings(7, pools, 31)
+
+
+def test_wide_settings_cover_every_range_in_strata() -> None:
+    settings = draw_wide(5, 10)
+    assert settings == draw_wide(5, 10) and settings != draw_wide(6, 10)
+    assert [s.index for s in settings] == list(range(10))
+
+    def strata(values: list[float], low: float, high: float) -> list[int]:
+        return sorted(int(10 * np.log(v / low) / np.log(high / low)) for v in values)
+
+    # A Latin hypercube: each tenth of each (log) range holds exactly one setting (up to the
+    # rounding of the drawn values at a stratum's edge).
+    bandwidths = [s.bandwidth_kbps for s in settings]
+    assert 500 <= min(bandwidths) < 950 and 52_000 < max(bandwidths) <= 100_000
+    assert len(set(strata(bandwidths, 500, 100_000))) >= 9
+    rtts = [s.rtt_ms for s in settings]
+    assert 5 <= min(rtts) < 7.5 and 135 < max(rtts) <= 200
+    assert len(set(strata(rtts, 5, 200))) >= 9
+    for s in settings:
+        assert 0 <= s.jitter_ms <= 0.25 * s.rtt_ms + 0.05
+        assert s.edge_speed is not None and abs(s.clock_ghz - 1.5 * s.edge_speed) < 1e-3
+        assert 0.15 <= s.clock_ghz <= 1.5
+    assert len(set(strata([s.edge_speed or 0 for s in settings], 0.1, 1.0))) >= 9
+    with pytest.raises(InvalidArgument, match="at least 1"):
+        draw_wide(5, 0)
 
 
 def _row(model: str, edge: str, predictor: str, strategy: str, setting: int, repeat: int,
