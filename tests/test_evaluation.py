@@ -15,7 +15,7 @@ import pytest
 
 from edgesplit.errors import InvalidArgument
 from edgesplit.evaluation.conditions import draw_pools, draw_settings, draw_wide
-from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, read_runs
+from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, predictors, read_runs, strategies
 
 
 def test_pools_follow_the_thesis_distributions() -> None:
@@ -226,3 +226,37 @@ def test_report_tables_match_hand_computation(tmp_path: Path) -> None:
     for figure in ("bars-alexnet-own.png", "bars-alexnet-rent.png", "pareto-alexnet.png"):
         assert (report / figure).stat().st_size > 10_000
         assert f"]({figure})" in text
+
+
+def test_rounds_interleave_every_chooser_in_a_seeded_order() -> None:
+    from edgesplit.evaluation.experiment import ExperimentConfig, plan_units
+    from edgesplit.measuring.store import read_profile
+
+    folder = Path(__file__).parent.parent / "docs" / "results" / "experiment" / "profiles"
+    profiles = {m: read_profile(folder / f"{m}.json") for m in ("mnist_cnn", "vgg16")}
+    methods = {"mnist_cnn": "e2e", "vgg16": "parts"}
+    codecs = {"mnist_cnn": ["int8+zstd", "raw+zstd"], "vgg16": ["raw+zstd"]}
+    config = ExperimentConfig(models=("mnist_cnn", "vgg16"), settings=2, repeats=3,
+                              parts_repeats=1)
+    settings = config.draw()[1]
+    units = list(plan_units(config, settings, profiles, methods, codecs))
+    assert units == list(plan_units(config, settings, profiles, methods, codecs))
+    other = ExperimentConfig(models=("mnist_cnn", "vgg16"), settings=2, repeats=3,
+                             parts_repeats=1, seed=1)
+    assert units != list(plan_units(other, other.draw()[1], profiles, methods, codecs))
+    rounds = [(u.setting, u.repeat) for u in units]
+    assert rounds == sorted(rounds)  # round by round, each whole before the next
+    chooser_units = 2 * len(predictors()) * len(strategies())
+    for setting in (0, 1):
+        for repeat in range(3):
+            kinds = [u.kind for u in units if (u.setting, u.repeat) == (setting, repeat)]
+            vgg = [u for u in units if (u.setting, u.repeat, u.model) == (setting, repeat,
+                                                                          "vgg16")]
+            # mnist: 10 split points, 2 codecs, every chooser; VGG16 only in the first round.
+            assert len(vgg) == (0 if repeat else 1 + 1 + chooser_units)
+            assert len(kinds) == 10 + 2 + chooser_units + len(vgg)
+            assert kinds != sorted(kinds, key=["oracle", "parts", "compressed",
+                                               "strategy"].index)  # shuffled, not grouped
+    squeezed = [u for u in units if u.kind == "compressed"]
+    assert {(u.model, u.codec, u.split_point) for u in squeezed} == {
+        ("mnist_cnn", "int8+zstd", 0), ("mnist_cnn", "raw+zstd", 0), ("vgg16", "raw+zstd", 0)}

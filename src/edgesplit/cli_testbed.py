@@ -93,6 +93,9 @@ def status(tag: str | None, as_json: bool) -> None:
 @click.option("--repeats", type=click.IntRange(min=1),
               help="Rounds per setting: each measures every split point and every chooser "
               "once, in a seeded random order (default: 10).")
+@click.option("--parts-repeats", type=click.IntRange(min=1),
+              help="Rounds that a model with a composed oracle (VGG16; ResNet-18 too in the "
+              "wide suite) takes part in: the first N (default: every round).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--testbed", "testbed_mode", type=click.Choice(["auto", "netns", "userspace"]),
               default="auto", show_default=True,
@@ -110,8 +113,8 @@ def status(tag: str | None, as_json: bool) -> None:
 @click.option("--quick", is_flag=True,
               help="One model (mnist_cnn unless --models), 3 settings, 2 repeats.")
 def experiment(out_dir: Path, suite: str, models: str | None, settings: int | None,
-               repeats: int | None, seed: int, testbed_mode: str, rtt_ms: float, oracle: str,
-               edge_speed: float, quick: bool) -> None:
+               repeats: int | None, parts_repeats: int | None, seed: int, testbed_mode: str,
+               rtt_ms: float, oracle: str, edge_speed: float, quick: bool) -> None:
     """The thesis's evaluation on a testbed: strategies, baselines and an oracle of every split
     point, measured in interleaved rounds."""
     from dataclasses import replace
@@ -142,7 +145,8 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
         zoo.get_spec(name)
     config = replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
                      edge_speed=edge_speed, models=names,
-                     settings=settings or base.settings, repeats=repeats or base.repeats)
+                     settings=settings or base.settings, repeats=repeats or base.repeats,
+                     parts_repeats=parts_repeats)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
     run = Experiment(config, out_dir)
     with run.claim(), Progress(TextColumn("{task.description}"), BarColumn(),
