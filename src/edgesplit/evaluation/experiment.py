@@ -671,9 +671,10 @@ class Measurer:
         self-check): one VGG16 cut is 17 s at 7.2 Mbit/s, 4.5 minutes at the wide suite's
         0.5 Mbit/s. The thesis suite measures every size whole, as it always did."""
         rate_bytes_s = setting.bandwidth_kbps * 125 / WIRE_FACTOR
-        if nbytes > self.transfer_cap_s * rate_bytes_s:
-            measured = max(1, round(self.transfer_cap_s * rate_bytes_s))
-            return self._transfer(setting, measured) + (nbytes - measured) / rate_bytes_s
+        measured = min(nbytes, max(1, int(min(self.transfer_cap_s * rate_bytes_s, 2**62))))
+        return self._measured_transfer(setting, measured) + (nbytes - measured) / rate_bytes_s
+
+    def _measured_transfer(self, setting: Setting, nbytes: int) -> float:
         key = f"{setting.index}:{nbytes}"
         if key not in self.transfers:
             self.transfers[key] = self.bench.edge.ask({"op": "send", "bytes": nbytes})["seconds"]
