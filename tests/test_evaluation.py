@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edgesplit.errors import InvalidArgument
-from edgesplit.evaluation.conditions import draw_pools, draw_settings
-from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, read_runs
+from edgesplit.evaluation.conditions import draw_pools, draw_settings, draw_wide
+from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, predictors, read_runs, strategies
 
 
 def test_pools_follow_the_thesis_distributions() -> None:
@@ -44,6 +44,31 @@ def test_settings_are_repeatable_distinct_bandwidths_from_the_pools() -> None:
                                        for s in settings)
     with pytest.raises(InvalidArgument, match="between 1 and the pool size 30"):
         draw_settings(7, pools, 31)
+
+
+def test_wide_settings_cover_every_range_in_strata() -> None:
+    settings = draw_wide(5, 10)
+    assert settings == draw_wide(5, 10) and settings != draw_wide(6, 10)
+    assert [s.index for s in settings] == list(range(10))
+
+    def strata(values: list[float], low: float, high: float) -> list[int]:
+        return sorted(int(10 * np.log(v / low) / np.log(high / low)) for v in values)
+
+    # A Latin hypercube: each tenth of each (log) range holds exactly one setting (up to the
+    # rounding of the drawn values at a stratum's edge).
+    bandwidths = [s.bandwidth_kbps for s in settings]
+    assert 500 <= min(bandwidths) < 950 and 52_000 < max(bandwidths) <= 100_000
+    assert len(set(strata(bandwidths, 500, 100_000))) >= 9
+    rtts = [s.rtt_ms for s in settings]
+    assert 5 <= min(rtts) < 7.5 and 135 < max(rtts) <= 200
+    assert len(set(strata(rtts, 5, 200))) >= 9
+    for s in settings:
+        assert 0 <= s.jitter_ms <= 0.25 * s.rtt_ms + 0.05
+        assert s.edge_speed is not None and abs(s.clock_ghz - 1.5 * s.edge_speed) < 1e-3
+        assert 0.15 <= s.clock_ghz <= 1.5
+    assert len(set(strata([s.edge_speed or 0 for s in settings], 0.1, 1.0))) >= 9
+    with pytest.raises(InvalidArgument, match="at least 1"):
+        draw_wide(5, 0)
 
 
 def _row(model: str, edge: str, predictor: str, strategy: str, setting: int, repeat: int,
@@ -201,3 +226,37 @@ def test_report_tables_match_hand_computation(tmp_path: Path) -> None:
     for figure in ("bars-alexnet-own.png", "bars-alexnet-rent.png", "pareto-alexnet.png"):
         assert (report / figure).stat().st_size > 10_000
         assert f"]({figure})" in text
+
+
+def test_rounds_interleave_every_chooser_in_a_seeded_order() -> None:
+    from edgesplit.evaluation.experiment import ExperimentConfig, plan_units
+    from edgesplit.measuring.store import read_profile
+
+    folder = Path(__file__).parent.parent / "docs" / "results" / "experiment" / "profiles"
+    profiles = {m: read_profile(folder / f"{m}.json") for m in ("mnist_cnn", "vgg16")}
+    methods = {"mnist_cnn": "e2e", "vgg16": "parts"}
+    codecs = {"mnist_cnn": ["int8+zstd", "raw+zstd"], "vgg16": ["raw+zstd"]}
+    config = ExperimentConfig(models=("mnist_cnn", "vgg16"), settings=2, repeats=3,
+                              parts_repeats=1)
+    settings = config.draw()[1]
+    units = list(plan_units(config, settings, profiles, methods, codecs))
+    assert units == list(plan_units(config, settings, profiles, methods, codecs))
+    other = ExperimentConfig(models=("mnist_cnn", "vgg16"), settings=2, repeats=3,
+                             parts_repeats=1, seed=1)
+    assert units != list(plan_units(other, other.draw()[1], profiles, methods, codecs))
+    rounds = [(u.setting, u.repeat) for u in units]
+    assert rounds == sorted(rounds)  # round by round, each whole before the next
+    chooser_units = 2 * len(predictors()) * len(strategies())
+    for setting in (0, 1):
+        for repeat in range(3):
+            kinds = [u.kind for u in units if (u.setting, u.repeat) == (setting, repeat)]
+            vgg = [u for u in units if (u.setting, u.repeat, u.model) == (setting, repeat,
+                                                                          "vgg16")]
+            # mnist: 10 split points, 2 codecs, every chooser; VGG16 only in the first round.
+            assert len(vgg) == (0 if repeat else 1 + 1 + chooser_units)
+            assert len(kinds) == 10 + 2 + chooser_units + len(vgg)
+            assert kinds != sorted(kinds, key=["oracle", "parts", "compressed",
+                                               "strategy"].index)  # shuffled, not grouped
+    squeezed = [u for u in units if u.kind == "compressed"]
+    assert {(u.model, u.codec, u.split_point) for u in squeezed} == {
+        ("mnist_cnn", "int8+zstd", 0), ("mnist_cnn", "raw+zstd", 0), ("vgg16", "raw+zstd", 0)}

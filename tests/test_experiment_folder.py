@@ -19,7 +19,6 @@ import pytest
 
 from edgesplit.core import zoo
 from edgesplit.errors import InvalidArgument
-from edgesplit.evaluation.conditions import draw_pools, draw_settings
 from edgesplit.evaluation.experiment import Experiment, ExperimentConfig, lock_folder
 from edgesplit.evaluation.runs import COLUMNS, RunsFile, Unit, read_runs
 from edgesplit.testbed import netns
@@ -44,10 +43,9 @@ def _folder(out: Path, config: ExperimentConfig | None = None, rows: int = 20) -
     written by the experiment's own code, and ``rows`` rows of setting 0's oracle."""
     config = config or _config()
     out.mkdir(parents=True, exist_ok=True)
-    pools = draw_pools(config.seed)
-    settings = draw_settings(config.seed, pools, config.settings)
+    pools, settings = config.draw()
     experiment = Experiment(config, out)
-    experiment.record = experiment._config_record(pools.to_dict(), settings)
+    experiment.record = experiment._config_record(pools, settings)
     experiment.record["testbed"] = {"mode": "netns", "tag": "tbf0"}
     experiment._save()
     model, s = config.models[0], settings[0]
@@ -56,7 +54,7 @@ def _folder(out: Path, config: ExperimentConfig | None = None, rows: int = 20) -
     for sp in range(rows // 2):
         store.append([{"model": model, "edge": edge, "predictor": "", "strategy": "oracle",
                        "setting": 0, "repeat": 0, "bandwidth_kbps": s.bandwidth_kbps,
-                       "clock_ghz": s.clock_ghz, "rtt_ms": config.rtt_ms, "split_point": sp,
+                       "clock_ghz": s.clock_ghz, "rtt_ms": s.rtt_ms, "split_point": sp,
                        "codec": "raw", "predicted_latency_s": "", "latency_s": 0.01 + sp / 1e3,
                        "cost_usd": 1e-7, "edge_s": 0.004, "comm_s": 0.004, "cloud_s": 0.002,
                        "sent_bytes": 3000, "method": "e2e"} for edge in ("own", "rent")])
@@ -79,12 +77,12 @@ DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
     "config truncated": (lambda out: _set_config(out, (out / "config.json").read_text()[:300]),
                          r"config.json cannot be read \(not JSON: "),
     "config a list": (lambda out: _set_config(out, "[1, 2]"),
-                      r"config.json is not a whole edgesplit-experiment/1 record"),
+                      r"config.json is not a whole edgesplit-experiment/2 record"),
     "config empty": (lambda out: _set_config(out, ""), r"config.json cannot be read"),
     "config testbed a string": (
         lambda out: _set_config(out, json.dumps(json.loads((out / "config.json").read_text())
                                                 | {"testbed": "x"})),
-        r"is not a whole edgesplit-experiment/1 record"),
+        r"is not a whole edgesplit-experiment/2 record"),
     "config settings edited": (
         lambda out: _set_config(out, (out / "config.json").read_text().replace(
             '"index": 1', '"index": 7')), r"holds settings other than its seed draws"),
@@ -96,8 +94,8 @@ DAMAGE: dict[str, tuple[Callable[[Path], object], str]] = {
                           r"runs.csv line 5: split_point='', not a whole number below 10"),
     "split point past the model": (lambda out: _damage_row(out, "split_point", "10", 21),
                                    r"runs.csv line 21: split_point='10'"),
-    "repeat of no run": (lambda out: _damage_row(out, "repeat", "1"),
-                         r"line 5: repeat='1', not a whole number below 1"),
+    "repeat of no run": (lambda out: _damage_row(out, "repeat", "2"),
+                         r"line 5: repeat='2', not a whole number below 2"),
     "NaN latency": (lambda out: _damage_row(out, "latency_s", "nan"),
                     r"line 5: impossible times \(latency_s=nan"),
     "negative latency": (lambda out: _damage_row(out, "cloud_s", "-0.5"),
@@ -150,7 +148,7 @@ def test_rows_of_another_experiment_are_refused_not_emptied(tmp_path: Path, othe
 def test_a_well_formed_folder_passes_the_checks(tmp_path: Path) -> None:
     out = _folder(tmp_path / "out")
     config = _config()
-    settings = draw_settings(config.seed, draw_pools(config.seed), config.settings)
+    _, settings = config.draw()
     RunsFile(out / "runs.csv").check(config, settings)  # raises nothing
     with open(out / "runs.csv", "a") as sink:
         sink.write("mnist_cnn,own,,oracle,1,0,70")  # what a SIGKILL mid-write leaves

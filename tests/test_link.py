@@ -383,3 +383,16 @@ def test_stop_ends_the_thread_and_open_connections(echo_port: int,
 def test_a_busy_listen_port_is_reported(echo_port: int) -> None:
     with pytest.raises(InvalidArgument, match="listen_port=0"):
         LinkEmulator("127.0.0.1", echo_port, listen_port=echo_port).start()
+
+
+@pytest.mark.fast
+def test_jitter_spreads_each_way_delay_around_half_the_rtt_seeded() -> None:
+    def delays(seed: int, jitter_ms: float = 40.0) -> list[float]:
+        link = LinkEmulator("127.0.0.1", 9, rtt_ms=100, jitter_ms=jitter_ms, seed=seed)
+        return [link._one_way_s() for _ in range(500)]
+
+    drawn = delays(1)
+    assert drawn == delays(1) and drawn != delays(2)  # seeded: a run can be repeated
+    assert 0.030 <= min(drawn) < 0.032 and 0.068 < max(drawn) <= 0.070  # 50 ms +- 20 ms
+    assert abs(sum(drawn) / len(drawn) - 0.050) < 0.002
+    assert set(delays(1, jitter_ms=0)) == {0.050}

@@ -23,8 +23,15 @@ from edgesplit.core.planning import Objective
 from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.sensors import FixedClock
 from edgesplit.errors import InvalidArgument
-from edgesplit.evaluation.experiment import _slowdown
-from edgesplit.evaluation.runs import EDGES, key_of, predictors, read_runs, strategies
+from edgesplit.evaluation.experiment import ExperimentConfig, _slowdown, plan_units
+from edgesplit.evaluation.runs import (
+    COMPRESSED,
+    EDGES,
+    key_of,
+    predictors,
+    read_runs,
+    strategies,
+)
 from edgesplit.measuring.store import read_profile
 from edgesplit.testbed import netns
 from edgesplit.testbed.bench import NetnsBench, check_clock, check_rate, share_of
@@ -189,27 +196,43 @@ def test_a_slower_edge_keeps_the_clock_ratios(tmp_path: Path) -> None:
 
 
 @root
-def test_quick_experiment_end_to_end_then_report(tmp_path: Path) -> None:
+def test_quick_experiment_end_to_end_in_interleaved_rounds_then_report(tmp_path: Path) -> None:
     out = tmp_path / "quick"
-    done = _cli("experiment", "--quick", "--out", str(out), "--testbed", "netns")
+    done = _cli("experiment", "--quick", "--settings", "2", "--out", str(out), "--testbed",
+                "netns")
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["parameters"]["models"] == ["mnist_cnn"]
-    assert len(config["settings"]) == 3 and len(config["pools"]["bandwidths_kbps"]) == 30
+    assert config["parameters"]["models"] == ["mnist_cnn"] and config["suite"] == "thesis"
+    assert config["parameters"]["repeats"] == 2
+    assert len(config["settings"]) == 2 and len(config["pools"]["bandwidths_kbps"]) == 30
     assert config["testbed"]["mode"] == "netns" and config["self_checks"][-1]["passed"]
     assert {c["check"] for c in config["self_checks"][-1]["checks"]} == {"rate", "clock"}
     assert config["oracle_methods"] == {"mnist_cnn": "e2e"} and config["runs"]
+    codecs = config["compressed_codecs"]["mnist_cnn"]
+    assert "raw+zstd" in codecs  # lossless: always kept
     assert not any(_leftovers(config["testbed"]["tag"]).values())
     rows = read_runs(out / "runs.csv")
-    # 3 settings x (10 split points x 2 edges + one row per edge, predictor and strategy)
-    assert len(rows) == 3 * (10 * 2 + STRATEGY_ROWS)
-    assert all(float(r["latency_s"]) > 0 for r in rows)
-    chosen = [r for r in rows if r["strategy"] != "oracle"]
+    # 2 settings x 2 rounds x (10 split points x 2 edges + one row per edge, predictor and
+    # strategy + 2 rows per compressed-input codec)
+    assert len(rows) == 2 * 2 * (10 * 2 + STRATEGY_ROWS + 2 * len(codecs))
+    assert all(float(r["latency_s"]) > 0 and r["rtt_ms"] == "20.0" for r in rows)
+    chosen = [r for r in rows if r["strategy"] not in ("oracle", COMPRESSED)]
     assert {(r["edge"], r["predictor"], r["strategy"]) for r in chosen} == {
         (e, p, s) for e in EDGES for p in predictors() for s in strategies()}
     assert {"OC", "OL", "CL"} <= set(strategies())  # the thesis's three, under its names
     assert all(r["split_point"] == "9" for r in chosen  # owned edge: cheapest is all-edge
                if r["edge"] == "own" and r["strategy"] == "OC")
+    squeezed = [r for r in rows if r["strategy"] == COMPRESSED]
+    assert {(r["codec"], r["split_point"], r["predictor"]) for r in squeezed} == {
+        (c, "0", "none") for c in codecs}
+    # The rows came in the seeded, interleaved order: round by round, shuffled within a round.
+    profiles = {"mnist_cnn": read_profile(out / "profiles" / "mnist_cnn.json")}
+    experiment = ExperimentConfig.quick(settings=2)
+    planned = [u.key for u in plan_units(experiment, experiment.draw()[1], profiles,
+                                         config["oracle_methods"], {"mnist_cnn": codecs})]
+    assert list(dict.fromkeys(key_of(r) for r in rows)) == planned
+    first_round = [k for k in planned if k[1:3] == (0, 0)]
+    assert first_round != sorted(first_round, key=lambda k: k[3])  # kinds are mixed
     report = _cli("report", str(out))
     assert report.returncode == 0, report.stderr
     for name in ("report.md", "table-7-1.csv", "effectiveness.csv", "pareto.csv",
@@ -221,7 +244,7 @@ def test_quick_experiment_end_to_end_then_report(tmp_path: Path) -> None:
 @root
 def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "edgesplit.cli", "experiment", "--quick", "--settings", "6",
+    command = [sys.executable, "-m", "edgesplit.cli", "experiment", "--quick", "--settings", "3",
                "--out", str(out), "--testbed", "netns"]
     runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = out / "runs.csv"
@@ -243,20 +266,22 @@ def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Pat
         new_rows=0)
     assert any(_leftovers(second).values())
     before = len(read_runs(runs))
-    resumed = _cli("experiment", "--quick", "--settings", "6", "--out", str(out),
+    resumed = _cli("experiment", "--quick", "--settings", "3", "--out", str(out),
                    "--testbed", "netns")
     assert resumed.returncode == 0, resumed.stderr
     assert f"netns esf-{second}-e" in resumed.stderr
     assert not any(_leftovers(second).values())
     rows = read_runs(runs)
-    assert len(rows) == 6 * (10 * 2 + STRATEGY_ROWS) > before
-    keys = Counter((key_of(r), r["edge"] if r["strategy"] == "oracle" else "") for r in rows)
+    codecs = json.loads((out / "config.json").read_text())["compressed_codecs"]["mnist_cnn"]
+    assert len(rows) == 3 * 2 * (10 * 2 + STRATEGY_ROWS + 2 * len(codecs)) > before
+    keys = Counter((key_of(r), r["edge"] if r["strategy"] in ("oracle", COMPRESSED) else "")
+                   for r in rows)
     assert max(keys.values()) == 1  # no row measured twice
     config = json.loads((out / "config.json").read_text())
     assert len(config["runs"]) == 1  # the killed run never finished; the resumed one did
-    different = _cli("experiment", "--quick", "--settings", "5", "--out", str(out))
+    different = _cli("experiment", "--quick", "--settings", "2", "--out", str(out))
     assert different.returncode == 2
-    assert "holds an experiment with settings=6, not 5" in different.stderr
+    assert "holds an experiment with settings=3, not 2" in different.stderr
 
 
 def _kill_when(runner: subprocess.Popen[bytes], out: Path,

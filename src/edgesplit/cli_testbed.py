@@ -83,30 +83,40 @@ def status(tag: str | None, as_json: bool) -> None:
 @click.command()
 @click.option("--out", "out_dir", required=True, type=Writable(folder=True),
               help="Folder for config.json, runs.csv, profiles and logs (resumed if it exists).")
-@click.option("--models", default="alexnet,vgg16,mnist_cnn", show_default=True,
-              help="Comma list of zoo models.")
-@click.option("--settings", type=click.IntRange(1, 30), default=15, show_default=True,
-              help="Settings drawn from the pools.")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--suite", type=click.Choice(["thesis", "wide"]), default="thesis",
+              show_default=True, help="thesis: its pools and 20 ms round trip; wide: bandwidth "
+              "0.5-100 Mbit/s, round trip 5-200 ms with jitter, edge 0.1-1 of a core.")
+@click.option("--models", help="Comma list of zoo models (default: the suite's; thesis: "
+              "alexnet,vgg16,mnist_cnn, wide: also resnet18).")
+@click.option("--settings", type=click.IntRange(1, 30),
+              help="Settings drawn (default: thesis 15, wide 20).")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Rounds per setting: each measures every split point and every chooser "
+              "once, in a seeded random order (default: 10).")
+@click.option("--parts-repeats", type=click.IntRange(min=1),
+              help="Rounds that a model with a composed oracle (VGG16; ResNet-18 too in the "
+              "wide suite) takes part in: the first N (default: every round).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--testbed", "testbed_mode", type=click.Choice(["auto", "netns", "userspace"]),
               default="auto", show_default=True,
               help="netns needs root; userspace uses the relay and duty cycling.")
 @click.option("--rtt-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
-              help="Round trip added by the relay.")
+              help="Round trip added by the relay (thesis suite).")
 @click.option("--oracle", type=click.Choice(["auto", "e2e", "parts"]), default="auto",
               show_default=True, help="Measure every split point end to end, or compose it "
               "from measured head, transfer and tail (auto: parts only for models whose cuts "
               "together exceed 20 MB).")
 @click.option("--edge-speed", type=click.FloatRange(0.25, 1.0), default=1.0, show_default=True,
               help="The share of a core the pool's top clock (1.5 GHz) gets: 1 is a full core "
-              "of this machine, 0.25 an edge four times slower (nearer a Raspberry Pi).")
+              "of this machine, 0.25 an edge four times slower (nearer a Raspberry Pi); thesis "
+              "suite.")
 @click.option("--quick", is_flag=True,
-              help="One model (mnist_cnn unless --models), 3 settings, 1 repeat.")
-def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: int,
-               testbed_mode: str, rtt_ms: float, oracle: str, edge_speed: float,
-               quick: bool) -> None:
-    """The thesis's evaluation on a testbed: strategies and an oracle of every split point."""
+              help="One model (mnist_cnn unless --models), 3 settings, 2 repeats.")
+def experiment(out_dir: Path, suite: str, models: str | None, settings: int | None,
+               repeats: int | None, parts_repeats: int | None, seed: int, testbed_mode: str,
+               rtt_ms: float, oracle: str, edge_speed: float, quick: bool) -> None:
+    """The thesis's evaluation on a testbed: strategies, baselines and an oracle of every split
+    point, measured in interleaved rounds."""
     from dataclasses import replace
 
     from rich.progress import (
@@ -124,18 +134,19 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
     require_extra("edgesplit experiment", "all")  # it runs a cloud and an edge and draws plots
     from edgesplit.evaluation.experiment import Experiment, ExperimentConfig
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    ctx = click.get_current_context()
+    if suite == "wide" and any(ctx.get_parameter_source(k) is click.core.ParameterSource.
+                               COMMANDLINE for k in ("rtt_ms", "edge_speed")):
+        raise click.UsageError("the wide suite draws each setting's round trip and edge "
+                               "speed: leave --rtt-ms and --edge-speed out")
+    base = ExperimentConfig.quick(suite) if quick else ExperimentConfig.of_suite(suite)
+    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else base.models
     for name in names:
         zoo.get_spec(name)
-    ctx = click.get_current_context()
-    given = {k for k in ("models", "settings", "repeats")
-             if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
-    base = ExperimentConfig.quick() if quick else ExperimentConfig()  # --quick's own defaults
     config = replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
-                     edge_speed=edge_speed,
-                     models=names if "models" in given or not quick else base.models,
-                     settings=settings if "settings" in given or not quick else base.settings,
-                     repeats=repeats if "repeats" in given or not quick else base.repeats)
+                     edge_speed=edge_speed, models=names,
+                     settings=settings or base.settings, repeats=repeats or base.repeats,
+                     parts_repeats=parts_repeats)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
     run = Experiment(config, out_dir)
     with run.claim(), Progress(TextColumn("{task.description}"), BarColumn(),

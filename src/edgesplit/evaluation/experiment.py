@@ -1,18 +1,27 @@
 """``edgesplit experiment``: the thesis's evaluation (chapter 7) on a real testbed, with an oracle.
 
-For every setting (bandwidth and clock drawn as in section 6.7) and repeat, it measures:
+Two suites of settings (``--suite``): ``thesis``, the thesis's section 6.7 (bandwidth and clock
+drawn from its pools, a 20 ms round trip), and ``wide`` (bandwidth, round trip with jitter and the
+edge's speed drawn over wide ranges; ``conditions.draw_wide``). For every setting and repeat r it
+measures, in one *round*:
 
-- the oracle: every split point of every model, forced, end to end through the testbed (the edge
-  worker's real runtime, the shaped link, the real cloud). Where that does not fit in the time
-  (VGG16 cuts carry up to 16.8 MB, 19 s each at 7.2 Mbit/s) the oracle is composed from measured
-  parts: the head of every split point from throttled forwards on the edge (the median of three
-  after a warm-up), the transfer of
-  each distinct payload size over the shaped link (once per setting) and the tail from the
-  cloud's own per-layer times; ``method`` says which (``e2e`` or ``parts``).
-- each strategy's choice: OC (cheapest), OL (fastest) and CL (rank, w = 0.5), and any other
+- the oracle's repeat r: every split point of every model, forced, end to end through the testbed
+  (the edge worker's real runtime, the shaped link, the real cloud). Where that does not fit in
+  the time (VGG16 cuts carry up to 16.8 MB, 19 s each at 7.2 Mbit/s) the oracle is composed from
+  measured parts: the head of every split point from throttled forwards on the edge (the median
+  of three after a warm-up), the transfer of each distinct payload size over the shaped link
+  (once per setting) and the tail from the cloud's own per-layer times; ``method`` says which
+  (``e2e`` or ``parts``). The composition is checked end to end at a spread of split points over
+  the model's whole range once per run (``composition_checks`` in config.json).
+- each chooser's repeat r: OC (cheapest), OL (fastest) and CL (rank, w = 0.5), and any other
   strategy of the registry that needs no limit, for an owned and a rented edge and every
-  registered predictor, planned with the setting's conditions as the thesis did and
-  then run end to end at the chosen split.
+  registered predictor, planned with the setting's conditions as the thesis did and then run end
+  to end at the chosen split;
+- the compressed-input baseline's repeat r: split point 0 with the input encoded by each of
+  ``runs.COMPRESSED_CODECS`` that keeps the model's answers (strategy ``compressed-input``).
+
+The units of a round are measured in an order shuffled with the seed (``plan_units``), so the
+machine's drift and the caches' state fall on the oracle and on every chooser alike.
 
 Everything goes to ``DIR/runs.csv`` (one unit at a time, resumable) and ``DIR/config.json``; the
 profiles the planners used are kept in ``DIR/profiles/`` so a resumed run plans the same way.
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import platform
 import re
@@ -36,17 +46,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgesplit.core.cost import cost_usd, edge_mode
 from edgesplit.core.fitted import fit_predictor
 from edgesplit.core.planning import Objective, Planner
 from edgesplit.core.predictors import (
     REQUEST_OVERHEAD_BYTES,
+    WIRE_FACTOR,
     Conditions,
 )
 from edgesplit.core.profiles import CalibrationPoint, Profile
 from edgesplit.errors import InvalidArgument, TestbedError
-from edgesplit.evaluation.conditions import Setting, draw_pools, draw_settings
-from edgesplit.evaluation.runs import EDGES, WEIGHT, RunsFile, Unit, predictors, strategies
+from edgesplit.evaluation.conditions import (
+    WIDE_BANDWIDTH_KBPS,
+    WIDE_EDGE_SPEED,
+    WIDE_JITTER_OF_RTT,
+    WIDE_RTT_MS,
+    Setting,
+    draw_pools,
+    draw_settings,
+    draw_wide,
+)
+from edgesplit.evaluation.runs import (
+    COMPRESSED,
+    COMPRESSED_CODECS,
+    EDGES,
+    WEIGHT,
+    RunsFile,
+    Unit,
+    predictors,
+    strategies,
+)
 from edgesplit.measuring.store import read_profile, write_profile
 from edgesplit.testbed.bench import (
     MAX_CLOCK_GHZ,
@@ -58,8 +89,20 @@ from edgesplit.testbed.bench import (
     forward_s,
 )
 
-FORMAT = "edgesplit-experiment/1"
-CALIBRATION_CLOCKS_GHZ = (0.6, 0.9, 1.2)
+FORMAT = "edgesplit-experiment/2"
+SUITES = ("thesis", "wide")
+SUITE_MODELS = {"thesis": ("alexnet", "vgg16", "mnist_cnn"),
+                "wide": ("alexnet", "vgg16", "mnist_cnn", "resnet18")}
+CALIBRATION_CLOCKS = {"thesis": (0.6, 0.9, 1.2), "wide": (0.15, 0.3, 0.6, 1.0)}
+"""The clocks each suite's profiles calibrate their clock law at (besides the full 1.5 GHz): the
+thesis's pool spans 0.6 to 1.5 GHz, the wide suite's edge 0.15 to 1.5 GHz."""
+CALIBRATION_CLOCKS_GHZ = CALIBRATION_CLOCKS["thesis"]
+COMPOSITION_CHECK_POINTS = 8
+"""Split points (spread over the whole range, both ends included) at which a composed oracle is
+checked end to end."""
+COMPOSITION_TOLERANCE = 0.15
+TRANSFER_MEASURED_S = {"thesis": math.inf, "wide": 5.0}
+"""Per suite, the longest transfer a composed oracle measures whole (see ``Measurer``)."""
 CALIBRATION_TOLERANCE = 0.25
 """A calibration point may differ this much from the quota's slowdown (the MNIST CNN's tiny
 forwards measure 15 to 20% slower at 0.6 GHz for real; a disturbed pair, 40% and more)."""
@@ -71,9 +114,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    models: tuple[str, ...] = ("alexnet", "vgg16", "mnist_cnn")
+    models: tuple[str, ...] = SUITE_MODELS["thesis"]
     settings: int = 15
-    repeats: int = 3
+    repeats: int = 10
     seed: int = 0
     testbed: str = "auto"
     rtt_ms: float = 20.0
@@ -81,8 +124,18 @@ class ExperimentConfig:
     profile_repeats: int = 10
     calibration_repeats: int = 3
     edge_speed: float = 1.0
+    suite: str = "thesis"
+    codecs: tuple[str, ...] = COMPRESSED_CODECS
+    parts_repeats: int | None = None
+    """The first rounds that a model with a composed oracle takes part in (None: every
+    round): VGG16's rounds cost ten times AlexNet's."""
 
     def __post_init__(self) -> None:
+        if self.suite not in SUITES:
+            raise InvalidArgument(f"suite must be thesis or wide, got {self.suite!r}")
+        if self.suite == "wide" and (self.edge_speed != 1 or self.rtt_ms != 20):
+            raise InvalidArgument("the wide suite draws each setting's round trip and edge "
+                                  "speed: leave --rtt-ms and --edge-speed out")
         if self.testbed not in ("auto", "netns", "userspace"):
             raise InvalidArgument(f"testbed must be auto, netns or userspace, got "
                                   f"{self.testbed!r}")
@@ -91,15 +144,40 @@ class ExperimentConfig:
         if not 0.25 <= self.edge_speed <= 1:
             raise InvalidArgument(f"edge speed must be between 0.25 (the 0.6 GHz clock is then "
                                   f"the kernel's minimum quota) and 1, got {self.edge_speed}")
-        if self.repeats < 1 or self.settings < 1 or not self.models:
+        if self.repeats < 1 or self.settings < 1 or not self.models or (
+                self.parts_repeats is not None and self.parts_repeats < 1):
             raise InvalidArgument("give at least one model, one setting and one repeat")
 
     @classmethod
-    def quick(cls, **changes: Any) -> ExperimentConfig:
-        """One model, three settings, one repeat: a few minutes at most."""
-        base = cls(models=("mnist_cnn",), settings=3, repeats=1, profile_repeats=5,
-                   calibration_repeats=2)
+    def of_suite(cls, suite: str = "thesis", **changes: Any) -> ExperimentConfig:
+        """The suite's defaults (thesis: its three models, 15 settings; wide: the zoo's four,
+        20 settings; 10 repeats each)."""
+        base = cls(suite=suite, models=SUITE_MODELS.get(suite, ()),
+                   settings=20 if suite == "wide" else 15)
         return replace(base, **changes)
+
+    @classmethod
+    def quick(cls, suite: str = "thesis", **changes: Any) -> ExperimentConfig:
+        """One model, three settings, two repeats: a few minutes at most."""
+        base = cls(models=("mnist_cnn",), settings=3, repeats=2, profile_repeats=5,
+                   calibration_repeats=2, suite=suite)
+        return replace(base, **changes)
+
+    @property
+    def calibration_clocks(self) -> tuple[float, ...]:
+        return CALIBRATION_CLOCKS[self.suite]
+
+    def draw(self) -> tuple[dict[str, Any], list[Setting]]:
+        """The suite's description (the thesis's pools, or the wide ranges) and its settings."""
+        if self.suite == "wide":
+            ranges = {"bandwidth_kbps": list(WIDE_BANDWIDTH_KBPS), "rtt_ms": list(WIDE_RTT_MS),
+                      "jitter_of_rtt": [0, WIDE_JITTER_OF_RTT],
+                      "edge_speed": list(WIDE_EDGE_SPEED),
+                      "draw": "Latin hypercube, log-uniform in bandwidth, round trip and edge "
+                              "speed; jitter uniform up to a quarter of the round trip"}
+            return ranges, draw_wide(self.seed, self.settings)
+        pools = draw_pools(self.seed)
+        return pools.to_dict(), draw_settings(self.seed, pools, self.settings, self.rtt_ms)
 
     def comparable(self) -> dict[str, Any]:
         """What must match for a folder to be resumed with this configuration."""
@@ -124,8 +202,8 @@ def make_bench(mode: str, config: ExperimentConfig, logs: Path, tag: str | None 
     # The clock is checked (and calibrated) with AlexNet whatever is measured: loaded beside.
     models, speed = list(dict.fromkeys([*config.models, CLOCK_CHECK_MODEL])), config.edge_speed
     if mode == "netns":
-        return NetnsBench(models, config.rtt_ms, logs, tag, edge_speed=speed)
-    return UserspaceBench(models, config.rtt_ms, logs, edge_speed=speed)
+        return NetnsBench(models, config.rtt_ms, logs, tag, edge_speed=speed, seed=config.seed)
+    return UserspaceBench(models, config.rtt_ms, logs, edge_speed=speed, seed=config.seed)
 
 
 @dataclass
@@ -153,9 +231,8 @@ class Experiment:
             raise InvalidArgument(f"cannot create {self.out_dir} ({exc.strerror}): choose "
                                   "another --out") from exc
         with lock_folder(self.out_dir):
-            pools = draw_pools(self.config.seed)
-            self.settings = draw_settings(self.config.seed, pools, self.config.settings)
-            self.record = self._config_record(pools.to_dict(), self.settings)
+            pools, self.settings = self.config.draw()
+            self.record = self._config_record(pools, self.settings)
             RunsFile(self.out_dir / "runs.csv").check(self.config, self.settings)
             yield
 
@@ -173,20 +250,25 @@ class Experiment:
         self._save()  # the tag is on disk before anything is created: a crash can be cleaned
         with make_bench(mode, self.config, self.out_dir / "logs", tag) as bench:
             calibration = bench.calibrate_clock(CLOCK_CHECK_MODEL, [
-                *(s.clock_ghz for s in settings), *CALIBRATION_CLOCKS_GHZ, MAX_CLOCK_GHZ])
+                *(s.clock_ghz for s in settings), *self.config.calibration_clocks,
+                MAX_CLOCK_GHZ])
             if calibration:
                 self.record["testbed"]["quota_calibration"] = calibration
             self._self_check(bench, settings)
-            profiles = {m: self._profile(bench, m) for m in models}
+            profiles, codecs = {}, {}
+            for m in models:
+                profiles[m], codecs[m] = self._profile(bench, m)
             methods = {m: self._method(profiles[m]) for m in models}
             self.record["oracle_methods"] = methods
+            self.record["compressed_codecs"] = codecs
             self._save()
-            units = list(plan_units(self.config, settings, profiles, methods))
+            units = list(plan_units(self.config, settings, profiles, methods, codecs))
             store = RunsFile(self.out_dir / "runs.csv")
             done = store.load(units)
             planners = build_planners(profiles)
-            measurer = Measurer(bench, profiles, planners, self.config.rtt_ms,
-                                self.out_dir / "transfers.json")
+            measurer = Measurer(bench, profiles, planners, self.out_dir / "transfers.json",
+                                TRANSFER_MEASURED_S[self.config.suite])
+            self._check_compositions(bench, settings, methods, measurer)
             self._measure(bench, settings, units, done, store, measurer)
         self.record.setdefault("runs", []).append(
             {"started": began.isoformat(timespec="seconds"),
@@ -214,14 +296,35 @@ class Experiment:
             todo = [u for u in units if u.setting == setting.index and u.key not in done]
             if not todo:
                 continue
-            bench.set_conditions(setting.bandwidth_kbps, setting.clock_ghz)
+            apply(bench, setting)
             for unit in todo:
                 store.append(measurer.measure(unit, setting))
                 finished += 1
                 if self.progress:
                     self.progress(finished, total, f"setting {setting.index + 1}/"
                                   f"{len(settings)} ({setting.bandwidth_kbps / 1000:g} Mbit/s, "
-                                  f"{setting.clock_ghz:g} GHz) {unit.model}")
+                                  f"{setting.clock_ghz:g} GHz, {setting.rtt_ms:g} ms) round "
+                                  f"{unit.repeat + 1} {unit.model}")
+
+    def _check_compositions(self, bench: Bench, settings: list[Setting],
+                            methods: dict[str, str], measurer: Measurer) -> None:
+        """Each composed oracle against end-to-end runs at a spread of split points over its
+        whole range, at the fastest link of the run (once per run; kept in config.json)."""
+        checks = self.record.setdefault("composition_checks", {})
+        todo = [m for m, method in methods.items() if method == "parts" and m not in checks]
+        if not todo:
+            return
+        setting = max(settings, key=lambda s: s.bandwidth_kbps)
+        apply(bench, setting)
+        for model in todo:
+            self.say(f"checking {model}'s composed oracle end to end...")
+            checks[model] = measurer.check_composition(model, setting)
+            self._save()
+            failed = [c for c in checks[model]["points"] if not c["passed"]]
+            if failed:
+                self.say(f"{model}'s composed oracle is off by more than "
+                         f"{COMPOSITION_TOLERANCE:.0%} at split points "
+                         f"{', '.join(str(c['split_point']) for c in failed)} (config.json)")
 
     def _config_record(self, pools: dict[str, Any], settings: list[Setting]) -> dict[str, Any]:
         path = self.out_dir / "config.json"
@@ -243,7 +346,8 @@ class Experiment:
             raise InvalidArgument(f"{self.out_dir} holds a runs.csv but no config.json, so "
                                   "what it measured cannot be told: restore config.json, or "
                                   "use another --out (nothing was started or deleted)")
-        return {"format": FORMAT, "parameters": wanted, "pools": pools,
+        return {"format": FORMAT, "suite": self.config.suite, "parameters": wanted,
+                "pools" if self.config.suite == "thesis" else "ranges": pools,
                 "settings": [s.to_dict() for s in settings], "versions": _versions(),
                 "machine": _machine(), "self_checks": [], "runs": []}
 
@@ -257,13 +361,17 @@ class Experiment:
         link = ("tbf on the edge's end of a veth pair between two namespaces, the round trip "
                 "added by the userspace relay in the cloud's namespace" if mode == "netns" else
                 "the userspace relay on loopback: token bucket rate and delay line (no root)")
-        return {"mode": mode, "clock": clock, "uplink": link, "rtt_ms": self.config.rtt_ms,
+        rtt = (self.config.rtt_ms if self.config.suite == "thesis" else
+               "each setting's rtt_ms, jitter_ms: the relay delays each chunk by rtt/2 +- "
+               "jitter/2 (uniform, seeded) each way, in order")
+        return {"mode": mode, "clock": clock, "uplink": link, "rtt_ms": rtt,
                 "cores": "cloud on core 0, edge on core 1, one torch thread each"}
 
     def _self_check(self, bench: Bench, settings: list[Setting]) -> None:
         rates = sorted({min(s.bandwidth_kbps for s in settings),
                         max(s.bandwidth_kbps for s in settings)})
-        clocks = sorted({min(s.clock_ghz for s in settings), min(CALIBRATION_CLOCKS_GHZ)})
+        clocks = sorted({min(s.clock_ghz for s in settings),
+                         min(self.config.calibration_clocks)})
         results = []
         for attempt in range(2):  # a neighbour's burst can spoil one attempt; not two
             results = ([check_rate(bench, r, MAX_CLOCK_GHZ) for r in rates]
@@ -281,21 +389,22 @@ class Experiment:
                            f"measured: see {self.out_dir / 'config.json'} and retry on a quieter "
                            "machine")
 
-    def _profile(self, bench: Bench, model: str) -> Profile:
+    def _profile(self, bench: Bench, model: str) -> tuple[Profile, list[str]]:
         """The edge's profile of ``model`` at full speed with its clock calibrated on the
-        testbed (kept in DIR/profiles so that a resumed run plans the same way)."""
+        testbed (kept in DIR/profiles so that a resumed run plans the same way), and the
+        compressed-input codecs that keep its answers."""
         path = self.out_dir / "profiles" / f"{model}.json"
         if path.exists():
             profile = read_profile(path)
         else:
             self.say(f"profiling {model} on the testbed's edge...")
-            bench.set_conditions(max(draw_pools(self.config.seed).bandwidths_kbps),
-                                 bench.native_ghz)
+            bench.set_conditions(max(s.bandwidth_kbps for s in self.settings), bench.native_ghz)
             profile = calibrate(bench, model, self.config.profile_repeats,
-                                self.config.calibration_repeats)
+                                self.config.calibration_repeats, self.config.calibration_clocks)
             write_profile(profile, path)
-        bench.edge.ask({"op": "load", "model": model, "profile": profile.model_dump(mode="json")})
-        return profile
+        loaded = bench.edge.ask({"op": "load", "model": model, "codecs": self.config.codecs,
+                                 "profile": profile.model_dump(mode="json")})
+        return profile, list(loaded["codecs"])
 
     def _method(self, profile: Profile) -> str:
         if self.config.oracle != "auto":
@@ -360,7 +469,8 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def calibrate(bench: Bench, model: str, repeats: int, calibration_repeats: int) -> Profile:
+def calibrate(bench: Bench, model: str, repeats: int, calibration_repeats: int,
+              clocks: tuple[float, ...] = CALIBRATION_CLOCKS_GHZ) -> Profile:
     """Per-layer times on a full core (throttled per-layer times are bimodal), then the whole
     forward at each clock of the pool's range, paired with a full-core forward: the ratio's
     median scales the profile's forward time. The profile's clock is the full core's."""
@@ -369,8 +479,7 @@ def calibrate(bench: Bench, model: str, repeats: int, calibration_repeats: int) 
     data = bench.edge.ask({"op": "profile", "model": model, "repeats": repeats})["profile"]
     profile = Profile.model_validate(data)
     points = [CalibrationPoint(clock_ghz=clock, latency_s=profile.forward_s * _slowdown(
-        bench, model, clock, calibration_repeats)) for clock in (*CALIBRATION_CLOCKS_GHZ,
-                                                                 MAX_CLOCK_GHZ)]
+        bench, model, clock, calibration_repeats)) for clock in (*clocks, MAX_CLOCK_GHZ)]
     bench.set_conditions(bench.bandwidth_kbps, native)
     machine = profile.machine.model_copy(update={"clock_ghz": native})
     return profile.model_copy(update={"machine": machine, "calibration": points})
@@ -400,22 +509,45 @@ def _slowdown(bench: Bench, model: str, clock: float, repeats: int) -> float:
 
 
 def plan_units(config: ExperimentConfig, settings: list[Setting], profiles: dict[str, Profile],
-               methods: dict[str, str]) -> Iterator[Unit]:
-    """Every unit, setting by setting, repeat by repeat, model by model."""
+               methods: dict[str, str],
+               codecs: dict[str, list[str]] | None = None) -> Iterator[Unit]:
+    """Every unit, setting by setting and round by round: round r of a setting holds the
+    oracle's repeat r (each split point, or its composition from parts), every chooser's
+    repeat r and the compressed-input baseline's, of every model, in an order shuffled with the
+    seed (the same order whenever the run is resumed)."""
+    codecs = codecs or {}
     for setting in settings:
         for repeat in range(config.repeats):
-            for model in config.models:
-                n = profiles[model].n_layers + 1
-                if methods[model] == "parts":
-                    yield Unit(model, setting.index, repeat, "parts", n_split_points=n)
-                else:
-                    for sp in range(n):
-                        yield Unit(model, setting.index, repeat, "oracle", split_point=sp)
-                for edge in EDGES:
-                    for predictor in predictors():
-                        for strategy in strategies():
-                            yield Unit(model, setting.index, repeat, "strategy", edge=edge,
-                                       predictor=predictor, strategy=strategy)
+            units = list(_round(config, setting.index, repeat, profiles, methods, codecs))
+            order = np.random.default_rng([config.seed, 2, setting.index, repeat])
+            yield from (units[i] for i in order.permutation(len(units)))
+
+
+def _round(config: ExperimentConfig, setting: int, repeat: int, profiles: dict[str, Profile],
+           methods: dict[str, str], codecs: dict[str, list[str]]) -> Iterator[Unit]:
+    for model in config.models:
+        n = profiles[model].n_layers + 1
+        if methods[model] == "parts" and repeat >= (config.parts_repeats or config.repeats):
+            continue
+        if methods[model] == "parts":
+            yield Unit(model, setting, repeat, "parts", n_split_points=n)
+        else:
+            for sp in range(n):
+                yield Unit(model, setting, repeat, "oracle", split_point=sp)
+        for codec in codecs.get(model, []):
+            yield Unit(model, setting, repeat, "compressed", split_point=0, codec=codec)
+        for edge in EDGES:
+            for predictor in predictors():
+                for strategy in strategies():
+                    yield Unit(model, setting, repeat, "strategy", edge=edge,
+                               predictor=predictor, strategy=strategy)
+
+
+def apply(bench: Bench, setting: Setting) -> None:
+    """Set the testbed's knobs to ``setting`` (the relay's delay only where it changes)."""
+    bench.set_conditions(setting.bandwidth_kbps, setting.clock_ghz)
+    if (setting.rtt_ms, setting.jitter_ms) != (bench.rtt_ms, bench.jitter_ms):
+        bench.set_delay(setting.rtt_ms, setting.jitter_ms)
 
 
 def build_planners(profiles: dict[str, Profile]) -> dict[tuple[str, str, str, str], Planner]:
@@ -438,12 +570,12 @@ class Measurer:
     """Turns a unit into rows by asking the edge worker."""
 
     def __init__(self, bench: Bench, profiles: dict[str, Profile],
-                 planners: dict[tuple[str, str, str, str], Planner], rtt_ms: float,
-                 transfers: Path) -> None:
+                 planners: dict[tuple[str, str, str, str], Planner], transfers: Path,
+                 transfer_cap_s: float = math.inf) -> None:
         self.bench = bench
+        self.transfer_cap_s = transfer_cap_s
         self.profiles = profiles
         self.planners = planners
-        self.rtt_ms = rtt_ms
         self.transfers_path = transfers
         self.transfers: dict[str, float] = (json.loads(transfers.read_text())
                                             if transfers.exists() else {})
@@ -454,8 +586,11 @@ class Measurer:
         if unit.kind == "oracle":
             m = self._infer(unit.model, unit.split_point, setting)
             return [self._row(unit, setting, m, edge, "", "oracle", "") for edge in EDGES]
+        if unit.kind == "compressed":
+            m = self._infer(unit.model, 0, setting, unit.codec)
+            return [self._row(unit, setting, m, edge, "none", COMPRESSED, "") for edge in EDGES]
         planner = self.planners[(unit.model, unit.predictor, unit.edge, unit.strategy)]
-        plan = planner.plan(Conditions(setting.bandwidth_kbps, self.rtt_ms, setting.clock_ghz))
+        plan = planner.plan(Conditions(setting.bandwidth_kbps, setting.rtt_ms, setting.clock_ghz))
         m = self._infer(unit.model, plan.split_point, setting)
         return [self._row(unit, setting, m, unit.edge, unit.predictor, unit.strategy,
                           plan.chosen.latency_s)]
@@ -467,7 +602,7 @@ class Measurer:
             "model": unit.model, "edge": edge, "predictor": predictor, "strategy": strategy,
             "setting": setting.index, "repeat": unit.repeat,
             "bandwidth_kbps": setting.bandwidth_kbps, "clock_ghz": setting.clock_ghz,
-            "rtt_ms": self.rtt_ms, "split_point": m["split_point"], "codec": m["codec"],
+            "rtt_ms": setting.rtt_ms, "split_point": m["split_point"], "codec": m["codec"],
             "predicted_latency_s": predicted, "latency_s": m["latency_s"],
             "cost_usd": cost_usd(m["edge_s"], m["cloud_s"], 0, edge_mode(edge)),
             "edge_s": m["edge_s"], "comm_s": m["comm_s"], "cloud_s": m["cloud_s"],
@@ -475,17 +610,40 @@ class Measurer:
         }
 
 
-    def _infer(self, model: str, split_point: int, setting: Setting) -> dict[str, Any]:
+    def _infer(self, model: str, split_point: int, setting: Setting,
+               codec: str = "raw") -> dict[str, Any]:
         for _ in range(3):
             request = {"op": "infer", "model": model, "split_point": split_point,
                        "clock_ghz": setting.clock_ghz, "bandwidth_kbps": setting.bandwidth_kbps,
-                       "rtt_ms": self.rtt_ms}
+                       "rtt_ms": setting.rtt_ms, "codec": codec}
             m: dict[str, Any] = self.bench.edge.ask(request)["measurement"]
             if m["finished"] == "cloud":
                 return m
             time.sleep(1.0)  # the runtime tries the cloud again after its retry interval
         raise TestbedError(f"{model} at split point {split_point} kept finishing on the edge "
                            f"({m['fallback']}): the cloud is not answering; see the logs")
+
+    def check_composition(self, model: str, setting: Setting) -> dict[str, Any]:
+        """The composed oracle of ``model`` against end-to-end runs at
+        ``COMPOSITION_CHECK_POINTS`` split points spread over its whole range, alternating
+        (composition, end to end, composition) so drift falls on both alike."""
+        n = self.profiles[model].n_layers
+        chosen = sorted({round(i * n / (COMPOSITION_CHECK_POINTS - 1))
+                         for i in range(COMPOSITION_CHECK_POINTS)})
+        unit = Unit(model, setting.index, 0, "parts")
+        before = self._parts(unit, setting)
+        e2e = {sp: self._infer(model, sp, setting)["latency_s"] for sp in chosen}
+        after = self._parts(unit, setting)
+        points = []
+        for sp in chosen:
+            composed = statistics.mean(float(rows[2 * sp]["latency_s"])
+                                       for rows in (before, after))
+            error = composed / e2e[sp] - 1
+            points.append({"split_point": sp, "e2e_s": round(e2e[sp], 6),
+                           "composed_s": round(composed, 6), "error": round(error, 4),
+                           "passed": abs(error) <= COMPOSITION_TOLERANCE})
+        return {"setting": setting.index, "tolerance": COMPOSITION_TOLERANCE,
+                "passed": all(p["passed"] for p in points), "points": points}
 
     def _parts(self, unit: Unit, setting: Setting) -> list[dict[str, Any]]:
         profile = self.profiles[unit.model]
@@ -507,7 +665,16 @@ class Measurer:
         return rows
 
     def _transfer(self, setting: Setting, nbytes: int) -> float:
-        """Seconds to send ``nbytes`` and hear back, measured once per setting and size."""
+        """Seconds to send ``nbytes`` and hear back, measured once per setting and size; a
+        size that would take longer than ``TRANSFER_MEASURED_S`` is measured at the size that
+        takes that long, plus the rest at the link's set rate (checked within 10% by the rate
+        self-check): one VGG16 cut is 17 s at 7.2 Mbit/s, 4.5 minutes at the wide suite's
+        0.5 Mbit/s. The thesis suite measures every size whole, as it always did."""
+        rate_bytes_s = setting.bandwidth_kbps * 125 / WIRE_FACTOR
+        measured = min(nbytes, max(1, int(min(self.transfer_cap_s * rate_bytes_s, 2**62))))
+        return self._measured_transfer(setting, measured) + (nbytes - measured) / rate_bytes_s
+
+    def _measured_transfer(self, setting: Setting, nbytes: int) -> float:
         key = f"{setting.index}:{nbytes}"
         if key not in self.transfers:
             self.transfers[key] = self.bench.edge.ask({"op": "send", "bytes": nbytes})["seconds"]

@@ -2,10 +2,12 @@
 
 A unit is what one step of the experiment measures: one strategy's choice in one setting and
 repeat (one row), one forced split point of the oracle (two rows: the same inference priced for
-an owned and for a rented edge), or a whole oracle composed from measured parts (two rows per
-split point). Each unit's rows are written, flushed and synced together. A run killed at any
-moment leaves at most one unit incomplete (or half a line); ``RunsFile.load`` drops such rows,
-so resuming measures that unit again and never duplicates a row.
+an owned and for a rented edge), a whole oracle composed from measured parts (two rows per
+split point), or the compressed-input baseline with one codec (split point 0, the input
+encoded with that codec; two rows, one per edge). Each unit's rows are written, flushed and
+synced together. A run killed at any moment leaves at most one unit incomplete (or half a
+line); ``RunsFile.load`` drops such rows, so resuming measures that unit again and never
+duplicates a row.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ COLUMNS = ("model", "edge", "predictor", "strategy", "setting", "repeat", "bandw
            "clock_ghz", "rtt_ms", "split_point", "codec", "predicted_latency_s", "latency_s",
            "cost_usd", "edge_s", "comm_s", "cloud_s", "sent_bytes", "method")
 EDGES = ("own", "rent")
+COMPRESSED = "compressed-input"
+"""The strategy name of the compressed-input baseline's rows (predictor ``none``)."""
+COMPRESSED_CODECS = ("int8+zstd", "float16+zstd", "raw+zstd")
+"""The codecs the compressed-input baseline tries at split point 0: the smallest lossy one
+(8 bits a value, then zstd), a half-precision one, and a lossless one (float32 bytes through
+zstd); a lossy codec is measured only where it keeps the model's top-1 answers."""
 WEIGHT = 0.5
 """The weight every strategy is measured at: the thesis's evaluation weighs both equally."""
 THESIS_LABELS: dict[Strategy, str] = {Strategy.COST: "OC", Strategy.LATENCY: "OL",
@@ -58,7 +66,8 @@ Key = tuple[Any, ...]
 @dataclass(frozen=True)
 class Unit:
     """One step of the experiment. ``kind``: ``strategy``, ``oracle`` (one forced split point,
-    measured end to end) or ``parts`` (every split point, composed from measured parts)."""
+    measured end to end), ``parts`` (every split point, composed from measured parts) or
+    ``compressed`` (split point 0 with ``codec``)."""
 
     model: str
     setting: int
@@ -69,6 +78,7 @@ class Unit:
     predictor: str = ""
     strategy: str = ""
     n_split_points: int = 0  # for ``parts``
+    codec: str = ""  # for ``compressed``
 
     @property
     def key(self) -> Key:
@@ -77,17 +87,21 @@ class Unit:
                     self.predictor, self.strategy)
         if self.kind == "oracle":
             return (self.model, self.setting, self.repeat, "oracle", self.split_point)
+        if self.kind == "compressed":
+            return (self.model, self.setting, self.repeat, "compressed", self.codec)
         return (self.model, self.setting, self.repeat, "parts")
 
     @property
     def rows(self) -> int:
-        return {"strategy": 1, "oracle": len(EDGES)}.get(self.kind,
-                                                          len(EDGES) * self.n_split_points)
+        return {"strategy": 1, "oracle": len(EDGES), "compressed": len(EDGES)}.get(
+            self.kind, len(EDGES) * self.n_split_points)
 
 
 def key_of(row: dict[str, str]) -> Key:
     """The unit a row belongs to."""
     model, setting, repeat = row["model"], int(row["setting"]), int(row["repeat"])
+    if row["strategy"] == COMPRESSED:
+        return (model, setting, repeat, "compressed", row["codec"])
     if row["strategy"] != "oracle":
         return (model, setting, repeat, "strategy", row["edge"], row["predictor"],
                 row["strategy"])
@@ -186,8 +200,8 @@ def _problem(row: dict[str, Any], config: Any, settings: Sequence[Any]) -> str |
     if row["model"] not in config.models:
         return f"model {row['model']!r} is not one of this experiment's " \
             f"({', '.join(config.models)})"
-    choices = {"edge": EDGES, "strategy": (*strategies(), "oracle"), "method": ("e2e", "parts"),
-               "predictor": (*predictors(), "")}
+    choices = {"edge": EDGES, "strategy": (*strategies(), "oracle", COMPRESSED),
+               "method": ("e2e", "parts"), "predictor": (*predictors(), "", "none")}
     for column, allowed in choices.items():
         if row[column] not in allowed:
             return f"{column}={row[column]!r}, not one of {', '.join(map(repr, allowed))}"
@@ -205,11 +219,11 @@ def _problem(row: dict[str, Any], config: Any, settings: Sequence[Any]) -> str |
     if not all(math.isfinite(t) and t >= 0 for t in times):
         return f"impossible times ({', '.join(f'{k}={row[k]}' for k in _TIMES)})"
     setting = settings[int(row["setting"])]
-    if measured != (setting.bandwidth_kbps, setting.clock_ghz, config.rtt_ms):
+    if measured != (setting.bandwidth_kbps, setting.clock_ghz, setting.rtt_ms):
         return f"setting {row['setting']} measured at {measured[0]:g} kbit/s, " \
             f"{measured[1]:g} GHz, RTT {measured[2]:g} ms, where this experiment's is at " \
             f"{setting.bandwidth_kbps:g} kbit/s, {setting.clock_ghz:g} GHz, RTT " \
-            f"{config.rtt_ms:g} ms (another experiment's rows)"
+            f"{setting.rtt_ms:g} ms (another experiment's rows)"
     return None
 
 

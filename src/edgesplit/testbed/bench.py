@@ -110,7 +110,7 @@ class Bench:
     mode = "none"
 
     def __init__(self, models: list[str], rtt_ms: float, logs: Path,
-                 edge_speed: float = 1.0) -> None:
+                 edge_speed: float = 1.0, seed: int = 0) -> None:
         self.models = models
         self.rtt_ms = rtt_ms
         self.edge_speed = edge_speed
@@ -118,6 +118,8 @@ class Bench:
         self.logs = logs
         self.edge: EdgeWorker
         self.bandwidth_kbps = 7200.0
+        self.jitter_ms = 0.0
+        self.seed = seed  # of the relay's jitter
         self._children: list[subprocess.Popen[str]] = []
 
     def __enter__(self) -> Self:
@@ -142,6 +144,10 @@ class Bench:
             stop_process(child, timeout_s=10)
 
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
+        raise NotImplementedError
+
+    def set_delay(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
+        """The relay's added round trip and its jitter (see ``LinkEmulator``), from now on."""
         raise NotImplementedError
 
     def calibrate_clock(self, model: str, clocks: Sequence[float]) -> dict[str, Any] | None:
@@ -178,8 +184,8 @@ class NetnsBench(Bench):
     mode = "netns"
 
     def __init__(self, models: list[str], rtt_ms: float, logs: Path, tag: str | None = None,
-                 edge_speed: float = 1.0) -> None:
-        super().__init__(models, rtt_ms, logs, edge_speed)
+                 edge_speed: float = 1.0, seed: int = 0) -> None:
+        super().__init__(models, rtt_ms, logs, edge_speed, seed)
         self.testbed = NetnsTestbed(tag)
         self.share_map = ShareMap()
 
@@ -191,9 +197,10 @@ class NetnsBench(Bench):
         self._children.append(cloud)
         self.testbed.attach(cloud.pid, "cloud")
         relay = _spawn([*inside, sys.executable, "-m", "edgesplit.testbed.relay", CLOUD_ADDRESS,
-                        str(RELAY_PORT), "127.0.0.1", str(CLOUD_PORT), str(self.rtt_ms)], 0,
-                       self.logs / "relay.log")
+                        str(RELAY_PORT), "127.0.0.1", str(CLOUD_PORT), str(self.rtt_ms),
+                        str(self.seed)], 0, self.logs / "relay.log")
         self._children.append(relay)
+        self.relay = relay
         self.testbed.attach(relay.pid, "cloud")  # its delay line must not wait for a core
         _read_line(relay, 60, "delay relay", self.logs / "relay.log")
         process = _spawn([*self.testbed.in_edge(),
@@ -212,6 +219,16 @@ class NetnsBench(Bench):
         self.testbed.set_rate_kbps(bandwidth_kbps)
         self.testbed.set_cpu_share(self.share_map.setting_for(share_of(clock_ghz,
                                                                       self.edge_speed)))
+
+    def set_delay(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
+        assert self.relay.stdin is not None
+        try:
+            self.relay.stdin.write(json.dumps({"rtt_ms": rtt_ms, "jitter_ms": jitter_ms}) + "\n")
+            self.relay.stdin.flush()
+        except BrokenPipeError as exc:
+            raise TestbedError(f"the delay relay exited; see {self.logs / 'relay.log'}") from exc
+        _read_line(self.relay, 30, "delay relay", self.logs / "relay.log")
+        self.rtt_ms, self.jitter_ms = rtt_ms, jitter_ms
 
     def calibrate_clock(self, model: str, clocks: Sequence[float],
                         repeats: int = 3) -> dict[str, Any]:
@@ -247,8 +264,8 @@ class UserspaceBench(Bench):
         self._children.append(_spawn(self._cloud_command("127.0.0.1", port), 0,
                                      self.logs / "cloud.log"))
         # A 4 KB burst, like the tbf qdisc (32 kbit): small tensors pay their time too.
-        self.link = LinkEmulator("127.0.0.1", port, rtt_ms=self.rtt_ms,
-                                 burst_bytes=4096).start()
+        self.link = LinkEmulator("127.0.0.1", port, rtt_ms=self.rtt_ms, burst_bytes=4096,
+                                 seed=self.seed).start()
         process = _spawn(self._edge_command(f"http://127.0.0.1:{self.link.port}"), 1,
                          self.logs / "edge.log")
         self.edge = EdgeWorker(process, self.logs / "edge.log")
@@ -266,6 +283,11 @@ class UserspaceBench(Bench):
         self.bandwidth_kbps = bandwidth_kbps
         self.link.set_rate_kbps(bandwidth_kbps)
         self.cycler.set_clock(min(clock_ghz, self.native_ghz))
+
+    def set_delay(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
+        self.link.set_rtt_ms(rtt_ms)
+        self.link.set_jitter_ms(jitter_ms)
+        self.rtt_ms, self.jitter_ms = rtt_ms, jitter_ms
 
 
 def check_rate(bench: Bench, bandwidth_kbps: float, clock_ghz: float,

@@ -7,9 +7,13 @@ answers one JSON line per request line (JSON on pipes, never pickle):
 - ``{"op": "profile", "model": M, "repeats": R}``: this edge's profile of M at its current speed.
 - ``{"op": "forward", "model": M, "repeats": R, "min_time_s": T}``: whole-forward times, each the
   mean over at least ``T`` seconds of forwards (many CFS periods or duty cycles).
-- ``{"op": "load", "model": M, "profile": {...}}``: an ``EdgeRuntime`` for M with that profile.
+- ``{"op": "load", "model": M, "profile": {...}, "codecs": [...]}``: an ``EdgeRuntime`` for M
+  with that profile (raw tensors), and one more for each of ``codecs`` (the compressed-input
+  baseline) that keeps M's top-1 answers on its calibration inputs at split point 0; answers
+  ``{"loaded": M, "codecs": [those kept]}``.
 - ``{"op": "infer", "model": M, "split_point": K, "clock_ghz": C, "bandwidth_kbps": B,
-  "rtt_ms": R}``: one inference forced at split K through the real runtime (measured as usual).
+  "rtt_ms": R, "codec": X}``: one inference forced at split K through the real runtime (measured
+  as usual), with codec X (default ``raw``; another must have been loaded).
 - ``{"op": "prefix", "model": M, "warmup": W, "repeats": R}``: whole forwards' cumulative
   per-layer times (the head of every split point at once, at the current speed), the median
   of R after W warm-up forwards.
@@ -37,7 +41,7 @@ from edgesplit.core.profiles import Profile
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
-from edgesplit.edge.runtime import EdgeRuntime, Timing
+from edgesplit.edge.runtime import CodecGuard, EdgeRuntime, Timing
 from edgesplit.errors import EdgesplitError
 from edgesplit.measuring.store import cached_planner
 from edgesplit.wire.codecs import encode_tensor, parse_codec
@@ -58,7 +62,7 @@ class Worker:
         self.cloud_url = cloud_url
         self.splits = {m: SplitModel(zoo.build_model(m), zoo.sample_input(m)) for m in models}
         self.inputs = {m: zoo.sample_input(m) for m in models}
-        self.runtimes: dict[str, EdgeRuntime] = {}
+        self.runtimes: dict[tuple[str, str], EdgeRuntime] = {}
         self.clock = _Clock()
         self.client = CloudClient(cloud_url)
 
@@ -94,15 +98,19 @@ class Worker:
     def op_load(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request["model"]
         profile = Profile.model_validate(request["profile"])
-        planner = cached_planner(model, profile, Objective("latency", 0.0, "rent"))
-        self.runtimes[model] = EdgeRuntime(
-            self.splits[model], planner, client=CloudClient(self.cloud_url), clock=self.clock,
-            link=LinkEstimator(7200, 20),
-            timing=Timing(deadline_factor=50.0, min_deadline_s=10.0, retry_s=0.5))
-        return {"loaded": model}
+        guard = CodecGuard(self.splits[model], zoo.calibration_inputs(model))
+        kept = [c for c in request.get("codecs", []) if guard.allows(0, c)]
+        for codec in ("raw", *kept):
+            planner = cached_planner(model, profile, Objective("latency", 0.0, "rent"),
+                                     codecs=(codec,))
+            self.runtimes[(model, codec)] = EdgeRuntime(
+                self.splits[model], planner, client=CloudClient(self.cloud_url),
+                clock=self.clock, link=LinkEstimator(7200, 20), guard=guard,
+                timing=Timing(deadline_factor=50.0, min_deadline_s=10.0, retry_s=0.5))
+        return {"loaded": model, "codecs": kept}
 
     def op_infer(self, request: dict[str, Any]) -> dict[str, Any]:
-        runtime = self.runtimes[request["model"]]
+        runtime = self.runtimes[(request["model"], request.get("codec", "raw"))]
         self.clock.ghz = float(request["clock_ghz"])
         runtime.link = LinkEstimator(float(request["bandwidth_kbps"]), float(request["rtt_ms"]))
         result = runtime.infer(self.inputs[request["model"]], int(request["split_point"]))

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import random
 import socket
 import struct
 import threading
@@ -89,8 +90,11 @@ class LinkEmulator:
 
     Point the client at ``127.0.0.1:<port>`` instead of the server. ``rate_kbps`` limits the uplink
     (client to target), ``downlink_kbps`` the other direction (``None`` is unlimited) and each
-    direction adds ``rtt_ms / 2`` of delay. The relay runs its own event loop in a daemon thread,
-    so it works under synchronous code; every setter can be called from any other thread::
+    direction adds ``rtt_ms / 2`` of delay, give or take up to ``jitter_ms / 2`` drawn uniformly
+    for every chunk from a generator seeded with ``seed`` (as netem's ``delay RTT jitter J``;
+    chunks still arrive in order, so a late one holds back those behind it). The relay runs its
+    own event loop in a daemon thread, so it works under synchronous code; every setter can be
+    called from any other thread::
 
         with LinkEmulator("127.0.0.1", 8000, rate_kbps=2000, rtt_ms=80) as link:
             httpx.post(f"http://127.0.0.1:{link.port}/infer", content=payload)
@@ -102,12 +106,13 @@ class LinkEmulator:
     def __init__(self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1",
                  listen_port: int = 0, rate_kbps: float | None = None, rtt_ms: float = 0.0,
                  downlink_kbps: float | None = None, burst_bytes: int = 16384,
-                 chunk_bytes: int = 16384) -> None:
+                 chunk_bytes: int = 16384, jitter_ms: float = 0.0, seed: int = 0) -> None:
         _check_port(target_port, "target_port", lowest=1)
         _check_port(listen_port, "listen_port", lowest=0)
         _check_rate(rate_kbps, "rate_kbps", "kbit/s")
         _check_rate(downlink_kbps, "downlink_kbps", "kbit/s")
         _check_rtt(rtt_ms)
+        _check_rtt(jitter_ms)
         if burst_bytes < 0:
             raise InvalidArgument(f"burst_bytes must be 0 or more (got {burst_bytes})")
         if chunk_bytes <= 0:
@@ -123,6 +128,8 @@ class LinkEmulator:
         self._rate_kbps = rate_kbps
         self._downlink_kbps = downlink_kbps
         self._rtt_ms = float(rtt_ms)
+        self._jitter_ms = float(jitter_ms)
+        self._random = random.Random(seed)  # only the loop's thread draws from it
         self._refusing = False
         self._http_error: int | None = None
         self._lock = threading.Lock()
@@ -219,6 +226,15 @@ class LinkEmulator:
         way (data already in flight keeps its delay, and order is always kept)."""
         _check_rtt(rtt_ms)
         self._rtt_ms = float(rtt_ms)
+
+    def set_jitter_ms(self, jitter_ms: float) -> None:
+        """Set the jitter: each direction's delay varies by up to ``jitter_ms / 2`` either way."""
+        _check_rtt(jitter_ms)
+        self._jitter_ms = float(jitter_ms)
+
+    def _one_way_s(self) -> float:
+        jitter = self._jitter_ms * (self._random.random() - 0.5) if self._jitter_ms else 0.0
+        return max(0.0, self._rtt_ms / 2 + jitter) / 1000.0
 
     def drop_connections(self) -> None:
         """Reset every open connection now: both sides see a TCP RST, as when a link dies."""
@@ -405,7 +421,7 @@ class LinkEmulator:
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
             # b"" is the end of the stream: it travels the delay line like data, after it.
-            await line.put(loop.time() + self._rtt_ms / 2000.0, data)
+            await line.put(loop.time() + self._one_way_s(), data)
             if not data:
                 return
 

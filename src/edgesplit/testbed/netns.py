@@ -34,7 +34,11 @@ PERIOD_US = 10_000
 """CFS period: 10 ms (docs/design.md section 5: whole forwards scale close to linearly with it)."""
 MIN_QUOTA_US = 1_000  # the kernel's minimum
 MAX_SHARES = 262_144
-TBF = ("burst", "32kbit", "latency", "400ms")  # the thesis's Wondershaper-like cap
+TBF_BURST_KBIT = 32  # the thesis's Wondershaper-like cap...
+TBF_LATENCY = ("latency", "400ms")
+TBF_BURST_S = 0.001
+"""...whose 32 kbit burst is less than one timer tick's worth above 32 Mbit/s, where tbf then
+falls short of its rate: the burst grows to 1 ms of the rate there (unchanged below)."""
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,9 @@ class NetnsTestbed:
         if rate_kbps <= 0:
             raise TestbedError(f"uplink rate must be positive, got {rate_kbps}")
         n = self.names
+        burst = max(TBF_BURST_KBIT, round(rate_kbps * TBF_BURST_S))
         sh("tc", "-n", n.edge_ns, "qdisc", "replace", "dev", n.edge_link, "root", "tbf", "rate",
-           f"{round(rate_kbps)}kbit", *TBF)
+           f"{round(rate_kbps)}kbit", "burst", f"{burst}kbit", *TBF_LATENCY)
         self.rate_kbps = rate_kbps
 
     def set_cpu_share(self, share: float) -> None:
