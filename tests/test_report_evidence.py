@@ -121,9 +121,15 @@ def test_report_judges_every_chooser_with_intervals_and_a_generated_verdict(
     assert "- rented edge, latency regret: **profile OL**" in text
     verdicts = {line.split("**")[1]: line for line in text.splitlines()
                 if line.startswith("- rented edge, latency regret: **")}
-    assert "yes, it beats neurosurgeon OL (" in verdicts["profile OL"]
-    assert "thesis OL (-" in verdicts["profile OL"].split("no, it loses")[0]
-    assert "no, it loses to profile OL (" in verdicts["thesis OL"]
+
+    def clause(chooser: str, lead: str) -> str:
+        """The comma-separated list after ``lead`` in the chooser's verdict."""
+        return verdicts[chooser].split(lead)[1].split(";")[0]
+
+    beats = clause("profile OL", "yes, it beats ")
+    assert "neurosurgeon OL (" in beats and "compressed-input int8-zstd (" in beats
+    assert "thesis OL (-" in beats
+    assert "profile OL (" in clause("thesis OL", "no, it loses to ")
     assert ("the same split in every setting as (a difference between runs, not choices) "
             "all-edge (") in verdicts["neurosurgeon OL"]
     assert "Target (profile OL: mean latency regret <= 3%" in text
