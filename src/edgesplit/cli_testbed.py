@@ -103,10 +103,21 @@ def status(tag: str | None, as_json: bool) -> None:
               "of this machine, 0.25 an edge four times slower (nearer a Raspberry Pi).")
 @click.option("--quick", is_flag=True,
               help="One model (mnist_cnn unless --models), 3 settings, 1 repeat.")
+@click.option("--suite", type=click.Choice(["thesis", "dynamic"]), default="thesis",
+              show_default=True, help="dynamic: choosers compared on condition traces replayed "
+              "live (see `edgesplit traces`).")
+@click.option("--traces", "trace_names", help="dynamic: comma list of trace names or files "
+              "(default: every shipped trace; --quick: step-down,outage).")
 def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: int,
                testbed_mode: str, rtt_ms: float, oracle: str, edge_speed: float,
-               quick: bool) -> None:
+               quick: bool, suite: str, trace_names: str | None) -> None:
     """The thesis's evaluation on a testbed: strategies and an oracle of every split point."""
+    if suite == "dynamic":
+        from edgesplit.cli_dynamic import run_dynamic
+
+        run_dynamic(out_dir, models, repeats, seed, testbed_mode, edge_speed, quick,
+                    trace_names, err)
+        return
     from dataclasses import replace
 
     from rich.progress import (

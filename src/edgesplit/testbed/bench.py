@@ -136,6 +136,9 @@ class Bench:
         raise NotImplementedError
 
     def close(self) -> None:
+        if self._children:  # a stopped cloud would not stop
+            with contextlib.suppress(OSError):
+                os.kill(self._children[0].pid, signal.SIGCONT)
         if getattr(self, "edge", None) is not None:
             self.edge.close()
         for child in reversed(self._children):
@@ -143,6 +146,15 @@ class Bench:
 
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         raise NotImplementedError
+
+    def set_rtt_ms(self, rtt_ms: float) -> None:
+        """Change the relay's round trip in place (the edge's connections stay open)."""
+        raise NotImplementedError
+
+    def set_cloud_up(self, up: bool) -> None:
+        """Stop the cloud server (SIGSTOP: it answers nothing, as a cloud gone away) or let
+        it go on (SIGCONT)."""
+        os.kill(self._children[0].pid, signal.SIGCONT if up else signal.SIGSTOP)
 
     def calibrate_clock(self, model: str, clocks: Sequence[float]) -> dict[str, Any] | None:
         """Measure what the clock knob delivers over ``clocks`` and correct for it; None where
@@ -207,6 +219,12 @@ class NetnsBench(Bench):
         super().close()
         self.testbed.down()
 
+    def set_rtt_ms(self, rtt_ms: float) -> None:
+        relay = self._children[1]
+        assert relay.stdin is not None
+        relay.stdin.write(json.dumps({"rtt_ms": rtt_ms}) + "\n")
+        relay.stdin.flush()
+
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         self.bandwidth_kbps = bandwidth_kbps
         self.testbed.set_rate_kbps(bandwidth_kbps)
@@ -261,6 +279,9 @@ class UserspaceBench(Bench):
         super().close()
         if getattr(self, "link", None) is not None:
             self.link.stop()
+
+    def set_rtt_ms(self, rtt_ms: float) -> None:
+        self.link.set_rtt_ms(rtt_ms)
 
     def set_conditions(self, bandwidth_kbps: float, clock_ghz: float) -> None:
         self.bandwidth_kbps = bandwidth_kbps
