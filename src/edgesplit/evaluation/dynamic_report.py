@@ -97,8 +97,36 @@ def write_dynamic_report(folder: Path, out_dir: Path | None = None) -> Path:
         writer.writeheader()
         writer.writerows(summary)
     figures = draw_timelines(folder, out_dir)
-    (out_dir / "report.md").write_text(markdown(summary, figures))
+    checks = json.loads((folder / "config.json").read_text()).get("self_checks", [])
+    (out_dir / "report.md").write_text(markdown(summary, figures) + targets(summary)
+                                       + self_checks(checks))
     return out_dir
+
+
+def targets(summary: list[dict[str, Any]]) -> str:
+    """edgesplit as shipped (``replan``) against the issue's targets, group by group."""
+    lines = ["", "## edgesplit (replan) against the targets", "",
+             "| model | trace | edge | obj. | vs hindsight (<= +10%) | vs plan-once (<= -20%) | "
+             "reaction inf. (<= 3) | flaps/min (still: < 2) | lost (0) |", "|" + "---|" * 9]
+    by = {(s["model"], s["trace"], s["edge"], s["objective"], s["strategy"]): s
+          for s in summary}
+    for (model, trace, edge, objective, chooser), s in by.items():
+        if chooser != "replan":
+            continue
+        once = by.get((model, trace, edge, objective, "plan-once"))
+        versus = s["mean_latency_s"] / once["mean_latency_s"] - 1 if once else math.nan
+        lines.append(f"| {model} | {trace} | {edge} | {objective} | "
+                     f"{_percent(s.get('latency_regret'))} | {_percent(versus)} | "
+                     f"{s['reaction_inferences']:.1f} (max {s['reaction_max_inferences']:.0f}) "
+                     f"| {s['flaps_per_min']:.1f} | {s['lost']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def self_checks(checks: list[dict[str, Any]]) -> str:
+    lines = ["", "## Self-checks: a step shows up in the first measurement after it", ""]
+    lines += [f"- {c['check']}: error {c['error']:+.1%} "
+              f"({'passed' if c['passed'] else 'FAILED'})" for c in checks]
+    return "\n".join(lines) + "\n"
 
 
 def markdown(summary: list[dict[str, Any]], figures: list[Path]) -> str:
