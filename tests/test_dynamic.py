@@ -48,3 +48,15 @@ def test_the_dynamic_suite_replays_a_trace_for_every_chooser_and_reports_it(
     assert float(summary["hindsight"]["latency_regret"]) == 0
     assert float(summary["replan"]["inferences"]) > 5
     assert (out / "report" / "timeline_tiny_rent_OL.png").stat().st_size > 10_000
+
+
+def test_traces_lists_the_library_and_draws_each(tmp_path: Path) -> None:
+    listed = _cli("traces", "--draw", str(tmp_path), "step-down", "outage", timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("step-down") and "The cloud is stopped" in listed.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace_outage.png",
+                                                          "trace_step-down.png"]
+    every = _cli("traces", timeout=60)
+    assert len(every.stdout.splitlines()) == 9
+    wrong = _cli("traces", "no-such", timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
