@@ -7,15 +7,37 @@ from __future__ import annotations
 
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from edgesplit.cli_options import Writable
+from edgesplit.cli_options import Writable, options
 
 out = Console()
+
+
+@dataclass(frozen=True)
+class Dynamic:
+    """The dynamic suite's own options of ``edgesplit experiment``."""
+
+    traces: str | None
+    objectives: str
+    edges: str
+
+    def names(self, value: str | None) -> tuple[str, ...] | None:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+DYNAMIC_OPTIONS = options(
+    Dynamic, "dynamic",
+    click.option("--traces", help="dynamic: comma list of trace names or files (default: every "
+                 "shipped trace; --quick: step-down,outage)."),
+    click.option("--objectives", default="OL", show_default=True,
+                 help="dynamic: comma list of OL (latency), OC (cost), CL (rank)."),
+    click.option("--edges", default="rent", show_default=True,
+                 help="dynamic: comma list of rent and own."))
 
 
 @click.command()
@@ -41,7 +63,7 @@ def traces(draw_dir: Path | None, names: tuple[str, ...]) -> None:
 
 
 def run_dynamic(out_dir: Path, models: str, repeats: int, seed: int, testbed_mode: str,
-                edge_speed: float, quick: bool, trace_names: str | None, err: Console) -> None:
+                edge_speed: float, quick: bool, dynamic: Dynamic, err: Console) -> None:
     """The dynamic suite (``edgesplit experiment --suite dynamic``)."""
     from edgesplit.core import zoo
     from edgesplit.extras import require_extra
@@ -56,10 +78,11 @@ def run_dynamic(out_dir: Path, models: str, repeats: int, seed: int, testbed_mod
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     for name in names:
         zoo.get_spec(name)
-    chosen = tuple(t.strip() for t in trace_names.split(",") if t.strip()) if trace_names \
-        else base.traces
     config = replace(base, seed=seed, testbed=testbed_mode, edge_speed=edge_speed,
-                     traces=chosen, models=names if "models" in given else base.models,
+                     traces=dynamic.names(dynamic.traces) or base.traces,
+                     objectives=dynamic.names(dynamic.objectives) or base.objectives,
+                     edges=dynamic.names(dynamic.edges) or base.edges,
+                     models=names if "models" in given else base.models,
                      repeats=repeats if "repeats" in given else base.repeats)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
     run = DynamicExperiment(config, out_dir)

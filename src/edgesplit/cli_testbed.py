@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from edgesplit.cli_dynamic import DYNAMIC_OPTIONS, Dynamic
 from edgesplit.cli_options import Writable
 
 out = Console()
@@ -106,17 +107,16 @@ def status(tag: str | None, as_json: bool) -> None:
 @click.option("--suite", type=click.Choice(["thesis", "dynamic"]), default="thesis",
               show_default=True, help="dynamic: choosers compared on condition traces replayed "
               "live (see `edgesplit traces`).")
-@click.option("--traces", "trace_names", help="dynamic: comma list of trace names or files "
-              "(default: every shipped trace; --quick: step-down,outage).")
+@DYNAMIC_OPTIONS
 def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: int,
                testbed_mode: str, rtt_ms: float, oracle: str, edge_speed: float,
-               quick: bool, suite: str, trace_names: str | None) -> None:
+               quick: bool, suite: str, dynamic: Dynamic) -> None:
     """The thesis's evaluation on a testbed: strategies and an oracle of every split point."""
     if suite == "dynamic":
         from edgesplit.cli_dynamic import run_dynamic
 
-        run_dynamic(out_dir, models, repeats, seed, testbed_mode, edge_speed, quick,
-                    trace_names, err)
+        run_dynamic(out_dir, models, repeats, seed, testbed_mode, edge_speed, quick, dynamic,
+                    err)
         return
     from dataclasses import replace
 

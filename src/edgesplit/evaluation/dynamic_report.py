@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,8 @@ def draw_trace(trace: Trace, out_dir: Path) -> Path:
         ax.set_ylabel(label)
         _shade_outages(ax, trace)
     axes[0].set_yscale("log")
-    axes[0].set_title(f"trace {trace.name}: {trace.description}", fontsize=9, loc="left")
+    axes[0].set_title(textwrap.fill(f"trace {trace.name}: {trace.description}", 95), fontsize=9,
+                      loc="left")
     axes[-1].set_xlabel("seconds since the trace began (cloud down: shaded)")
     fig.tight_layout()
     path = out_dir / f"trace_{trace.name}.png"
