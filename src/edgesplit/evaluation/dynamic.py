@@ -19,6 +19,7 @@ import csv
 import json
 import random
 import secrets
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -281,7 +282,8 @@ class Replay:
 
 def step_checks(bench: Bench) -> list[dict[str, Any]]:
     """A tenfold bandwidth step and a 2.5x clock step, each checked on the first transfer or
-    forward measured after it: the replay's knobs act within one inference."""
+    forward measured after it (the clock's three times): the replay's knobs act within one
+    inference."""
     checks = []
     payload, base = 200_000, Point(0, 40_000, 0.0)
     for before, after in ((40_000, 4_000), (4_000, 40_000)):
@@ -295,15 +297,17 @@ def step_checks(bench: Bench) -> list[dict[str, Any]]:
         checks.append({"check": "bandwidth step", "from_kbps": before, "to_kbps": after,
                        "measured_s": round(measured, 4), "expected_s": round(expected, 4),
                        "error": round(error, 3), "passed": abs(error) <= STEP_TOLERANCE})
+    ratios = []
+    for _ in range(3):  # the median of three steps: one disturbed pair does not fail the check
+        apply(bench, base)
+        full = forward_s(bench, "alexnet")
+        apply(bench, replace(base, clock_ghz=0.6))
+        ratios.append(forward_s(bench, "alexnet") / full)
     apply(bench, base)
-    full = forward_s(bench, "alexnet")
-    apply(bench, replace(base, clock_ghz=0.6))
-    slowed = forward_s(bench, "alexnet")
-    apply(bench, base)
-    expected = MAX_CLOCK_GHZ / 0.6
+    slowdown, expected = statistics.median(ratios), MAX_CLOCK_GHZ / 0.6
     checks.append({"check": "clock step", "from_ghz": MAX_CLOCK_GHZ, "to_ghz": 0.6,
-                   "measured_slowdown": round(slowed / full, 3), "expected_slowdown": expected,
-                   "error": round(slowed / full / expected - 1, 3),
-                   "passed": abs(slowed / full / expected - 1) <= STEP_TOLERANCE})
+                   "measured_slowdown": round(slowdown, 3), "expected_slowdown": expected,
+                   "error": round(slowdown / expected - 1, 3),
+                   "passed": abs(slowdown / expected - 1) <= STEP_TOLERANCE})
     return checks
 
