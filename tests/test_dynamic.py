@@ -60,3 +60,10 @@ def test_traces_lists_the_library_and_draws_each(tmp_path: Path) -> None:
     assert len(every.stdout.splitlines()) == 9
     wrong = _cli("traces", "no-such", timeout=60)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
+
+
+def test_a_dynamic_folder_without_runs_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"format": "edgesplit-dynamic/1"}))
+    done = _cli("report", str(tmp_path), timeout=60)
+    assert done.returncode == 2 and "holds no runs.csv or oracle.json" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "report").exists()

@@ -90,9 +90,13 @@ def summarise(folder: Path) -> list[dict[str, Any]]:
 
 
 def write_dynamic_report(folder: Path, out_dir: Path | None = None) -> Path:
+    missing = [n for n in ("runs.csv", "oracle.json") if not (folder / n).is_file()]
+    if missing:
+        raise InvalidArgument(f"{folder} holds no {' or '.join(missing)}: the dynamic run "
+                              "stopped before it measured; run it again into a new --out")
+    summary = summarise(folder)
     out_dir = out_dir or folder / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarise(folder)
     with open(out_dir / "summary.csv", "w", newline="") as sink:
         writer = csv.DictWriter(sink, list(summary[0]))
         writer.writeheader()
