@@ -130,6 +130,15 @@ def test_reaction_time_counts_inferences_until_the_split_is_among_the_new_best()
     assert reactions(rows, never) == [(6, 6.0)]  # censored: the whole stretch
 
 
+def test_a_still_trace_has_no_change_to_react_to() -> None:
+    from edgesplit.evaluation.dynamic_report import trace_changes
+
+    assert trace_changes(load_trace("still"), {}, "mnist_cnn", "rent", "OL") == []
+    changes = trace_changes(load_trace("step-down"), {"mnist_cnn": {
+        '[4000.0, 20.0, 0.0, 1.0, true]': {"cloud_up": False}}}, "mnist_cnn", "rent", "OL")
+    assert changes == [Change(20.0, 60.0, frozenset({9}))]  # only the edge finishes
+
+
 def test_flapping_regret_and_totals() -> None:
     rows = _rows([1, 2, 1, 2, 2, 2], step=10)
     assert flaps_per_minute(rows, 60) == 3

@@ -56,7 +56,7 @@ class DynamicConfig:
     seed: int = 0
     testbed: str = "auto"
     slot_s: float = 0.5  # one inference starts at most every slot
-    time_scale: float = 0.4  # the traces played this many times as long
+    time_scale: float = 0.5  # the traces played this many times as long
     interval_s: float = 5.0  # the ``interval`` chooser's period (and ``replan``'s timer)
     oracle_repeats: int = 1
     edge_speed: float = 1.0

@@ -52,7 +52,7 @@ def trace_changes(trace: Trace, oracle: dict[str, Any], model: str, edge: str,
     """Every change of the trace with the best splits the oracle measured after it."""
     n = zoo.get_spec(model).split_points
     times = change_times(trace)
-    ends = [*times[1:], trace.duration_s]
+    ends = [*times[1:], trace.duration_s][:len(times)]  # a still trace has no change
     changes = []
     for t, until in zip(times, ends, strict=True):
         latency, cost = oracle_table(oracle[model][key(trace.at(t).condition())], n, edge)
