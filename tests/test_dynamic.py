@@ -67,3 +67,10 @@ def test_a_dynamic_folder_without_runs_is_one_line(tmp_path: Path) -> None:
     done = _cli("report", str(tmp_path), timeout=60)
     assert done.returncode == 2 and "holds no runs.csv or oracle.json" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "report").exists()
+
+
+def test_edge_run_takes_the_choosers_mode() -> None:
+    lines = {mode: [json.loads(line)["replan"] for line in _cli(
+        "edge", "run", "--model", "mnist_cnn", "--sample", "--count", "3", "--json",
+        "--replan-mode", mode, timeout=120).stdout.splitlines()] for mode in ("every", "once")}
+    assert lines == {"every": ["first", "every", "every"], "once": ["first", "", ""]}
