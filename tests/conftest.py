@@ -32,7 +32,7 @@ SERIAL_GROUPS = {
     # Wall-clock measurements: throttled clocks, shaped links and the demo's timed phases (the
     # testbed's fixed tags, namespaces and cgroups besides).
     "test_testbed.py": "clocks", "test_link.py": "clocks", "test_demo.py": "clocks",
-    "test_experiment_folder.py": "clocks",
+    "test_experiment_folder.py": "clocks", "test_dynamic.py": "clocks",
 }
 # Modules whose tests share nothing costly, each handed out on its own: the slim installs.
 SPREAD = {"test_extras.py"}

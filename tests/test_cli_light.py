@@ -161,7 +161,7 @@ WRITTEN = [(command, option.opts[0], option.type.dir_okay)
 def test_every_path_a_command_writes_is_checked_when_parsed() -> None:
     assert {(" ".join(c), flag) for c, flag, _ in WRITTEN} == {
         ("profile", "--out"), ("demo", "--out"), ("report", "--out"), ("experiment", "--out"),
-        ("edge run", "--log")}
+        ("edge run", "--log"), ("traces", "--draw")}
     for command in every_command(app):
         for option in path_options(command):
             assert isinstance(option.type, click.Path)

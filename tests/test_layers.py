@@ -31,9 +31,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "evaluation": FOUNDATION | {"wire", "core", "measuring", "edge", "testbed"},
 }
 """Layer -> the other layers it may import. Above them all, the command line (``cli``,
-``cli_options``, ``cli_testbed``) and the public face (``edgesplit/__init__.py``) may import
-any layer, and no layer may import them."""
-TOP = {"cli", "cli_options", "cli_testbed", "__init__"}
+``cli_options``, ``cli_testbed``, ``cli_dynamic``) and the public face
+(``edgesplit/__init__.py``) may import any layer, and no layer may import them."""
+TOP = {"cli", "cli_options", "cli_testbed", "cli_dynamic", "__init__"}
 NOT_IN_CORE = {"subprocess", "signal", "socket", "threading", "multiprocessing", "asyncio",
                "select", "ctypes", "psutil", "httpx", "fastapi", "uvicorn", "click", "rich",
                "matplotlib"}

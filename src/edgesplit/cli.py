@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from edgesplit.cli_dynamic import traces
 from edgesplit.cli_options import (
     AUTH_OPTIONS,
     LINK_OPTIONS,
@@ -310,10 +311,16 @@ def demo(model: str, out_dir: Path | None) -> None:
 def report(log_dir: Path, out_dir: Path | None) -> None:
     """Plots and a summary from a measurement log (edge run --log, or a demo's folder), or the
     report of an experiment folder (edgesplit experiment --out)."""
+    from edgesplit.evaluation.dynamic_report import is_dynamic
     from edgesplit.evaluation.tables import is_experiment
 
     if out_dir is None:
         require_writable(log_dir / "report", folder=True, hint="give --out DIR")
+    if is_dynamic(log_dir):
+        from edgesplit.evaluation.dynamic_report import write_dynamic_report
+
+        out.print(f"report: {write_dynamic_report(log_dir, out_dir)}")
+        return
     if is_experiment(log_dir):
         from edgesplit.evaluation.experiment_report import write_experiment_report
 
@@ -326,6 +333,7 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
 
 app.add_command(testbed)
 app.add_command(experiment)
+app.add_command(traces)
 
 
 @app.group()
@@ -463,6 +471,11 @@ def _codec_list(value: str) -> list[str]:
               help="Re-plan when the clock speed moves this much (relative).")
 @click.option("--hysteresis", type=Number(min=0), default=0.05, show_default=True,
               help="A new split must be this much faster or cheaper to replace the current.")
+@click.option("--replan-mode", type=click.Choice(["replan", "once", "every", "interval"]),
+              default="replan", show_default=True,
+              help="replan: on the timer or a moved condition, with hysteresis; once: plan at "
+              "the first inference only; every: at every inference, no hysteresis; interval: "
+              "on the timer only.")
 @click.option("--cloud-load/--no-cloud-load", "load_aware", default=True, show_default=True,
               help="Plan with the wait a busy cloud reports (or as if it were always idle).")
 @AUTH_OPTIONS
@@ -475,8 +488,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
              split_point: int | None,
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
              replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
-             hysteresis: float, load_aware: bool, log_dir: Path | None, as_json: bool,
-             planning: Planning, link: Link, auth: Auth, profiles: Profiles) -> None:
+             hysteresis: float, replan_mode: str, load_aware: bool, log_dir: Path | None,
+             as_json: bool, planning: Planning, link: Link, auth: Auth, profiles: Profiles) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
@@ -506,7 +519,7 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         codecs=tuple(codecs), bandwidth_kbps=link.bandwidth_kbps, rtt_ms=link.rtt_ms,
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
-                                    hysteresis=hysteresis),
+                                    hysteresis=hysteresis, mode=replan_mode),
         token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware)
     runtime = build_runtime(
         edge_options, profile=get_profile(model, profiles.profile_file, threads, as_json),

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from edgesplit.cli_dynamic import Dynamic
 from edgesplit.cli_options import Writable
 
 out = Console()
@@ -83,9 +84,10 @@ def status(tag: str | None, as_json: bool) -> None:
 @click.command()
 @click.option("--out", "out_dir", required=True, type=Writable(folder=True),
               help="Folder for config.json, runs.csv, profiles and logs (resumed if it exists).")
-@click.option("--suite", type=click.Choice(["thesis", "wide"]), default="thesis",
+@click.option("--suite", type=click.Choice(["thesis", "wide", "dynamic"]), default="thesis",
               show_default=True, help="thesis: its pools and 20 ms round trip; wide: bandwidth "
-              "0.5-100 Mbit/s, round trip 5-200 ms with jitter, edge 0.1-1 of a core.")
+              "0.5-100 Mbit/s, round trip 5-200 ms with jitter, edge 0.1-1 of a core; dynamic: "
+              "choosers compared on condition traces replayed live (see `edgesplit traces`).")
 @click.option("--models", help="Comma list of zoo models (default: the suite's; thesis: "
               "alexnet,vgg16,mnist_cnn, wide: also resnet18).")
 @click.option("--settings", type=click.IntRange(1, 30),
@@ -114,9 +116,17 @@ def status(tag: str | None, as_json: bool) -> None:
               help="One model (mnist_cnn unless --models), 3 settings, 2 repeats.")
 def experiment(out_dir: Path, suite: str, models: str | None, settings: int | None,
                repeats: int | None, parts_repeats: int | None, seed: int, testbed_mode: str,
-               rtt_ms: float, oracle: str, edge_speed: float, quick: bool) -> None:
+               rtt_ms: float, oracle: str, edge_speed: float, quick: bool,
+               dynamic: Dynamic) -> None:
     """The thesis's evaluation on a testbed: strategies, baselines and an oracle of every split
-    point, measured in interleaved rounds."""
+    point, measured in interleaved rounds; or (``--suite dynamic``) choosers on replayed
+    condition traces."""
+    if suite == "dynamic":
+        from edgesplit.cli_dynamic import run_dynamic
+
+        run_dynamic(out_dir, models or "", repeats or 1, seed, testbed_mode, edge_speed, quick,
+                    dynamic, err)
+        return
     from dataclasses import replace
 
     from rich.progress import (

@@ -3,6 +3,10 @@
 The edge re-plans on a timer and whenever a condition moves past a threshold since the last plan.
 A new split point replaces the current one only if it is better by more than the hysteresis in
 latency or in cost, so two near-equal splits do not flap on measurement noise.
+
+``mode`` picks the chooser (the dynamic suite compares them on the same trace): ``replan`` is
+the above; ``once`` plans at the first inference and never again; ``every`` re-plans at every
+inference and switches on any gain (no hysteresis); ``interval`` re-plans on the timer only.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from dataclasses import dataclass, replace
 from edgesplit.core.planning import SplitPlan
 from edgesplit.core.predictors import Conditions
 from edgesplit.errors import InvalidArgument
+
+MODES = ("replan", "once", "every", "interval")
 
 
 @dataclass(frozen=True)
@@ -24,12 +30,21 @@ class ReschedulePolicy:
     clock_change: float = 0.1  # relative
     hysteresis: float = 0.05  # relative improvement a new split must bring
     wait_change_ms: float = 20.0  # absolute: the busy cloud's expected wait
+    mode: str = "replan"  # one of MODES
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidArgument(f"re-scheduling mode must be one of {', '.join(MODES)}, got "
+                                  f"{self.mode!r}")
         if min(self.interval_s, self.bandwidth_change, self.rtt_change_ms, self.clock_change,
                self.hysteresis, self.wait_change_ms) < 0 or self.interval_s == 0:
             raise InvalidArgument("re-scheduling thresholds must be 0 or more, the interval "
                                   "more than 0")
+
+    @property
+    def switch_margin(self) -> float:
+        """The hysteresis a new plan must beat: none when re-planning at every inference."""
+        return 0.0 if self.mode == "every" else self.hysteresis
 
 
 class Rescheduler:
@@ -46,8 +61,14 @@ class Rescheduler:
         last, p = self.planned_for, self.policy
         if last is None or self.planned_at is None:  # both are set together by planned()
             return "first"
+        if p.mode == "once":
+            return None
+        if p.mode == "every":
+            return "every"
         if now - self.planned_at >= p.interval_s:
             return "timer"
+        if p.mode == "interval":
+            return None
         if abs(conditions.bandwidth_kbps / last.bandwidth_kbps - 1) > p.bandwidth_change:
             return "bandwidth"
         if abs(conditions.rtt_ms - last.rtt_ms) > p.rtt_change_ms:

@@ -343,7 +343,7 @@ class EdgeRuntime:
         current = self.plan.split_point if self.plan else None
         while True:
             plan = self.planner.plan(conditions, frozenset(self._excluded))
-            plan = self._without_refused(with_hysteresis(plan, current, self.policy.hysteresis))
+            plan = self._without_refused(with_hysteresis(plan, current, self.policy.switch_margin))
             if self.guard.allows(plan.split_point, plan.codec):
                 return plan
             self._excluded.add((plan.split_point, plan.codec))

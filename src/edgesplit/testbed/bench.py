@@ -138,6 +138,9 @@ class Bench:
         raise NotImplementedError
 
     def close(self) -> None:
+        if self._children:  # a stopped cloud would not stop
+            with contextlib.suppress(OSError):
+                os.kill(self._children[0].pid, signal.SIGCONT)
         if getattr(self, "edge", None) is not None:
             self.edge.close()
         for child in reversed(self._children):
@@ -149,6 +152,11 @@ class Bench:
     def set_delay(self, rtt_ms: float, jitter_ms: float = 0.0) -> None:
         """The relay's added round trip and its jitter (see ``LinkEmulator``), from now on."""
         raise NotImplementedError
+
+    def set_cloud_up(self, up: bool) -> None:
+        """Stop the cloud server (SIGSTOP: it answers nothing, as a cloud gone away) or let
+        it go on (SIGCONT)."""
+        os.kill(self._children[0].pid, signal.SIGCONT if up else signal.SIGSTOP)
 
     def calibrate_clock(self, model: str, clocks: Sequence[float]) -> dict[str, Any] | None:
         """Measure what the clock knob delivers over ``clocks`` and correct for it; None where

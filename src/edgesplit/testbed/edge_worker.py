@@ -14,6 +14,13 @@ answers one JSON line per request line (JSON on pipes, never pickle):
 - ``{"op": "infer", "model": M, "split_point": K, "clock_ghz": C, "bandwidth_kbps": B,
   "rtt_ms": R, "codec": X}``: one inference forced at split K through the real runtime (measured
   as usual), with codec X (default ``raw``; another must have been loaded).
+- ``{"op": "start", "model": M, "strategy": S, "edge": E, "mode": MODE, "interval_s": I,
+  "bandwidth_kbps": B, "rtt_ms": R}``: a fresh runtime for M (its loaded profile) that plans for
+  S on an E edge, re-planning as ``ReschedulePolicy(mode=MODE, interval_s=I)`` says, its link
+  estimate starting at B and R and learnt from then on (the dynamic suite).
+- ``{"op": "step", "model": M, "clock_ghz": C, "slot_s": T, "split_point": K or null}``: one
+  inference of that runtime (planned, or forced at K), then what the runtime does between
+  inferences (pings, idle-time probes) until T seconds have passed since it began.
 - ``{"op": "prefix", "model": M, "warmup": W, "repeats": R}``: whole forwards' cumulative
   per-layer times (the head of every split point at once, at the current speed), the median
   of R after W warm-up forwards.
@@ -38,6 +45,7 @@ import torch
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import Profile
+from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
@@ -57,12 +65,24 @@ class _Clock:
         return self.ghz
 
 
+class _CountingClient(CloudClient):
+    """The cloud client, counting the bytes the runtime spends probing the uplink."""
+
+    probe_bytes = 0
+
+    def probe(self, nbytes: int, deadline_s: float) -> float:
+        self.probe_bytes += nbytes
+        return super().probe(nbytes, deadline_s)
+
+
 class Worker:
     def __init__(self, cloud_url: str, models: list[str]) -> None:
         self.cloud_url = cloud_url
         self.splits = {m: SplitModel(zoo.build_model(m), zoo.sample_input(m)) for m in models}
         self.inputs = {m: zoo.sample_input(m) for m in models}
         self.runtimes: dict[tuple[str, str], EdgeRuntime] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.live: dict[str, tuple[EdgeRuntime, _CountingClient]] = {}
         self.clock = _Clock()
         self.client = CloudClient(cloud_url)
 
@@ -98,6 +118,7 @@ class Worker:
     def op_load(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request["model"]
         profile = Profile.model_validate(request["profile"])
+        self.profiles[model] = profile
         guard = CodecGuard(self.splits[model], zoo.calibration_inputs(model))
         kept = [c for c in request.get("codecs", []) if guard.allows(0, c)]
         for codec in ("raw", *kept):
@@ -115,6 +136,34 @@ class Worker:
         runtime.link = LinkEstimator(float(request["bandwidth_kbps"]), float(request["rtt_ms"]))
         result = runtime.infer(self.inputs[request["model"]], int(request["split_point"]))
         return {"measurement": dataclasses.asdict(result.measurement)}
+
+    def op_start(self, request: dict[str, Any]) -> dict[str, Any]:
+        model = request["model"]
+        if model in self.live:
+            self.live.pop(model)[0].close()
+        planner = cached_planner(model, self.profiles[model], Objective(
+            request["strategy"], float(request.get("weight", 0.5)), request["edge"]))
+        client = _CountingClient(self.cloud_url)
+        runtime = EdgeRuntime(
+            self.splits[model], planner, client=client, clock=self.clock,
+            link=LinkEstimator(float(request["bandwidth_kbps"]), float(request["rtt_ms"])),
+            reschedule=ReschedulePolicy(interval_s=float(request["interval_s"]),
+                                        mode=request["mode"]),
+            timing=Timing(retry_s=1.0))
+        self.live[model] = (runtime, client)
+        return {"started": model}
+
+    def op_step(self, request: dict[str, Any]) -> dict[str, Any]:
+        runtime, client = self.live[request["model"]]
+        self.clock.ghz = float(request["clock_ghz"])
+        probed = client.probe_bytes
+        forced = request.get("split_point")
+        result = runtime.run([self.inputs[request["model"]]], count=1,
+                             interval_s=float(request["slot_s"]),
+                             split_point=None if forced is None else int(forced))[0]
+        return {"measurement": dataclasses.asdict(result.measurement),
+                "probe_bytes": client.probe_bytes - probed,
+                "cloud_down": runtime.cloud_down_reason is not None}
 
     def op_prefix(self, request: dict[str, Any]) -> dict[str, Any]:
         split, x = self.splits[request["model"]], self.inputs[request["model"]]
