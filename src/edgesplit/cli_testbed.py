@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from edgesplit.cli_dynamic import Dynamic
+from edgesplit.cli_dynamic import DYNAMIC_OPTIONS, Dynamic
 from edgesplit.cli_options import Writable
 
 out = Console()
@@ -113,7 +113,9 @@ def status(tag: str | None, as_json: bool) -> None:
               "of this machine, 0.25 an edge four times slower (nearer a Raspberry Pi); thesis "
               "suite.")
 @click.option("--quick", is_flag=True,
-              help="One model (mnist_cnn unless --models), 3 settings, 2 repeats.")
+              help="One model (mnist_cnn unless --models), 3 settings, 2 repeats; dynamic: "
+              "the MNIST CNN on two traces at 0.15 of their time.")
+@DYNAMIC_OPTIONS
 def experiment(out_dir: Path, suite: str, models: str | None, settings: int | None,
                repeats: int | None, parts_repeats: int | None, seed: int, testbed_mode: str,
                rtt_ms: float, oracle: str, edge_speed: float, quick: bool,
