@@ -238,3 +238,18 @@ def _wait_for_testbed(runner: subprocess.Popen[bytes], out: Path) -> str:
             return tag
         time.sleep(0.1)
     raise AssertionError("the first experiment never brought its testbed up")
+
+
+def test_the_wide_suite_refuses_the_thesis_knobs_and_records_its_draws(tmp_path: Path) -> None:
+    for flag in (["--rtt-ms", "50"], ["--edge-speed", "0.5"]):
+        done = _cli(*QUICK, "--suite", "wide", *flag, "--out", str(tmp_path / "w"))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "the wide suite draws each setting's round trip and edge speed" in done.stderr
+    assert not (tmp_path / "w" / "config.json").exists()
+    config = ExperimentConfig.of_suite("wide")
+    assert config.models == ("alexnet", "vgg16", "mnist_cnn", "resnet18")
+    assert (config.settings, config.repeats) == (20, 10)
+    out = _folder(tmp_path / "out", _config(suite="wide"), rows=0)
+    record = json.loads((out / "config.json").read_text())
+    assert record["suite"] == "wide" and "ranges" in record and "pools" not in record
+    assert {"rtt_ms", "jitter_ms", "edge_speed"} <= set(record["settings"][0])
