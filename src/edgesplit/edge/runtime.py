@@ -442,7 +442,7 @@ class EdgeRuntime:
         latency_s = stopwatch() - began
         network_s = reply.round_trip_s - reply.cloud_s
         self._timed_out = False
-        self._quiet = 0 if self.link.informative(network_s) else self._quiet + 1
+        self._quiet = 0 if self.link.informative(reply.request_bytes) else self._quiet + 1
         self.link.observe_transfer(reply.request_bytes, network_s)
         self.cloud_wait_s = reply.expected_wait_s
         cloud = CloudPart(reply.cloud_s, tuple(reply.layer_times_s), reply.request_bytes,
@@ -566,10 +566,10 @@ class EdgeRuntime:
                              else min(2 * self._stale_after, self.timing.max_stale_after))
 
     def _probe_size(self) -> int:
-        """A probe whose payload takes a round trip (at least 50 ms) at the estimate: a ten
-        times faster link answers it in 0.55 of the time predicted, past the estimator's
-        change ratio."""
-        payload_s = max(self.link.rtt_ms / 1000, 0.05)
+        """A probe whose payload takes two round trips (at least 0.1 s) at the estimate: a
+        ten times faster link answers it in 0.4 of the time predicted, past the estimator's
+        change ratio even with some tens of ms of noise."""
+        payload_s = max(2 * self.link.rtt_ms / 1000, 0.1)
         return max(1024, min(self.timing.probe_bytes, self.link.bytes_for(payload_s)))
 
     def _measure(self, nbytes: int, why: str) -> None:
