@@ -30,6 +30,7 @@ from edgesplit.edge.measurements import (
     read_measurements,
     read_rows,
 )
+from edgesplit.edge.runtime import Timing
 from edgesplit.edge.sensors import FileClock
 from edgesplit.errors import InputError, InvalidArgument
 
@@ -180,6 +181,25 @@ def test_a_timeout_bounds_the_bandwidth_only_when_the_estimate_said_it_would_arr
     # The same timeout again says nothing new: the estimate already expects it to take 1 s.
     assert not link.observe_timeout(602_112, 1.0)
     assert not link.observe_timeout(0, 1.0)
+
+
+def test_only_a_transfer_that_could_tell_a_ten_times_faster_link_is_informative() -> None:
+    link = LinkEstimator(bandwidth_kbps=400, rtt_ms=100, wire_factor=1.0)
+    # At 400 kbit/s, 4 KB take 80 ms: at ten times the speed, 8 ms, lost in a 100 ms RTT.
+    assert not link.informative(4000)
+    assert link.informative(25_000)  # 500 ms; 50 ms at ten times the speed: half the RTT
+    assert link.bytes_for(0.5) == 25_000
+
+
+@pytest.mark.parametrize("bad", [{"stale_after": 0}, {"stale_after": 3, "max_stale_after": 2},
+                                 {"noise_hysteresis": -1.0}, {"max_hysteresis": -0.1}],
+                         ids=["no inferences", "backing off below", "negative", "negative cap"])
+def test_probing_and_hysteresis_settings_are_checked(bad: dict[str, float]) -> None:
+    with pytest.raises(InvalidArgument):
+        if "stale_after" in bad:
+            Timing(**bad)  # type: ignore[arg-type]
+        else:
+            ReschedulePolicy(**bad)
 
 
 def test_hysteresis_grows_with_the_measured_noise_up_to_a_cap() -> None:
