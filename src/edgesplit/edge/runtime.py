@@ -560,7 +560,7 @@ class EdgeRuntime:
     def _probe_stale(self) -> None:
         """Probe the stale estimate; back off while probes find the link as estimated."""
         changes = self.link.changes
-        self._measure(self._probe_size(), "a stale estimate")
+        self._measure(self._probe_size())
         found = self.link.changes > changes or self._slow_link
         self._stale_after = (self.timing.stale_after if found
                              else min(2 * self._stale_after, self.timing.max_stale_after))
@@ -572,7 +572,7 @@ class EdgeRuntime:
         payload_s = max(2 * self.link.rtt_ms / 1000, 0.1)
         return max(1024, min(self.timing.probe_bytes, self.link.bytes_for(payload_s)))
 
-    def _measure(self, nbytes: int, why: str) -> None:
+    def _measure(self, nbytes: int) -> None:
         """Send ``nbytes`` to the cloud's probe and learn the link from it: a probe that times
         out bounds the bandwidth, any other failure is an outage."""
         assert self.client is not None
@@ -592,8 +592,8 @@ class EdgeRuntime:
             return
         self._count(nbytes, seconds)
         self.link.observe_probe(nbytes, seconds)
-        log.info("probed the link after %s: %d bytes in %.3f s, now %.0f kbit/s (%d probes, "
-                 "%d bytes, %.2f s so far)", why, nbytes, seconds, self.link.bandwidth_kbps,
+        log.info("probed a stale estimate: %d bytes in %.3f s, now %.0f kbit/s (%d probes, "
+                 "%d bytes, %.2f s so far)", nbytes, seconds, self.link.bandwidth_kbps,
                  self.probing.probes, self.probing.bytes, self.probing.seconds)
 
     def _count(self, nbytes: int, seconds: float) -> None:
