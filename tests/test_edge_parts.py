@@ -14,7 +14,12 @@ from PIL import Image
 from edgesplit.core import zoo
 from edgesplit.core.planning import Objective, SplitPlan, plan_prediction
 from edgesplit.core.predictors import Conditions, Prediction
-from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
+from edgesplit.core.rescheduling import (
+    ReschedulePolicy,
+    Rescheduler,
+    noise_hysteresis,
+    with_hysteresis,
+)
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.inputs import input_files, load_input
 from edgesplit.edge.measurements import (
@@ -25,6 +30,7 @@ from edgesplit.edge.measurements import (
     read_measurements,
     read_rows,
 )
+from edgesplit.edge.runtime import Timing
 from edgesplit.edge.sensors import FileClock
 from edgesplit.errors import InputError, InvalidArgument
 
@@ -112,6 +118,96 @@ def test_link_estimator_follows_a_change() -> None:
         link.observe_transfer(size, 0.08 + size * 8 / 500_000)
     assert link.bandwidth_kbps == pytest.approx(500, rel=0.15)
     assert link.rtt_ms == pytest.approx(80, rel=0.15)
+
+
+def fast_then(link: LinkEstimator, kbps: float, rtt_s: float, sizes: list[int]) -> list[float]:
+    """Ping, then feed ``sizes`` over a link of ``kbps`` and ``rtt_s``; the estimate after
+    each."""
+    link.observe_rtt(rtt_s)
+    after = []
+    for size in sizes:
+        link.observe_transfer(size, rtt_s + size * 8 / (kbps * 1000))
+        after.append(link.bandwidth_kbps)
+    return after
+
+
+@pytest.mark.parametrize(("before", "after"), [(40_000, 4000), (4000, 40_000), (4000, 400)],
+                         ids=["10x down", "10x up", "10x down, slow"])
+def test_link_estimator_takes_a_tenfold_step_at_once(before: float, after: float) -> None:
+    """Transfers ten times off the estimate are a change, not noise: the second in a row (or a
+    probe sent because the estimate is in doubt) starts the estimate afresh instead of
+    averaging into 16 points of the old link."""
+    link = LinkEstimator(bandwidth_kbps=before, rtt_ms=20, wire_factor=1.0)
+    link.observe_rtt(0.02)
+    fast_then(link, before, 0.02, [150_000, 60_000] * 8)
+    assert link.bandwidth_kbps == pytest.approx(before, rel=0.01)
+    first, second = fast_then(link, after, 0.02, [150_000, 60_000])
+    assert first == pytest.approx(before, rel=0.5)  # one outlier: perhaps a hiccup
+    assert second == pytest.approx(after, rel=0.01) and link.changes == 1
+    fast_then(link, before, 0.02, [150_000])  # back again, told by a probe
+    link.observe_probe(60_000, 0.02 + 60_000 * 8 / (before * 1000))
+    assert link.bandwidth_kbps == pytest.approx(before, rel=0.01) and link.changes == 2
+
+
+def test_a_lone_hiccup_is_no_change() -> None:
+    link = LinkEstimator(bandwidth_kbps=4000, rtt_ms=20, wire_factor=1.0)
+    link.observe_rtt(0.02)
+    fast_then(link, 4000, 0.02, [150_000] * 8)
+    fast_then(link, 400, 0.02, [150_000])  # one transfer ten times slower
+    fast_then(link, 4000, 0.02, [150_000] * 2)
+    # Averaged in as data, not taken as the link's new speed (400 kbit/s).
+    assert link.changes == 0 and 1000 < link.bandwidth_kbps < 4000
+
+
+def test_link_estimator_averages_noise_and_learns_how_noisy_the_link_is() -> None:
+    link = LinkEstimator(bandwidth_kbps=4000, rtt_ms=20, wire_factor=1.0)
+    link.observe_rtt(0.02)
+    rng = np.random.default_rng(1)
+    for _ in range(40):  # each transfer up to 40% off: noise, never a change
+        size = 100_000
+        link.observe_transfer(size, (0.02 + size * 8 / 4e6) * rng.uniform(0.7, 1.4))
+    assert link.changes == 0
+    assert link.bandwidth_kbps == pytest.approx(4000, rel=0.25)
+    assert 0.05 < link.noise < 0.3
+
+
+def test_a_timeout_bounds_the_bandwidth_only_when_the_estimate_said_it_would_arrive() -> None:
+    link = LinkEstimator(bandwidth_kbps=63_000, rtt_ms=18, wire_factor=1.0)
+    link.observe_rtt(0.018)
+    fast_then(link, 63_000, 0.018, [602_112, 9216] * 4)
+    # 602 KB not through in 1 s: the link carries at most 4.8 Mbit/s, not 63.
+    assert link.observe_timeout(602_112, 1.0)
+    assert link.bandwidth_kbps == pytest.approx(602_112 * 8 / (1.0 - 0.018) / 1000)
+    # The same timeout again says nothing new: the estimate already expects it to take 1 s.
+    assert not link.observe_timeout(602_112, 1.0)
+    assert not link.observe_timeout(0, 1.0)
+
+
+def test_only_a_transfer_that_could_tell_a_ten_times_faster_link_is_informative() -> None:
+    link = LinkEstimator(bandwidth_kbps=400, rtt_ms=100, wire_factor=1.0)
+    # At 400 kbit/s, 4 KB take 80 ms: at ten times the speed, 8 ms, lost in a 100 ms RTT.
+    assert not link.informative(4000)
+    assert link.informative(25_000)  # 500 ms; 50 ms at ten times the speed: half the RTT
+    assert link.bytes_for(0.5) == 25_000
+
+
+@pytest.mark.parametrize("bad", [{"stale_after": 0}, {"stale_after": 3, "max_stale_after": 2},
+                                 {"noise_hysteresis": -1.0}, {"max_hysteresis": -0.1}],
+                         ids=["no inferences", "backing off below", "negative", "negative cap"])
+def test_probing_and_hysteresis_settings_are_checked(bad: dict[str, float]) -> None:
+    with pytest.raises(InvalidArgument):
+        if "stale_after" in bad:
+            Timing(**bad)  # type: ignore[arg-type]
+        else:
+            ReschedulePolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_hysteresis_grows_with_the_measured_noise_up_to_a_cap() -> None:
+    policy = ReschedulePolicy(hysteresis=0.05, noise_hysteresis=2.0, max_hysteresis=0.5)
+    assert noise_hysteresis(policy, 0.0) == 0.05  # a quiet link: the policy's own
+    assert noise_hysteresis(policy, 0.1) == pytest.approx(0.2)
+    assert noise_hysteresis(policy, 2.0) == 0.5
+    assert noise_hysteresis(ReschedulePolicy(hysteresis=0.7), 2.0) == 0.7  # never below it
 
 
 def test_file_clock_reads_the_emulated_clock_and_keeps_the_last_good_value(

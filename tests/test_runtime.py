@@ -218,3 +218,35 @@ def test_the_thesis_predictor_runs_the_edge_too(mnist_profile_file: Path) -> Non
     assert [(m.predictor, m.finished, m.top1_class) for m in rows] == [("thesis", "edge", 2)] * 2
     assert rows[0].predicted_latency_s == rows[0].predicted_edge_s
     assert (rows[0].predicted_comm_s, rows[0].predicted_cloud_s) == (0.0, 0.0)
+
+
+def test_a_collapsed_uplink_is_told_from_a_dead_cloud_and_its_recovery_is_found(
+        cloud: CloudProcess, split_model: SplitFactory, alexnet_profile: Profile) -> None:
+    """The demo's last phase, shortened: the edge believes a 50 Mbit/s uplink that has fallen
+    to 200 kbit/s, so its first offload times out. That is evidence (at most its bytes in the
+    time waited): the edge re-plans to a split that fits instead of retrying the cloud as if it
+    were flaky. When the uplink comes back a hundredfold, the small transfers of that split
+    cannot show it: the stale estimate is probed, and found."""
+    with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=200, rtt_ms=100,
+                      burst_bytes=4096) as link:
+        options = EdgeOptions("alexnet", f"http://127.0.0.1:{link.port}",
+                              objective=Objective("latency"), load_aware=False,
+                              timing=Timing(retry_s=0.5))
+        edge = build_runtime(options, split=split_model("alexnet"), profile=alexnet_profile,
+                             link=LinkEstimator(bandwidth_kbps=50_000, rtt_ms=10),
+                             clock=FixedClock(2.0))
+        x = zoo.sample_input("alexnet")
+        with edge:
+            slow = [r.measurement for r in edge.run([x], count=6, interval_s=0.3)]
+            link.set_rate_kbps(20_000)
+            back = [r.measurement for r in edge.run([x], count=4, interval_s=0.1)]
+    # Only the first offload times out; the edge learns the slow link from it and soon
+    # offloads a split that fits, in time.
+    timed_out = ["did not answer" in m.fallback and not m.fallback.startswith("offline")
+                 for m in slow]
+    assert timed_out == [True] + [False] * 5
+    assert all(m.finished == "cloud" for m in slow[-2:])
+    assert slow[-1].bandwidth_kbps < 2000 and slow[-1].offload_bytes < slow[0].offload_bytes
+    # Back up: within three inferences the edge believes a link many times faster.
+    assert back[2].bandwidth_kbps > 5 * slow[-1].bandwidth_kbps
+    assert edge.probing.probes > 0 and edge.probing.bytes > 0

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler
+from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, noise_hysteresis
 from edgesplit.errors import InvalidArgument
 from edgesplit.evaluation.dynamic_metrics import (
     Change,
@@ -104,8 +104,8 @@ def test_each_mode_replans_when_it_should() -> None:
     assert due["once"] == ("first", None, None, None)
     assert due["every"] == ("first", "every", "every", "every")
     assert due["interval"] == ("first", None, None, "timer")
-    assert ReschedulePolicy(mode="every", hysteresis=0.3).switch_margin == 0
-    assert ReschedulePolicy(hysteresis=0.3).switch_margin == 0.3
+    assert noise_hysteresis(ReschedulePolicy(mode="every", hysteresis=0.3), 0.1) == 0
+    assert noise_hysteresis(ReschedulePolicy(hysteresis=0.3), 0.1) == 0.3
     with pytest.raises(InvalidArgument, match="mode must be one of"):
         ReschedulePolicy(mode="sometimes")
 

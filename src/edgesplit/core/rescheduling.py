@@ -2,7 +2,8 @@
 
 The edge re-plans on a timer and whenever a condition moves past a threshold since the last plan.
 A new split point replaces the current one only if it is better by more than the hysteresis in
-latency or in cost, so two near-equal splits do not flap on measurement noise.
+latency or in cost, so two near-equal splits do not flap on measurement noise; the noisier the
+edge's measured transfer times, the larger that hysteresis (``noise_hysteresis``).
 
 ``mode`` picks the chooser (the dynamic suite compares them on the same trace): ``replan`` is
 the above; ``once`` plans at the first inference and never again; ``every`` re-plans at every
@@ -31,20 +32,18 @@ class ReschedulePolicy:
     hysteresis: float = 0.05  # relative improvement a new split must bring
     wait_change_ms: float = 20.0  # absolute: the busy cloud's expected wait
     mode: str = "replan"  # one of MODES
+    noise_hysteresis: float = 2.0  # hysteresis per unit of the link's measured relative noise
+    max_hysteresis: float = 0.5  # the most the noise may raise it to
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InvalidArgument(f"re-scheduling mode must be one of {', '.join(MODES)}, got "
                                   f"{self.mode!r}")
         if min(self.interval_s, self.bandwidth_change, self.rtt_change_ms, self.clock_change,
-               self.hysteresis, self.wait_change_ms) < 0 or self.interval_s == 0:
+               self.hysteresis, self.wait_change_ms, self.noise_hysteresis,
+               self.max_hysteresis) < 0 or self.interval_s == 0:
             raise InvalidArgument("re-scheduling thresholds must be 0 or more, the interval "
                                   "more than 0")
-
-    @property
-    def switch_margin(self) -> float:
-        """The hysteresis a new plan must beat: none when re-planning at every inference."""
-        return 0.0 if self.mode == "every" else self.hysteresis
 
 
 class Rescheduler:
@@ -102,3 +101,14 @@ def with_hysteresis(plan: SplitPlan, current: int | None, hysteresis: float) -> 
     if objective.max_cost_usd is not None and plan.constraint_met:
         gains = gains or old.cost_usd > objective.max_cost_usd
     return plan if gains else replace(plan, split_point=current)
+
+
+def noise_hysteresis(policy: ReschedulePolicy, noise: float) -> float:
+    """The hysteresis for links this noisy: ``policy.hysteresis``, or ``noise_hysteresis``
+    times the measured relative noise of transfer times when that is larger, at most
+    ``max_hysteresis``. On a noisy link near-equal splits swap places from one plan to the
+    next; a quiet link keeps the policy's small hysteresis and follows real changes closely."""
+    if policy.mode == "every":  # the chooser without hysteresis
+        return 0.0
+    return min(max(policy.hysteresis, policy.noise_hysteresis * noise),
+               max(policy.max_hysteresis, policy.hysteresis))

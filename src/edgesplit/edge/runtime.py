@@ -34,7 +34,12 @@ import torch
 
 from edgesplit.core.planning import Candidate, Planner, SplitPlan
 from edgesplit.core.predictors import Conditions
-from edgesplit.core.rescheduling import ReschedulePolicy, Rescheduler, with_hysteresis
+from edgesplit.core.rescheduling import (
+    ReschedulePolicy,
+    Rescheduler,
+    noise_hysteresis,
+    with_hysteresis,
+)
 from edgesplit.core.splitting import SplitModel, top1, torch_dtype
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudReply, Expected
@@ -48,7 +53,7 @@ from edgesplit.edge.records import (
     measurement_of,
 )
 from edgesplit.edge.sensors import ClockSensor, Timebase
-from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument
+from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument, OffloadTimeout
 from edgesplit.wire.codecs import (
     TORCH_TO_DATATYPE,
     EncodedTensor,
@@ -118,7 +123,12 @@ class Timing:
     An offload's deadline is ``deadline_factor`` times the predicted network and cloud time, at
     least ``min_deadline_s``; after a failure the edge checks the cloud again every ``retry_s``;
     between inferences it pings every ``ping_interval_s`` and, in idle time, sends
-    ``probe_bytes`` every ``probe_interval_s`` to measure the uplink.
+    ``probe_bytes`` every ``probe_interval_s`` to measure the uplink. When ``stale_after``
+    inferences in a row told it nothing of the bandwidth (their payloads too small) and a ten
+    times faster link would change the plan, it sends a probe (at most ``probe_bytes``) before
+    planning, so a link that recovers is found; each probe that finds the link as estimated
+    doubles that count, up to ``max_stale_after`` (2: no backing off, a recovery is found
+    within three inferences; more: fewer probes, found later).
     """
 
     deadline_factor: float = 3.0
@@ -127,14 +137,28 @@ class Timing:
     probe_bytes: int = 64 * 1024
     probe_interval_s: float = 15.0
     ping_interval_s: float = 3.0
+    stale_after: int = 2
+    max_stale_after: int = 2
 
     def __post_init__(self) -> None:
         if self.deadline_factor < 1 or self.min_deadline_s <= 0 or self.retry_s <= 0:
             raise InvalidArgument("deadline factor must be at least 1, minimum deadline and "
                                   "retry interval positive")
+        if not 1 <= self.stale_after <= self.max_stale_after:
+            raise InvalidArgument("stale_after must be at least 1 and at most max_stale_after")
 
     def deadline_s(self, chosen: Candidate) -> float:
         return max(self.min_deadline_s, self.deadline_factor * (chosen.comm_s + chosen.cloud_s))
+
+
+@dataclass
+class Probing:
+    """What measuring the link cost beyond the inferences: probes sent, their bytes and the
+    seconds spent on them (a timeout's checks included)."""
+
+    probes: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
 
 
 class CodecGuard:
@@ -217,6 +241,11 @@ class EdgeRuntime:
         self._last_probe = self._last_ping = -float("inf")
         self.load_aware = load_aware
         self.cloud_wait_s = 0.0  # the cloud's expected wait, from its last answer
+        self.probing = Probing()
+        self._quiet = 0  # inferences in a row whose transfers told nothing of the bandwidth
+        self._stale_after = self.timing.stale_after  # grows while probes find nothing new
+        self._slow_link = False  # a timeout was the link's: re-plan at the next inference
+        self._timed_out = False  # the last offload timed out
 
     @property
     def model(self) -> str:
@@ -229,13 +258,17 @@ class EdgeRuntime:
 
         ``split_point`` forces the split: no planning (the plan's prediction for that split
         point is still logged), everything else measured and logged as usual."""
+        if split_point is None and self._stale():
+            self._probe_stale()
         now = self._now()
         conditions = self.conditions()
         if split_point is not None:
             plan, replan = self._forced(conditions, split_point), "forced"
         else:
             replan = self.rescheduler.due(now, conditions) or (
-                "refused" if self.plan and self.plan.split_point in self.refused else "")
+                "refused" if self.plan and self.plan.split_point in self.refused else "") or (
+                "slow link" if self._slow_link else "")
+            self._slow_link = False
             if replan:
                 self.plan = self._replan(conditions)
                 self.rescheduler.planned(now, conditions)
@@ -323,6 +356,7 @@ class EdgeRuntime:
         except CloudUnavailable as exc:
             self._mark_down(str(exc))
             return
+        self._count(timing.probe_bytes, seconds)
         self.link.observe_transfer(timing.probe_bytes, seconds)
 
     def close(self) -> None:
@@ -343,7 +377,8 @@ class EdgeRuntime:
         current = self.plan.split_point if self.plan else None
         while True:
             plan = self.planner.plan(conditions, frozenset(self._excluded))
-            plan = self._without_refused(with_hysteresis(plan, current, self.policy.switch_margin))
+            hysteresis = noise_hysteresis(self.policy, self.link.noise)
+            plan = self._without_refused(with_hysteresis(plan, current, hysteresis))
             if self.guard.allows(plan.split_point, plan.codec):
                 return plan
             self._excluded.add((plan.split_point, plan.codec))
@@ -398,18 +433,17 @@ class EdgeRuntime:
                                       request_id=str(self._seq + 1),
                                       expect=self._expected(x.shape[0], sp))
         except CloudUnavailable as exc:
-            # Nothing is learned of the link from a failed exchange: a timeout or a cut says
-            # nothing about its speed (and learning "slower" made every deadline grow).
-            if isinstance(exc, CloudRefused):
-                self._refuse(sp, str(exc))
-            else:
-                self._mark_down(str(exc))
             tail_layers: list[float] = []
             output = self.split.tail(sent, sp, tail_layers)
-            return output, replace(head, edge_layers_s=head.edge_layers_s + tuple(tail_layers),
-                                   latency_s=stopwatch() - began, fallback=str(exc))
+            ran = replace(head, edge_layers_s=head.edge_layers_s + tuple(tail_layers),
+                          latency_s=stopwatch() - began, fallback=str(exc))
+            self._failed(exc, sp, head.encoded_bytes, deadline)
+            return output, ran
         latency_s = stopwatch() - began
-        self.link.observe_transfer(reply.request_bytes, reply.round_trip_s - reply.cloud_s)
+        network_s = reply.round_trip_s - reply.cloud_s
+        self._timed_out = False
+        self._quiet = 0 if self.link.informative(reply.request_bytes) else self._quiet + 1
+        self.link.observe_transfer(reply.request_bytes, network_s)
         self.cloud_wait_s = reply.expected_wait_s
         cloud = CloudPart(reply.cloud_s, tuple(reply.layer_times_s), reply.request_bytes,
                           reply.response_bytes)
@@ -467,6 +501,105 @@ class EdgeRuntime:
                            enumerate(cloud.layer_times_s, 1)} if cloud else None,
             codec=ran.codec if cloud else None, split_point=ran.split_point,
             encoded_bytes=ran.encoded_bytes, codec_s=ran.codec_s)
+
+    def _failed(self, exc: CloudUnavailable, sp: int, nbytes: int, waited_s: float) -> None:
+        """After a failed offload (its inference already finished on the edge): a refusal
+        rules out the split point; a timeout is checked for a slow link; anything else (and a
+        timeout that was the cloud's) is an outage. A cut or an error answer says nothing of
+        the link's speed, and is not learned from."""
+        if isinstance(exc, CloudRefused):
+            self._refuse(sp, str(exc))
+        elif not (isinstance(exc, OffloadTimeout) and self._link_was_slow(nbytes, waited_s)):
+            self._mark_down(str(exc))
+        self._timed_out = isinstance(exc, OffloadTimeout)
+
+    def _link_was_slow(self, nbytes: int, waited_s: float) -> bool:
+        """Whether the link, not the cloud, kept ``nbytes`` from being answered within
+        ``waited_s``. The timeout bounds the bandwidth first (``LinkEstimator.observe_timeout``:
+        at most ``nbytes`` in that time), whatever comes next: so even a cloud given up for now
+        is tried again at a split that fits the bound. Then the cloud must answer that it is
+        ready: if it does, the link was slow and the next inference re-plans; if not, it is an
+        outage (with a backed-up link, that may be the bytes still queued: the bound stands).
+        A second timeout in a row, at a plan made for the first, is an outage too: a cloud that
+        answers its readiness but not its work is given up as before, with backoff."""
+        assert self.client is not None
+        bounded = self.link.observe_timeout(nbytes, waited_s)
+        if self._timed_out:
+            return False
+        began = self._now()
+        try:
+            self.client.ready(deadline_s=self.timing.min_deadline_s)
+        except CloudUnavailable:
+            return False
+        finally:
+            self._count(0, self._now() - began)
+        if not bounded:
+            return False  # the estimate expected it to be this slow: the cloud was
+        log.warning("the offload of %d bytes timed out on a slow link (now at most %.0f kbit/s"
+                    "): re-planning", nbytes, self.link.bandwidth_kbps)
+        self._slow_link = True
+        return True
+
+    def _stale(self) -> bool:
+        """Whether the bandwidth estimate is stale and worth a probe: the last ``stale_after``
+        inferences (doubled after each probe that found nothing new) told nothing of it, and a
+        link ten or a hundred times faster would change the plan."""
+        if (self.client is None or self.cloud_down_reason is not None or self.plan is None
+                or self._quiet < self._stale_after):
+            return False
+        conditions = self.conditions()
+        current = self.plan.split_point
+        hysteresis = noise_hysteresis(self.policy, self.link.noise)
+        for factor in (10, 100):
+            faster = replace(conditions, bandwidth_kbps=conditions.bandwidth_kbps * factor)
+            plan = self.planner.plan(faster, frozenset(self._excluded))
+            if with_hysteresis(plan, current, hysteresis).split_point != current:
+                return True
+        return False
+
+    def _probe_stale(self) -> None:
+        """Probe the stale estimate; back off while probes find the link as estimated."""
+        changes = self.link.changes
+        self._measure(self._probe_size())
+        found = self.link.changes > changes or self._slow_link
+        self._stale_after = (self.timing.stale_after if found
+                             else min(2 * self._stale_after, self.timing.max_stale_after))
+
+    def _probe_size(self) -> int:
+        """A probe whose payload takes two round trips (at least 0.1 s) at the estimate: a
+        ten times faster link answers it in 0.4 of the time predicted, past the estimator's
+        change ratio even with some tens of ms of noise."""
+        payload_s = max(2 * self.link.rtt_ms / 1000, 0.1)
+        return max(1024, min(self.timing.probe_bytes, self.link.bytes_for(payload_s)))
+
+    def _measure(self, nbytes: int) -> None:
+        """Send ``nbytes`` to the cloud's probe and learn the link from it: a probe that times
+        out bounds the bandwidth, any other failure is an outage."""
+        assert self.client is not None
+        deadline = max(self.timing.min_deadline_s,
+                       self.timing.deadline_factor * self.link.predict_s(nbytes))
+        began = self._now()
+        self._quiet = 0
+        try:
+            seconds = self.client.probe(nbytes, deadline_s=deadline)
+        except OffloadTimeout:  # the link is slower than the estimate: bounded, and re-planned
+            self._count(nbytes, self._now() - began)
+            self._slow_link = self.link.observe_timeout(nbytes, deadline)
+            return
+        except CloudUnavailable as exc:
+            self._count(nbytes, self._now() - began)
+            self._mark_down(str(exc))
+            return
+        self._count(nbytes, seconds)
+        self.link.observe_probe(nbytes, seconds)
+        log.info("probed a stale estimate: %d bytes in %.3f s, now %.0f kbit/s (%d probes, "
+                 "%d bytes, %.2f s so far)", nbytes, seconds, self.link.bandwidth_kbps,
+                 self.probing.probes, self.probing.bytes, self.probing.seconds)
+
+    def _count(self, nbytes: int, seconds: float) -> None:
+        self.probing.probes += 1
+        self.probing.bytes += nbytes
+        self.probing.seconds += seconds
 
     def _mark_down(self, reason: str) -> None:
         if self.cloud_down_reason is None:
