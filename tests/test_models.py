@@ -15,11 +15,13 @@ import pytest
 import torch
 from torch import nn
 
+from edgesplit.cli import main
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.zoo import build_split
 from edgesplit.errors import EdgesplitError, ModelSourceError
 from edgesplit.models.digest import model_digest
 from edgesplit.models.sources import load_model
+from edgesplit.testbed.processes import free_port
 
 
 class Small(nn.Module):
@@ -245,3 +247,15 @@ def raising_factory() -> nn.Module:
 
 def not_a_module() -> str:
     return "a model"
+
+
+def test_a_broken_model_file_is_one_line_and_exit_2_on_every_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.pt2"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    for args in (["profile", str(bad)], ["plan", str(bad)],
+                 ["edge", "run", "--model", str(bad), "--sample"],
+                 ["cloud", "serve", "--models", str(bad), "--port", str(free_port())]):
+        assert main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "broken.pt2 is not a torch.export program" in lines[0], args
