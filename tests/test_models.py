@@ -227,7 +227,7 @@ def test_other_broken_sources_are_one_line(program: tuple[Path, nn.Module],
         (f"{here}:not_a_module", "returned str"),
         (f"{here}:example_net", "returned no sample input: give its shape with --input-shape"),
         ("no_such_package.nets:make", "cannot import"),
-        ("not a model", "is not a model"),
+        ("not a model", "unknown model 'not a model': expected one of alexnet"),
     ]:
         with pytest.raises(EdgesplitError, match=message) as caught:
             load_model(source)
