@@ -24,11 +24,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "extras": {"errors"},
     "wire": FOUNDATION,
     "core": FOUNDATION | {"wire"},
-    "measuring": FOUNDATION | {"wire", "core"},
-    "edge": FOUNDATION | {"wire", "core", "measuring"},
-    "cloud": FOUNDATION | {"wire", "core"},
-    "testbed": FOUNDATION | {"wire", "core", "measuring", "edge"},
-    "evaluation": FOUNDATION | {"wire", "core", "measuring", "edge", "testbed"},
+    "measuring": FOUNDATION | {"wire", "core", "models"},
+    "edge": FOUNDATION | {"wire", "core", "measuring", "models"},
+    "models": FOUNDATION | {"wire", "core"},  # model files and entry points: reads files
+    "cloud": FOUNDATION | {"wire", "core", "models"},
+    "testbed": FOUNDATION | {"wire", "core", "measuring", "edge", "models"},
+    "evaluation": FOUNDATION | {"wire", "core", "measuring", "edge", "testbed", "models"},
 }
 """Layer -> the other layers it may import. Above them all, the command line (``cli``,
 ``cli_options``, ``cli_testbed``, ``cli_dynamic``) and the public face

@@ -88,7 +88,8 @@ def status(tag: str | None, as_json: bool) -> None:
               show_default=True, help="thesis: its pools and 20 ms round trip; wide: bandwidth "
               "0.5-100 Mbit/s, round trip 5-200 ms with jitter, edge 0.1-1 of a core; dynamic: "
               "choosers compared on condition traces replayed live (see `edgesplit traces`).")
-@click.option("--models", help="Comma list of zoo models (default: the suite's; thesis: "
+@click.option("--models", help="Comma list of models: zoo names, torch.export program files "
+              "(.pt2) or package.module:factory (default: the suite's; thesis: "
               "alexnet,vgg16,mnist_cnn, wide: also resnet18).")
 @click.option("--settings", type=click.IntRange(1, 30),
               help="Settings drawn (default: thesis 15, wide 20).")
@@ -140,11 +141,11 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
         TimeRemainingColumn,
     )
 
-    from edgesplit.core import zoo
     from edgesplit.extras import require_extra
 
     require_extra("edgesplit experiment", "all")  # it runs a cloud and an edge and draws plots
     from edgesplit.evaluation.experiment import Experiment, ExperimentConfig
+    from edgesplit.models.names import PROGRAM_SUFFIX, check_source
 
     ctx = click.get_current_context()
     if suite == "wide" and any(ctx.get_parameter_source(k) is click.core.ParameterSource.
@@ -152,9 +153,10 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
         raise click.UsageError("the wide suite draws each setting's round trip and edge "
                                "speed: leave --rtt-ms and --edge-speed out")
     base = ExperimentConfig.quick(suite) if quick else ExperimentConfig.of_suite(suite)
-    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models else base.models
-    for name in names:
-        zoo.get_spec(name)
+    names = tuple(str(Path(m.strip()).resolve()) if m.strip().endswith(PROGRAM_SUFFIX) else
+                  m.strip() for m in models.split(",") if m.strip()) if models else base.models
+    for name in names:  # sources: their paths made absolute for the testbed's processes
+        check_source(name)
     config = replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
                      edge_speed=edge_speed, models=names,
                      settings=settings or base.settings, repeats=repeats or base.repeats,

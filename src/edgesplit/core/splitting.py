@@ -306,6 +306,11 @@ class SplitModel:
     def n_layers(self) -> int:
         return len(self._steps)
 
+    def graph_module(self) -> fx.GraphModule:
+        """The split graph as it runs, with its submodules and tensors: to read (a model's
+        digest hashes it), never to change."""
+        return self._gm
+
     def called_modules(self) -> dict[str, nn.Module]:
         """The submodules the graph calls, by qualified name."""
         targets = {str(n.target) for n in self._gm.graph.nodes if n.op == "call_module"}

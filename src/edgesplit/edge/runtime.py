@@ -53,7 +53,14 @@ from edgesplit.edge.records import (
     measurement_of,
 )
 from edgesplit.edge.sensors import ClockSensor, Timebase
-from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument, OffloadTimeout
+from edgesplit.errors import (
+    CloudRefused,
+    CloudUnavailable,
+    InvalidArgument,
+    ModelVersionMismatch,
+    OffloadTimeout,
+)
+from edgesplit.models.digest import model_digest
 from edgesplit.wire.codecs import (
     TORCH_TO_DATATYPE,
     EncodedTensor,
@@ -81,7 +88,8 @@ class Cloud(Protocol):
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None, *,
-              expect: Expected | None = None) -> CloudReply: ...
+              expect: Expected | None = None,
+              model_digest: str | None = None) -> CloudReply: ...
 
     def close(self) -> None: ...
 def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
@@ -246,6 +254,10 @@ class EdgeRuntime:
         self._stale_after = self.timing.stale_after  # grows while probes find nothing new
         self._slow_link = False  # a timeout was the link's: re-plan at the next inference
         self._timed_out = False  # the last offload timed out
+        # Sent with every offload so that a cloud holding other weights refuses (409) rather
+        # than answers wrongly; hashing the weights once is worth it only with a cloud.
+        self.digest = model_digest(split) if client else None
+        self.version_skew: str | None = None  # the cloud's last refusal of this model version
 
     @property
     def model(self) -> str:
@@ -393,6 +405,14 @@ class EdgeRuntime:
         allowed = [sp for sp in (*plan.pareto, *by_speed) if sp not in self.refused]
         return replace(plan, split_point=allowed[0]) if allowed else plan
 
+    def _skewed(self, reason: str) -> None:
+        """The cloud serves another version of this model: this inference finishes here. The
+        cloud is not down (it may be given the right version at any time): said once."""
+        if self.version_skew is None:
+            log.warning("finishing on the edge while the cloud serves another version of %s: "
+                        "%s", self.model, reason)
+        self.version_skew = reason
+
     def _refuse(self, split_point: int, reason: str) -> None:
         """The cloud refused a request at ``split_point``: plan without it from now on."""
         if split_point not in self.refused:
@@ -431,7 +451,8 @@ class EdgeRuntime:
         try:
             reply = self.client.infer(self.model, sp, encoded, deadline,
                                       request_id=str(self._seq + 1),
-                                      expect=self._expected(x.shape[0], sp))
+                                      expect=self._expected(x.shape[0], sp),
+                                      model_digest=self.digest)
         except CloudUnavailable as exc:
             tail_layers: list[float] = []
             output = self.split.tail(sent, sp, tail_layers)
@@ -506,8 +527,11 @@ class EdgeRuntime:
         """After a failed offload (its inference already finished on the edge): a refusal
         rules out the split point; a timeout is checked for a slow link; anything else (and a
         timeout that was the cloud's) is an outage. A cut or an error answer says nothing of
-        the link's speed, and is not learned from."""
-        if isinstance(exc, CloudRefused):
+        the link's speed, and is not learned from. Another version of the model in the cloud
+        (409) is neither: said once, and the next offload tries again."""
+        if isinstance(exc, ModelVersionMismatch):
+            self._skewed(str(exc))
+        elif isinstance(exc, CloudRefused):
             self._refuse(sp, str(exc))
         elif not (isinstance(exc, OffloadTimeout) and self._link_was_slow(nbytes, waited_s)):
             self._mark_down(str(exc))

@@ -79,6 +79,7 @@ from edgesplit.evaluation.runs import (
     strategies,
 )
 from edgesplit.measuring.store import read_profile, write_profile
+from edgesplit.models.names import model_name
 from edgesplit.testbed.bench import (
     MAX_CLOCK_GHZ,
     Bench,
@@ -147,6 +148,12 @@ class ExperimentConfig:
         if self.repeats < 1 or self.settings < 1 or not self.models or (
                 self.parts_repeats is not None and self.parts_repeats < 1):
             raise InvalidArgument("give at least one model, one setting and one repeat")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The models' names: ``models`` are sources (zoo names, ``.pt2`` files, factories),
+        which only the testbed's cloud and edge load; the experiment knows them by name."""
+        return tuple(model_name(source) for source in self.models)
 
     @classmethod
     def of_suite(cls, suite: str = "thesis", **changes: Any) -> ExperimentConfig:
@@ -240,7 +247,7 @@ class Experiment:
         """The run itself, inside ``claim()``."""
         settings = self.settings
         mode = resolve_testbed(self.config.testbed)
-        models = list(self.config.models)
+        models = list(self.config.names)
         began = datetime.now(UTC)
         self._clean_up_after_a_crash(mode)
         tag = secrets.token_hex(3)
@@ -525,7 +532,7 @@ def plan_units(config: ExperimentConfig, settings: list[Setting], profiles: dict
 
 def _round(config: ExperimentConfig, setting: int, repeat: int, profiles: dict[str, Profile],
            methods: dict[str, str], codecs: dict[str, list[str]]) -> Iterator[Unit]:
-    for model in config.models:
+    for model in config.names:
         n = profiles[model].n_layers + 1
         if methods[model] == "parts" and repeat >= (config.parts_repeats or config.repeats):
             continue

@@ -46,12 +46,12 @@ from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import Profile
 from edgesplit.core.rescheduling import ReschedulePolicy
-from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.runtime import CodecGuard, EdgeRuntime, Timing
 from edgesplit.errors import EdgesplitError
 from edgesplit.measuring.store import cached_planner
+from edgesplit.models.sources import load_model
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 
 
@@ -78,8 +78,9 @@ class _CountingClient(CloudClient):
 class Worker:
     def __init__(self, cloud_url: str, models: list[str]) -> None:
         self.cloud_url = cloud_url
-        self.splits = {m: SplitModel(zoo.build_model(m), zoo.sample_input(m)) for m in models}
-        self.inputs = {m: zoo.sample_input(m) for m in models}
+        loaded = [load_model(source) for source in models]  # zoo names and one's own files
+        self.splits = {m.name: m.split for m in loaded}
+        self.inputs = {m.name: m.sample for m in loaded}
         self.runtimes: dict[tuple[str, str], EdgeRuntime] = {}
         self.profiles: dict[str, Profile] = {}
         self.live: dict[str, tuple[EdgeRuntime, _CountingClient]] = {}
@@ -119,7 +120,8 @@ class Worker:
         model = request["model"]
         profile = Profile.model_validate(request["profile"])
         self.profiles[model] = profile
-        guard = CodecGuard(self.splits[model], zoo.calibration_inputs(model))
+        inputs = zoo.calibration_inputs(model) if model in zoo.MODELS else self.inputs[model]
+        guard = CodecGuard(self.splits[model], inputs)
         kept = [c for c in request.get("codecs", []) if guard.allows(0, c)]
         for codec in ("raw", *kept):
             planner = cached_planner(model, profile, Objective("latency", 0.0, "rent"),
