@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import DirectoryPath, Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from edgesplit.cloud.device import check_device
@@ -27,6 +27,13 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=zoo.model_names, description="Zoo models to load, comma-separated.")
+    model_repository: DirectoryPath | None = Field(
+        default=None, description="Serve the models in this directory (DIR/<name>/<version>/"
+        "model.pt2, optional DIR/<name>/config.toml), checked for changes while serving; "
+        "with it, zoo models only if --models names them.")
+    repository_poll_s: float = Field(
+        default=5.0, gt=0, description="Seconds between checks of --model-repository for "
+        "added, changed and removed models.")
     token: SecretStr | None = Field(default=None, description="Accept this bearer token.")
     token_file: Path | None = Field(default=None,
                                     description="Read the bearer token from this file.")
@@ -112,6 +119,13 @@ class ServerSettings(BaseSettings):
             for name in names:
                 zoo.get_spec(str(name))  # an unknown name raises with the known ones
         return names
+
+    @property
+    def zoo_models(self) -> list[str]:
+        """The zoo models to serve: with a model repository, only those named explicitly."""
+        if self.model_repository is not None and "models" not in self.model_fields_set:
+            return []
+        return self.models
 
     @property
     def max_body_bytes(self) -> int:

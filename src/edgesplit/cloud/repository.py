@@ -1,0 +1,234 @@
+"""The model repository: model files by name and version, loaded and reloaded as they change.
+
+The layout is Triton's: ``DIR/<name>/<version>/model.pt2`` (a ``torch.export`` program file;
+versions are positive integers) with an optional ``DIR/<name>/config.toml`` for all its
+versions::
+
+    split_points = [0, 3, 5]       # the split points this server runs (default: every one)
+
+    [input]                        # one sample, batch first (default: the program's own)
+    shape = [1, 3, 32, 32]
+    dtype = "float32"
+
+    [batching]
+    max_batch = 8                  # rows one request may carry (at most --max-batch)
+    dynamic = true                 # false: never batch its tails with other requests'
+
+``ModelRepository.refresh`` compares each version's files (size and modification time) with
+what it loaded last, loads only what is new or changed, forgets what is gone, and returns the
+catalog to serve (``catalog.py``). A version that cannot be loaded is kept as ``UNAVAILABLE``
+with a one-line reason and logged once; it never stops the others. Names are letters, digits,
+``_``, ``.`` and ``-``; anything else in ``DIR`` is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgesplit.cloud.catalog import Catalog, ServedModel, Unavailable
+from edgesplit.cloud.service import CloudService
+from edgesplit.core.splitting import SplitModel, torch_dtype
+from edgesplit.errors import first_validation_error
+from edgesplit.models.digest import model_digest
+
+log = logging.getLogger(__name__)
+
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+_ENVIRONMENT = threading.Lock()  # one loader at a time sets and restores the variable
+MODEL_FILE = "model.pt2"
+CONFIG_FILE = "config.toml"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+VERSION = re.compile(r"[1-9][0-9]{0,8}")
+
+
+class InputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shape: list[int] = Field(min_length=1, max_length=8)
+    dtype: str = "float32"
+
+
+class BatchingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_batch: int | None = Field(default=None, ge=1)
+    dynamic: bool = True
+
+
+class ModelConfig(BaseModel):
+    """A model's ``config.toml``; unknown keys are refused, so a typo is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    split_points: list[int] | None = Field(default=None, min_length=1)
+    input: InputConfig | None = None
+    batching: BatchingConfig = BatchingConfig()
+
+
+Loader = Callable[[Path, ModelConfig], SplitModel]  # a version's directory, its model's config
+Stamp = tuple[tuple[str, int, int], ...]  # (file, size, mtime_ns) of what a version reads
+
+
+@dataclass(frozen=True)
+class Loaded:
+    stamp: Stamp
+    outcome: ServedModel | Unavailable
+
+
+class ModelRepository:
+    """One model repository directory and the versions loaded from it so far.
+
+    ``load`` turns a version's directory and its model's config into a split (the default
+    reads ``model.pt2``); ``taken`` are names served from elsewhere (the zoo's), which the
+    repository may not reuse."""
+
+    def __init__(self, root: Path, load: Loader, taken: Sequence[str] = (),
+                 prepare: Callable[[SplitModel], object] | None = None) -> None:
+        self.root = root
+        self.load = load
+        self.taken = frozenset(taken)
+        self.prepare = prepare  # run on each split once its digest is taken (faster kernels)
+        self._loaded: dict[tuple[str, str], Loaded] = {}
+
+    def refresh(self, base: Sequence[ServedModel] = ()) -> Catalog | None:
+        """Load what changed since the last call; the catalog of ``base`` and the repository's
+        models, or None when nothing changed."""
+        now = self.scan()
+        if now == {key: loaded.stamp for key, loaded in self._loaded.items()}:
+            return None
+        for key in sorted(self._loaded.keys() - now.keys()):
+            log.info("model repository: %s version %s removed", *key)
+            del self._loaded[key]
+        for key, stamp in sorted(now.items()):
+            if key not in self._loaded or self._loaded[key].stamp != stamp:
+                self._loaded[key] = Loaded(stamp, self._load(*key))
+        outcomes = [loaded.outcome for loaded in self._loaded.values()]
+        return Catalog.of([*base, *(o for o in outcomes if isinstance(o, ServedModel))],
+                          tuple(o for o in outcomes if isinstance(o, Unavailable)))
+
+    def scan(self) -> dict[tuple[str, str], Stamp]:
+        """Every ``(name, version)`` directory in the repository and its files' stamps."""
+        found: dict[tuple[str, str], Stamp] = {}
+        try:
+            names = sorted(p for p in self.root.iterdir() if NAME.fullmatch(p.name) and p.is_dir())
+        except OSError as exc:
+            log.warning("model repository %s cannot be read: %s", self.root, exc)
+            return {key: loaded.stamp for key, loaded in self._loaded.items()}  # keep serving
+        for model in names:
+            config = _stamp(model / CONFIG_FILE)
+            for version in model.iterdir():
+                if VERSION.fullmatch(version.name) and version.is_dir():
+                    found[(model.name, version.name)] = (
+                        *config, *_stamp(version / MODEL_FILE))
+        return found
+
+    def _load(self, name: str, version: str) -> ServedModel | Unavailable:
+        """One version, or why it cannot be served (logged once, in one line)."""
+        try:
+            if name in self.taken:
+                raise ValueError(f"the name {name!r} is already served from the zoo (--models)")
+            config = read_config(self.root / name / CONFIG_FILE)
+            split = self.load(self.root / name / version, config)
+            served = ServedModel(
+                split, name, version, model_digest(split),
+                frozenset(config.split_points) if config.split_points else None,
+                config.batching.max_batch, config.batching.dynamic, from_repository=True)
+            for point in served.split_points or ():
+                split.check_split_point(point)
+            if self.prepare is not None:
+                self.prepare(split)
+        except Exception as exc:  # any failure of a user's file is that file's, in one line
+            reason = one_line(exc)
+            log.warning("model repository: %s version %s is UNAVAILABLE: %s", name, version,
+                        reason)
+            return Unavailable(name, version, reason)
+        log.info("model repository: %s version %s loaded (%s)", name, version, served.digest)
+        return served
+
+
+def load_program(directory: Path, config: ModelConfig) -> SplitModel:
+    """``model.pt2`` in ``directory`` as a split, its sample from the config or the program."""
+    path = directory / MODEL_FILE
+    if not path.is_file():
+        raise ValueError(f"no {MODEL_FILE} in {directory.name}/")
+    with weights_only():
+        program = torch.export.load(path)
+    if config.input is not None:
+        sample = torch.zeros(config.input.shape, dtype=torch_dtype(config.input.dtype))
+    elif program.example_inputs is not None and len(program.example_inputs[0]) == 1:
+        sample = program.example_inputs[0][0]
+    else:
+        raise ValueError(f"{MODEL_FILE} holds no sample input: give [input] shape in "
+                         f"{CONFIG_FILE}")
+    return SplitModel(program.module(), sample)
+
+
+@contextmanager
+def weights_only() -> Iterator[None]:
+    """Every ``torch.load`` meanwhile unpickles tensors and plain containers only.
+
+    ``torch.export.load`` reads a program's weights, constants and sample inputs with
+    ``torch.load(weights_only=True)`` but, when that fails, tries again with
+    ``weights_only=False``: full pickle, which runs any code a crafted file names. Torch's
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (read at each call) turns that retry into a refusal."""
+    with _ENVIRONMENT:
+        before = os.environ.get(FORCE_WEIGHTS_ONLY)
+        os.environ[FORCE_WEIGHTS_ONLY] = "1"
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ[FORCE_WEIGHTS_ONLY]
+            else:
+                os.environ[FORCE_WEIGHTS_ONLY] = before
+
+
+def read_config(path: Path) -> ModelConfig:
+    """A model's ``config.toml``, or the defaults when there is none."""
+    if not path.is_file():
+        return ModelConfig()
+    try:
+        return ModelConfig.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path.name} is not TOML: {exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"{path.name}: {first_validation_error(exc)}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its kind and its first line."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return first if isinstance(exc, ValueError) and first else f"{type(exc).__name__}: {first}"
+
+
+def _stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """What decides whether ``path`` changed: its size and modification time (none: absent)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return ()
+    return ((path.name, info.st_size, info.st_mtime_ns),)
+
+
+async def watch(repository: ModelRepository, service: CloudService, poll_s: float) -> None:
+    """Serve the repository's changes as they come: every ``poll_s``, load what changed on a
+    thread of its own (the event loop and the tails go on meanwhile) and swap the catalog."""
+    base = [m for m in service.catalog.served.values() if not m.from_repository]
+    while True:
+        await asyncio.sleep(poll_s)
+        try:
+            catalog = await asyncio.to_thread(repository.refresh, base)
+        except Exception:  # the poll outlives any one bad pass; the log says why
+            log.exception("model repository %s: this check failed", repository.root)
+            continue
+        if catalog is not None:
+            service.catalog = catalog
