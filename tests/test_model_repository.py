@@ -42,7 +42,7 @@ def save(root: Path, name: str, version: int, seed: int) -> torch.Tensor:
     net = Small().eval()
     folder = root / name / str(version)
     folder.mkdir(parents=True)
-    partial = folder / "model.pt2.part"  # written aside and renamed, as a deployment would
+    partial = folder / "incoming.pt2"  # written aside and renamed, as a deployment would
     torch.export.save(torch.export.export(net, (SAMPLE,)), partial)
     partial.rename(folder / "model.pt2")
     with torch.no_grad():

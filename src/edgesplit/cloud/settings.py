@@ -109,6 +109,12 @@ class ServerSettings(BaseSettings):
     def _known_device(cls, value: str) -> str:
         return check_device(value)
 
+    @field_validator("model_repository")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Absolute, so that Ray's replicas (another working directory) find it too."""
+        return None if value is None else value.resolve()
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_names(cls, value: object) -> object:
