@@ -75,12 +75,15 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """A repository with two versions of ``small`` and three broken files, served."""
     root = tmp_path_factory.mktemp("repository")
     answers = {"1": save(root, "small", 1, seed=1), "2": save(root, "small", 2, seed=2)}
-    for name, content in (("truncated", (root / "small/1/model.pt2").read_bytes()[:300]),
-                          ("not_a_program", b"hello"),
-                          ("planted", a_pickle_not_ours(root / "small/1/model.pt2",
-                                                        root.parent / "unpickled"))):
+    (root / "small" / "config.toml").write_text(
+        "split_points = [0, 2]\n[batching]\nmax_batch = 2\ndynamic = false\n")
+    good = root / "small" / "1" / "model.pt2"
+    for name, content in (("truncated", good.read_bytes()[:300]), ("not_a_program", b"hello"),
+                          ("planted", a_pickle_not_ours(good, root.parent / "unpickled")),
+                          ("misconfigured", good.read_bytes())):
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "model.pt2").write_bytes(content)
+    (root / "misconfigured" / "config.toml").write_text("split_points = [0, 99]\n")
     with CloudProcess("--model-repository", str(root), "--repository-poll-s", "0.2",
                       models="mnist_cnn") as server:
         yield root, server, answers
@@ -109,12 +112,13 @@ def test_versions_serve_side_by_side_and_changes_are_picked_up_while_serving(
     assert {key: row["state"] for key, row in index.items()} == {
         ("mnist_cnn", "1"): "READY", ("small", "1"): "READY", ("small", "2"): "READY",
         ("truncated", "1"): "UNAVAILABLE", ("not_a_program", "1"): "UNAVAILABLE",
-        ("planted", "1"): "UNAVAILABLE"}
-    for broken in ("truncated", "not_a_program", "planted"):
+        ("planted", "1"): "UNAVAILABLE", ("misconfigured", "1"): "UNAVAILABLE"}
+    for broken in ("truncated", "not_a_program", "planted", "misconfigured"):
         reason = index[(broken, "1")]["reason"]
         assert reason and "\n" not in reason, reason
         assert infer(server, f"/v2/models/{broken}").status_code == 404
     assert not (root.parent / "unpickled").exists()  # the planted pickle never ran
+    assert "99" in index[("misconfigured", "1")]["reason"]
     assert index[("small", "1")]["digest"] != index[("small", "2")]["digest"]
 
     for version, answer in answers.items():
@@ -125,6 +129,9 @@ def test_versions_serve_side_by_side_and_changes_are_picked_up_while_serving(
     metadata = httpx.get(f"{server.url}/v2/models/small", timeout=30).json()
     assert metadata["versions"] == ["1", "2"]
     assert metadata["parameters"]["model_digest"] == index[("small", "2")]["digest"]
+    # config.toml: split points 0 and 2 only
+    assert [p["split_point"] for p in metadata["parameters"]["split_points"]] == [0, 2]
+    assert "not allowed" in infer(server, "/v2/models/small", split_point=1).json()["error"]
 
     late = save(root, "late", 1, seed=3)  # added while serving
     wait_until(lambda: states(server).get(("late", "1"), {}).get("state") == "READY",
