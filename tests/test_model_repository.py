@@ -17,8 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgesplit.cloud.repository import ModelConfig, load_program
-from edgesplit.models.digest import model_digest
+from edgesplit.models.sources import load_model
 from edgesplit.testbed.processes import CloudProcess
 
 from .helpers import wait_until
@@ -72,7 +71,8 @@ def a_pickle_not_ours(good: Path, marker: Path) -> bytes:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[Path, CloudProcess, dict[str, torch.Tensor]]]:
-    """A repository with two versions of ``small`` and three broken files, served."""
+    """A repository with two versions of ``small``, three broken versions and one with a
+    planted pickle, served."""
     root = tmp_path_factory.mktemp("repository")
     answers = {"1": save(root, "small", 1, seed=1), "2": save(root, "small", 2, seed=2)}
     (root / "small" / "config.toml").write_text(
@@ -112,12 +112,13 @@ def test_versions_serve_side_by_side_and_changes_are_picked_up_while_serving(
     assert {key: row["state"] for key, row in index.items()} == {
         ("mnist_cnn", "1"): "READY", ("small", "1"): "READY", ("small", "2"): "READY",
         ("truncated", "1"): "UNAVAILABLE", ("not_a_program", "1"): "UNAVAILABLE",
-        ("planted", "1"): "UNAVAILABLE", ("misconfigured", "1"): "UNAVAILABLE"}
-    for broken in ("truncated", "not_a_program", "planted", "misconfigured"):
+        ("misconfigured", "1"): "UNAVAILABLE",
+        ("planted", "1"): "READY"}  # its sample input is never read: the program has the shape
+    for broken in ("truncated", "not_a_program", "misconfigured"):
         reason = index[(broken, "1")]["reason"]
         assert reason and "\n" not in reason, reason
         assert infer(server, f"/v2/models/{broken}").status_code == 404
-    assert not (root.parent / "unpickled").exists()  # the planted pickle never ran
+    assert not (root.parent / "unpickled").exists()  # the planted pickle was never unpickled
     assert "99" in index[("misconfigured", "1")]["reason"]
     assert index[("small", "1")]["digest"] != index[("small", "2")]["digest"]
 
@@ -129,9 +130,13 @@ def test_versions_serve_side_by_side_and_changes_are_picked_up_while_serving(
     metadata = httpx.get(f"{server.url}/v2/models/small", timeout=30).json()
     assert metadata["versions"] == ["1", "2"]
     assert metadata["parameters"]["model_digest"] == index[("small", "2")]["digest"]
-    # config.toml: split points 0 and 2 only
+    # config.toml: split points 0 and 2 only, two rows a request
     assert [p["split_point"] for p in metadata["parameters"]["split_points"]] == [0, 2]
     assert "not allowed" in infer(server, "/v2/models/small", split_point=1).json()["error"]
+    three = {"inputs": [{"name": "x", "shape": [3, 1, 8, 8], "datatype": "FP32",
+                         "data": [0.0] * 192}]}
+    too_many = httpx.post(f"{server.url}/v2/models/small/infer", json=three, timeout=60)
+    assert too_many.status_code == 400 and "max 2 rows" in too_many.json()["error"], too_many.text
 
     late = save(root, "late", 1, seed=3)  # added while serving
     wait_until(lambda: states(server).get(("late", "1"), {}).get("state") == "READY",
@@ -146,8 +151,8 @@ def test_versions_serve_side_by_side_and_changes_are_picked_up_while_serving(
 def test_another_version_of_the_model_gets_409(
         repository: tuple[Path, CloudProcess, dict[str, torch.Tensor]]) -> None:
     root, server, answers = repository
-    # The digest of version 1 as an edge computes it, in this process, from the same file.
-    one = model_digest(load_program(root / "small" / "1", ModelConfig()))
+    # Version 1's digest as an edge takes it, in this process, from the same file.
+    one = load_model(str(root / "small" / "1" / "model.pt2")).digest
     refused = infer(server, "/v2/models/small", model_digest=one)  # the latest is version 2
     assert refused.status_code == 409
     message = refused.json()["error"]

@@ -36,7 +36,7 @@ from edgesplit.cloud.errors import status_of
 from edgesplit.cloud.kernels import tune_linears
 from edgesplit.cloud.limits import Admission, BodyPace
 from edgesplit.cloud.metrics import Metrics, RequestCounter, route_of
-from edgesplit.cloud.repository import ModelRepository, load_program, watch
+from edgesplit.cloud.repository import ModelRepository, load_version, watch
 from edgesplit.cloud.routers import docs, index, load, metrics, offload, oip, probe
 from edgesplit.cloud.security import Authenticator, authenticate
 from edgesplit.cloud.service import CloudService
@@ -45,6 +45,7 @@ from edgesplit.cloud.state import CloudState
 from edgesplit.cloud.tail import BatcherFactory, TailRunner
 from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import EdgesplitError, first_validation_error
+from edgesplit.models.names import model_name
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def create_app(settings: ServerSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
-        loaded = service or CloudService.from_zoo(settings.zoo_models, settings.max_batch,
+        loaded = service or CloudService.from_zoo(settings.listed_models, settings.max_batch,
                                                   settings.device)
         for name in loaded.models:
             tune(name, loaded.split(name))
@@ -93,7 +94,7 @@ def create_app(settings: ServerSettings | None = None,
                        min_rate=settings.min_body_rate_kb * 1024)
     app.add_middleware(RequestCounter, counter=metrics_.requests)
     served = (None if settings.model_repository is not None else  # names known as they come
-              list(service.models if service is not None else settings.models))
+              list(service.models if service is not None else map(model_name, settings.models)))
     for api in (oip.router(served), index.router, offload.router, probe.router, load.router,
                 metrics.router, docs.router):
         app.include_router(api)
@@ -108,7 +109,7 @@ async def serving_repository(settings: ServerSettings, service: CloudService,
     if settings.model_repository is None:
         yield
         return
-    repository = ModelRepository(settings.model_repository, load_program,
+    repository = ModelRepository(settings.model_repository, load_version,
                                  taken=list(service.models),
                                  prepare=lambda split: tune("a repository model", split))
     base = list(service.catalog.served.values())

@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgesplit.cloud.errors import DigestMismatch
 from edgesplit.core.splitting import SplitModel
-from edgesplit.errors import InvalidSplitPoint, UnknownModel, WireFormatError
+from edgesplit.errors import (
+    InvalidSplitPoint,
+    ModelVersionMismatch,
+    UnknownModel,
+    WireFormatError,
+)
 
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
@@ -120,13 +124,14 @@ def check_split_point(model: ServedModel, value: object) -> int:
 
 
 def check_digest(model: ServedModel, given: object) -> None:
-    """Refuse a request that names another version's digest (``model_digest``); none: any."""
+    """Refuse (409) a request that names another version's digest (``model_digest``); a
+    request without one is not checked (a plain OIP client)."""
     if given is None:
         return
     if not isinstance(given, str):
         raise WireFormatError("the parameter model_digest must be a string (sha256:<hex>)")
     if given != model.digest:
-        raise DigestMismatch(
+        raise ModelVersionMismatch(
             f"model_digest {given[:80]!r} is not the digest of {model.name} version "
             f"{model.version} served here ({model.digest}): the edge and the cloud hold "
             "different models; deploy the same model file on both")

@@ -28,6 +28,7 @@ class OffloadRequest(BaseModel):
     model: str
     shape: list[int] | None = Field(default=None, max_length=16)
     dtype: str = "float32"
+    model_digest: str | None = Field(default=None, max_length=80)  # 409 unless the served one
 
 
 def datatype_of(dtype: str) -> str:
@@ -95,7 +96,9 @@ def decode_offload(service: CloudService, body: bytes) -> tuple[OffloadRequest,
         request = OffloadRequest.model_validate_json(body)
     except ValidationError as exc:
         raise WireFormatError(first_validation_error(exc)) from exc
-    check_split_point(service.served(request.model), request.splitting_point)
+    served = service.served(request.model)
+    check_split_point(served, request.splitting_point)
+    check_digest(served, request.model_digest)
     return request, offload_tensors(service, request)
 
 

@@ -6,6 +6,7 @@ from edgesplit.errors import (
     EdgesplitError,
     InvalidArgument,
     InvalidSplitPoint,
+    ModelVersionMismatch,
     Unauthorized,
     UnknownModel,
     WireFormatError,
@@ -29,21 +30,16 @@ class NotFinite(EdgesplitError):
     overflow the first layer): the cloud answers no such output."""
 
 
-class DigestMismatch(EdgesplitError):
-    """A request naming another version of the model (``model_digest``) than the one served:
-    answered 409 so that the edge finishes the inference itself, never with the wrong weights."""
-
-
 STATUS: dict[type[EdgesplitError], int] = {
     UnknownModel: 404,
     InvalidSplitPoint: 400,
+    ModelVersionMismatch: 409,
     WireFormatError: 400,
     InvalidArgument: 400,
     Unauthorized: 401,
     PayloadTooLarge: 413,
     RequestTimeout: 408,
     NotFinite: 422,
-    DigestMismatch: 409,
     Overloaded: 503,
 }
 

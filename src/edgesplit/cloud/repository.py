@@ -25,28 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import threading
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgesplit.cloud.catalog import Catalog, ServedModel, Unavailable
 from edgesplit.cloud.service import CloudService
-from edgesplit.core.splitting import SplitModel, torch_dtype
+from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import first_validation_error
 from edgesplit.models.digest import model_digest
+from edgesplit.models.sources import load_program
 
 log = logging.getLogger(__name__)
 
-FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-_ENVIRONMENT = threading.Lock()  # one loader at a time sets and restores the variable
 MODEL_FILE = "model.pt2"
 CONFIG_FILE = "config.toml"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -155,41 +150,16 @@ class ModelRepository:
         return served
 
 
-def load_program(directory: Path, config: ModelConfig) -> SplitModel:
-    """``model.pt2`` in ``directory`` as a split, its sample from the config or the program."""
+def load_version(directory: Path, config: ModelConfig) -> SplitModel:
+    """``model.pt2`` in a version's ``directory`` as a split: read and checked by
+    ``models.sources`` (nothing in it is unpickled or run), its sample input the program's own
+    or the config's ``[input]``."""
     path = directory / MODEL_FILE
     if not path.is_file():
         raise ValueError(f"no {MODEL_FILE} in {directory.name}/")
-    with weights_only():
-        program = torch.export.load(path)
-    if config.input is not None:
-        sample = torch.zeros(config.input.shape, dtype=torch_dtype(config.input.dtype))
-    elif program.example_inputs is not None and len(program.example_inputs[0]) == 1:
-        sample = program.example_inputs[0][0]
-    else:
-        raise ValueError(f"{MODEL_FILE} holds no sample input: give [input] shape in "
-                         f"{CONFIG_FILE}")
-    return SplitModel(program.module(), sample)
-
-
-@contextmanager
-def weights_only() -> Iterator[None]:
-    """Every ``torch.load`` meanwhile unpickles tensors and plain containers only.
-
-    ``torch.export.load`` reads a program's weights, constants and sample inputs with
-    ``torch.load(weights_only=True)`` but, when that fails, tries again with
-    ``weights_only=False``: full pickle, which runs any code a crafted file names. Torch's
-    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (read at each call) turns that retry into a refusal."""
-    with _ENVIRONMENT:
-        before = os.environ.get(FORCE_WEIGHTS_ONLY)
-        os.environ[FORCE_WEIGHTS_ONLY] = "1"
-        try:
-            yield
-        finally:
-            if before is None:
-                del os.environ[FORCE_WEIGHTS_ONLY]
-            else:
-                os.environ[FORCE_WEIGHTS_ONLY] = before
+    given = config.input
+    split, _ = load_program(path, given.shape if given else None, given.dtype if given else None)
+    return split
 
 
 def read_config(path: Path) -> ModelConfig:

@@ -15,8 +15,10 @@ from edgesplit.cloud.device import check_device
 from edgesplit.cloud.errors import NotFinite
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel, torch_dtype
-from edgesplit.errors import WireFormatError
+from edgesplit.errors import InvalidArgument, WireFormatError
 from edgesplit.models.digest import model_digest
+from edgesplit.models.names import is_zoo
+from edgesplit.models.sources import load_model
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,20 @@ class CloudService:
     @classmethod
     def from_zoo(cls, names: Sequence[str], max_batch: int = 16,
                  device: str = "cpu") -> CloudService:
+        """The service of ``names``: zoo names, and sources of one's own (``.pt2`` program
+        files, ``package.module:factory``; see ``edgesplit.models.sources``), each served
+        under its name."""
         target = torch.device(check_device(device))
         models = {}
         for name in names:
             log.info("loading %s on %s", name, target)
+            if not is_zoo(name):
+                loaded = load_model(name)
+                if target.type != "cpu":
+                    raise InvalidArgument(f"{name}: models of one's own are served on the CPU "
+                                          "only (--device cpu)")
+                models[loaded.name] = loaded.split
+                continue
             models[name] = (zoo.build_split(name) if target.type == "cpu" else
                             SplitModel(zoo.build_model(name).to(target),
                                        zoo.sample_input(name).to(target)))
