@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 import subprocess
@@ -16,9 +17,12 @@ import torch
 from torch import nn
 
 from edgesplit.cli import main
+from edgesplit.cloud.decoding import decode_offload
+from edgesplit.cloud.errors import status_of
+from edgesplit.cloud.service import CloudService
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.zoo import build_split
-from edgesplit.errors import EdgesplitError, ModelSourceError
+from edgesplit.errors import EdgesplitError, ModelSourceError, ModelVersionMismatch
 from edgesplit.models.digest import model_digest
 from edgesplit.models.sources import load_model
 from edgesplit.testbed.processes import free_port
@@ -227,7 +231,7 @@ def test_other_broken_sources_are_one_line(program: tuple[Path, nn.Module],
         (f"{here}:not_a_module", "returned str"),
         (f"{here}:example_net", "returned no sample input: give its shape with --input-shape"),
         ("no_such_package.nets:make", "cannot import"),
-        ("not a model", "is not a model"),
+        ("not a model", "unknown model 'not a model': expected one of alexnet"),
     ]:
         with pytest.raises(EdgesplitError, match=message) as caught:
             load_model(source)
@@ -259,3 +263,19 @@ def test_a_broken_model_file_is_one_line_and_exit_2_on_every_command(
         assert main(args) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and "broken.pt2 is not a torch.export program" in lines[0], args
+
+
+def test_a_cloud_refuses_another_version_on_both_routes_and_checks_nothing_without_one() -> None:
+    split = small()
+    service = CloudService({"small": split})
+    digest = model_digest(split)
+    assert status_of(ModelVersionMismatch("")) == 409
+    service.check_digest("small", digest)
+    service.check_digest("small", None)  # a plain OIP client
+    with pytest.raises(ModelVersionMismatch, match="not the version served here"):
+        service.check_digest("small", model_digest(small(seed=1)))
+    body = {"tensor": base64.b64encode(torch.zeros(1, 3, 8, 8).numpy().tobytes()).decode(),
+            "splitting_point": 0, "model": "small"}
+    decode_offload(service, json.dumps(body).encode())
+    with pytest.raises(ModelVersionMismatch):
+        decode_offload(service, json.dumps(body | {"model_digest": "sha256:0"}).encode())

@@ -41,6 +41,35 @@ def edge_run(program: Path, url: str, env: dict[str, str]) -> tuple[list[dict[st
     return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
+def experiment_edge(program: Path, url: str) -> dict[str, object]:
+    """The experiment's edge worker (``experiment --models my_net.pt2``) on the program: it
+    profiles, loads and runs one inference split with the cloud, asked by name."""
+    worker = subprocess.Popen([sys.executable, "-m", "edgesplit.testbed.edge_worker", url,
+                               str(program), "1"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert worker.stdin is not None and worker.stdout is not None
+
+    def ask(request: dict[str, object]) -> dict[str, object]:
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(json.dumps(request) + "\n")
+        worker.stdin.flush()
+        answer: dict[str, object] = json.loads(worker.stdout.readline())
+        assert "error" not in answer, answer
+        return answer
+
+    try:
+        assert json.loads(worker.stdout.readline()) == {"ready": True}
+        profile = ask({"op": "profile", "model": "my_net", "repeats": 2})["profile"]
+        ask({"op": "load", "model": "my_net", "profile": profile})
+        measurement = ask({"op": "infer", "model": "my_net", "split_point": 3, "clock_ghz": 1.5,
+                           "bandwidth_kbps": 7200, "rtt_ms": 20})["measurement"]
+        assert isinstance(measurement, dict)
+        return measurement
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=60)
+
+
 def test_the_own_model_walkthrough_and_a_cloud_of_another_version(tmp_path: Path) -> None:
     env = {"EDGESPLIT_CACHE_DIR": str(tmp_path / "cache")}
     mine, theirs = export(tmp_path / "v1", seed=0), export(tmp_path / "v2", seed=1)
@@ -54,7 +83,9 @@ def test_the_own_model_walkthrough_and_a_cloud_of_another_version(tmp_path: Path
     right = int(top1(own.split(own.sample))[0])
     with CloudProcess(models=str(mine)) as cloud:
         rows, _ = edge_run(mine, cloud.url, env)
+        measured = experiment_edge(mine, cloud.url)
     assert [(r["finished"], r["top1_class"]) for r in rows] == [("cloud", right)] * 3
+    assert (measured["finished"], measured["top1_class"]) == ("cloud", right)
 
     other = load_model(str(theirs))
     assert other.digest != own.digest

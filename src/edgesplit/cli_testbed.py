@@ -84,7 +84,8 @@ def status(tag: str | None, as_json: bool) -> None:
 @click.option("--out", "out_dir", required=True, type=Writable(folder=True),
               help="Folder for config.json, runs.csv, profiles and logs (resumed if it exists).")
 @click.option("--models", default="alexnet,vgg16,mnist_cnn", show_default=True,
-              help="Comma list of zoo models.")
+              help="Comma list of models: zoo names, torch.export program files (.pt2) or "
+              "package.module:factory.")
 @click.option("--settings", type=click.IntRange(1, 30), default=15, show_default=True,
               help="Settings drawn from the pools.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
@@ -118,15 +119,16 @@ def experiment(out_dir: Path, models: str, settings: int, repeats: int, seed: in
         TimeRemainingColumn,
     )
 
-    from edgesplit.core import zoo
     from edgesplit.extras import require_extra
 
     require_extra("edgesplit experiment", "all")  # it runs a cloud and an edge and draws plots
     from edgesplit.evaluation.experiment import Experiment, ExperimentConfig
+    from edgesplit.models.names import PROGRAM_SUFFIX, check_source
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    names = tuple(str(Path(m.strip()).resolve()) if m.strip().endswith(PROGRAM_SUFFIX) else
+                  m.strip() for m in models.split(",") if m.strip())  # processes elsewhere
     for name in names:
-        zoo.get_spec(name)
+        check_source(name)
     ctx = click.get_current_context()
     given = {k for k in ("models", "settings", "repeats")
              if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}

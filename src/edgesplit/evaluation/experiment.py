@@ -48,6 +48,7 @@ from edgesplit.errors import InvalidArgument, TestbedError
 from edgesplit.evaluation.conditions import Setting, draw_pools, draw_settings
 from edgesplit.evaluation.runs import EDGES, WEIGHT, RunsFile, Unit, predictors, strategies
 from edgesplit.measuring.store import read_profile, write_profile
+from edgesplit.models.names import model_name
 from edgesplit.testbed.bench import (
     MAX_CLOCK_GHZ,
     Bench,
@@ -93,6 +94,12 @@ class ExperimentConfig:
                                   f"the kernel's minimum quota) and 1, got {self.edge_speed}")
         if self.repeats < 1 or self.settings < 1 or not self.models:
             raise InvalidArgument("give at least one model, one setting and one repeat")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The models' names: ``models`` are sources (zoo names, ``.pt2`` files, factories),
+        which only the testbed's cloud and edge load; the experiment knows them by name."""
+        return tuple(model_name(source) for source in self.models)
 
     @classmethod
     def quick(cls, **changes: Any) -> ExperimentConfig:
@@ -163,7 +170,7 @@ class Experiment:
         """The run itself, inside ``claim()``."""
         settings = self.settings
         mode = resolve_testbed(self.config.testbed)
-        models = list(self.config.models)
+        models = list(self.config.names)
         began = datetime.now(UTC)
         self._clean_up_after_a_crash(mode)
         tag = secrets.token_hex(3)
@@ -404,7 +411,7 @@ def plan_units(config: ExperimentConfig, settings: list[Setting], profiles: dict
     """Every unit, setting by setting, repeat by repeat, model by model."""
     for setting in settings:
         for repeat in range(config.repeats):
-            for model in config.models:
+            for model in config.names:
                 n = profiles[model].n_layers + 1
                 if methods[model] == "parts":
                     yield Unit(model, setting.index, repeat, "parts", n_split_points=n)

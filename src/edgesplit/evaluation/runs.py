@@ -25,6 +25,7 @@ from edgesplit.core.policies import STRATEGIES as RULES
 from edgesplit.core.policies import Strategy
 from edgesplit.core.predictors import PREDICTORS
 from edgesplit.errors import InvalidArgument
+from edgesplit.models.names import is_zoo
 
 COLUMNS = ("model", "edge", "predictor", "strategy", "setting", "repeat", "bandwidth_kbps",
            "clock_ghz", "rtt_ms", "split_point", "codec", "predicted_latency_s", "latency_s",
@@ -183,16 +184,18 @@ def _problem(row: dict[str, Any], config: Any, settings: Sequence[Any]) -> str |
     """What is wrong with one row of ``runs.csv`` for this experiment; None when nothing."""
     if None in row or None in row.values():
         return f"{len(COLUMNS)} fields expected"
-    if row["model"] not in config.models:
+    if row["model"] not in config.names:
         return f"model {row['model']!r} is not one of this experiment's " \
-            f"({', '.join(config.models)})"
+            f"({', '.join(config.names)})"
     choices = {"edge": EDGES, "strategy": (*strategies(), "oracle"), "method": ("e2e", "parts"),
                "predictor": (*predictors(), "")}
     for column, allowed in choices.items():
         if row[column] not in allowed:
             return f"{column}={row[column]!r}, not one of {', '.join(map(repr, allowed))}"
     bounds = {"setting": len(settings), "repeat": config.repeats,
-              "split_point": zoo.get_spec(row["model"]).split_points}
+              # a model of one's own: its cuts are known from its profile, checked as measured
+              "split_point": zoo.get_spec(row["model"]).split_points if is_zoo(row["model"])
+              else 1 << 20}
     for column, end in bounds.items():
         if not row[column].isdigit() or int(row[column]) >= end:
             return f"{column}={row[column]!r}, not a whole number below {end}"

@@ -93,9 +93,10 @@ def _dtype(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def _raw_bytes(tensor: torch.Tensor) -> bytes:
-    """The tensor's values as bytes in row-major order (any dtype, bfloat16 included)."""
+def _raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's values as bytes in row-major order (any dtype, bfloat16 included), not
+    copied where they already lie so."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
-    return flat.view(torch.uint8).numpy().tobytes()
+    return flat.view(torch.uint8).numpy().data

@@ -29,7 +29,7 @@ def model_name(source: str) -> str:
     if module and function.isidentifier():
         return function
     raise UnknownModel(
-        f"{source!r} is not a model: give a zoo name ({', '.join(zoo.MODELS)}), a torch.export "
+        f"unknown model {source!r}: expected one of {', '.join(zoo.MODELS)}, a torch.export "
         f"program file (*{PROGRAM_SUFFIX}) or a Python factory (package.module:function)")
 
 

@@ -178,6 +178,10 @@ def checked_archive(data: bytes, path: Path) -> bytes:
                 f"{root}archive_format") != b"pt2":
             raise ModelSourceError(f"{path} is a zip archive but not a torch.export program "
                                    "(no archive_format pt2): write it with torch.export.save")
+        unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > MAX_PROGRAM_BYTES:  # zipfile reads no member past its stated size
+            raise ModelSourceError(f"{path} unpacks to {unpacked} bytes: more than the "
+                                   f"{MAX_PROGRAM_BYTES >> 30} GiB a program may have")
         for name in names:
             _check_member(archive, name, name.removeprefix(root), path)
         return _rewritten(archive, root)

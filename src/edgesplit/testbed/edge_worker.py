@@ -31,15 +31,14 @@ from typing import Any
 
 import torch
 
-from edgesplit.core import zoo
 from edgesplit.core.planning import Objective
 from edgesplit.core.profiles import Profile
-from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.runtime import EdgeRuntime, Timing
 from edgesplit.errors import EdgesplitError
 from edgesplit.measuring.store import cached_planner
+from edgesplit.models.sources import load_model
 from edgesplit.wire.codecs import encode_tensor, parse_codec
 
 
@@ -56,8 +55,9 @@ class _Clock:
 class Worker:
     def __init__(self, cloud_url: str, models: list[str]) -> None:
         self.cloud_url = cloud_url
-        self.splits = {m: SplitModel(zoo.build_model(m), zoo.sample_input(m)) for m in models}
-        self.inputs = {m: zoo.sample_input(m) for m in models}
+        loaded = [load_model(source) for source in models]  # zoo names and one's own files
+        self.splits = {m.name: m.split for m in loaded}
+        self.inputs = {m.name: m.sample for m in loaded}
         self.runtimes: dict[str, EdgeRuntime] = {}
         self.clock = _Clock()
         self.client = CloudClient(cloud_url)
