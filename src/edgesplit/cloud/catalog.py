@@ -132,9 +132,9 @@ def check_digest(model: ServedModel, given: object) -> None:
         raise WireFormatError("the parameter model_digest must be a string (sha256:<hex>)")
     if given != model.digest:
         raise ModelVersionMismatch(
-            f"model_digest {given[:80]!r} is not the digest of {model.name} version "
-            f"{model.version} served here ({model.digest}): the edge and the cloud hold "
-            "different models; deploy the same model file on both")
+            f"the edge's {model.name} ({given[:80]}) is not the version served here (version "
+            f"{model.version}, {model.digest}): the edge and the cloud hold different models; "
+            "serve the same model file on both sides")
 
 
 def _number(version: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from edgesplit.cloud.catalog import Catalog, ServedModel
+from edgesplit.cloud.catalog import Catalog, ServedModel, check_digest
 from edgesplit.cloud.device import check_device
 from edgesplit.cloud.errors import NotFinite
 from edgesplit.core import zoo
@@ -87,6 +87,11 @@ class CloudService:
         """Rows one request for ``name`` may carry: its config's limit within the server's."""
         own = self.served(name).max_batch
         return self.max_batch if own is None else min(own, self.max_batch)
+
+    def check_digest(self, name: str, digest: object) -> None:
+        """Refuse (``ModelVersionMismatch``, 409) a ``model_digest`` that is not the digest of
+        the version ``name`` resolves to; none: not checked (a plain OIP client)."""
+        check_digest(self.served(name), digest)
 
     def max_elements(self, name: str, split_point: int) -> int:
         """The most elements one input tensor may have: the largest cut tensor, full batch."""
