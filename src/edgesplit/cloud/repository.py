@@ -114,16 +114,17 @@ class ModelRepository:
         """Every ``(name, version)`` directory in the repository and its files' stamps."""
         found: dict[tuple[str, str], Stamp] = {}
         try:
-            names = sorted(p for p in self.root.iterdir() if NAME.fullmatch(p.name) and p.is_dir())
-        except OSError as exc:
+            for model in sorted(self.root.iterdir()):
+                if not (NAME.fullmatch(model.name) and model.is_dir()):
+                    continue
+                config = _stamp(model / CONFIG_FILE)
+                for version in model.iterdir():
+                    if VERSION.fullmatch(version.name) and version.is_dir():
+                        found[(model.name, version.name)] = (
+                            *config, *_stamp(version / MODEL_FILE))
+        except OSError as exc:  # unreadable now (permissions, a mount gone): keep serving
             log.warning("model repository %s cannot be read: %s", self.root, exc)
-            return {key: loaded.stamp for key, loaded in self._loaded.items()}  # keep serving
-        for model in names:
-            config = _stamp(model / CONFIG_FILE)
-            for version in model.iterdir():
-                if VERSION.fullmatch(version.name) and version.is_dir():
-                    found[(model.name, version.name)] = (
-                        *config, *_stamp(version / MODEL_FILE))
+            return {key: loaded.stamp for key, loaded in self._loaded.items()}
         return found
 
     def _load(self, name: str, version: str) -> ServedModel | Unavailable:
