@@ -291,6 +291,9 @@ def click_type(annotation: Any) -> click.ParamType[Any] | None:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return click.Choice([str(arg) for arg in typing.get_args(annotation)])
+    if origin is typing.Annotated and any(getattr(m, "path_type", None) == "dir"
+                                          for m in annotation.__metadata__):
+        return click.Path(exists=True, file_okay=False, path_type=Path)  # DirectoryPath
     given = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     if origin is not list and given:  # X | None
         return click_type(given[0])

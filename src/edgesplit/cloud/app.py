@@ -17,8 +17,9 @@ nothing from the wire is unpickled or evaluated.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -35,12 +36,14 @@ from edgesplit.cloud.errors import status_of
 from edgesplit.cloud.kernels import tune_linears
 from edgesplit.cloud.limits import Admission, BodyPace
 from edgesplit.cloud.metrics import Metrics, RequestCounter, route_of
-from edgesplit.cloud.routers import docs, load, metrics, offload, oip, probe
+from edgesplit.cloud.repository import ModelRepository, load_version, watch
+from edgesplit.cloud.routers import docs, index, load, metrics, offload, oip, probe
 from edgesplit.cloud.security import Authenticator, authenticate
 from edgesplit.cloud.service import CloudService
 from edgesplit.cloud.settings import ServerSettings
 from edgesplit.cloud.state import CloudState
 from edgesplit.cloud.tail import BatcherFactory, TailRunner
+from edgesplit.core.splitting import SplitModel
 from edgesplit.errors import EdgesplitError, first_validation_error
 from edgesplit.models.names import model_name
 
@@ -66,17 +69,21 @@ def create_app(settings: ServerSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
-        loaded = service or CloudService.from_zoo(settings.models, settings.max_batch,
+        loaded = service or CloudService.from_zoo(settings.listed_models, settings.max_batch,
                                                   settings.device)
-        if settings.max_batch_size > 1 and settings.device == "cpu":
-            for name in loaded.models:  # batches on the faster matmul of this CPU
-                chosen = tune_linears(loaded.split(name), settings.max_batch_size)
-                log.info("%s: fully connected kernels by batch size: %s", name, chosen)
+        for name in loaded.models:
+            tune(name, loaded.split(name))
         cloud.runner = TailRunner(loaded, settings.workers, metrics_,
                                   batcher if settings.max_batch_size > 1 else None)
-        log.info("ready: %s", ", ".join(loaded.models))
-        yield
+        async with serving_repository(settings, loaded, tune):
+            log.info("ready: %s", ", ".join(loaded.models))
+            yield
         cloud.runner.close()
+
+    def tune(name: str, split: SplitModel) -> None:
+        if settings.max_batch_size > 1 and settings.device == "cpu":
+            chosen = tune_linears(split, settings.max_batch_size)  # batches' faster matmul
+            log.info("%s: fully connected kernels by batch size: %s", name, chosen)
 
     app = FastAPI(title="edgesplit cloud", version="1", lifespan=lifespan,
                   dependencies=[Depends(authenticate)],
@@ -86,12 +93,33 @@ def create_app(settings: ServerSettings | None = None,
                        grace_s=settings.body_timeout_s,
                        min_rate=settings.min_body_rate_kb * 1024)
     app.add_middleware(RequestCounter, counter=metrics_.requests)
-    served = list(service.models if service is not None else map(model_name, settings.models))
-    for api in (oip.router(served), offload.router, probe.router, load.router, metrics.router,
-                docs.router):
+    served = (None if settings.model_repository is not None else  # names known as they come
+              list(service.models if service is not None else map(model_name, settings.models)))
+    for api in (oip.router(served), index.router, offload.router, probe.router, load.router,
+                metrics.router, docs.router):
         app.include_router(api)
     add_error_handlers(app, metrics_)
     return app
+
+
+@asynccontextmanager
+async def serving_repository(settings: ServerSettings, service: CloudService,
+                             tune: Callable[[str, SplitModel], None]) -> AsyncIterator[None]:
+    """With ``--model-repository``: its models loaded now, and watched while serving."""
+    if settings.model_repository is None:
+        yield
+        return
+    repository = ModelRepository(settings.model_repository, load_version,
+                                 taken=list(service.models),
+                                 prepare=lambda split: tune("a repository model", split))
+    base = list(service.catalog.served.values())
+    first = await asyncio.to_thread(repository.refresh, base)
+    service.catalog = first or service.catalog  # None: the repository is empty
+    poll = asyncio.create_task(watch(repository, service, settings.repository_poll_s))
+    try:
+        yield
+    finally:
+        poll.cancel()
 
 
 def add_error_handlers(app: FastAPI, metrics_: Metrics) -> None:

@@ -12,6 +12,7 @@ import math
 import torch
 from pydantic import BaseModel, Field, ValidationError
 
+from edgesplit.cloud.catalog import check_digest, check_split_point
 from edgesplit.cloud.service import CloudService
 from edgesplit.core.splitting import TensorSpec, torch_dtype
 from edgesplit.errors import WireFormatError, first_validation_error
@@ -40,10 +41,12 @@ def datatype_of(dtype: str) -> str:
 
 def decode_infer(service: CloudService, model: str, body: bytes,
                  header_length: str | None) -> tuple[InferenceRequest, int, list[torch.Tensor]]:
-    """An OIP request body: the parsed request, its split point and the cut's tensors."""
+    """An OIP request body: the parsed request, its split point and the cut's tensors.
+    A ``model_digest`` parameter must be the served version's (else 409)."""
     parsed, payloads = parse_request(body, header_length)
-    service.check_digest(model, parsed.parameters.get("model_digest"))
-    split_point = service.split(model).check_split_point(parsed.parameters.get("split_point", 0))
+    served = service.served(model)
+    check_digest(served, parsed.parameters.get("model_digest"))
+    split_point = check_split_point(served, parsed.parameters.get("split_point", 0))
     return parsed, split_point, match_inputs(service, model, split_point, parsed, payloads)
 
 
@@ -68,7 +71,7 @@ def match_inputs(service: CloudService, model: str, split_point: int,
                 f"{', '.join(s.name for s in specs)}; missing {', '.join(missing)}")
         pairs = [by_name[s.name] for s in specs]
     for spec, (item, _) in zip(specs, pairs, strict=True):
-        check_batch(spec, item.shape, service.max_batch)
+        check_batch(spec, item.shape, service.max_batch_of(model))
     limit = service.max_elements(model, split_point)
     return [input_tensor(item, payload, limit) for item, payload in pairs]
 
@@ -93,8 +96,9 @@ def decode_offload(service: CloudService, body: bytes) -> tuple[OffloadRequest,
         request = OffloadRequest.model_validate_json(body)
     except ValidationError as exc:
         raise WireFormatError(first_validation_error(exc)) from exc
-    service.split(request.model).check_split_point(request.splitting_point)
-    service.check_digest(request.model, request.model_digest)
+    served = service.served(request.model)
+    check_split_point(served, request.splitting_point)
+    check_digest(served, request.model_digest)
     return request, offload_tensors(service, request)
 
 

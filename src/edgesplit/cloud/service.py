@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 
+from edgesplit.cloud.catalog import Catalog, ServedModel, check_digest
 from edgesplit.cloud.device import check_device
 from edgesplit.cloud.errors import NotFinite
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel, torch_dtype
-from edgesplit.errors import InvalidArgument, ModelVersionMismatch, UnknownModel, WireFormatError
+from edgesplit.errors import InvalidArgument, WireFormatError
 from edgesplit.models.digest import model_digest
 from edgesplit.models.names import is_zoo
 from edgesplit.models.sources import load_model
@@ -42,12 +43,16 @@ class CloudService:
 
     def __init__(self, models: Mapping[str, SplitModel], max_batch: int = 16,
                  device: str = "cpu") -> None:
-        self.models = dict(models)
         self.max_batch = max_batch
         self.device = torch.device(check_device(device))
-        # Taken now, before any kernel is swapped in (that changes the submodules, not the
-        # answers): the digest an edge holding the same model sends with each offload.
-        self.digests = {name: model_digest(split) for name, split in self.models.items()}
+        # Digests now, before any kernel is swapped (``kernels.tune_linears``) changes the graph.
+        self.catalog = Catalog.of([ServedModel(split, name, digest=model_digest(split))
+                                   for name, split in models.items()])
+
+    @property
+    def models(self) -> dict[str, SplitModel]:
+        """The splits served now, by key (``catalog.py``)."""
+        return {key: served.split for key, served in self.catalog.served.items()}
 
     @classmethod
     def from_zoo(cls, names: Sequence[str], max_batch: int = 16,
@@ -71,32 +76,28 @@ class CloudService:
                                        zoo.sample_input(name).to(target)))
         return cls(models, max_batch, device)
 
+    def served(self, name: str) -> ServedModel:
+        """A served version by key, or a name's latest; ``UnknownModel`` if none."""
+        return self.catalog.entry(name)
+
     def split(self, name: str) -> SplitModel:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise UnknownModel(
-                f"model {name!r} is not served here: expected one of {', '.join(self.models)}"
-            ) from None
+        return self.served(name).split
+
+    def max_batch_of(self, name: str) -> int:
+        """Rows one request for ``name`` may carry: its config's limit within the server's."""
+        own = self.served(name).max_batch
+        return self.max_batch if own is None else min(own, self.max_batch)
 
     def check_digest(self, name: str, digest: object) -> None:
-        """Refuse (``ModelVersionMismatch``, 409) a request whose ``model_digest`` parameter
-        names another version of ``name`` than the one served; a request without one is not
-        checked (a plain OIP client)."""
-        if digest is None:
-            return
-        served = self.digests.get(name)
-        if served is None:  # a model put in ``models`` after the service was made
-            served = self.digests[name] = model_digest(self.split(name))
-        if digest != served:
-            raise ModelVersionMismatch(
-                f"the edge's {name} ({str(digest)[:19]}...) is not the version served here "
-                f"({served[:19]}...): serve the same model file on both sides")
+        """Refuse (``ModelVersionMismatch``, 409) a ``model_digest`` that is not the digest of
+        the version ``name`` resolves to; none: not checked (a plain OIP client)."""
+        check_digest(self.served(name), digest)
 
     def max_elements(self, name: str, split_point: int) -> int:
         """The most elements one input tensor may have: the largest cut tensor, full batch."""
         specs = self.split(name).split_points[split_point].tensors
-        return max(s.max_elements(self.max_batch) for s in specs)
+        limit = self.max_batch_of(name)
+        return max(s.max_elements(limit) for s in specs)
 
     def conform(self, name: str, split_point: int, tensors: list[torch.Tensor]) -> list[
             torch.Tensor]:
@@ -119,9 +120,10 @@ class CloudService:
                 raise WireFormatError(f"the model's input {spec.name} contains infinity")
             out.append(tensor)
         batch = split.check_tensors(out, split_point)
-        if batch > self.max_batch:
+        limit = self.max_batch_of(name)
+        if batch > limit:
             raise WireFormatError(f"a batch of {batch} rows is over this server's limit (max "
-                                  f"{self.max_batch} rows)")
+                                  f"{limit} rows)")
         return [tensor.to(self.device) for tensor in out]
 
     def to_host(self, outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

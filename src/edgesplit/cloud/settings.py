@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator
+from pydantic import DirectoryPath, Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from edgesplit.cloud.device import check_device
@@ -30,6 +30,13 @@ class ServerSettings(BaseSettings):
         default_factory=zoo.model_names,
         description="Models to load, comma-separated: zoo names, torch.export program files "
         "(.pt2, served under the file's stem) or Python factories (package.module:function).")
+    model_repository: DirectoryPath | None = Field(
+        default=None, description="Serve the models in this directory (DIR/<name>/<version>/"
+        "model.pt2, optional DIR/<name>/config.toml), checked for changes while serving; "
+        "with it, --models only if given.")
+    repository_poll_s: float = Field(
+        default=5.0, gt=0, description="Seconds between checks of --model-repository for "
+        "added, changed and removed models.")
     token: SecretStr | None = Field(default=None, description="Accept this bearer token.")
     token_file: Path | None = Field(default=None,
                                     description="Read the bearer token from this file.")
@@ -105,6 +112,12 @@ class ServerSettings(BaseSettings):
     def _known_device(cls, value: str) -> str:
         return check_device(value)
 
+    @field_validator("model_repository")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Absolute, so that Ray's replicas (another working directory) find it too."""
+        return None if value is None else value.resolve()
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_names(cls, value: object) -> object:
@@ -118,6 +131,13 @@ class ServerSettings(BaseSettings):
             if twice:
                 raise ValueError(f"two models would be served as {', '.join(sorted(twice))}")
         return names
+
+    @property
+    def listed_models(self) -> list[str]:
+        """The ``--models`` to serve: with a model repository, only those named explicitly."""
+        if self.model_repository is not None and "models" not in self.model_fields_set:
+            return []
+        return self.models
 
     @property
     def max_body_bytes(self) -> int:

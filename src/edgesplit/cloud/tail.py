@@ -83,7 +83,7 @@ class TailRunner:
 
     async def run(self, model: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
         with self.meter.holding(model, split_point):
-            if self.batcher is not None:
+            if self.batcher is not None and self.service.served(model).batching:
                 result = await self.batcher.run(model, split_point, tensors)
             else:
                 result = await self._alone(model, split_point, tensors)

@@ -188,9 +188,10 @@ def encode_request(tensors: Sequence[EncodedTensor], parameters: Mapping[str, An
 
 
 def encode_response(model: str, outputs: Sequence[EncodedTensor], parameters: Mapping[str, Any],
-                    *, binary: bool, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+                    *, binary: bool, request_id: str | None = None,
+                    version: str = "1") -> tuple[bytes, dict[str, str]]:
     """A response: outputs as JSON ``data`` lists, or as binary data after the JSON header."""
-    header: dict[str, Any] = {"model_name": model, "model_version": "1",
+    header: dict[str, Any] = {"model_name": model, "model_version": version,
                               "parameters": dict(parameters)}
     if request_id is not None:
         header["id"] = request_id

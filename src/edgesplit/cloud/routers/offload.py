@@ -20,14 +20,15 @@ router = APIRouter()
 async def offload(request: Request, cloud: CloudState = Depends(cloud_state)) -> dict[str, Any]:
     def decode(body: bytes) -> TailCall[OffloadRequest]:
         req, tensors = decode_offload(cloud.service, body)
-        return TailCall(req, req.model, req.splitting_point, tensors)
+        # The version resolved once: a repository update meanwhile cannot mix two.
+        return TailCall(req, cloud.service.served(req.model).key, req.splitting_point, tensors)
 
     # A JSON body: held to the JSON limit, refused before it is read when its length says so
     # and as it streams in otherwise (base64 in JSON costs several times its size to decode).
     answer = await run_tail_request(request, cloud, decode, *body_limit(request, cloud.settings))
     req, result = answer.call.request, answer.result
     output = result.outputs[0]  # the thesis's answer has one output; all are in "outputs"
-    specs = cloud.service.split(req.model).outputs
+    specs = cloud.service.split(answer.call.model).outputs
     return {"model": req.model, "splitting_point": req.splitting_point,
             "shape": list(output.shape), "output": output.reshape(-1).tolist(),
             "prediction": int(top1(output)[0]),  # the first sample's
