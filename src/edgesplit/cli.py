@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from edgesplit.cli_export import export
 from edgesplit.cli_options import (
     AUTH_OPTIONS,
     LINK_OPTIONS,
@@ -326,6 +327,7 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
 
 app.add_command(testbed)
 app.add_command(experiment)
+app.add_command(export)
 
 
 @app.group()

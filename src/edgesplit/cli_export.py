@@ -1,0 +1,48 @@
+"""``edgesplit export``: the head and the tail of one split point as files, registered by
+``cli.py``. Heavy imports (torch, the exporters) stay inside the command so ``--help`` stays
+fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from edgesplit.cli_options import Writable
+
+out = Console()
+
+
+@click.command("export")
+@click.option("--model", required=True, help="A zoo model name.")
+@click.option("--split-point", type=click.IntRange(min=0), required=True,
+              help="The cut: the head runs layers 1..K, the tail the rest (1 to N-1).")
+@click.option("--format", "fmt", type=click.Choice(["pt2", "onnx"]), default="pt2",
+              show_default=True,
+              help="torch.export programs, or ONNX (needs the onnx extra).")
+@click.option("--out", "out_dir", type=Writable(folder=True), required=True,
+              help="Write head.FORMAT, tail.FORMAT and manifest.json here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def export(model: str, split_point: int, fmt: str, out_dir: Path, as_json: bool) -> None:
+    """Export the head and the tail of MODEL cut at --split-point as standalone files."""
+    from edgesplit.core import zoo
+
+    zoo.get_spec(model)  # an unknown name is one line before torch is imported
+    from edgesplit.export.bundle import export_halves
+    from edgesplit.models.digest import model_digest
+
+    split = zoo.build_split(model)
+    result = export_halves(split, zoo.sample_input(model), split_point, fmt, out_dir,
+                           model=model, digest=model_digest(split))
+    if as_json:
+        print(json.dumps(result.manifest))
+        return
+    manifest = result.manifest
+    cut = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in manifest["head"]["outputs"])
+    out.print(f"{model} at split point {split_point} (after {manifest['layer']}): sends {cut}",
+              highlight=False, markup=False)
+    for path in (result.head, result.tail, out_dir / "manifest.json"):
+        out.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", highlight=False,
+                  markup=False)
