@@ -467,6 +467,9 @@ def _codec_list(value: str) -> list[str]:
               help="A new split must be this much faster or cheaper to replace the current.")
 @click.option("--cloud-load/--no-cloud-load", "load_aware", default=True, show_default=True,
               help="Plan with the wait a busy cloud reports (or as if it were always idle).")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch",
+              show_default=True, help="What runs the edge's layers: torch, or ONNX Runtime "
+              "(the onnx extra; each head exported when first used).")
 @AUTH_OPTIONS
 @PROFILE_OPTIONS
 @click.option("--log", "log_dir", type=Writable(folder=True),
@@ -477,8 +480,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
              split_point: int | None,
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
              replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
-             hysteresis: float, load_aware: bool, log_dir: Path | None, as_json: bool,
-             planning: Planning, link: Link, auth: Auth, profiles: Profiles) -> None:
+             hysteresis: float, load_aware: bool, engine: str, log_dir: Path | None,
+             as_json: bool, planning: Planning, link: Link, auth: Auth, profiles: Profiles) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
 
@@ -491,6 +494,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):
         raise EdgesplitError("give either --input PATH or --sample")
+    if engine == "onnxruntime":  # before any profiling, not after
+        require_extra("--engine onnxruntime", "onnx")
     if sample and count is None and duration is None:
         count = 1
     token, signing, verify = auth.resolve()
@@ -509,7 +514,8 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
                                     hysteresis=hysteresis),
-        token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware)
+        token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware,
+        engine=engine)
     runtime = build_runtime(
         edge_options, profile=get_profile(model, profiles.profile_file, threads, as_json),
         cloud_profile=read_profile(path) if (path := profiles.cloud_profile) else None,

@@ -110,14 +110,11 @@ class OnnxRuntimeEngine:
 
     def _session(self, split_point: int) -> Any:
         if split_point not in self._sessions:
-            from edgesplit.export.halves import HEAD, export_half, onnx_bytes
+            from edgesplit.export.halves import HEAD, export_half, onnx_bytes, onnx_names
 
             self.split.check_split_point(split_point)
-            cut = (self.split.outputs if split_point == self.split.n_layers
-                   else self.split.split_points[split_point].tensors)
             program = export_half(self.split, self._sample, HEAD, split_point)
-            model = onnx_bytes(program, [self.split.split_points[0].tensors[0].name],
-                               [t.name for t in cut])
+            model = onnx_bytes(program, *onnx_names(self.split, HEAD, split_point))
             options = self._ort.SessionOptions()
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1

@@ -5,12 +5,15 @@ or ``DIR/head.onnx`` and ``DIR/tail.onnx`` (weights inside), and ``DIR/manifest.
 model, its digest, the split point, the format, the edgesplit version, and each half's inputs and
 outputs in order, by name, with shape (batch dimension included, ``-1`` where it follows the
 batch: ``open_shape``) and dtype. The head's outputs are the tail's inputs: the tensors at the
-cut. ONNX inputs and outputs carry the manifest's names.
+cut. An ONNX file names its inputs and outputs as the manifest's ``onnx_name`` says
+(``input.``, ``cut.`` or ``output.`` and the tensor's name).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,7 +23,7 @@ import torch
 
 from edgesplit.core.splitting import SplitModel, TensorSpec
 from edgesplit.errors import InvalidArgument
-from edgesplit.export.halves import HEAD, TAIL, export_half, onnx_bytes
+from edgesplit.export.halves import HEAD, TAIL, export_half, onnx_bytes, onnx_names
 
 FORMATS = ("pt2", "onnx")
 MANIFEST = "manifest.json"
@@ -45,17 +48,16 @@ def export_halves(split: SplitModel, sample: torch.Tensor, split_point: int, fmt
     cut = split.split_points[split_point].tensors if 0 <= split_point <= split.n_layers else ()
     sides = {HEAD: (split.split_points[0].tensors, cut), TAIL: (cut, split.outputs)}
     files: dict[str, bytes] = {}
-    for side, (inputs, outputs) in sides.items():
+    for side in sides:
         program = export_half(split, sample, side, split_point)
-        files[side] = (onnx_bytes(program, [t.name for t in inputs], [t.name for t in outputs])
+        files[side] = (onnx_bytes(program, *onnx_names(split, side, split_point))
                        if fmt == "onnx" else _pt2_bytes(program))
     manifest = {
         "format": MANIFEST_FORMAT, "model": model, "digest": digest,
         "split_point": split_point, "layer": split.split_points[split_point].layer,
         "n_layers": split.n_layers, "export_format": fmt, "edgesplit": _version(),
         "torch": torch.__version__,
-        **{side: {"file": f"{side}.{fmt}", "inputs": [_tensor(t) for t in inputs],
-                  "outputs": [_tensor(t) for t in outputs]}
+        **{side: _half(split, side, split_point, fmt, inputs, outputs)
            for side, (inputs, outputs) in sides.items()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,9 +75,19 @@ def _pt2_bytes(program: torch.export.ExportedProgram) -> bytes:
     return buffer.getvalue()
 
 
-def _tensor(spec: TensorSpec) -> dict[str, Any]:
+def _half(split: SplitModel, side: str, split_point: int, fmt: str,
+          inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> dict[str, Any]:
+    """A half's entry in the manifest: its file, and its inputs and outputs in order."""
+    names = onnx_names(split, side, split_point) if fmt == "onnx" else ([], [])
+    return {"file": f"{side}.{fmt}",
+            "inputs": [_tensor(t, n) for t, n in itertools.zip_longest(inputs, names[0])],
+            "outputs": [_tensor(t, n) for t, n in itertools.zip_longest(outputs, names[1])]}
+
+
+def _tensor(spec: TensorSpec, onnx_name: str | None) -> dict[str, Any]:
     return {"name": spec.name, "shape": spec.open_shape, "dtype": spec.dtype,
-            "batch_dim": None if spec.free else spec.batch_dim}
+            "batch_dim": None if spec.free else spec.batch_dim,
+            **({"onnx_name": onnx_name} if onnx_name else {})}
 
 
 def _version() -> str:

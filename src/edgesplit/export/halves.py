@@ -69,11 +69,24 @@ def bounds(split: SplitModel, side: str, split_point: int) -> tuple[int, int]:
     return (0, split_point) if side == HEAD else (split_point, n)
 
 
+def onnx_names(split: SplitModel, side: str, split_point: int) -> tuple[list[str], list[str]]:
+    """The names of an ONNX half's inputs and its outputs: the split's tensor names after
+    ``input.``, ``cut.`` or ``output.`` (a bare name may be taken inside the exported graph)."""
+    model_in = [f"input.{t.name}" for t in split.split_points[0].tensors]
+    model_out = [f"output.{t.name}" for t in split.outputs]
+    cut = (model_out if split_point == split.n_layers else
+           [f"cut.{t.name}" for t in split.split_points[split_point].tensors])
+    return (model_in, cut) if side == HEAD else (cut, model_out)
+
+
 def half_inputs(split: SplitModel, sample: torch.Tensor, side: str,
                 split_point: int) -> tuple[torch.Tensor, ...]:
     """What a half takes, at batch 2, from the model's sample (one, batch dimension first)."""
     doubled = torch.cat([sample, sample])
-    return (doubled,) if side == HEAD else split.head(doubled, split_point)
+    if side == HEAD:
+        return (doubled,)
+    # Cloned: the split runs in inference mode, whose tensors the exporters' passes refuse.
+    return tuple(t.clone() for t in split.head(doubled, split_point))
 
 
 def export_half(split: SplitModel, sample: torch.Tensor, side: str,
