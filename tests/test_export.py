@@ -16,7 +16,10 @@ from edgesplit.cli import main
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.engines import OnnxRuntimeEngine
+from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.export.bundle import export_halves
+from edgesplit.measuring.store import read_profile
+from edgesplit.testbed.processes import CloudProcess
 
 
 class Residual(nn.Module):
@@ -90,6 +93,18 @@ def test_onnxruntime_heads_equal_torch_heads_within_float_rounding(
         for mine, torch_s in zip(got, split.head(x, split_point), strict=True):
             torch.testing.assert_close(mine, torch_s, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(engine.run(x), split(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_onnxruntime_edge_offloads_to_a_real_cloud_and_answers_as_torch(
+        cloud: CloudProcess, mnist_profile_file: Path) -> None:
+    split = zoo.build_split("mnist_cnn")
+    inputs = list(torch.split(zoo.calibration_inputs("mnist_cnn"), 1))[:2]
+    options = EdgeOptions("mnist_cnn", cloud.url, engine="onnxruntime")
+    with build_runtime(options, split=split, profile=read_profile(mnist_profile_file)) as edge:
+        results = edge.run(inputs, count=2, split_point=4)
+    for x, result in zip(inputs, results, strict=True):
+        torch.testing.assert_close(result.output, split(x), rtol=1e-5, atol=1e-5)
+        assert result.measurement.finished == "cloud" and result.measurement.split_point == 4
 
 
 def test_export_command_writes_a_zoo_models_halves_and_refuses_an_empty_half(

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich import box
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from edgesplit.core.zoo import ModelSpec
     from edgesplit.edge.runtime import InferenceResult
     from edgesplit.measuring.profiler import Progress as ProgressReport
+    from edgesplit.models.sources import LoadedModel
 
 out = Console()
 err = Console(stderr=True)
@@ -73,9 +74,11 @@ def progress_bar(quiet: bool) -> Iterator[ProgressReport | None]:
         yield report
 
 
-def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Profile:
+def get_profile(model: str, path: Path | None, threads: int, quiet: bool,
+                own: LoadedModel | None = None) -> Profile:
     """The profile in ``path``, else this machine's cached one (profiling only when missing:
-    reading a cached profile imports no torch)."""
+    reading a cached profile imports no torch). A model of one's own (``own``) is cached per
+    digest: a changed model is profiled again, and a ``path`` of another version refused."""
     from edgesplit.measuring.machine import describe_machine
     from edgesplit.measuring.store import cached_profile_path, read_profile
 
@@ -83,8 +86,15 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
         profile = read_profile(path)
         if profile.model != model:
             raise EdgesplitError(f"{path} profiles {profile.model!r}, not {model!r}")
+        if own is not None and profile.digest != own.digest:
+            raise EdgesplitError(f"{path} profiles another version of {model} (digest "
+                                 f"{str(profile.digest)[:19]}..., this one {own.digest[:19]}...)"
+                                 ": profile this one")
         return profile
-    cached = cached_profile_path(model, describe_machine(threads))
+    cached = cached_profile_path(model, describe_machine(threads),
+                                 own.digest if own else None)
+    if own is not None:
+        return _own_profile(own, cached, threads, quiet)
     if cached.exists():
         try:
             return read_profile(cached)
@@ -101,6 +111,57 @@ def get_profile(model: str, path: Path | None, threads: int, quiet: bool) -> Pro
 
 
 CACHE_HINT = "set EDGESPLIT_CACHE_DIR to a folder you can write, or give --profile FILE"
+
+
+def _own_profile(own: LoadedModel, cached: Path, threads: int, quiet: bool) -> Profile:
+    """A model of one's own: its cached profile, else measured now and cached (without clock
+    calibration, which rebuilds a zoo model in a worker: time is taken as 1/clock)."""
+    from edgesplit.measuring.profiler import profile_model
+    from edgesplit.measuring.store import read_profile, store_profile
+
+    if cached.exists():
+        try:
+            return read_profile(cached)
+        except EdgesplitError:
+            pass  # measured again below
+    require_writable(cached.parent, folder=True, hint=CACHE_HINT)
+    if not quiet:
+        err.print(f"profiling {own.name} on this machine (once per version; cached for "
+                  "later)...", highlight=False)
+    with progress_bar(quiet) as report:
+        result = profile_model(own.name, threads=threads, clocks_ghz=(), progress=report,
+                               split=own.split, sample=own.sample)
+    store_profile(result, cached)
+    return result
+
+
+def own_model(source: str, input_shape: str | None, input_dtype: str | None
+              ) -> LoadedModel | None:
+    """None for a zoo name (the zoo's paths build nothing before they must); else the model
+    of one's own that ``source`` names, loaded (a program file, a factory)."""
+    from edgesplit.models.names import is_zoo
+
+    if is_zoo(source) and input_shape is None and input_dtype is None:
+        return None
+    from edgesplit.models.sources import load_model
+
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = [int(part) for part in input_shape.replace("x", ",").split(",")]
+        except ValueError:
+            raise EdgesplitError(f"--input-shape takes sizes separated by commas (batch first, "
+                                 f"e.g. 1,3,32,32), got {input_shape!r}") from None
+    return load_model(source, input_shape=shape, input_dtype=input_dtype)
+
+
+def input_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--input-shape`` and ``--input-dtype``: the sample input of a factory that returns
+    none (a program file knows its own)."""
+    command = click.option("--input-dtype", help="The input's dtype (default float32) for a "
+                           "factory that returns no sample input.")(command)
+    return click.option("--input-shape", help="The input's shape, batch first (e.g. 1,3,32,32), "
+                        "for a factory that returns no sample input.")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -186,6 +247,7 @@ def codecs(split_point: int | None, as_json: bool) -> None:
 
 @app.command()
 @click.argument("model")
+@input_options
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed runs (median taken).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
@@ -196,23 +258,37 @@ def codecs(split_point: int | None, as_json: bool) -> None:
 @click.option("--out", "out_file", type=Writable(folder=False),
               help="Write here, not to the cache.")
 @JSON_OPTION
-def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
-            out_file: Path | None, as_json: bool) -> None:
-    """Measure per-layer times and sizes on this machine (and calibrate the clock law)."""
+def profile(model: str, input_shape: str | None, input_dtype: str | None, repeats: int,
+            warmup: int, threads: int, clocks: str, out_file: Path | None,
+            as_json: bool) -> None:
+    """Measure per-layer times and sizes on this machine (and calibrate the clock law).
+
+    MODEL is a zoo name, a torch.export program file (.pt2) or package.module:factory; a model
+    of one's own is not clock-calibrated (its time is taken as 1/clock) and is cached per
+    version (digest)."""
     from edgesplit.core.profiles import cache_dir
     from edgesplit.measuring.store import cached_profile_path, store_profile
+    from edgesplit.models.names import model_name
 
-    zoo.get_spec(model)
+    model_name(model)  # an unknown name fails here, before anything loads
     clock_list = _floats(clocks, "--clocks")
     if out_file is None:  # the cache, checked before the measuring (and torch), not after
         require_writable(cache_dir() / "profiles", folder=True,
                          hint="set EDGESPLIT_CACHE_DIR to a folder you can write, or give --out")
+    own = own_model(model, input_shape, input_dtype)
     from edgesplit.measuring.profiler import profile_model
 
     with progress_bar(as_json) as report:
-        result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
-                               clocks_ghz=clock_list, progress=report)
-    path = store_profile(result, out_file or cached_profile_path(model, result.machine))
+        if own is None:
+            result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
+                                   clocks_ghz=clock_list, progress=report)
+        else:
+            model = own.name
+            result = profile_model(model, repeats=repeats, warmup=warmup, threads=threads,
+                                   clocks_ghz=(), progress=report, split=own.split,
+                                   sample=own.sample)
+    path = store_profile(result, out_file or cached_profile_path(
+        model, result.machine, own.digest if own else None))
     if as_json:
         print(result.model_dump_json())
         return
@@ -231,6 +307,7 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 
 @app.command()
 @click.argument("model")
+@input_options
 @LINK_OPTIONS
 @click.option("--clock-ghz", type=Number(min=0, min_open=True), default=1.5,
               show_default=True, help="Edge clock speed, GHz.")
@@ -240,15 +317,21 @@ def profile(model: str, repeats: int, warmup: int, threads: int, clocks: str,
 @JSON_OPTION
 @click.option("--indent", type=click.IntRange(min=0),
               help="Indent --json by N spaces (default: 2 on a terminal, one line when piped).")
-def plan(model: str, clock_ghz: float, codec: str, as_json: bool, indent: int | None,
-         link: Link, planning: Planning, profiles: Profiles) -> None:
-    """Predict latency and cost at every split point and choose one."""
-    from edgesplit.measuring.store import cached_predictor, read_profile
+def plan(model: str, input_shape: str | None, input_dtype: str | None, clock_ghz: float,
+         codec: str, as_json: bool, indent: int | None, link: Link, planning: Planning,
+         profiles: Profiles) -> None:
+    """Predict latency and cost at every split point and choose one.
 
-    zoo.get_spec(model)
+    MODEL is a zoo name, a torch.export program file (.pt2) or package.module:factory."""
+    from edgesplit.measuring.store import cached_predictor, read_profile
+    from edgesplit.models.names import model_name
+
+    name = model_name(model)
     conditions = Conditions(link.bandwidth_kbps, link.rtt_ms, clock_ghz)
     objective, predictor = planning.objective(), planning.predictor
-    edge_profile = get_profile(model, profiles.profile_file, profiles.threads, as_json)
+    own = own_model(model, input_shape, input_dtype)
+    model = name
+    edge_profile = get_profile(model, profiles.profile_file, profiles.threads, as_json, own)
     cloud = read_profile(profiles.cloud_profile) if profiles.cloud_profile else None
     estimator = cached_predictor(predictor, edge_profile, cloud)
     result = Planner(model, [layer.name for layer in edge_profile.layers], estimator,
@@ -327,7 +410,8 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
 
 app.add_command(testbed)
 app.add_command(experiment)
-app.add_command(export)
+# The options every command that loads a model has (click adds them to a made command too).
+app.add_command(cast(click.Command, input_options(export)))
 
 
 @app.group()
@@ -378,9 +462,25 @@ def serve(**given: Any) -> None:
         serve_on_ray(settings, host=host, port=settings.port, scaling=scaling,
                      ray_address=settings.ray_address, tls=tls)
         return
-    serve_app(create_app(settings), host, settings.port,
+    serve_app(create_app(settings, service=_own_service(settings)), host, settings.port,
               limits=head_limits(settings), log_level=settings.log_level,
               tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+
+
+def _own_service(settings: ServerSettings) -> Any:
+    """With a model of one's own among ``--models``, every model loaded now, so that a file
+    that cannot be served is one line and exit 2 before the server starts; else None (the
+    server loads the zoo's as it starts)."""
+    from edgesplit.models.names import is_zoo
+
+    if all(is_zoo(source) for source in settings.models):
+        return None
+    import torch
+
+    from edgesplit.cloud.service import CloudService
+
+    torch.set_num_threads(settings.torch_threads)
+    return CloudService.from_zoo(settings.models, settings.max_batch, settings.device)
 
 
 def _ray_scaling(settings: ServerSettings) -> Any:
@@ -437,9 +537,11 @@ def _codec_list(value: str) -> list[str]:
 @edge.command("run")
 @click.option("--cloud", "cloud_url", help="The cloud's base URL, e.g. http://127.0.0.1:8000 "
               "(none: run everything on the edge).")
-@click.option("--model", required=True, help="A zoo model name.")
+@click.option("--model", required=True, help="A zoo model name, a torch.export program file "
+              "(.pt2) or package.module:factory.")
+@input_options
 @click.option("--input", "input_path", type=click.Path(path_type=Path),
-              help="An image, a .npy tensor, or a folder of them.")
+              help="An image, a .npy tensor, or a folder of them (zoo models).")
 @click.option("--sample", is_flag=True, help="Use the model's sample input.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many inferences.")
 @click.option("--duration", type=Number(min=0, min_open=True),
@@ -468,14 +570,16 @@ def _codec_list(value: str) -> list[str]:
 @click.option("--cloud-load/--no-cloud-load", "load_aware", default=True, show_default=True,
               help="Plan with the wait a busy cloud reports (or as if it were always idle).")
 @click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch",
-              show_default=True, help="What runs the edge's layers: torch, or ONNX Runtime "
-              "(the onnx extra; each head exported when first used).")
+              show_default=True, callback=lambda _c, _p, value: _engine_installed(value),
+              help="What runs the edge's layers: torch, or ONNX Runtime (the onnx extra; "
+              "each head exported when first used).")
 @AUTH_OPTIONS
 @PROFILE_OPTIONS
 @click.option("--log", "log_dir", type=Writable(folder=True),
               help="Append measurements to DIR/measurements.csv and DIR/layers.csv.")
 @JSON_OPTION
-def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample: bool,
+def edge_run(cloud_url: str | None, model: str, input_shape: str | None,
+             input_dtype: str | None, input_path: Path | None, sample: bool,
              count: int | None, duration: float | None, interval: float, codec: str,
              split_point: int | None,
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
@@ -491,20 +595,18 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
     from edgesplit.measuring.machine import native_clock_ghz
     from edgesplit.measuring.store import read_profile
 
-    spec = zoo.get_spec(model)
     if (input_path is None) == (not sample):
         raise EdgesplitError("give either --input PATH or --sample")
-    if engine == "onnxruntime":  # before any profiling, not after
-        require_extra("--engine onnxruntime", "onnx")
+    model, own, points, names, inputs = _edge_model(model, input_shape, input_dtype,
+                                                    input_path)
     if sample and count is None and duration is None:
         count = 1
     token, signing, verify = auth.resolve()
-    unreachable = (_ask_cloud(cloud_url, spec, token, signing, verify)
+    unreachable = (_ask_cloud(cloud_url, model, points, token, signing, verify)
                    if cloud_url is not None else None)
     assumed = _assumed_link(link) if cloud_url is not None else None
     objective, threads = planning.objective(), profiles.threads
     codecs = _codec_list(codec)
-    names, inputs = _edge_inputs(model, spec, input_path)
     torch.set_num_threads(threads)
     clock = (FixedClock(clock_ghz) if clock_ghz else
              FileClock(clock_file, native_clock_ghz()) if clock_file else CpufreqClock())
@@ -517,7 +619,9 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware,
         engine=engine)
     runtime = build_runtime(
-        edge_options, profile=get_profile(model, profiles.profile_file, threads, as_json),
+        edge_options, split=own.split if own else None,
+        calibration_inputs=own.sample if own else None, sample=own.sample if own else None,
+        profile=get_profile(model, profiles.profile_file, threads, as_json, own),
         cloud_profile=read_profile(path) if (path := profiles.cloud_profile) else None,
         clock=clock)
 
@@ -535,7 +639,32 @@ def edge_run(cloud_url: str | None, model: str, input_path: Path | None, sample:
         _print_run_summary(results, log_dir)
 
 
-def _ask_cloud(url: str, spec: ModelSpec, token: str | None,
+def _edge_model(source: str, input_shape: str | None, input_dtype: str | None,
+                input_path: Path | None) -> tuple[str, LoadedModel | None, int, list[str],
+                                                  Iterator[Tensor]]:
+    """What ``edge run`` runs: the model's name, the model of one's own (None for the zoo's),
+    its number of split points, and its inputs' names and the inputs."""
+    from edgesplit.models.names import model_name
+
+    name = model_name(source)
+    own = own_model(source, input_shape, input_dtype)
+    if own is None:
+        spec = zoo.get_spec(name)
+        return (name, None, spec.split_points, *_edge_inputs(name, spec, input_path))
+    if input_path is not None:
+        raise EdgesplitError(f"{source} is a model of your own: give --sample (--input reads "
+                             "images and tensors for the zoo's models)")
+    return name, own, own.split.n_layers + 1, ["sample"], iter([own.sample])
+
+
+def _engine_installed(engine: str) -> str:
+    """``--engine``, checked to be installed when parsed: before any profiling, not after."""
+    if engine == "onnxruntime":
+        require_extra("--engine onnxruntime", "onnx")
+    return engine
+
+
+def _ask_cloud(url: str, model: str, split_points: int, token: str | None,
                signing: tuple[str, bytes] | None, verify: bool | str) -> str | None:
     """Whether the cloud serves the model, asked before any profiling: a malformed URL, refused
     credentials or a model it does not serve is one error line at once, not after a profile
@@ -544,7 +673,7 @@ def _ask_cloud(url: str, spec: ModelSpec, token: str | None,
     from edgesplit.edge.runtime import check_cloud
 
     with CloudClient(url, token=token, signing=signing, verify=verify) as client:
-        return check_cloud(client, spec.name, spec.split_points)
+        return check_cloud(client, model, split_points)
 
 
 def _edge_inputs(model: str, spec: ModelSpec,

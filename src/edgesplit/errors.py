@@ -70,12 +70,23 @@ class CloudRefused(CloudUnavailable):
     says nothing about its other requests: not an outage."""
 
 
+class ModelVersionMismatch(CloudRefused):
+    """The cloud serves another version of the model (its digest differs from the one the edge
+    sent): that inference must be finished where the right weights are. Not an outage."""
+
+
 class OffloadTimeout(CloudUnavailable, TimeoutError):
     """The cloud did not answer within the deadline derived from the plan."""
 
 
 class TestbedError(EdgesplitError):
     """The testbed could not be set up, changed or checked, or failed its self-check."""
+
+
+class ModelSourceError(EdgesplitError, ValueError):
+    """A model file or entry point that cannot be loaded: missing, truncated, not a
+    ``torch.export`` program, holding what edgesplit does not load (pickles, compiled code), or a
+    factory that raises or returns no module."""
 
 
 class Unauthorized(EdgesplitError):

@@ -42,6 +42,7 @@ from edgesplit.cloud.settings import ServerSettings
 from edgesplit.cloud.state import CloudState
 from edgesplit.cloud.tail import BatcherFactory, TailRunner
 from edgesplit.errors import EdgesplitError, first_validation_error
+from edgesplit.models.names import model_name
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def create_app(settings: ServerSettings | None = None,
                        grace_s=settings.body_timeout_s,
                        min_rate=settings.min_body_rate_kb * 1024)
     app.add_middleware(RequestCounter, counter=metrics_.requests)
-    served = list(service.models if service is not None else settings.models)
+    served = list(service.models if service is not None else map(model_name, settings.models))
     for api in (oip.router(served), offload.router, probe.router, load.router, metrics.router,
                 docs.router):
         app.include_router(api)

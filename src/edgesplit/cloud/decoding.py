@@ -27,6 +27,7 @@ class OffloadRequest(BaseModel):
     model: str
     shape: list[int] | None = Field(default=None, max_length=16)
     dtype: str = "float32"
+    model_digest: str | None = Field(default=None, max_length=80)  # 409 unless the served one
 
 
 def datatype_of(dtype: str) -> str:
@@ -41,6 +42,7 @@ def decode_infer(service: CloudService, model: str, body: bytes,
                  header_length: str | None) -> tuple[InferenceRequest, int, list[torch.Tensor]]:
     """An OIP request body: the parsed request, its split point and the cut's tensors."""
     parsed, payloads = parse_request(body, header_length)
+    service.check_digest(model, parsed.parameters.get("model_digest"))
     split_point = service.split(model).check_split_point(parsed.parameters.get("split_point", 0))
     return parsed, split_point, match_inputs(service, model, split_point, parsed, payloads)
 
@@ -92,6 +94,7 @@ def decode_offload(service: CloudService, body: bytes) -> tuple[OffloadRequest,
     except ValidationError as exc:
         raise WireFormatError(first_validation_error(exc)) from exc
     service.split(request.model).check_split_point(request.splitting_point)
+    service.check_digest(request.model, request.model_digest)
     return request, offload_tensors(service, request)
 
 

@@ -6,6 +6,7 @@ from edgesplit.errors import (
     EdgesplitError,
     InvalidArgument,
     InvalidSplitPoint,
+    ModelVersionMismatch,
     Unauthorized,
     UnknownModel,
     WireFormatError,
@@ -32,6 +33,7 @@ class NotFinite(EdgesplitError):
 STATUS: dict[type[EdgesplitError], int] = {
     UnknownModel: 404,
     InvalidSplitPoint: 400,
+    ModelVersionMismatch: 409,
     WireFormatError: 400,
     InvalidArgument: 400,
     Unauthorized: 401,

@@ -14,7 +14,10 @@ from edgesplit.cloud.device import check_device
 from edgesplit.cloud.errors import NotFinite
 from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel, torch_dtype
-from edgesplit.errors import UnknownModel, WireFormatError
+from edgesplit.errors import InvalidArgument, ModelVersionMismatch, UnknownModel, WireFormatError
+from edgesplit.models.digest import model_digest
+from edgesplit.models.names import is_zoo
+from edgesplit.models.sources import load_model
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +45,27 @@ class CloudService:
         self.models = dict(models)
         self.max_batch = max_batch
         self.device = torch.device(check_device(device))
+        # Taken now, before any kernel is swapped in (that changes the submodules, not the
+        # answers): the digest an edge holding the same model sends with each offload.
+        self.digests = {name: model_digest(split) for name, split in self.models.items()}
 
     @classmethod
     def from_zoo(cls, names: Sequence[str], max_batch: int = 16,
                  device: str = "cpu") -> CloudService:
+        """The service of ``names``: zoo names, and sources of one's own (``.pt2`` program
+        files, ``package.module:factory``; see ``edgesplit.models.sources``), each served
+        under its name."""
         target = torch.device(check_device(device))
         models = {}
         for name in names:
             log.info("loading %s on %s", name, target)
+            if not is_zoo(name):
+                loaded = load_model(name)
+                if target.type != "cpu":
+                    raise InvalidArgument(f"{name}: models of one's own are served on the CPU "
+                                          "only (--device cpu)")
+                models[loaded.name] = loaded.split
+                continue
             models[name] = (zoo.build_split(name) if target.type == "cpu" else
                             SplitModel(zoo.build_model(name).to(target),
                                        zoo.sample_input(name).to(target)))
@@ -62,6 +78,20 @@ class CloudService:
             raise UnknownModel(
                 f"model {name!r} is not served here: expected one of {', '.join(self.models)}"
             ) from None
+
+    def check_digest(self, name: str, digest: object) -> None:
+        """Refuse (``ModelVersionMismatch``, 409) a request whose ``model_digest`` parameter
+        names another version of ``name`` than the one served; a request without one is not
+        checked (a plain OIP client)."""
+        if digest is None:
+            return
+        served = self.digests.get(name)
+        if served is None:  # a model put in ``models`` after the service was made
+            served = self.digests[name] = model_digest(self.split(name))
+        if digest != served:
+            raise ModelVersionMismatch(
+                f"the edge's {name} ({str(digest)[:19]}...) is not the version served here "
+                f"({served[:19]}...): serve the same model file on both sides")
 
     def max_elements(self, name: str, split_point: int) -> int:
         """The most elements one input tensor may have: the largest cut tensor, full batch."""

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from edgesplit.cloud.device import check_device
 from edgesplit.core import zoo
+from edgesplit.models.names import check_source
 
 
 class ServerSettings(BaseSettings):
@@ -26,7 +27,9 @@ class ServerSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=zoo.model_names, description="Zoo models to load, comma-separated.")
+        default_factory=zoo.model_names,
+        description="Models to load, comma-separated: zoo names, torch.export program files "
+        "(.pt2, served under the file's stem) or Python factories (package.module:function).")
     token: SecretStr | None = Field(default=None, description="Accept this bearer token.")
     token_file: Path | None = Field(default=None,
                                     description="Read the bearer token from this file.")
@@ -105,12 +108,15 @@ class ServerSettings(BaseSettings):
     @field_validator("models", mode="before")
     @classmethod
     def _model_names(cls, value: object) -> object:
-        """A comma-separated string (a flag or a variable) or a list; every name in the zoo."""
+        """A comma-separated string (a flag or a variable) or a list; every one a zoo name, a
+        program file that exists or a factory's entry point, and no two served under one name."""
         names = ([part.strip() for part in value.split(",") if part.strip()]
                  if isinstance(value, str) else value)
         if isinstance(names, list):
-            for name in names:
-                zoo.get_spec(str(name))  # an unknown name raises with the known ones
+            served = [check_source(str(name)) for name in names]
+            twice = {name for name in served if served.count(name) > 1}
+            if twice:
+                raise ValueError(f"two models would be served as {', '.join(sorted(twice))}")
         return names
 
     @property

@@ -75,6 +75,7 @@ class Profile(BaseModel):
     split_points: list[SplitPointProfile]
     forward_s: float = Field(gt=0)
     calibration: list[CalibrationPoint] = []
+    digest: str | None = None  # the model version profiled (edgesplit.models.digest)
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:

@@ -25,7 +25,13 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument, OffloadTimeout
+from edgesplit.errors import (
+    CloudRefused,
+    CloudUnavailable,
+    InvalidArgument,
+    ModelVersionMismatch,
+    OffloadTimeout,
+)
 from edgesplit.wire.auth import sign_request
 from edgesplit.wire.codecs import TORCH_TO_DATATYPE, EncodedTensor
 from edgesplit.wire.protocol import HEADER_LENGTH, encode_request, parse_response
@@ -43,6 +49,8 @@ SMALL_BYTES = 4096
 """The most a health, readiness or probe answer may take."""
 REFUSALS = frozenset({400, 413, 422})
 """Answers about one request (its tensors, its split point), not about the cloud."""
+VERSION_MISMATCH = 409
+"""The cloud serves another version of the model: about this model, not about the cloud."""
 METADATA_BYTES = 1 << 20
 """The most a model's metadata may take (ResNet-18's 69 split points take 15 KB)."""
 KEEPALIVE_S = 2.0
@@ -128,16 +136,21 @@ class CloudClient:
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None, *,
-              expect: Expected | None = None) -> CloudReply:
+              expect: Expected | None = None, model_digest: str | None = None) -> CloudReply:
         """Offload ``tensors`` at ``split_point``; the answer, checked against ``expect``.
+
+        ``model_digest`` (``edgesplit.models.digest``) travels as a request parameter, in the
+        signed body: a cloud serving another version answers 409, ``ModelVersionMismatch``.
 
         The deadline holds for everything up to the result: sending, the cloud's work, reading
         the answer (at most ``expect.max_response_bytes``) and decoding it. An answer that is
         too large, malformed, of the wrong shape, dtype or number of outputs, not finite, or
         timed for the wrong number of layers is ``CloudUnavailable`` with the reason.
         """
-        body, headers = encode_request(tensors, {"split_point": split_point},
-                                       request_id=request_id)
+        parameters: dict[str, Any] = {"split_point": split_point}
+        if model_digest is not None:
+            parameters["model_digest"] = model_digest
+        body, headers = encode_request(tensors, parameters, request_id=request_id)
         path = f"/v2/models/{model}/infer"
         cap = expect.max_response_bytes if expect else self._max_response_bytes
 
@@ -306,7 +319,8 @@ def _check_status(answer: _Answer) -> None:
     """``CloudRefused`` for an answer about this request, ``CloudUnavailable`` for any other
     error status."""
     if answer.status >= 400:
-        error = CloudRefused if answer.status in REFUSALS else CloudUnavailable
+        error = (ModelVersionMismatch if answer.status == VERSION_MISMATCH else
+                 CloudRefused if answer.status in REFUSALS else CloudUnavailable)
         raise error(f"the cloud answered {answer.status}: {_error_message(answer.body)}")
 
 

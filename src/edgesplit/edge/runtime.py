@@ -49,7 +49,13 @@ from edgesplit.edge.records import (
     measurement_of,
 )
 from edgesplit.edge.sensors import ClockSensor, Timebase
-from edgesplit.errors import CloudRefused, CloudUnavailable, InvalidArgument
+from edgesplit.errors import (
+    CloudRefused,
+    CloudUnavailable,
+    InvalidArgument,
+    ModelVersionMismatch,
+)
+from edgesplit.models.digest import model_digest
 from edgesplit.wire.codecs import (
     TORCH_TO_DATATYPE,
     EncodedTensor,
@@ -77,7 +83,8 @@ class Cloud(Protocol):
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None, *,
-              expect: Expected | None = None) -> CloudReply: ...
+              expect: Expected | None = None,
+              model_digest: str | None = None) -> CloudReply: ...
 
     def close(self) -> None: ...
 def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
@@ -220,6 +227,10 @@ class EdgeRuntime:
         self._last_probe = self._last_ping = -float("inf")
         self.load_aware = load_aware
         self.cloud_wait_s = 0.0  # the cloud's expected wait, from its last answer
+        # Sent with every offload so that a cloud holding other weights refuses (409) rather
+        # than answers wrongly; hashing the weights once is worth it only with a cloud.
+        self.digest = model_digest(split) if client else None
+        self.version_skew: str | None = None  # the cloud's last refusal of this model version
 
     @property
     def model(self) -> str:
@@ -361,6 +372,14 @@ class EdgeRuntime:
         allowed = [sp for sp in (*plan.pareto, *by_speed) if sp not in self.refused]
         return replace(plan, split_point=allowed[0]) if allowed else plan
 
+    def _skewed(self, reason: str) -> None:
+        """The cloud serves another version of this model: this inference finishes here. The
+        cloud is not down (it may be given the right version at any time): said once."""
+        if self.version_skew is None:
+            log.warning("finishing on the edge while the cloud serves another version of %s: "
+                        "%s", self.model, reason)
+        self.version_skew = reason
+
     def _refuse(self, split_point: int, reason: str) -> None:
         """The cloud refused a request at ``split_point``: plan without it from now on."""
         if split_point not in self.refused:
@@ -400,11 +419,14 @@ class EdgeRuntime:
         try:
             reply = self.client.infer(self.model, sp, encoded, deadline,
                                       request_id=str(self._seq + 1),
-                                      expect=self._expected(x.shape[0], sp))
+                                      expect=self._expected(x.shape[0], sp),
+                                      model_digest=self.digest)
         except CloudUnavailable as exc:
             # Nothing is learned of the link from a failed exchange: a timeout or a cut says
             # nothing about its speed (and learning "slower" made every deadline grow).
-            if isinstance(exc, CloudRefused):
+            if isinstance(exc, ModelVersionMismatch):
+                self._skewed(str(exc))
+            elif isinstance(exc, CloudRefused):
                 self._refuse(sp, str(exc))
             else:
                 self._mark_down(str(exc))

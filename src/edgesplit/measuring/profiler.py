@@ -35,6 +35,7 @@ from edgesplit.errors import CalibrationError, InvalidArgument, ProfileError
 from edgesplit.measuring.dutycycle import DutyCycler
 from edgesplit.measuring.machine import describe_machine
 from edgesplit.measuring.store import cached_profile_path, read_profile, store_profile
+from edgesplit.models.digest import model_digest
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,7 @@ def profile_model(
             )
             for sp in split.split_points
         ],
-        forward_s=forward_s,
-        calibration=calibration,
-    )
+        forward_s=forward_s, calibration=calibration, digest=model_digest(split))
 
 
 def measure_layers(split: SplitModel, x: torch.Tensor, repeats: int, warmup: int,

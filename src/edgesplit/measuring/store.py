@@ -54,8 +54,12 @@ def write_profile(profile: Profile, path: Path) -> Path:
     return path
 
 
-def cached_profile_path(model: str, machine: Machine) -> Path:
-    return cache_dir() / "profiles" / f"{model}-{machine.fingerprint()}.json"
+def cached_profile_path(model: str, machine: Machine, digest: str | None = None) -> Path:
+    """Where this machine's profile of ``model`` is cached; a model of one's own (a file, a
+    factory) is cached per ``digest``, so a changed model is profiled again, never planned
+    from the profile of its former self."""
+    version = f"-{digest.removeprefix('sha256:')[:16]}" if digest else ""
+    return cache_dir() / "profiles" / f"{model}{version}-{machine.fingerprint()}.json"
 
 
 def cached_profiles(machine: Machine) -> list[Profile]:

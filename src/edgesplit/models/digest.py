@@ -11,6 +11,7 @@ any process on any machine; a changed weight, dtype, layer or offered cut gives 
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -24,9 +25,21 @@ PREFIX = "sha256:"
 def model_digest(split: SplitModel) -> str:
     """``"sha256:<64 hex digits>"`` of ``split``'s graph, split points and tensors.
 
-    Take it right after building the split: swapping a submodule for a faster kernel
-    (``SplitModel.swap_module``) changes what is hashed, not what is computed.
+    Taken once per split, the first time it is asked for, and remembered: a split's weights do
+    not change after it is made, and a submodule swapped later for a faster kernel
+    (``SplitModel.swap_module``, the cloud's tuned linears) changes what would be hashed, not
+    what is computed. The cloud asks as it loads a model, before any swap.
     """
+    known = _DIGESTS.get(split)
+    if known is None:
+        known = _DIGESTS[split] = _digest(split)
+    return known
+
+
+_DIGESTS: weakref.WeakKeyDictionary[SplitModel, str] = weakref.WeakKeyDictionary()
+
+
+def _digest(split: SplitModel) -> str:
     hasher = hashlib.sha256()
     for part in _structure(split):
         hasher.update(part.encode())
