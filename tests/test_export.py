@@ -17,6 +17,7 @@ from edgesplit.core import zoo
 from edgesplit.core.splitting import SplitModel
 from edgesplit.edge.engines import OnnxRuntimeEngine
 from edgesplit.edge.factory import EdgeOptions, build_runtime
+from edgesplit.errors import ModelNotSplittable
 from edgesplit.export.bundle import export_halves
 from edgesplit.measuring.store import read_profile
 from edgesplit.testbed.processes import CloudProcess
@@ -93,6 +94,22 @@ def test_onnxruntime_heads_equal_torch_heads_within_float_rounding(
         for mine, torch_s in zip(got, split.head(x, split_point), strict=True):
             torch.testing.assert_close(mine, torch_s, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(engine.run(x), split(x), rtol=1e-5, atol=1e-5)
+
+
+class DataBranch(nn.Module):
+    """A layer whose Python branches on the data: fx keeps it whole (a leaf), export cannot."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if bool(x.sum() > 0) else x
+
+
+def test_a_half_torch_export_cannot_trace_is_one_line(tmp_path: Path) -> None:
+    module = nn.Sequential(nn.Linear(4, 4), DataBranch(), nn.Linear(4, 2))
+    split = SplitModel(module, torch.ones(1, 4), leaf_modules=[DataBranch])
+    with pytest.raises(ModelNotSplittable) as caught:
+        export_halves(split, torch.ones(1, 4), 2, "pt2", tmp_path, model="m", digest="")
+    assert str(caught.value).startswith("torch.export cannot export the head at split point 2: ")
+    assert "\n" not in str(caught.value)
 
 
 def test_an_onnxruntime_edge_offloads_to_a_real_cloud_and_answers_as_torch(
