@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "reconnect": ([], ["--restarts", "1"]),
     "attacks": ([], ["--header-mib", "16", "--requests", "50", "--connections", "300"]),
     "report": ([], ["--rows", "20000", "--repeats", "1"]),
+    "engines": ([], ["--models", "mnist_cnn", "--cuts", "0.5", "--rounds", "3"]),
 }
 
 

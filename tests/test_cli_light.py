@@ -140,7 +140,7 @@ READ_ONLY = {"--input", "--profile", "--cloud-profile", "--clock-file", "--token
              "--hmac-key-file", "--hmac-keys", "--tls-cert", "--tls-key"}
 # What each command needs besides the path, so that only the path is wrong.
 REQUIRED = {"profile": ["mnist_cnn"], "edge run": ["--model", "mnist_cnn", "--sample"],
-            "experiment": ["--quick"]}
+            "experiment": ["--quick"], "export": ["--model", "mnist_cnn", "--split-point", "4"]}
 
 
 def path_options(command_path: tuple[str, ...]) -> list[click.Option]:
@@ -161,7 +161,7 @@ WRITTEN = [(command, option.opts[0], option.type.dir_okay)
 def test_every_path_a_command_writes_is_checked_when_parsed() -> None:
     assert {(" ".join(c), flag) for c, flag, _ in WRITTEN} == {
         ("profile", "--out"), ("demo", "--out"), ("report", "--out"), ("experiment", "--out"),
-        ("edge run", "--log"), ("traces", "--draw")}
+        ("edge run", "--log"), ("traces", "--draw"), ("export", "--out")}
     for command in every_command(app):
         for option in path_options(command):
             assert isinstance(option.type, click.Path)

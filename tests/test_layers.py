@@ -25,16 +25,17 @@ MAY_IMPORT: dict[str, set[str]] = {
     "wire": FOUNDATION,
     "core": FOUNDATION | {"wire"},
     "measuring": FOUNDATION | {"wire", "core", "models"},
-    "edge": FOUNDATION | {"wire", "core", "measuring", "models"},
+    "export": FOUNDATION | {"wire", "core"},  # exporting the halves: the edge's engines use it
+    "edge": FOUNDATION | {"wire", "core", "measuring", "models", "export"},
     "models": FOUNDATION | {"wire", "core"},  # model files and entry points: reads files
     "cloud": FOUNDATION | {"wire", "core", "models"},
     "testbed": FOUNDATION | {"wire", "core", "measuring", "edge", "models"},
     "evaluation": FOUNDATION | {"wire", "core", "measuring", "edge", "testbed", "models"},
 }
 """Layer -> the other layers it may import. Above them all, the command line (``cli``,
-``cli_options``, ``cli_testbed``, ``cli_dynamic``) and the public face
+``cli_options``, ``cli_testbed``, ``cli_dynamic``, ``cli_export``) and the public face
 (``edgesplit/__init__.py``) may import any layer, and no layer may import them."""
-TOP = {"cli", "cli_options", "cli_testbed", "cli_dynamic", "__init__"}
+TOP = {"cli", "cli_options", "cli_testbed", "cli_dynamic", "cli_export", "__init__"}
 NOT_IN_CORE = {"subprocess", "signal", "socket", "threading", "multiprocessing", "asyncio",
                "select", "ctypes", "psutil", "httpx", "fastapi", "uvicorn", "click", "rich",
                "matplotlib"}

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich import box
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Column, Table
 
 from edgesplit.cli_dynamic import traces
+from edgesplit.cli_export import export
 from edgesplit.cli_options import (
     AUTH_OPTIONS,
     LINK_OPTIONS,
@@ -417,6 +418,8 @@ def report(log_dir: Path, out_dir: Path | None) -> None:
 app.add_command(testbed)
 app.add_command(experiment)
 app.add_command(traces)
+# The options every command that loads a model has (click adds them to a made command too).
+app.add_command(cast(click.Command, input_options(export)))
 
 
 @app.group()
@@ -579,6 +582,10 @@ def _codec_list(value: str) -> list[str]:
               "on the timer only.")
 @click.option("--cloud-load/--no-cloud-load", "load_aware", default=True, show_default=True,
               help="Plan with the wait a busy cloud reports (or as if it were always idle).")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch",
+              show_default=True, callback=lambda _c, _p, value: _engine_installed(value),
+              help="What runs the edge's layers: torch, or ONNX Runtime (the onnx extra; "
+              "each head exported when first used).")
 @AUTH_OPTIONS
 @PROFILE_OPTIONS
 @click.option("--log", "log_dir", type=Writable(folder=True),
@@ -590,7 +597,8 @@ def edge_run(cloud_url: str | None, model: str, input_shape: str | None,
              split_point: int | None,
              clock_ghz: float | None, clock_file: Path | None, replan_interval: float,
              replan_bandwidth: float, replan_rtt_ms: float, replan_clock: float,
-             hysteresis: float, replan_mode: str, load_aware: bool, log_dir: Path | None,
+             hysteresis: float, replan_mode: str, load_aware: bool, engine: str,
+             log_dir: Path | None,
              as_json: bool, planning: Planning, link: Link, auth: Auth, profiles: Profiles) -> None:
     """Run inferences split with a cloud, re-planning as conditions change."""
     import torch
@@ -622,10 +630,11 @@ def edge_run(cloud_url: str | None, model: str, input_shape: str | None,
         reschedule=ReschedulePolicy(interval_s=replan_interval, bandwidth_change=replan_bandwidth,
                                     rtt_change_ms=replan_rtt_ms, clock_change=replan_clock,
                                     hysteresis=hysteresis, mode=replan_mode),
-        token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware)
+        token=token, signing=signing, verify=verify, log_dir=log_dir, load_aware=load_aware,
+        engine=engine)
     runtime = build_runtime(
         edge_options, split=own.split if own else None,
-        calibration_inputs=own.sample if own else None,
+        calibration_inputs=own.sample if own else None, sample=own.sample if own else None,
         profile=get_profile(model, profiles.profile_file, threads, as_json, own),
         cloud_profile=read_profile(path) if (path := profiles.cloud_profile) else None,
         clock=clock)
@@ -660,6 +669,13 @@ def _edge_model(source: str, input_shape: str | None, input_dtype: str | None,
         raise EdgesplitError(f"{source} is a model of your own: give --sample (--input reads "
                              "images and tensors for the zoo's models)")
     return name, own, own.split.n_layers + 1, ["sample"], iter([own.sample])
+
+
+def _engine_installed(engine: str) -> str:
+    """``--engine``, checked to be installed when parsed: before any profiling, not after."""
+    if engine == "onnxruntime":
+        require_extra("--engine onnxruntime", "onnx")
+    return engine
 
 
 def _ask_cloud(url: str, model: str, split_points: int, token: str | None,

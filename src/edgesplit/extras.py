@@ -25,6 +25,9 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "PIL": "edge",
     "matplotlib": "report",
     "ray": "ray",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
 }
 """Top-level import name -> the extra that installs it (pyproject.toml's optional-dependencies)."""
 

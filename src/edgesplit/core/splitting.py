@@ -353,6 +353,17 @@ class SplitModel:
                         split_point, self.n_layers, batch, timings)
         return tuple(env[n] for n in self._output_leaves)
 
+    def run_between(self, tensors: Sequence[torch.Tensor], start: int, stop: int,
+                    batch: Any) -> tuple[torch.Tensor, ...]:
+        """Layers ``start+1..stop`` on what crosses cut ``start``, with no checks: what crosses
+        cut ``stop`` (the flat outputs at ``N``). For tracing (``torch.export``), where the
+        checks' comparisons would fix ``batch`` (an int, or torch's symbolic one) to the
+        sample's."""
+        env = self._run(dict(zip(self._live[start], tensors, strict=True)), start, stop, batch,
+                        None)
+        return tuple(env[n] for n in (
+            self._output_leaves if stop == self.n_layers else self._live[stop]))
+
     def __call__(self, x: torch.Tensor, timings: list[float] | None = None) -> Any:
         """The whole model, layer by layer (equal to the original module's output)."""
         return self.tail(self.head(x, self.n_layers, timings), self.n_layers)

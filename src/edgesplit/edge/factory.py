@@ -27,6 +27,7 @@ from edgesplit.core.rescheduling import ReschedulePolicy
 from edgesplit.core.splitting import SplitModel
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudClient
+from edgesplit.edge.engines import build_engine
 from edgesplit.edge.measurements import MeasurementLog
 from edgesplit.edge.runtime import CodecGuard, EdgeRuntime, Timing
 from edgesplit.edge.sensors import ClockSensor, CpufreqClock, Timebase
@@ -55,6 +56,7 @@ class EdgeOptions:
     verify: bool | str = True  # or a CA bundle / the cloud's own certificate
     log_dir: Path | None = None
     load_aware: bool = True  # plan with the cloud's reported wait
+    engine: str = "torch"  # what runs the edge's layers: edge.engines.ENGINES
 
 
 
@@ -64,7 +66,8 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
                   calibration_inputs: torch.Tensor | None = None,
                   clock: ClockSensor | None = None, link: LinkEstimator | None = None,
                   timebase: Timebase | None = None,
-                  transport: httpx.BaseTransport | None = None) -> EdgeRuntime:
+                  transport: httpx.BaseTransport | None = None,
+                  sample: torch.Tensor | None = None) -> EdgeRuntime:
     """An ``EdgeRuntime`` made from ``options``.
 
     A zoo model needs nothing else (its split, this machine's cached profile and its
@@ -72,7 +75,9 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
     ``profile`` (``profile_model(name, split=..., sample=..., clocks_ghz=())``), and
     ``calibration_inputs`` if lossy codecs are allowed; the cloud must serve it under the same
     name. ``clock`` defaults to cpufreq, ``link`` to the options' assumed bandwidth and RTT;
-    ``timebase`` to the real time, ``transport`` (to the cloud) to the network.
+    ``timebase`` to the real time, ``transport`` (to the cloud) to the network. ``sample``
+    (one input) is what an engine other than torch exports the heads with (a zoo model's own
+    by default).
     """
     model, codecs = options.model, options.codecs
     lossy = any(parse_codec(c).lossy for c in codecs)
@@ -97,8 +102,12 @@ def build_runtime(options: EdgeOptions, *, split: SplitModel | None = None,
     client = (CloudClient(options.cloud_url, token=options.token, signing=options.signing,
                           verify=options.verify, transport=transport)
               if options.cloud_url else None)
+    if options.engine != "torch" and sample is None and model in zoo.MODELS:
+        sample = zoo.sample_input(model)
+    engine = build_engine(options.engine, split, sample,
+                          [layer.time_s for layer in profile.layers])
     return EdgeRuntime(
-        split, planner, client=client, guard=CodecGuard(split, calibration_inputs),
+        split, planner, engine=engine, client=client, guard=CodecGuard(split, calibration_inputs),
         clock=clock or CpufreqClock(),
         link=link or LinkEstimator(options.bandwidth_kbps, options.rtt_ms),
         reschedule=options.reschedule,

@@ -43,6 +43,7 @@ from edgesplit.core.rescheduling import (
 from edgesplit.core.splitting import SplitModel, top1, torch_dtype
 from edgesplit.core.uplink import LinkEstimator
 from edgesplit.edge.client import CloudReply, Expected
+from edgesplit.edge.engines import Engine, TorchEngine
 from edgesplit.edge.measurements import Measurement, MeasurementLog
 from edgesplit.edge.records import (
     CloudPart,
@@ -214,6 +215,7 @@ class EdgeRuntime:
     sleeping and the log's timestamps (tests pass their own).
     ``load_aware``: plan with the wait the cloud reported in its last answer (a busy cloud
     pushes the split toward the edge); False plans as if the cloud were always idle.
+    ``engine`` runs the edge's layers (``edge.engines``; default: torch, the split itself).
     Use ``edgesplit.edge.factory.build_runtime`` to make all of them from options.
     """
 
@@ -221,11 +223,12 @@ class EdgeRuntime:
                  guard: CodecGuard | None = None, clock: ClockSensor, link: LinkEstimator,
                  reschedule: ReschedulePolicy | None = None, log: MeasurementLog | None = None,
                  timing: Timing | None = None, timebase: Timebase | None = None,
-                 load_aware: bool = True) -> None:
+                 load_aware: bool = True, engine: Engine | None = None) -> None:
         if len(planner.layers) != split.n_layers + 1:
             raise InvalidArgument(f"the planner knows {len(planner.layers) - 1} layers, the "
                                   f"model has {split.n_layers}: plan this model")
         self.split = split
+        self.engine = engine or TorchEngine(split)
         self.planner = planner
         self.client = client
         self.guard = guard or CodecGuard(split, None)
@@ -436,8 +439,9 @@ class EdgeRuntime:
         sp, codec = plan.split_point, parse_codec(plan.codec)
         edge_layers: list[float] = []
         stopwatch = self.time.stopwatch
+        self.engine.prepare(sp)  # an engine's first use of a split point is not head time
         began = stopwatch()
-        sent = self.split.head(x, sp, edge_layers)
+        sent = self.engine.head(x, sp, edge_layers)
         encode_began = stopwatch()
         encoded = [encode_tensor(t, codec, spec.name)
                    for t, spec in zip(sent, self.split.split_points[sp].tensors, strict=True)]
@@ -482,8 +486,9 @@ class EdgeRuntime:
 
     def _run_locally(self, x: torch.Tensor, reason: str) -> tuple[Any, Ran]:
         layers: list[float] = []
+        self.engine.prepare(self.split.n_layers)
         began = self.time.stopwatch()
-        output = self.split(x, layers)
+        output = self.engine.run(x, layers)
         elapsed = self.time.stopwatch() - began
         return output, Ran(split_point=self.split.n_layers, codec="raw",
                            edge_layers_s=tuple(layers), edge_s=elapsed, codec_s=0.0,
