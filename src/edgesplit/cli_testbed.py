@@ -9,12 +9,16 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
 from edgesplit.cli_dynamic import DYNAMIC_OPTIONS, Dynamic
 from edgesplit.cli_options import Writable
+
+if TYPE_CHECKING:
+    from edgesplit.evaluation.experiment import ExperimentConfig
 
 out = Console()
 err = Console(stderr=True)
@@ -130,8 +134,6 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
         run_dynamic(out_dir, models or "", repeats or 1, seed, testbed_mode, edge_speed, quick,
                     dynamic, err)
         return
-    from dataclasses import replace
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -141,26 +143,10 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
         TimeRemainingColumn,
     )
 
-    from edgesplit.extras import require_extra
+    from edgesplit.evaluation.experiment import Experiment
 
-    require_extra("edgesplit experiment", "all")  # it runs a cloud and an edge and draws plots
-    from edgesplit.evaluation.experiment import Experiment, ExperimentConfig
-    from edgesplit.models.names import PROGRAM_SUFFIX, check_source
-
-    ctx = click.get_current_context()
-    if suite == "wide" and any(ctx.get_parameter_source(k) is click.core.ParameterSource.
-                               COMMANDLINE for k in ("rtt_ms", "edge_speed")):
-        raise click.UsageError("the wide suite draws each setting's round trip and edge "
-                               "speed: leave --rtt-ms and --edge-speed out")
-    base = ExperimentConfig.quick(suite) if quick else ExperimentConfig.of_suite(suite)
-    names = tuple(str(Path(m.strip()).resolve()) if m.strip().endswith(PROGRAM_SUFFIX) else
-                  m.strip() for m in models.split(",") if m.strip()) if models else base.models
-    for name in names:  # sources: their paths made absolute for the testbed's processes
-        check_source(name)
-    config = replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
-                     edge_speed=edge_speed, models=names,
-                     settings=settings or base.settings, repeats=repeats or base.repeats,
-                     parts_repeats=parts_repeats)
+    config = _static_config(suite, models, settings, repeats, parts_repeats, seed, testbed_mode,
+                            rtt_ms, oracle, edge_speed, quick)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear the testbed down
     run = Experiment(config, out_dir)
     with run.claim(), Progress(TextColumn("{task.description}"), BarColumn(),
@@ -179,6 +165,33 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
         result = run.measure()
     out.print(f"experiment done: {result / 'runs.csv'}; report with `edgesplit report "
               f"{result}`", highlight=False, soft_wrap=True)
+
+
+def _static_config(suite: str, models: str | None, settings: int | None, repeats: int | None,
+                   parts_repeats: int | None, seed: int, testbed_mode: str, rtt_ms: float,
+                   oracle: str, edge_speed: float, quick: bool) -> ExperimentConfig:
+    """The thesis or wide suite's configuration from the command line's options."""
+    from dataclasses import replace
+
+    from edgesplit.extras import require_extra
+
+    require_extra("edgesplit experiment", "all")  # it runs a cloud and an edge and draws plots
+    from edgesplit.evaluation.experiment import ExperimentConfig
+    from edgesplit.models.names import PROGRAM_SUFFIX, check_source
+
+    ctx = click.get_current_context()
+    if suite == "wide" and any(ctx.get_parameter_source(k) is click.core.ParameterSource.
+                               COMMANDLINE for k in ("rtt_ms", "edge_speed")):
+        raise click.UsageError("the wide suite draws each setting's round trip and edge "
+                               "speed: leave --rtt-ms and --edge-speed out")
+    base = ExperimentConfig.quick(suite) if quick else ExperimentConfig.of_suite(suite)
+    names = tuple(str(Path(m.strip()).resolve()) if m.strip().endswith(PROGRAM_SUFFIX) else
+                  m.strip() for m in models.split(",") if m.strip()) if models else base.models
+    for name in names:  # sources: their paths made absolute for the testbed's processes
+        check_source(name)
+    return replace(base, seed=seed, testbed=testbed_mode, rtt_ms=rtt_ms, oracle=oracle,
+                   edge_speed=edge_speed, models=names, settings=settings or base.settings,
+                   repeats=repeats or base.repeats, parts_repeats=parts_repeats)
 
 
 class _LogLine:
