@@ -1,12 +1,13 @@
 """Write the figures that the docs take from committed data into the docs' marked regions.
 
-A region is ``<!-- generated: KIND ARGS -->text<!-- /generated -->`` anywhere in README.md or
-docs/*.md (inline or around a table; one quoted in backticks is left alone). KIND names a
-function below that computes the text from the committed experiment
-(``docs/results/experiment/``: ``runs.csv``, ``config.json``, ``profiles/``, ``report/``).
-Run ``python scripts/gen_docs_figures.py`` after re-running the experiment; ``--check`` changes
-nothing and exits 1 naming every stale file (``tests/test_docs.py`` makes the same check), so
-a number in the docs cannot drift from its source.
+A region is ``<!-- generated: KIND FOLDER ARGS -->text<!-- /generated -->`` anywhere in README.md
+or docs/*.md (inline or around a table; one quoted in backticks is left alone). KIND names a
+function below that computes the text from the committed run in ``docs/results/FOLDER/``
+(``experiment``, ``experiment-wide``: ``runs.csv``, ``config.json``, ``profiles/``, ``report/``;
+``dynamic``: its ``config.json`` and ``report/summary.csv``). Run
+``python scripts/gen_docs_figures.py`` after re-running an experiment and its report; ``--check``
+changes nothing and exits 1 naming every stale file (``tests/test_docs.py`` makes the same
+check), so a number in the docs cannot drift from its source.
 """
 
 from __future__ import annotations
@@ -15,217 +16,154 @@ import argparse
 import csv
 import json
 import re
-import statistics
 import sys
-from collections import defaultdict
 from collections.abc import Callable
-from functools import cached_property
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENT = ROOT / "docs" / "results" / "experiment"
+RESULTS = ROOT / "docs" / "results"
 REGION = re.compile(r"(?<!`)(<!-- generated: ([^>]*?) -->)(.*?)(<!-- /generated -->)", re.DOTALL)
-NAMES = {"alexnet": "AlexNet", "vgg16": "VGG16", "mnist_cnn": "MNIST CNN"}
+NAMES = {"alexnet": "AlexNet", "vgg16": "VGG16", "mnist_cnn": "MNIST CNN",
+         "resnet18": "ResNet-18"}
+OBJECTIVES = {"latency": "OL", "cost": "OC", "weighted": "CL"}
+BASELINES = ("compressed-input (best)", "all-edge", "all-cloud", "best-fixed")
 
 
 def pct(value: float, digits: int = 2) -> str:
     return f"{value * 100:.{digits}f}%"
 
 
-class Experiment:
-    """The committed experiment's files, read once."""
+class Results:
+    """The committed runs' files, each read once."""
 
-    def __init__(self, folder: Path = EXPERIMENT) -> None:
-        self.folder = folder
+    def __init__(self, root: Path = RESULTS) -> None:
+        self.root = root
 
-    def _csv(self, name: str) -> list[dict[str, str]]:
-        with (self.folder / name).open(newline="") as f:
+    @cache  # noqa: B019 - one Results per run of the script, read once
+    def csv(self, folder: str, name: str) -> list[dict[str, str]]:
+        with (self.root / folder / name).open(newline="") as f:
             return list(csv.DictReader(f))
 
-    @cached_property
-    def rows(self) -> list[dict[str, str]]:
-        return self._csv("runs.csv")
-
-    @cached_property
-    def config(self) -> dict[str, object]:
-        result: dict[str, object] = json.loads((self.folder / "config.json").read_text())
+    @cache  # noqa: B019 - as above
+    def config(self, folder: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads((self.root / folder / "config.json").read_text())
         return result
 
-    def oracle_medians(self, model: str) -> dict[tuple[int, int], float]:
-        """(setting, split point) -> median measured latency over the repeats."""
-        seen: dict[tuple[int, int], list[float]] = defaultdict(list)
-        for r in self.rows:  # oracle rows come twice (own and rent edge): one copy is enough
-            if r["model"] == model and r["strategy"] == "oracle" and r["edge"] == "own":
-                seen[(int(r["setting"]), int(r["split_point"]))].append(float(r["latency_s"]))
-        return {key: statistics.median(v) for key, v in seen.items()}
 
-    def choices(self, model: str, predictor: str, strategy: str = "OL") -> dict[int, int]:
-        """setting -> the split the strategy chose (the rented edge's runs)."""
-        return {int(r["setting"]): int(r["split_point"]) for r in self.rows
-                if r["model"] == model and r["predictor"] == predictor
-                and r["strategy"] == strategy and r["edge"] == "rent"}
-
-    @property
-    def settings(self) -> int:
-        return len(self.config["settings"])  # type: ignore[arg-type]
+def _interval(row: dict[str, str], key: str, scale: float = 100, unit: str = "%") -> str:
+    value, low, high = (float(row[f"{key}_{p}"]) * scale for p in ("value", "low", "high"))
+    digits = 2 if unit == "%" else 3
+    return f"{value:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def counts(exp: Experiment) -> str:
-    """How much the experiment measured, and in what conditions."""
-    rows = exp.rows
-    oracle = sum(r["strategy"] == "oracle" for r in rows) // 2
-    measured = oracle + sum(r["strategy"] != "oracle" for r in rows)
+def _span(values: list[float]) -> str:
+    return f"{min(values):g}" if min(values) == max(values) else \
+        f"{min(values):g} to {max(values):g}"
+
+
+def counts(res: Results, folder: str) -> str:
+    """How much a static run measured, in how long and in what conditions."""
+    rows, config = res.csv(folder, "runs.csv"), res.config(folder)
+    oracle = sum(r["strategy"] == "oracle" for r in rows) // 2  # own and rent: one measurement
+    compressed = sum(r["strategy"] == "compressed-input" for r in rows) // 2
+    measured = oracle + compressed + sum(r["strategy"] not in ("oracle", "compressed-input")
+                                         for r in rows)
     parts = sum(r["method"] == "parts" for r in rows) // 2
-    repeats = {r["repeat"] for r in rows}
-    part_units = len({(r["setting"], r["repeat"]) for r in rows if r["method"] == "parts"})
-    settings: list[dict[str, float]] = exp.config["settings"]  # type: ignore[assignment]
+    settings = config["settings"]
     bw = [s["bandwidth_kbps"] / 1000 for s in settings]
     clocks = [s["clock_ghz"] for s in settings]
-    runs: list[dict[str, float]] = exp.config["runs"]  # type: ignore[assignment]
-    checks = [c for s in exp.config["self_checks"] for c in s["checks"]]  # type: ignore[attr-defined]
-    worst = max(abs(c["error"]) for c in checks)
-    rtt = exp.config["parameters"]["rtt_ms"]  # type: ignore[index]
-    return (f"{measured - parts + part_units:,} units, {measured:,} measured inferences "
-            f"({measured - parts:,} end to end and {parts:,} VGG16 split points composed from "
-            f"measured parts; `runs.csv` has {len(rows):,} rows because each oracle measurement "
-            f"is written twice, priced for an owned and a rented edge) in "
-            f"{sum(r['seconds'] for r in runs) / 60:.1f} minutes (both self-checks within "
-            f"{worst * 100:.1f}%; {len(settings)} settings of {min(bw):g} to {max(bw):g} Mbit/s "
-            f"and {min(clocks):g} to {max(clocks):g} GHz, RTT "
-            f"{rtt:g} ms, "
-            f"{len(repeats)} repeats)")
+    rtts = [s.get("rtt_ms", config["parameters"]["rtt_ms"]) for s in settings]
+    minutes = sum(r["seconds"] for r in config["runs"]) / 60
+    checks = [c for s in config["self_checks"] for c in s["checks"]]
+    models = ", ".join(NAMES.get(m, m) for m in config["parameters"]["models"])
+    rounds = len({r["repeat"] for r in rows})
+    return (f"{measured:,} measured inferences ({measured - parts:,} end to end, {parts:,} "
+            f"split points composed from measured parts) of {models} in {minutes:.1f} minutes; "
+            f"{len(settings)} settings of {min(bw):g} to {max(bw):g} Mbit/s, "
+            f"{min(clocks):g} to {max(clocks):g} GHz and a round trip of {_span(rtts)} ms, "
+            f"{rounds} rounds; the self-checks within "
+            f"{max(abs(c['error']) for c in checks) * 100:.1f}%")
 
 
-def effectiveness(exp: Experiment) -> str:
-    """Each predictor's regret when choosing the fastest split, as a table."""
-    lines = ["| model | predictor | mean regret | worst | best | top 3 | top 5 | noise floor "
-             "| the thesis reported |", "|---|---|---|---|---|---|---|---|---|"]
-    rows = [r for r in exp._csv("report/effectiveness.csv") if r["objective"] == "latency"]
-    for r in sorted(rows, key=lambda r: (list(NAMES).index(r["model"]), r["predictor"])):
-        thesis = pct(float(r["thesis_mean_regret"])) if r["thesis_mean_regret"] else ""
-        if thesis and r["model"] == "mnist_cnn":
-            thesis += f" (top 5: {pct(float(r['thesis_top5_share']))})"
-        shares = [f"{float(r[k]) * 100:.0f}%" for k in ("best_share", "top3_share", "top5_share")]
-        mean = pct(float(r["mean_regret"]))
-        lines.append(f"| {NAMES[r['model']]} | {r['predictor']} | "
-                     f"{f'**{mean}**' if r['predictor'] == 'profile' else mean} | "
-                     f"{pct(float(r['worst_regret']))} | {' | '.join(shares)} | "
-                     f"{pct(float(r['noise_floor']))} | {thesis} |")
+def evidence(res: Results, folder: str, model: str, edge: str, objective: str) -> str:
+    """Each predictor's chooser and each baseline for one objective: mean and median regret."""
+    rows = {r["chooser"]: r for r in res.csv(folder, "report/regrets.csv")
+            if (r["model"], r["edge"], r["objective"]) == (model, edge, objective)}
+    label = OBJECTIVES[objective]
+    wanted = [f"{p} {label}" for p in ("profile", "thesis", "neurosurgeon")] + list(BASELINES)
+    unit, scale = ("", 1.0) if objective == "weighted" else ("%", 100.0)
+    lines = ["| chooser | mean regret [95% CI] | median [95% CI] |", "|---|---|---|"]
+    for chooser in (c for c in wanted if c in rows):
+        note = f" ({rows[chooser]['note']})" if rows[chooser]["note"] else ""
+        lines.append(f"| {chooser}{note} | {_interval(rows[chooser], 'mean', scale, unit)} | "
+                     f"{_interval(rows[chooser], 'median', scale, unit)} |")
     return "\n".join(lines)
 
 
-def regret(exp: Experiment, model: str, predictor: str) -> str:
-    """One predictor's mean regret choosing the fastest split."""
-    for r in exp._csv("report/effectiveness.csv"):
-        if (r["model"], r["predictor"], r["objective"]) == (model, predictor, "latency"):
-            return pct(float(r["mean_regret"]))
-    raise KeyError(f"no regret for {model} {predictor}")
+def floor(res: Results, folder: str, model: str, edge: str, objective: str) -> str:
+    """The held-out noise floor, with the in-sample one beside it."""
+    for r in res.csv(folder, "report/noise-floor.csv"):
+        if (r["model"], r["edge"], r["objective"]) == (model, edge, objective):
+            return (f"{_interval(r, 'held_out')} held out (in-sample "
+                    f"{float(r['in_sample_value']) * 100:.2f}%)")
+    raise KeyError(f"no noise floor for {folder} {model} {edge} {objective}")
 
 
-def table71(exp: Experiment, edge: str, predictor: str) -> str:
+def prederr(res: Results, folder: str) -> str:
+    """Median absolute prediction error at the chosen splits and over every split point."""
+    found = {(r["model"], r["predictor"], r["where"]): r
+             for r in res.csv(folder, "report/prediction-error.csv")}
+    lines = ["| model | predictor | at the chosen splits: median [IQR] | every split point |",
+             "|---|---|---|---|"]
+    for (model, predictor, where), r in sorted(found.items()):
+        if where != "chosen":
+            continue
+        every = found.get((model, predictor, "every split"))
+        rest = pct(float(every["median"]), 1) if every else ""
+        lines.append(f"| {NAMES.get(model, model)} | {predictor} | {pct(float(r['median']), 1)} "
+                     f"[{pct(float(r['q25']), 1)}, {pct(float(r['q75']), 1)}] | {rest} |")
+    return "\n".join(lines)
+
+
+def table71(res: Results, folder: str, edge: str, predictor: str) -> str:
     """Table 7.1 for one edge and predictor, with the thesis's AlexNet row."""
     columns = [("cost", "CL_vs_OC"), ("latency", "CL_vs_OC"), ("cost", "CL_vs_OL"),
                ("latency", "CL_vs_OL"), ("cost", "OC_vs_OL"), ("latency", "OL_vs_OC")]
     cells = {(r["model"], r["metric"], r["comparison"]): (r["measured_pct"], r["thesis_pct"])
-             for r in exp._csv("report/table-7-1.csv")
+             for r in res.csv(folder, "report/table-7-1.csv")
              if (r["edge"], r["predictor"]) == (edge, predictor)}
     head = " | ".join(f"{c.replace('_vs_', ' vs ')}, {m}" for m, c in columns)
     lines = [f"| model | {head} |", "|---|" + "---|" * len(columns)]
-    for model, name in NAMES.items():
-        lines.append(f"| {name} | " + " | ".join(
+    for model in dict.fromkeys(m for m, _, _ in cells):
+        lines.append(f"| {NAMES.get(model, model)} | " + " | ".join(
             f"{float(cells[(model, m, c)][0]):+.2f}%" for m, c in columns) + " |")
     lines.append("| the thesis, AlexNet | " + " | ".join(
         f"{float(cells[('alexnet', m, c)][1]):+.2f}%" for m, c in columns) + " |")
     return "\n".join(lines)
 
 
-def table71_size(exp: Experiment, model: str, edge: str, predictor: str, metric: str,
-                 comparison: str, column: str) -> str:
-    """One cell of Table 7.1 as a rounded magnitude ("80%"), ours or the thesis's."""
-    for r in exp._csv("report/table-7-1.csv"):
-        if (r["model"], r["edge"], r["predictor"], r["metric"], r["comparison"]) == (
-                model, edge, predictor, metric, comparison):
-            return f"{abs(float(r[f'{column}_pct'])):.0f}%"
-    raise KeyError(f"no Table 7.1 cell {model} {edge} {predictor} {metric} {comparison}")
-
-
-def pareto(exp: Experiment, edge: str, predictor: str) -> str:
-    """In how many settings CL's choice lay on the measured front."""
-    on: dict[str, int] = defaultdict(int)
-    for r in exp._csv("report/pareto.csv"):
-        if (r["edge"], r["predictor"]) == (edge, predictor):
-            on[r["model"]] += r["on_front"] == "True"
-    return ", ".join(f"{NAMES[m]} {on[m]} of {exp.settings}" for m in NAMES)
-
-
-def forward_ms(exp: Experiment, model: str) -> str:
+def forward_ms(res: Results, folder: str, model: str) -> str:
     """A whole forward on one full core of the testbed's machine (its committed profile)."""
-    profile = json.loads((exp.folder / "profiles" / f"{model}.json").read_text())
+    profile = json.loads((res.root / folder / "profiles" / f"{model}.json").read_text())
     ms = profile["forward_s"] * 1000
     return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
-def head_to_head(exp: Experiment, model: str, a: str, b: str) -> str:
-    """Per setting, split a's median against split b's."""
-    med = exp.oracle_medians(model)
-    n = exp.settings
-    won = sum(med[(s, int(a))] < med[(s, int(b))] for s in range(n))
-    lost = sum(med[(s, int(a))] > med[(s, int(b))] for s in range(n))
-    return f"beat {b}'s in {won} settings, lost in {lost} and tied in {n - won - lost}"
-
-
-def median_range(exp: Experiment, model: str, first: str, last: str) -> str:
-    """The lowest and highest setting median of splits first..last."""
-    values = [v for (_, k), v in exp.oracle_medians(model).items()
-              if int(first) <= k <= int(last)]
-    return f"{min(values) * 1000:.1f} to {max(values) * 1000:.1f} ms"
-
-
-def worst_gap(exp: Experiment, model: str, a: str, b: str) -> str:
-    """The setting where split a's median lost most to split b's."""
-    med = exp.oracle_medians(model)
-    clocks = {int(s["index"]): s["clock_ghz"]
-              for s in exp.config["settings"]}  # type: ignore[attr-defined]
-    worst = max(range(exp.settings), key=lambda s: med[(s, int(a))] - med[(s, int(b))])
-    return (f"{med[(worst, int(a))] * 1000:.1f} against {med[(worst, int(b))] * 1000:.1f} ms "
-            f"at {clocks[worst]:g} GHz")
-
-
-def fixed_regrets(exp: Experiment, model: str, first: str, last: str) -> str:
-    """The range of mean regrets of always choosing one split, for splits first..last."""
-    med = exp.oracle_medians(model)
-    n = exp.settings
-    best = {s: min(v for (t, _), v in med.items() if t == s) for s in range(n)}
-    means = [statistics.mean(med[(s, k)] / best[s] - 1 for s in range(n))
-             for k in range(int(first), int(last) + 1)]
-    return f"{pct(min(means), 1)} to {pct(max(means), 1)}"
-
-
-def chose_where_faster(exp: Experiment, model: str, predictor: str, chosen: str,
-                       faster: str) -> str:
-    """How often the predictor chose one split, and in how many of those another was faster."""
-    med = exp.oracle_medians(model)
-    picks = [s for s, k in exp.choices(model, predictor).items() if k == int(chosen)]
-    quicker = sum(med[(s, int(faster))] < med[(s, int(chosen))] for s in picks)
-    return (f"picks split {chosen} in {len(picks)} of {exp.settings} settings, and in "
-            f"{quicker} of those {len(picks)} split {faster} is faster")
-
-
 KINDS: dict[str, Callable[..., str]] = {
-    "counts": counts, "effectiveness": effectiveness, "regret": regret, "table71": table71,
-    "pareto": pareto, "forward_ms": forward_ms, "head_to_head": head_to_head,
-    "fixed_regrets": fixed_regrets, "median_range": median_range, "worst_gap": worst_gap,
-    "chose_where_faster": chose_where_faster, "table71_size": table71_size,
+    "counts": counts, "evidence": evidence, "floor": floor, "prederr": prederr,
+    "table71": table71, "forward_ms": forward_ms,
 }
 
 
-def render(text: str, exp: Experiment) -> str:
+def render(text: str, res: Results) -> str:
     """The text with every generated region recomputed."""
     def fill(match: re.Match[str]) -> str:
         kind, *args = match.group(2).split()
         if kind not in KINDS:
             raise SystemExit(f"unknown generated region {kind!r}: one of {', '.join(KINDS)}")
-        body = KINDS[kind](exp, *args)
+        body = KINDS[kind](res, *args)
         if "\n" in body:  # a table stands on lines of its own
             body = f"\n{body}\n"
         return f"{match.group(1)}{body}{match.group(4)}"
@@ -241,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 if a region differs from its source")
     args = parser.parse_args(argv)
-    exp, stale = Experiment(), []
+    res, stale = Results(), []
     for path in doc_files():
         text = path.read_text()
-        new = render(text, exp)
+        new = render(text, res)
         if new != text:
             stale.append(path.relative_to(ROOT))
             if not args.check:
