@@ -549,11 +549,10 @@ class EdgeRuntime:
             return False
         conditions = self.conditions()
         current = self.plan.split_point
-        hysteresis = noise_hysteresis(self.policy, self.link.noise)
-        for factor in (10, 100):
+        for factor in (10, 100):  # the policy's own hysteresis: the noise is the estimate's
             faster = replace(conditions, bandwidth_kbps=conditions.bandwidth_kbps * factor)
             plan = self.planner.plan(faster, frozenset(self._excluded))
-            if with_hysteresis(plan, current, hysteresis).split_point != current:
+            if with_hysteresis(plan, current, self.policy.hysteresis).split_point != current:
                 return True
         return False
 
