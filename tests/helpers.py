@@ -62,6 +62,12 @@ class SetLink(LinkEstimator):
     def observe_transfer(self, nbytes: int, network_s: float) -> None:
         pass
 
+    def observe_probe(self, nbytes: int, network_s: float) -> None:
+        pass
+
+    def observe_timeout(self, nbytes: int, waited_s: float) -> bool:
+        return False
+
 
 class ManualClock:
     """A monotonic clock for the runtime that moves only when the test says: re-check intervals

@@ -227,8 +227,9 @@ def test_a_collapsed_uplink_is_told_from_a_dead_cloud_and_its_recovery_is_found(
     time waited): the edge re-plans to a split that fits instead of retrying the cloud as if it
     were flaky. When the uplink comes back a hundredfold, the small transfers of that split
     cannot show it: the stale estimate is probed, and found."""
+    # No burst: a 4 KB burst would carry the 4 KB answers of split 19 at any speed.
     with LinkEmulator("127.0.0.1", cloud.port, rate_kbps=200, rtt_ms=100,
-                      burst_bytes=4096) as link:
+                      burst_bytes=0) as link:
         options = EdgeOptions("alexnet", f"http://127.0.0.1:{link.port}",
                               objective=Objective("latency"), load_aware=False,
                               timing=Timing(retry_s=0.5))
@@ -237,16 +238,17 @@ def test_a_collapsed_uplink_is_told_from_a_dead_cloud_and_its_recovery_is_found(
                              clock=FixedClock(2.0))
         x = zoo.sample_input("alexnet")
         with edge:
-            slow = [r.measurement for r in edge.run([x], count=6, interval_s=0.3)]
+            # Split 13 sends 36 KB: 18 ms at the belief, 1.5 s on the link.
+            first = edge.infer(x, split_point=13).measurement
+            slow = [r.measurement for r in edge.run([x], count=5, interval_s=0.3)]
             link.set_rate_kbps(20_000)
             back = [r.measurement for r in edge.run([x], count=4, interval_s=0.1)]
     # Only the first offload times out; the edge learns the slow link from it and soon
     # offloads a split that fits, in time.
-    timed_out = ["did not answer" in m.fallback and not m.fallback.startswith("offline")
-                 for m in slow]
-    assert timed_out == [True] + [False] * 5
-    assert all(m.finished == "cloud" for m in slow[-2:])
-    assert slow[-1].bandwidth_kbps < 2000 and slow[-1].offload_bytes < slow[0].offload_bytes
+    assert first.finished == "edge" and "did not answer within 1.00 s" in first.fallback
+    assert slow[0].bandwidth_kbps < 2000  # planned on the bound: 36 KB not through in 1 s
+    assert all(m.finished == "cloud" and m.fallback == "" for m in slow)
+    assert slow[-1].bandwidth_kbps < 2000 and slow[-1].offload_bytes < first.offload_bytes
     # Back up: within three inferences the edge believes a link many times faster.
     assert back[2].bandwidth_kbps > 5 * slow[-1].bandwidth_kbps
-    assert edge.probing.probes > 0 and edge.probing.bytes > 0
+    assert edge.probing.probes > 0  # the timeout's readiness check, at least

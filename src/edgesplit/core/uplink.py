@@ -28,7 +28,7 @@ class LinkEstimator:
     factor), the unit the predictors expect.
 
     A change is taken at once rather than averaged in over the window. A transfer whose time is
-    off the estimate's prediction by more than ``change_ratio`` times (or by four times the
+    off the estimate's prediction by more than ``change_ratio`` times (or by three times the
     measured ``noise``, whichever is larger) is an outlier; two in a row on the same side are a
     change, and the estimate starts afresh from them (one alone may be a hiccup, or a small
     transfer misread through an RTT not yet known). A probe the edge sent because it doubts the
@@ -128,8 +128,11 @@ class LinkEstimator:
                      and abs(math.log(y / max(rtt_s, 1e-6))) > math.log(self.change_ratio))
             return [] if moved else None
         error = math.log(y / (self.rtt_ms / 1000 + x / (self.bandwidth_kbps * 1000)))
-        if abs(error) <= max(math.log(self.change_ratio), 4 * self.noise):
-            self.noise += 0.1 * (abs(error) - self.noise)
+        floor = math.log(self.change_ratio)
+        if abs(error) <= max(floor, 3 * self.noise):
+            # Each transfer counts at most the change ratio: errors the widened threshold
+            # let in would otherwise widen it further, until no change is ever seen.
+            self.noise += 0.1 * (min(abs(error), floor) - self.noise)
             if self._outlier is not None:  # no change after all: the outlier joins the fit
                 self._points.append(self._outlier[:2])
                 self._outlier = None
@@ -153,7 +156,10 @@ class LinkEstimator:
         pings = [(w, y) for w, x, y in weighted if x == 0]
         loads = [(w, x, y) for w, x, y in weighted if x > 0]
         if pings:  # a ping measures the round trip directly: trust it, fit only the bandwidth
-            rtt_s = sum(w * y for w, y in pings) / sum(w for w, _ in pings)
+            # ... unless a transfer came back sooner: no round trip takes longer than one
+            # carrying a payload (pings from before the link sped up, or queued behind it).
+            rtt_s = min([sum(w * y for w, y in pings) / sum(w for w, _ in pings),
+                         *(y for _, _, y in loads)])
             self.rtt_ms = rtt_s * 1000
             seconds = sum(w * x * (y - rtt_s) for w, x, y in loads)
             if seconds > 0:

@@ -58,6 +58,11 @@ KEEPALIVE_S = 2.0
 closes them, so a request never goes out on a connection the server is closing."""
 
 
+class AnswerTimeout(OffloadTimeout):
+    """The deadline passed while the answer was arriving: the request had crossed the link in
+    full, so the timeout says nothing of the uplink's speed."""
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a right answer holds: one output per ``(shape, OIP datatype)``, and one time per
@@ -128,6 +133,7 @@ class CloudClient:
         self._transport = transport
         self._client = self._new_client()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="offload")
+        self._answering: float | None = None  # the deadline of the exchange being answered
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=self._headers, verify=self._verify,
@@ -229,6 +235,7 @@ class CloudClient:
         request_headers = (headers or {}) | (self._sign(method, path, content) if sign else {})
         with self._client.stream(method, path, content=content or None, timeout=timeout,
                                  headers=request_headers) as response:
+            self._answering = ends  # the answer has begun: the request is through
             body = _read_body(response, cap, ends)
             return _Answer(response.status_code, body, response.headers,
                            time.perf_counter() - began)
@@ -259,15 +266,18 @@ class CloudClient:
         goes wrong, the connection is dropped so the next call starts on a fresh one.
         """
         timeout = httpx.Timeout(deadline_s, connect=min(self._connect_timeout_s, deadline_s))
-        future = self._pool.submit(call, timeout, time.monotonic() + deadline_s)
+        ends = time.monotonic() + deadline_s
+        future = self._pool.submit(call, timeout, ends)
         try:
             return future.result(timeout=deadline_s)
         except (concurrent.futures.TimeoutError, httpx.TimeoutException):
             # Give up on the stuck exchange (httpx's own timeout, set to the deadline, may win
             # the race): a fresh connection and helper thread for the next call, so it never
-            # queues behind this one.
+            # queues behind this one. Whether its answer had begun tells a slow uplink (it had
+            # not) from a cloud slow to answer (``AnswerTimeout``).
             self._renew(stuck=not future.done())
-            raise OffloadTimeout(
+            error = AnswerTimeout if self._answering == ends else OffloadTimeout
+            raise error(
                 f"the cloud at {self.base_url} did not answer within {deadline_s:.2f} s"
             ) from None
         except httpx.HTTPError as exc:
@@ -346,7 +356,7 @@ def _read_capped(response: httpx.Response, cap: int, ends: float, *,
     size = 0
     for chunk in response.iter_raw():
         if time.monotonic() > ends:
-            raise OffloadTimeout("the cloud's answer was still arriving at the deadline")
+            raise AnswerTimeout("the cloud's answer was still arriving at the deadline")
         size += len(chunk)
         if size > cap:
             if truncate:

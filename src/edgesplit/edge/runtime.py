@@ -42,7 +42,7 @@ from edgesplit.core.rescheduling import (
 )
 from edgesplit.core.splitting import SplitModel, top1, torch_dtype
 from edgesplit.core.uplink import LinkEstimator
-from edgesplit.edge.client import CloudReply, Expected
+from edgesplit.edge.client import AnswerTimeout, CloudReply, Expected
 from edgesplit.edge.engines import Engine, TorchEngine
 from edgesplit.edge.measurements import Measurement, MeasurementLog
 from edgesplit.edge.records import (
@@ -530,31 +530,30 @@ class EdgeRuntime:
 
     def _failed(self, exc: CloudUnavailable, sp: int, nbytes: int, waited_s: float) -> None:
         """After a failed offload (its inference already finished on the edge): a refusal
-        rules out the split point; a timeout is checked for a slow link; anything else (and a
-        timeout that was the cloud's) is an outage. A cut or an error answer says nothing of
-        the link's speed, and is not learned from. Another version of the model in the cloud
-        (409) is neither: said once, and the next offload tries again."""
+        rules out the split point; a timeout before the answer began is checked for a slow
+        link; anything else (and a timeout that was the cloud's) is an outage. A cut, an error
+        answer or an answer too slow to arrive says nothing of the uplink's speed, and is not
+        learned from. Another version of the model in the cloud (409) is neither: said once,
+        and the next offload tries again."""
         if isinstance(exc, ModelVersionMismatch):
             self._skewed(str(exc))
         elif isinstance(exc, CloudRefused):
             self._refuse(sp, str(exc))
-        elif not (isinstance(exc, OffloadTimeout) and self._link_was_slow(nbytes, waited_s)):
+        elif not (isinstance(exc, OffloadTimeout) and not isinstance(exc, AnswerTimeout)
+                  and self._link_was_slow(nbytes, waited_s)):
             self._mark_down(str(exc))
         self._timed_out = isinstance(exc, OffloadTimeout)
 
     def _link_was_slow(self, nbytes: int, waited_s: float) -> bool:
         """Whether the link, not the cloud, kept ``nbytes`` from being answered within
-        ``waited_s``. The timeout bounds the bandwidth first (``LinkEstimator.observe_timeout``:
-        at most ``nbytes`` in that time), whatever comes next: so even a cloud given up for now
-        is tried again at a split that fits the bound. Then the cloud must answer that it is
-        ready: if it does, the link was slow and the next inference re-plans; if not, it is an
-        outage (with a backed-up link, that may be the bytes still queued: the bound stands).
-        A second timeout in a row, at a plan made for the first, is an outage too: a cloud that
-        answers its readiness but not its work is given up as before, with backoff."""
+        ``waited_s``. The cloud must answer that it is ready; a cloud that does not (stopped,
+        stuck, dripping its answers) is an outage, and teaches nothing of the link. If it
+        does, the timeout bounds the bandwidth (``LinkEstimator.observe_timeout``: at most
+        ``nbytes`` in that time) and the next inference re-plans on it. A second timeout in a
+        row, at a plan made for the first, is an outage all the same (a cloud that answers its
+        readiness but not its work), re-checked with backoff; the bound stands, so the cloud
+        is tried again at a split that fits it."""
         assert self.client is not None
-        bounded = self.link.observe_timeout(nbytes, waited_s)
-        if self._timed_out:
-            return False
         began = self._now()
         try:
             self.client.ready(deadline_s=self.timing.min_deadline_s)
@@ -562,8 +561,8 @@ class EdgeRuntime:
             return False
         finally:
             self._count(0, self._now() - began)
-        if not bounded:
-            return False  # the estimate expected it to be this slow: the cloud was
+        if not self.link.observe_timeout(nbytes, waited_s) or self._timed_out:
+            return False  # the estimate expected it to be this slow, or it is the second
         log.warning("the offload of %d bytes timed out on a slow link (now at most %.0f kbit/s"
                     "): re-planning", nbytes, self.link.bandwidth_kbps)
         self._slow_link = True
@@ -578,11 +577,10 @@ class EdgeRuntime:
             return False
         conditions = self.conditions()
         current = self.plan.split_point
-        hysteresis = noise_hysteresis(self.policy, self.link.noise)
-        for factor in (10, 100):
+        for factor in (10, 100):  # the policy's own hysteresis: the noise is the estimate's
             faster = replace(conditions, bandwidth_kbps=conditions.bandwidth_kbps * factor)
             plan = self.planner.plan(faster, frozenset(self._excluded))
-            if with_hysteresis(plan, current, hysteresis).split_point != current:
+            if with_hysteresis(plan, current, self.policy.hysteresis).split_point != current:
                 return True
         return False
 
