@@ -149,6 +149,24 @@ def test_link_estimator_takes_a_tenfold_step_at_once(before: float, after: float
     assert link.bandwidth_kbps == pytest.approx(before, rel=0.01) and link.changes == 2
 
 
+@pytest.mark.parametrize("pinged", [False, True], ids=["no pings", "pinged"])
+def test_a_step_at_one_payload_size_is_taken_at_once_and_only_once(pinged: bool) -> None:
+    """An edge at one split point sends one size: the change's two alike points are the new
+    link (without pings to pin the round trip too), and after it one hiccup is no change."""
+    link = LinkEstimator(bandwidth_kbps=8000, rtt_ms=20, wire_factor=1.0)
+    if pinged:
+        link.observe_rtt(0.02)
+    for _ in range(5):
+        link.observe_transfer(100_000, 0.02 + 100_000 * 8 / 8e6)
+    for _ in range(2):  # the link drops to 800 kbit/s: two outliers in a row
+        link.observe_transfer(100_000, 0.02 + 100_000 * 8 / 8e5)
+    assert link.bandwidth_kbps == pytest.approx(800, rel=0.01) and link.changes == 1
+    link.observe_transfer(100_000, 0.02 + 100_000 * 8 / 8e4)  # a lone hiccup right after it
+    assert link.changes == 1 and link.bandwidth_kbps == pytest.approx(800, rel=0.01)
+    link.observe_transfer(100_000, 0.02 + 100_000 * 8 / 8e5)
+    assert link.changes == 1
+
+
 def test_a_lone_hiccup_is_no_change() -> None:
     link = LinkEstimator(bandwidth_kbps=4000, rtt_ms=20, wire_factor=1.0)
     link.observe_rtt(0.02)

@@ -17,6 +17,9 @@ import pytest
 import torch
 from torch import nn
 
+from edgesplit.edge.client import CloudClient
+from edgesplit.edge.runtime import check_cloud
+from edgesplit.errors import InvalidArgument
 from edgesplit.models.sources import load_model
 from edgesplit.testbed.processes import CloudProcess
 
@@ -161,3 +164,14 @@ def test_another_version_of_the_model_gets_409(
                           answers["1"], atol=1e-5)
     assert infer(server, "/v2/models/small", model_digest=7).status_code == 400
     assert torch.allclose(output(infer(server, "/v2/models/small")), answers["2"], atol=1e-5)
+
+
+def test_the_edge_accepts_a_cloud_running_only_some_split_points(
+        repository: tuple[Path, CloudProcess, dict[str, torch.Tensor]]) -> None:
+    root, server, _ = repository
+    # small's config.toml lets the cloud run split points 0 and 2 of its five or more.
+    points = load_model(str(root / "small" / "2" / "model.pt2")).split.n_layers + 1
+    with CloudClient(server.url) as client:
+        assert check_cloud(client, "small", points) is None
+        with pytest.raises(InvalidArgument, match="has split point 2, this edge's only 0 to 1"):
+            check_cloud(client, "small", 2)  # an edge's model with fewer split points

@@ -68,8 +68,8 @@ def _experiment(directory: Path) -> None:
         writer.writerows(rows)
     config = {"parameters": {"models": ["alexnet"], "settings": SETTINGS, "repeats": REPEATS,
                              "seed": 0, "rtt_ms": 20.0},
-              "settings": [{"index": s, "bandwidth_kbps": 5000.0 + s, "clock_ghz": 1.0}
-                           for s in range(SETTINGS)]}
+              "settings": [{"index": s, "bandwidth_kbps": 5000.0 + s, "clock_ghz": 1.0,
+                            "rtt_ms": 10.0 * (s + 1)} for s in range(SETTINGS)]}
     (directory / "config.json").write_text(json.dumps(config))
 
 
@@ -118,6 +118,7 @@ def test_report_judges_every_chooser_with_intervals_and_a_generated_verdict(
     assert ("rent", "profile (all its strategies)") in hypervolume
 
     text = (report / "report.md").read_text()
+    assert "; RTT 10 to 40 ms by setting;" in text  # each setting's, not the parameter's 20
     assert "- rented edge, latency regret: **profile OL**" in text
     verdicts = {line.split("**")[1]: line for line in text.splitlines()
                 if line.startswith("- rented edge, latency regret: **")}

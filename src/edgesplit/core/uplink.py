@@ -54,6 +54,7 @@ class LinkEstimator:
         self.noise = 0.1  # mean |log(measured / predicted)| of transfers that fit (a prior)
         self.changes = 0  # how often the estimate started afresh on a change
         self._outlier: tuple[float, float, bool] | None = None  # (bits, seconds, slower)
+        self._afresh = False  # fitting the points of a change just taken: all the new link's
 
     def predict_s(self, nbytes: int) -> float:
         """The network time the estimate predicts for a request of ``nbytes``."""
@@ -94,9 +95,13 @@ class LinkEstimator:
             self.changes += 1
             self._forget(payload=x > 0)
             self._points.extend(fresh)
+            if x > 0:  # the outlier is in the fresh start: the next must be a change anew
+                self._outlier = None
         self._points.append((x, network_s))
         self.samples += 1
+        self._afresh = fresh is not None and x > 0
         self._fit()
+        self._afresh = False
 
     def observe_timeout(self, nbytes: int, waited_s: float) -> bool:
         """A request of ``nbytes`` that was not answered within ``waited_s``: if the estimate
@@ -178,9 +183,9 @@ class LinkEstimator:
                 self.rtt_ms = rtt_s * 1000
                 return
         # Too alike (or an inconsistent fit): keep the RTT, explain the rest as payload; a
-        # lone point (the first, or the first since a change) is taken as it is.
+        # lone point (the first), or the points of a change just taken, are taken as they are.
         x, y = self._points[-1]
-        step = 1.0 if len(loads) == 1 else 1 - self.decay
+        step = 1.0 if len(loads) == 1 or self._afresh else 1 - self.decay
         if y > self.rtt_ms / 1000:
             sample = x / (y - self.rtt_ms / 1000) / 1000
             self.bandwidth_kbps += step * (sample - self.bandwidth_kbps)

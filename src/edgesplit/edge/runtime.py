@@ -97,9 +97,10 @@ def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
     """Ask the cloud about ``model`` before relying on it (``edge run`` asks before it profiles).
 
     A cloud that refuses this edge's credentials, does not serve the model, or serves a
-    different model under its name (not ``split_points`` of them) is a configuration mistake:
-    ``InvalidArgument``. A cloud that cannot be reached now may come up later: the reason is
-    returned (the edge runs locally meanwhile). None when all is well.
+    different model under its name (one with a split point beyond this edge's ``split_points``)
+    is a configuration mistake: ``InvalidArgument``. A cloud that cannot be reached now may
+    come up later: the reason is returned (the edge runs locally meanwhile). None when all is
+    well.
     """
     try:
         status, body = client.model_metadata(model)
@@ -112,10 +113,15 @@ def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
         raise InvalidArgument(f"the cloud at {client.base_url} does not serve {model!r} ({body})")
     if status >= 400:
         return f"the cloud answered {status}: {body}"
-    served = len((body or {}).get("parameters", {}).get("split_points", []))
-    if served and served != split_points:
-        raise InvalidArgument(f"the cloud's {model} has {served} split points, this edge's "
-                              f"{split_points}: they are not the same model")
+    # The cloud lists only the split points it runs (a repository's config.toml may allow a
+    # few), so their number says nothing; one this edge's model lacks does. Other weights under
+    # the same split points are the digest's to find (409 at the first offload).
+    listed = [point.get("split_point")
+              for point in (body or {}).get("parameters", {}).get("split_points", [])]
+    foreign = [sp for sp in listed if not (isinstance(sp, int) and 0 <= sp < split_points)]
+    if foreign:
+        raise InvalidArgument(f"the cloud's {model} has split point {foreign[0]}, this edge's "
+                              f"only 0 to {split_points - 1}: they are not the same model")
     return None
 
 

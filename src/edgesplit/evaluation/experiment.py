@@ -97,7 +97,6 @@ SUITE_MODELS = {"thesis": ("alexnet", "vgg16", "mnist_cnn"),
 CALIBRATION_CLOCKS = {"thesis": (0.6, 0.9, 1.2), "wide": (0.15, 0.3, 0.6, 1.0)}
 """The clocks each suite's profiles calibrate their clock law at (besides the full 1.5 GHz): the
 thesis's pool spans 0.6 to 1.5 GHz, the wide suite's edge 0.15 to 1.5 GHz."""
-CALIBRATION_CLOCKS_GHZ = CALIBRATION_CLOCKS["thesis"]
 COMPOSITION_CHECK_POINTS = 8
 """Split points (spread over the whole range, both ends included) at which a composed oracle is
 checked end to end."""
@@ -477,7 +476,7 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 def calibrate(bench: Bench, model: str, repeats: int, calibration_repeats: int,
-              clocks: tuple[float, ...] = CALIBRATION_CLOCKS_GHZ) -> Profile:
+              clocks: tuple[float, ...]) -> Profile:
     """Per-layer times on a full core (throttled per-layer times are bimodal), then the whole
     forward at each clock of the pool's range, paired with a full-core forward: the ratio's
     median scales the profile's forward time. The profile's clock is the full core's."""

@@ -293,7 +293,7 @@ def _markdown(config: dict[str, Any], rows: Sequence[dict[str, str]],
         "# The thesis's evaluation on this testbed", "",
         f"Models {', '.join(p['models'])}; {p['settings']} settings x {p['repeats']} repeats, "
         f"seed {p['seed']}; {len(rows)} rows in runs.csv. Testbed: {testbed.get('mode')} "
-        f"({testbed.get('uplink')}; {testbed.get('clock')}; RTT {p['rtt_ms']:g} ms; "
+        f"({testbed.get('uplink')}; {testbed.get('clock')}; {_rtt_md(config)}; "
         f"{testbed.get('cores')}).",
         _self_checks_md(checks) + " Run time: "
         + (", ".join(f"{r['seconds'] / 60:.1f} min ({r['started']})" for r in runs) or "n/a")
@@ -312,6 +312,14 @@ def _markdown(config: dict[str, Any], rows: Sequence[dict[str, str]],
         "## CL and the measured Pareto front", "", *_pareto_md(pareto), "",
         "## Figures", "", *[f"![{f.stem}]({f.name})" for f in figures], ""]
     return "\n".join(lines)
+
+
+def _rtt_md(config: dict[str, Any]) -> str:
+    """The round trip: the thesis suite's one, or the wide suite's range over its settings."""
+    rtts = sorted({float(d.get("rtt_ms", config["parameters"]["rtt_ms"]))
+                   for d in config["settings"]})
+    return (f"RTT {rtts[0]:g} ms" if len(rtts) == 1 else
+            f"RTT {rtts[0]:g} to {rtts[-1]:g} ms by setting")
 
 
 def draw_figures(out: Path, config: dict[str, Any], s: ev.Strategies, o: ev.Oracle,
@@ -493,6 +501,7 @@ def _predicted_vs_measured(out: Path, model: str, profiles: dict[str, Profile], 
 
     setting = _median_setting(settings, {k[2] for k in o.latency if k[0] == model})
     st = settings[setting]
+    rtt = float(st.get("rtt_ms", rtt))  # the wide suite's settings each have their own
     conditions = Conditions(st["bandwidth_kbps"], rtt, st["clock_ghz"])
     profile = profiles[model]
     peers = [p for m, p in profiles.items() if m != model]

@@ -63,9 +63,10 @@ def bounds(split: SplitModel, side: str, split_point: int) -> tuple[int, int]:
     n = split.n_layers
     empty = split_point == 0 if side == HEAD else split_point == n
     if not 0 <= split_point <= n or empty:
+        why = (f"leaves the {side} without layers" if 0 <= split_point <= n else
+               f"is not one of the model's (0 to {n})")
         raise InvalidSplitPoint(
-            f"split point {split_point} leaves the {side} without layers: export a split point "
-            f"from 1 to {n - 1}")
+            f"split point {split_point} {why}: export a split point from 1 to {n - 1}")
     return (0, split_point) if side == HEAD else (split_point, n)
 
 

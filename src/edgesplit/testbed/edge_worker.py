@@ -81,6 +81,8 @@ class Worker:
         loaded = [load_model(source) for source in models]  # zoo names and one's own files
         self.splits = {m.name: m.split for m in loaded}
         self.inputs = {m.name: m.sample for m in loaded}
+        # An own model may share a zoo model's name (``pkg.mod:alexnet``): not the zoo's inputs.
+        self.zoo = {m.name for m in loaded if m.in_zoo}
         self.runtimes: dict[tuple[str, str], EdgeRuntime] = {}
         self.profiles: dict[str, Profile] = {}
         self.live: dict[str, tuple[EdgeRuntime, _CountingClient]] = {}
@@ -120,7 +122,7 @@ class Worker:
         model = request["model"]
         profile = Profile.model_validate(request["profile"])
         self.profiles[model] = profile
-        inputs = zoo.calibration_inputs(model) if model in zoo.MODELS else self.inputs[model]
+        inputs = zoo.calibration_inputs(model) if model in self.zoo else self.inputs[model]
         guard = CodecGuard(self.splits[model], inputs)
         kept = [c for c in request.get("codecs", []) if guard.allows(0, c)]
         for codec in ("raw", *kept):
