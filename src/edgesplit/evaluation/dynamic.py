@@ -31,13 +31,11 @@ from edgesplit.core import zoo
 from edgesplit.core.cost import cost_usd, edge_mode
 from edgesplit.core.policies import choose, strategy
 from edgesplit.errors import InvalidArgument, TestbedError
+from edgesplit.evaluation.dynamic_metrics import CHOOSERS, FORMAT, HINDSIGHT, key, oracle_table
 from edgesplit.evaluation.runs import COLUMNS as STATIC_COLUMNS
 from edgesplit.evaluation.traces import Point, Trace, library_names, load_traces, scaled
 from edgesplit.testbed.bench import MAX_CLOCK_GHZ, Bench, NetnsBench, UserspaceBench, forward_s
 
-FORMAT = "edgesplit-dynamic/1"
-CHOOSERS = {"plan-once": "once", "replan": "replan", "every": "every", "interval": "interval"}
-HINDSIGHT = "hindsight"
 OBJECTIVES = {"OL": "latency", "OC": "cost", "CL": "rank"}
 COLUMNS = (*STATIC_COLUMNS, "objective", "trace", "t_s", "believed_bandwidth_kbps",
            "believed_rtt_ms", "cloud_up", "oracle_split", "replan", "fallback", "probe_bytes",
@@ -173,10 +171,6 @@ class DynamicExperiment:
         self._tell(total, total, "done")
 
 
-def key(condition: tuple[float, float, float, float, bool]) -> str:
-    return json.dumps(list(condition))
-
-
 def measure_condition(bench: Bench, model: str, point: Point, n: int,
                       repeats: int) -> dict[str, Any]:
     """Each split point's median latency and parts at ``point``; with the cloud down only the
@@ -193,19 +187,6 @@ def measure_condition(bench: Bench, model: str, point: Point, n: int,
         best = sorted(runs, key=lambda m: float(m["latency_s"]))[len(runs) // 2]
         rows.append({k: best[k] for k in ("latency_s", "edge_s", "cloud_s", "sent_bytes")})
     return {"cloud_up": True, "splits": rows}
-
-
-def oracle_table(entry: dict[str, Any], n: int, edge: str) -> tuple[list[float], list[float]]:
-    """Latency and cost per split point from one condition's oracle entry (the cloud down:
-    only the last split point, the whole model on the edge, finishes)."""
-    if not entry["cloud_up"]:
-        inf = float("inf")
-        return [inf] * (n - 1) + [0.0], [inf] * (n - 1) + [0.0]
-    rows = entry["splits"]
-    latency = [float(r["latency_s"]) for r in rows]
-    cost = [cost_usd(float(r["edge_s"]), float(r["cloud_s"]), int(r["sent_bytes"]),
-                     edge_mode(edge)) for r in rows]
-    return latency, cost
 
 
 def oracle_split(entry: dict[str, Any], n: int, edge: str, objective: str) -> int:

@@ -12,6 +12,7 @@ nothing per byte: probing then costs uplink time, not dollars).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,31 @@ from typing import Any
 
 import numpy as np
 
-from edgesplit.core.cost import edge_mode, rates
+from edgesplit.core.cost import cost_usd, edge_mode, rates
+
+FORMAT = "edgesplit-dynamic/1"
+CHOOSERS = {"plan-once": "once", "replan": "replan", "every": "every", "interval": "interval"}
+"""Each chooser's ``strategy`` value in runs.csv and its ``ReschedulePolicy`` mode."""
+HINDSIGHT = "hindsight"
+
+
+def key(condition: tuple[float, float, float, float, bool]) -> str:
+    """One condition of a trace as the oracle's key (JSON of its values)."""
+    return json.dumps(list(condition))
+
+
+def oracle_table(entry: dict[str, Any], n: int, edge: str) -> tuple[list[float], list[float]]:
+    """Latency and cost per split point from one condition's oracle entry (the cloud down:
+    only the last split point, the whole model on the edge, finishes)."""
+    if not entry["cloud_up"]:
+        inf = float("inf")
+        return [inf] * (n - 1) + [0.0], [inf] * (n - 1) + [0.0]
+    rows = entry["splits"]
+    latency = [float(r["latency_s"]) for r in rows]
+    cost = [cost_usd(float(r["edge_s"]), float(r["cloud_s"]), int(r["sent_bytes"]),
+                     edge_mode(edge)) for r in rows]
+    return latency, cost
+
 
 TOP = 3  # "within the best three for the new conditions"
 

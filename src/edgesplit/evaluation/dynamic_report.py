@@ -19,8 +19,17 @@ from typing import Any
 
 from edgesplit.core import zoo
 from edgesplit.errors import InvalidArgument
-from edgesplit.evaluation.dynamic import CHOOSERS, FORMAT, HINDSIGHT, key, oracle_table
-from edgesplit.evaluation.dynamic_metrics import Change, replay_metrics, top_splits, with_regret
+from edgesplit.evaluation.dynamic_metrics import (
+    CHOOSERS,
+    FORMAT,
+    HINDSIGHT,
+    Change,
+    key,
+    oracle_table,
+    replay_metrics,
+    top_splits,
+    with_regret,
+)
 from edgesplit.evaluation.traces import Trace, change_times, parse_trace
 
 ORDER = [*CHOOSERS, HINDSIGHT]
