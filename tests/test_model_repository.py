@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgesplit.cloud.repository import ModelConfig, load_version
 from edgesplit.models.sources import load_model
 from edgesplit.testbed.processes import CloudProcess
 
@@ -161,3 +162,16 @@ def test_another_version_of_the_model_gets_409(
                           answers["1"], atol=1e-5)
     assert infer(server, "/v2/models/small", model_digest=7).status_code == 400
     assert torch.allclose(output(infer(server, "/v2/models/small")), answers["2"], atol=1e-5)
+
+
+def test_a_version_without_model_pt2_names_what_it_holds(tmp_path: Path) -> None:
+    version = tmp_path / "my_net" / "1"
+    version.mkdir(parents=True)
+    with pytest.raises(ValueError) as caught:
+        load_version(version, ModelConfig())
+    assert str(caught.value) == "no model.pt2 in my_net/1/"
+    (version / "my_net.pt2").write_bytes(b"")  # named after the model, as --models takes it
+    with pytest.raises(ValueError) as caught:
+        load_version(version, ModelConfig())
+    assert str(caught.value) == ("no model.pt2 in my_net/1/ (it holds my_net.pt2: a version's "
+                                 "program file must be named model.pt2)")

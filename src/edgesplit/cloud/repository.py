@@ -157,7 +157,11 @@ def load_version(directory: Path, config: ModelConfig) -> SplitModel:
     or the config's ``[input]``."""
     path = directory / MODEL_FILE
     if not path.is_file():
-        raise ValueError(f"no {MODEL_FILE} in {directory.name}/")
+        held = sorted(p.name for p in directory.iterdir())
+        raise ValueError(
+            f"no {MODEL_FILE} in {directory.parent.name}/{directory.name}/"
+            + (f" (it holds {', '.join(held[:3])}{', ...' if held[3:] else ''}: a version's "
+               f"program file must be named {MODEL_FILE})" if held else ""))
     given = config.input
     split, _ = load_program(path, given.shape if given else None, given.dtype if given else None)
     return split
