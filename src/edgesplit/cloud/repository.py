@@ -131,7 +131,8 @@ class ModelRepository:
         """One version, or why it cannot be served (logged once, in one line)."""
         try:
             if name in self.taken:
-                raise ValueError(f"the name {name!r} is already served from the zoo (--models)")
+                raise ValueError(f"the name {name!r} is already served by --models (a zoo "
+                                 "model or a file of that name)")
             config = read_config(self.root / name / CONFIG_FILE)
             split = self.load(self.root / name / version, config)
             served = ServedModel(
