@@ -303,7 +303,7 @@ def profile(model: str, input_shape: str | None, input_dtype: str | None, repeat
     out.print(f"whole forward {result.forward_s * 1e3:.2f} ms (median of {repeats})")
     for point in result.calibration:
         out.print(f"  at {point.clock_ghz:g} GHz (emulated): {point.latency_s * 1e3:.2f} ms")
-    out.print(f"saved {path}")
+    out.print(f"saved {path}", soft_wrap=True)  # a path broken over lines cannot be copied
 
 
 @app.command()
