@@ -116,10 +116,13 @@ def check_cloud(client: Cloud, model: str, split_points: int,
                               + _named_after_file(source, model))
     if status >= 400:
         return f"the cloud answered {status}: {body}"
-    served = len((body or {}).get("parameters", {}).get("split_points", []))
-    if served and served != split_points:
-        raise InvalidArgument(f"the cloud's {model} has {served} split points, this edge's "
-                              f"{split_points}: they are not the same model")
+    listed = (body or {}).get("parameters", {}).get("split_points", [])
+    # Only the split points the cloud runs are listed (a repository's config.toml may allow a
+    # few), so one beyond the edge's is what tells another model; its digest is checked later.
+    beyond = max((p.get("split_point", -1) for p in listed if isinstance(p, dict)), default=-1)
+    if beyond >= split_points:
+        raise InvalidArgument(f"the cloud's {model} has split point {beyond}, this edge's only 0 "
+                              f"to {split_points - 1}: they are not the same model")
     return None
 
 
