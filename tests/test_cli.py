@@ -111,6 +111,14 @@ def test_profile_command_writes_a_profile(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == printed
 
 
+def test_profile_names_where_it_saved_on_one_line_however_long(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / ("a-long-folder-name-" * 4) / "mnist_cnn-profile.json"
+    assert main(["profile", "mnist_cnn", "--repeats", "1", "--warmup", "0", "--clocks", "",
+                 "--out", str(out)]) == 0
+    assert f"saved {out}\n" in capsys.readouterr().out  # copied from a pipe or an 80-column log
+
+
 def test_models_lists_the_zoo() -> None:
     result = edgesplit("models", "--json")
     assert result.returncode == 0, result.stderr

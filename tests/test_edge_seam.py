@@ -287,3 +287,43 @@ def test_timings_that_are_not_times_are_refused(parameters: dict[str, object], e
                                                 split_model: SplitFactory) -> None:
     edge, _ = edge_for(Cloud(binary([(ZEROS, [1, 10], "FP32")], parameters)))
     finished_alone(edge.infer(zoo.sample_input(MODEL)), split_model(MODEL), "malformed")
+
+
+def test_a_cloud_not_serving_a_files_name_says_the_edge_named_it_after_the_file() -> None:
+    from edgesplit.edge.client import CloudClient
+    from edgesplit.edge.runtime import check_cloud
+    from edgesplit.errors import InvalidArgument
+
+    def cloud(request: httpx.Request) -> httpx.Response:
+        return respond(404, json.dumps(
+            {"error": "model 'model' is not served here: expected one of my_net"}).encode())
+
+    with CloudClient("http://cloud", transport=httpx.MockTransport(cloud)) as client:
+        with pytest.raises(InvalidArgument) as copied:
+            check_cloud(client, "model", 9, "models/my_net/3/model.pt2")
+        with pytest.raises(InvalidArgument) as zoo_name:
+            check_cloud(client, "alexnet", 9, "alexnet")
+    assert str(copied.value) == (
+        "the cloud at http://cloud does not serve 'model' (model 'model' is not served here: "
+        "expected one of my_net); the edge names models/my_net/3/model.pt2 'model', after its "
+        "file: copy it to NAME.pt2, NAME as the cloud serves it")
+    assert str(zoo_name.value).endswith("expected one of my_net)")
+
+
+def test_a_cloud_running_a_few_split_points_is_the_same_model_one_beyond_is_not() -> None:
+    from edgesplit.edge.client import CloudClient
+    from edgesplit.edge.runtime import check_cloud
+    from edgesplit.errors import InvalidArgument
+
+    def listing(*points: int) -> Callable[[httpx.Request], httpx.Response]:
+        body = {"name": "my_net", "parameters": {"split_points": [
+            {"split_point": p, "layer": f"layer{p}"} for p in points]}}
+        return lambda request: respond(200, json.dumps(body).encode())
+
+    with CloudClient("http://cloud", transport=httpx.MockTransport(listing(0, 3, 5))) as client:
+        assert check_cloud(client, "my_net", 9) is None  # config.toml: split_points = [0, 3, 5]
+    with (CloudClient("http://cloud", transport=httpx.MockTransport(listing(0, 12))) as client,
+          pytest.raises(InvalidArgument) as other):
+        check_cloud(client, "my_net", 9)
+    assert str(other.value) == ("the cloud's my_net has split point 12, this edge's only 0 to 8: "
+                                "they are not the same model")

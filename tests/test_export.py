@@ -141,8 +141,8 @@ def test_export_command_writes_a_zoo_models_halves_and_refuses_an_empty_half(
     assert capsys.readouterr().err.strip() == (
         f"edgesplit: error: split point {n} leaves the tail without layers: export a split "
         f"point from 1 to {n - 1}")
-    assert main(["export", "--model", "mnist_cnn", "--split-point", "99", "--out",
+    assert main(["export", "--model", "mnist_cnn", "--split-point", str(n + 1), "--out",
                  str(out)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"edgesplit: error: split point 99 is not one of the model's (0 to {n}): export a "
-        f"split point from 1 to {n - 1}")
+        f"edgesplit: error: split point {n + 1} is out of range: the model has {n} layers; "
+        f"export a split point from 1 to {n - 1}")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgesplit.cloud.repository import ModelConfig, load_version
 from edgesplit.edge.client import CloudClient
 from edgesplit.edge.runtime import check_cloud
 from edgesplit.errors import InvalidArgument
@@ -175,3 +176,16 @@ def test_the_edge_accepts_a_cloud_running_only_some_split_points(
         assert check_cloud(client, "small", points) is None
         with pytest.raises(InvalidArgument, match="has split point 2, this edge's only 0 to 1"):
             check_cloud(client, "small", 2)  # an edge's model with fewer split points
+
+
+def test_a_version_without_model_pt2_names_what_it_holds(tmp_path: Path) -> None:
+    version = tmp_path / "my_net" / "1"
+    version.mkdir(parents=True)
+    with pytest.raises(ValueError) as caught:
+        load_version(version, ModelConfig())
+    assert str(caught.value) == "no model.pt2 in my_net/1/"
+    (version / "my_net.pt2").write_bytes(b"")  # named after the model, as --models takes it
+    with pytest.raises(ValueError) as caught:
+        load_version(version, ModelConfig())
+    assert str(caught.value) == ("no model.pt2 in my_net/1/ (it holds my_net.pt2: a version's "
+                                 "program file must be named model.pt2)")

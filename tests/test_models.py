@@ -221,6 +221,8 @@ def test_other_broken_sources_are_one_line(program: tuple[Path, nn.Module],
     two_inputs = tmp_path / "two.pt2"
     torch.export.save(torch.export.export(TwoInputs(), (torch.ones(1, 2), torch.ones(1, 2))),
                       two_inputs)
+    pickled = tmp_path / "pickled.pt"
+    torch.save(module.state_dict(), pickled)  # the usual mistake: torch.save, not .export
     here = __name__
     for source, message in [
         (str(truncated), "truncated"),
@@ -228,16 +230,35 @@ def test_other_broken_sources_are_one_line(program: tuple[Path, nn.Module],
         (str(two_inputs), "takes 2 inputs"),
         (str(tmp_path / "missing.pt2"), "cannot read"),
         (f"{here}:raising_factory", "raised RuntimeError: no weights here"),
+        (f"{here}:no_such_factory", rf"{here}:no_such_factory: the module {here} \(.*"
+         r"test_models.py\) has no function no_such_factory"),
         (f"{here}:not_a_module", "returned str"),
         (f"{here}:example_net", "returned no sample input: give its shape with --input-shape"),
-        ("no_such_package.nets:make", "cannot import"),
+        ("no_such_package.nets:make", r"cannot import no_such_package.nets:make: "
+         r"ModuleNotFoundError: No module named 'no_such_package' \(the module must be "
+         r"importable: for no_such_package/nets.py in the current folder, run with "
+         r"PYTHONPATH=.\)"),
         ("not a model", "unknown model 'not a model': expected one of alexnet"),
+        (str(pickled), r"pickled.pt is not a torch.export program file \(\*.pt2\): edgesplit "
+         r"never loads torch.save's pickles; save the model with torch.export.save\(.*"
+         r"'pickled.pt2'\)"),
+        ("missing.pth", "missing.pth is not a torch.export program file"),
     ]:
         with pytest.raises(EdgesplitError, match=message) as caught:
             load_model(source)
         assert "\n" not in str(caught.value)
     made = load_model(f"{here}:example_net", input_shape=[1, 3, 32, 32])
     assert made.name == "example_net" and made.split.layers[0].name == "features.0"
+
+
+def test_a_factory_missing_a_dependency_is_not_told_about_the_python_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "needs_a_dependency.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelSourceError) as caught:
+        load_model("needs_a_dependency:make")
+    assert str(caught.value) == ("cannot import needs_a_dependency:make: ModuleNotFoundError: "
+                                 "No module named 'no_such_dependency'")
 
 
 class TwoInputs(nn.Module):

@@ -303,7 +303,7 @@ def profile(model: str, input_shape: str | None, input_dtype: str | None, repeat
     out.print(f"whole forward {result.forward_s * 1e3:.2f} ms (median of {repeats})")
     for point in result.calibration:
         out.print(f"  at {point.clock_ghz:g} GHz (emulated): {point.latency_s * 1e3:.2f} ms")
-    out.print(f"saved {path}")
+    out.print(f"saved {path}", soft_wrap=True)  # a path broken over lines cannot be copied
 
 
 @app.command()
@@ -611,12 +611,12 @@ def edge_run(cloud_url: str | None, model: str, input_shape: str | None,
 
     if (input_path is None) == (not sample):
         raise EdgesplitError("give either --input PATH or --sample")
+    source = model
     model, own, points, names, inputs = _edge_model(model, input_shape, input_dtype,
                                                     input_path)
-    if sample and count is None and duration is None:
-        count = 1
+    count = 1 if sample and count is None and duration is None else count
     token, signing, verify = auth.resolve()
-    unreachable = (_ask_cloud(cloud_url, model, points, token, signing, verify)
+    unreachable = (_ask_cloud(cloud_url, model, points, token, signing, verify, source=source)
                    if cloud_url is not None else None)
     assumed = _assumed_link(link) if cloud_url is not None else None
     objective, threads = planning.objective(), profiles.threads
@@ -679,7 +679,8 @@ def _engine_installed(engine: str) -> str:
 
 
 def _ask_cloud(url: str, model: str, split_points: int, token: str | None,
-               signing: tuple[str, bytes] | None, verify: bool | str) -> str | None:
+               signing: tuple[str, bytes] | None, verify: bool | str, *,
+               source: str) -> str | None:
     """Whether the cloud serves the model, asked before any profiling: a malformed URL, refused
     credentials or a model it does not serve is one error line at once, not after a profile
     of seconds. A cloud that cannot be reached is the reason why (it may come up later)."""
@@ -687,7 +688,7 @@ def _ask_cloud(url: str, model: str, split_points: int, token: str | None,
     from edgesplit.edge.runtime import check_cloud
 
     with CloudClient(url, token=token, signing=signing, verify=verify) as client:
-        return check_cloud(client, model, split_points)
+        return check_cloud(client, model, split_points, source)
 
 
 def _edge_inputs(model: str, spec: ModelSpec,

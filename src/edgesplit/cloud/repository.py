@@ -131,7 +131,8 @@ class ModelRepository:
         """One version, or why it cannot be served (logged once, in one line)."""
         try:
             if name in self.taken:
-                raise ValueError(f"the name {name!r} is already served from the zoo (--models)")
+                raise ValueError(f"the name {name!r} is already served by --models (a zoo "
+                                 "model or a file of that name)")
             config = read_config(self.root / name / CONFIG_FILE)
             split = self.load(self.root / name / version, config)
             served = ServedModel(
@@ -157,7 +158,11 @@ def load_version(directory: Path, config: ModelConfig) -> SplitModel:
     or the config's ``[input]``."""
     path = directory / MODEL_FILE
     if not path.is_file():
-        raise ValueError(f"no {MODEL_FILE} in {directory.name}/")
+        held = sorted(p.name for p in directory.iterdir())
+        raise ValueError(
+            f"no {MODEL_FILE} in {directory.parent.name}/{directory.name}/"
+            + (f" (it holds {', '.join(held[:3])}{', ...' if held[3:] else ''}: a version's "
+               f"program file must be named {MODEL_FILE})" if held else ""))
     given = config.input
     split, _ = load_program(path, given.shape if given else None, given.dtype if given else None)
     return split

@@ -62,6 +62,7 @@ from edgesplit.errors import (
     OffloadTimeout,
 )
 from edgesplit.models.digest import model_digest
+from edgesplit.models.names import PROGRAM_SUFFIX
 from edgesplit.wire.codecs import (
     TORCH_TO_DATATYPE,
     EncodedTensor,
@@ -93,14 +94,16 @@ class Cloud(Protocol):
               model_digest: str | None = None) -> CloudReply: ...
 
     def close(self) -> None: ...
-def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
+def check_cloud(client: Cloud, model: str, split_points: int,
+                source: str | None = None) -> str | None:
     """Ask the cloud about ``model`` before relying on it (``edge run`` asks before it profiles).
 
     A cloud that refuses this edge's credentials, does not serve the model, or serves a
     different model under its name (one with a split point beyond this edge's ``split_points``)
     is a configuration mistake: ``InvalidArgument``. A cloud that cannot be reached now may
     come up later: the reason is returned (the edge runs locally meanwhile). None when all is
-    well.
+    well. ``source``, the file ``model`` was read from, is named when the cloud does not serve
+    that name.
     """
     try:
         status, body = client.model_metadata(model)
@@ -110,7 +113,8 @@ def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
         raise InvalidArgument(f"the cloud refused this edge's credentials ({status}: {body}); "
                               "check --token or --hmac-key-id/--hmac-key-file")
     if status == 404:
-        raise InvalidArgument(f"the cloud at {client.base_url} does not serve {model!r} ({body})")
+        raise InvalidArgument(f"the cloud at {client.base_url} does not serve {model!r} ({body})"
+                              + _named_after_file(source, model))
     if status >= 400:
         return f"the cloud answered {status}: {body}"
     # The cloud lists only the split points it runs (a repository's config.toml may allow a
@@ -123,6 +127,15 @@ def check_cloud(client: Cloud, model: str, split_points: int) -> str | None:
         raise InvalidArgument(f"the cloud's {model} has split point {foreign[0]}, this edge's "
                               f"only 0 to {split_points - 1}: they are not the same model")
     return None
+
+
+def _named_after_file(source: str | None, model: str) -> str:
+    """Why the edge asked for ``model``: a program file is named after itself, so a file copied
+    from a model repository (``my_net/3/model.pt2``) asks for ``model``."""
+    if source is None or not source.endswith(PROGRAM_SUFFIX):
+        return ""
+    return (f"; the edge names {source} {model!r}, after its file: copy it to "
+            f"NAME{PROGRAM_SUFFIX}, NAME as the cloud serves it")
 
 
 @dataclass(frozen=True)

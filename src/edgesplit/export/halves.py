@@ -58,15 +58,17 @@ class _Half(nn.Module):
 
 
 def bounds(split: SplitModel, side: str, split_point: int) -> tuple[int, int]:
-    """The cuts a half runs between; InvalidSplitPoint if it would have no layers (the head at
-    split point 0, the tail at N)."""
+    """The cuts a half runs between; InvalidSplitPoint if the split point is not one of the
+    model's or the half would have no layers (the head at split point 0, the tail at N)."""
     n = split.n_layers
-    empty = split_point == 0 if side == HEAD else split_point == n
-    if not 0 <= split_point <= n or empty:
-        why = (f"leaves the {side} without layers" if 0 <= split_point <= n else
-               f"is not one of the model's (0 to {n})")
+    if not 0 <= split_point <= n:  # named as such, not as an empty half (it is neither)
         raise InvalidSplitPoint(
-            f"split point {split_point} {why}: export a split point from 1 to {n - 1}")
+            f"split point {split_point} is out of range: the model has {n} layers; export a "
+            f"split point from 1 to {n - 1}")
+    if split_point == (0 if side == HEAD else n):
+        raise InvalidSplitPoint(
+            f"split point {split_point} leaves the {side} without layers: export a split point "
+            f"from 1 to {n - 1}")
     return (0, split_point) if side == HEAD else (split_point, n)
 
 

@@ -12,6 +12,8 @@ from edgesplit.core import zoo
 from edgesplit.errors import ModelSourceError, UnknownModel
 
 PROGRAM_SUFFIX = ".pt2"
+TORCH_SAVE_SUFFIXES = (".pt", ".pth")
+"""What ``torch.save`` files are usually called: named as such when given as a model."""
 
 
 def is_zoo(source: str) -> bool:
@@ -28,6 +30,11 @@ def model_name(source: str) -> str:
     module, _, function = source.rpartition(":")
     if module and function.isidentifier():
         return function
+    if Path(source).suffix in TORCH_SAVE_SUFFIXES or Path(source).is_file():
+        raise UnknownModel(
+            f"{source} is not a torch.export program file (*{PROGRAM_SUFFIX}): edgesplit never "
+            "loads torch.save's pickles; save the model with torch.export.save(torch.export."
+            f"export(model.eval(), (sample,)), '{Path(source).stem}{PROGRAM_SUFFIX}')")
     raise UnknownModel(
         f"unknown model {source!r}: expected one of {', '.join(zoo.MODELS)}, a torch.export "
         f"program file (*{PROGRAM_SUFFIX}) or a Python factory (package.module:function)")

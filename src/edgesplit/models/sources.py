@@ -96,9 +96,15 @@ def load_factory(source: str, input_shape: Sequence[int] | None,
     """Import and call ``package.module:factory``; split what it returns."""
     module_name, _, attribute = source.rpartition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
+        imported = importlib.import_module(module_name)
     except Exception as exc:  # the user's module may raise anything on import
-        raise ModelSourceError(f"cannot import {source}: {_first_line(exc)}") from None
+        raise ModelSourceError(f"cannot import {source}: {_first_line(exc)}"
+                               f"{_path_hint(exc, module_name)}") from None
+    factory = getattr(imported, attribute, None)
+    if not callable(factory):
+        where = imported.__file__ or "a namespace package"
+        raise ModelSourceError(f"{source}: the module {module_name} ({where}) has no function "
+                               f"{attribute}")
     try:
         made = factory()
     except Exception as exc:  # nor may a factory's failure stop anything but this model
@@ -348,6 +354,17 @@ def _sample(shape: Sequence[int], dtype: str) -> torch.Tensor:
         return torch.zeros(tuple(shape), dtype=kind)
     generator = torch.Generator().manual_seed(0)
     return torch.randn(tuple(shape), generator=generator).to(kind)
+
+
+def _path_hint(exc: Exception, module_name: str) -> str:
+    """How to make the factory's own module importable, when it (not one it imports) is what
+    is missing: ``edgesplit`` is an installed command, so the current folder is not on the
+    Python path as it is for ``python -m``."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing is None or not (module_name + ".").startswith(missing + "."):
+        return ""
+    return (f" (the module must be importable: for {module_name.replace('.', '/')}.py in the "
+            "current folder, run with PYTHONPATH=.)")
 
 
 def _first_line(exc: BaseException) -> str:
