@@ -54,7 +54,12 @@ def measurement(seq: int, **changes: object) -> Measurement:
 
 class SetLink(LinkEstimator):
     """A link estimate the test sets by hand: what the runtime learns from traffic is ignored,
-    so the test decides exactly when conditions change."""
+    so the test decides exactly when conditions change. It is exact, so it has no noise (the
+    estimator's prior would raise the hysteresis to 20%)."""
+
+    def __init__(self, bandwidth_kbps: float, rtt_ms: float) -> None:
+        super().__init__(bandwidth_kbps, rtt_ms)
+        self.noise = 0.0
 
     def observe_rtt(self, seconds: float) -> None:
         pass

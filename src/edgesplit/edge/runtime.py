@@ -299,9 +299,10 @@ class EdgeRuntime:
         if split_point is not None:
             plan, replan = self._forced(conditions, split_point), "forced"
         else:
-            replan = self.rescheduler.due(now, conditions) or (
-                "refused" if self.plan and self.plan.split_point in self.refused else "") or (
-                "slow link" if self._slow_link else "")
+            # A refused plan cannot be used at all, so its reason comes before the timer's.
+            replan = ("refused" if self.plan and self.plan.split_point in self.refused else
+                      self.rescheduler.due(now, conditions) or (
+                          "slow link" if self._slow_link else ""))
             self._slow_link = False
             if replan:
                 self.plan = self._replan(conditions)
