@@ -102,6 +102,24 @@ def evidence(res: Results, folder: str, model: str, edge: str, objective: str) -
     return "\n".join(lines)
 
 
+def headline(res: Results, folder: str, edge: str) -> str:
+    """Per model: each predictor's OL latency regret and the best baseline's, mean [95% CI]."""
+    rows = [r for r in res.csv(folder, "report/regrets.csv")
+            if (r["edge"], r["objective"]) == (edge, "latency")]
+    lines = ["| model | `profile` | `thesis` | `neurosurgeon` | the best baseline |",
+             "|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = {r["chooser"]: r for r in rows if r["model"] == model}
+        cells = [_interval(mine[f"{p} OL"], "mean") if f"{p} OL" in mine else ""
+                 for p in ("profile", "thesis", "neurosurgeon")]
+        best = min((mine[b] for b in BASELINES if b in mine),
+                   key=lambda r: float(r["mean_value"]))
+        name = best["chooser"] + (f" ({best['note']})" if best["note"] else "")
+        lines.append(f"| {NAMES.get(model, model)} | {' | '.join(cells)} | "
+                     f"{name}: {_interval(best, 'mean')} |")
+    return "\n".join(lines)
+
+
 def floor(res: Results, folder: str, model: str, edge: str, objective: str) -> str:
     """The held-out noise floor, with the in-sample one beside it."""
     for r in res.csv(folder, "report/noise-floor.csv"):
@@ -152,7 +170,7 @@ def forward_ms(res: Results, folder: str, model: str) -> str:
 
 
 KINDS: dict[str, Callable[..., str]] = {
-    "counts": counts, "evidence": evidence, "floor": floor, "prederr": prederr,
+    "counts": counts, "evidence": evidence, "headline": headline, "floor": floor, "prederr": prederr,
     "table71": table71, "forward_ms": forward_ms,
 }
 

@@ -242,6 +242,28 @@ def test_quick_experiment_end_to_end_in_interleaved_rounds_then_report(tmp_path:
 
 
 @root
+def test_an_own_model_file_runs_the_quick_experiment(tmp_path: Path) -> None:
+    """The README's own model: exported by docs/examples/my_net.py, then the experiment and
+    its report on the testbed, the cloud and the edge worker loading the .pt2 file."""
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "my_net.py"
+    made = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "own"
+    done = _cli("experiment", "--quick", "--settings", "1", "--models",
+                str(tmp_path / "my_net.pt2"), "--out", str(out), "--testbed", "netns")
+    assert done.returncode == 0, done.stderr
+    rows = read_runs(out / "runs.csv")
+    assert {r["model"] for r in rows} == {"my_net"}
+    n = read_profile(out / "profiles" / "my_net.json").n_layers + 1
+    assert {int(r["split_point"]) for r in rows if r["strategy"] == "oracle"} == set(range(n))
+    assert {r["predictor"] for r in rows if r["strategy"] == "OL"} == set(predictors())
+    report = _cli("report", str(out))
+    assert report.returncode == 0, report.stderr
+    assert "my_net" in (out / "report" / "report.md").read_text()
+
+
+@root
 def test_a_killed_run_is_cleaned_up_and_resumes_without_duplicates(tmp_path: Path) -> None:
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "edgesplit.cli", "experiment", "--quick", "--settings", "3",
