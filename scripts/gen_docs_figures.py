@@ -170,7 +170,8 @@ def forward_ms(res: Results, folder: str, model: str) -> str:
 
 
 KINDS: dict[str, Callable[..., str]] = {
-    "counts": counts, "evidence": evidence, "headline": headline, "floor": floor, "prederr": prederr,
+    "counts": counts, "evidence": evidence, "headline": headline, "floor": floor,
+    "prederr": prederr,
     "table71": table71, "forward_ms": forward_ms,
 }
 

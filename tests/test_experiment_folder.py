@@ -240,6 +240,19 @@ def _wait_for_testbed(runner: subprocess.Popen[bytes], out: Path) -> str:
     raise AssertionError("the first experiment never brought its testbed up")
 
 
+@pytest.mark.parametrize(("suite", "flag", "named"), [
+    ("thesis", ["--traces", "step-down"], "--traces"),
+    ("wide", ["--edges", "own"], "--edges"),
+    ("dynamic", ["--settings", "4", "--oracle", "e2e"], "--settings, --oracle"),
+])
+def test_a_suite_refuses_the_options_it_has_no_use_for(tmp_path: Path, suite: str,
+                                                        flag: list[str], named: str) -> None:
+    done = _cli(*QUICK, "--suite", suite, *flag, "--out", str(tmp_path / "s"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"the {suite} suite does not use {named}: leave" in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
 def test_the_wide_suite_refuses_the_thesis_knobs_and_records_its_draws(tmp_path: Path) -> None:
     for flag in (["--rtt-ms", "50"], ["--edge-speed", "0.5"]):
         done = _cli(*QUICK, "--suite", "wide", *flag, "--out", str(tmp_path / "w"))

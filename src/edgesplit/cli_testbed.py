@@ -128,6 +128,7 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
     """The thesis's evaluation on a testbed: strategies, baselines and an oracle of every split
     point, measured in interleaved rounds; or (``--suite dynamic``) choosers on replayed
     condition traces."""
+    _refuse_unused(suite)
     if suite == "dynamic":
         from edgesplit.cli_dynamic import run_dynamic
 
@@ -167,6 +168,25 @@ def experiment(out_dir: Path, suite: str, models: str | None, settings: int | No
               f"{result}`", highlight=False, soft_wrap=True)
 
 
+UNUSED = {"thesis": ("traces", "objectives", "edges"),
+          "wide": ("traces", "objectives", "edges"),
+          "dynamic": ("settings", "parts_repeats", "rtt_ms", "oracle")}
+"""The options each suite has no use for: given, they are refused rather than ignored."""
+
+
+def _refuse_unused(suite: str) -> None:
+    ctx = click.get_current_context()
+    if suite == "wide" and any(ctx.get_parameter_source(k) is click.core.ParameterSource.
+                               COMMANDLINE for k in ("rtt_ms", "edge_speed")):
+        raise click.UsageError("the wide suite draws each setting's round trip and edge "
+                               "speed: leave --rtt-ms and --edge-speed out")
+    given = [f"--{name.replace('_', '-')}" for name in UNUSED[suite]
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"the {suite} suite does not use {', '.join(given)}: leave "
+                               f"{'it' if len(given) == 1 else 'them'} out")
+
+
 def _static_config(suite: str, models: str | None, settings: int | None, repeats: int | None,
                    parts_repeats: int | None, seed: int, testbed_mode: str, rtt_ms: float,
                    oracle: str, edge_speed: float, quick: bool) -> ExperimentConfig:
@@ -179,11 +199,6 @@ def _static_config(suite: str, models: str | None, settings: int | None, repeats
     from edgesplit.evaluation.experiment import ExperimentConfig
     from edgesplit.models.names import PROGRAM_SUFFIX, check_source
 
-    ctx = click.get_current_context()
-    if suite == "wide" and any(ctx.get_parameter_source(k) is click.core.ParameterSource.
-                               COMMANDLINE for k in ("rtt_ms", "edge_speed")):
-        raise click.UsageError("the wide suite draws each setting's round trip and edge "
-                               "speed: leave --rtt-ms and --edge-speed out")
     base = ExperimentConfig.quick(suite) if quick else ExperimentConfig.of_suite(suite)
     names = tuple(str(Path(m.strip()).resolve()) if m.strip().endswith(PROGRAM_SUFFIX) else
                   m.strip() for m in models.split(",") if m.strip()) if models else base.models
