@@ -162,6 +162,32 @@ def table71(res: Results, folder: str, edge: str, predictor: str) -> str:
     return "\n".join(lines)
 
 
+def dynamic(res: Results, folder: str) -> str:
+    """Per trace: edgesplit (replan) against the oracle in hindsight and plan-once, its reaction,
+    flapping and losses, and every chooser's mean latency."""
+    rows = res.csv(folder, "report/summary.csv")
+    choosers = ("replan", "plan-once", "every", "interval", "hindsight")
+    lines = ["| trace | edgesplit vs hindsight | vs plan-once | reaction (inferences) | "
+             "flaps/min | lost | mean ms: " + " / ".join(choosers) + " |",
+             "|---|---|---|---|---|---|---|"]
+    by = {(r["trace"], r["strategy"]): r for r in rows}
+    for trace in dict.fromkeys(r["trace"] for r in rows):
+        mine, once = by[(trace, "replan")], by[(trace, "plan-once")]
+        versus = float(mine["mean_latency_s"]) / float(once["mean_latency_s"]) - 1
+        means = " / ".join(f"{float(by[(trace, c)]['mean_latency_s']) * 1000:.1f}"
+                           for c in choosers if (trace, c) in by)
+        lines.append(f"| {trace} | {float(mine['latency_regret']) * 100:+.0f}% | "
+                     f"{versus * 100:+.0f}% | {float(mine['reaction_inferences']):.1f} | "
+                     f"{float(mine['flaps_per_min']):.1f} | {int(float(mine['lost']))} | "
+                     f"{means} |")
+    return "\n".join(lines)
+
+
+def dynamic_minutes(res: Results, folder: str) -> str:
+    """How long the dynamic run took."""
+    return f"{res.config(folder)['seconds'] / 60:.1f} minutes"
+
+
 def forward_ms(res: Results, folder: str, model: str) -> str:
     """A whole forward on one full core of the testbed's machine (its committed profile)."""
     profile = json.loads((res.root / folder / "profiles" / f"{model}.json").read_text())
@@ -171,7 +197,7 @@ def forward_ms(res: Results, folder: str, model: str) -> str:
 
 KINDS: dict[str, Callable[..., str]] = {
     "counts": counts, "evidence": evidence, "headline": headline, "floor": floor,
-    "prederr": prederr,
+    "prederr": prederr, "dynamic": dynamic, "dynamic_minutes": dynamic_minutes,
     "table71": table71, "forward_ms": forward_ms,
 }
 
