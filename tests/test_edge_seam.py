@@ -162,6 +162,23 @@ def test_a_refused_connection_or_a_5xx_is_finished_on_the_edge_then_offloading_r
     assert (m.finished, m.top1_class, cloud.inferences) == ("cloud", 2, 3)
 
 
+def test_another_version_in_the_cloud_is_said_once_per_episode_and_is_no_outage(
+        edge_for: EdgeFor, split_model: SplitFactory, caplog: pytest.LogCaptureFixture) -> None:
+    skew = lambda request: respond(409, b'{"error": "the cloud serves another version"}')  # noqa: E731
+    cloud = Cloud(skew)
+    edge, _ = edge_for(cloud)
+    x = zoo.sample_input(MODEL)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):  # each offload is tried: a 409 does not mark the cloud down
+            finished_alone(edge.infer(x), split_model(MODEL), "another version")
+        cloud.answer = the_truth(split_model)
+        assert edge.infer(x).measurement.finished == "cloud"
+        cloud.answer = skew
+        finished_alone(edge.infer(x), split_model(MODEL), "another version")
+    said = [r for r in caplog.records if "another version of" in r.getMessage()]
+    assert len(said) == 2 and cloud.inferences == 4 and edge.cloud_down_reason is None
+
+
 def test_a_cloud_that_does_not_answer_is_given_up_at_the_deadline(
         edge_for: EdgeFor, split_model: SplitFactory) -> None:
     released = threading.Event()

@@ -487,6 +487,7 @@ class EdgeRuntime:
         latency_s = stopwatch() - began
         network_s = reply.round_trip_s - reply.cloud_s
         self._timed_out = False
+        self.version_skew = None  # the cloud holds this version again: a new skew is said anew
         self._quiet = 0 if self.link.informative(reply.request_bytes) else self._quiet + 1
         self.link.observe_transfer(reply.request_bytes, network_s)
         self.cloud_wait_s = reply.expected_wait_s

@@ -79,9 +79,9 @@ class DynamicConfig:
 def make_bench(mode: str, config: DynamicConfig, logs: Path, tag: str) -> Bench:
     # The clock self-check runs AlexNet's forwards (long enough for many CFS periods).
     models = list(dict.fromkeys([*config.models, "alexnet"]))
-    if mode == "netns":
-        return NetnsBench(models, 0.0, logs, tag, edge_speed=config.edge_speed)
-    return UserspaceBench(models, 0.0, logs, edge_speed=config.edge_speed)
+    if mode == "netns":  # the relay's jitter drawn from the run's seed, as the static suites'
+        return NetnsBench(models, 0.0, logs, tag, edge_speed=config.edge_speed, seed=config.seed)
+    return UserspaceBench(models, 0.0, logs, edge_speed=config.edge_speed, seed=config.seed)
 
 
 def apply(bench: Bench, point: Point) -> None:
