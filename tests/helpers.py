@@ -105,9 +105,12 @@ def mnist_request(split: SplitModel) -> tuple[list[EncodedTensor], Any]:
 
 
 def finished_alone(result: InferenceResult, split: SplitModel, reason: str,
-                   model: str = "mnist_cnn", slack_s: float = 0.5) -> None:
-    """The edge answered the sample right (the MNIST CNN's is a 2), by itself, within its
-    deadline plus twice its own time for the whole model and some slack, and logged why."""
+                   model: str = "mnist_cnn", slack_s: float = 10.0) -> None:
+    """The edge answered the sample right (the MNIST CNN's is a 2), by itself, and logged why;
+    it gave up at its deadline rather than wait for the answer: the latency is bounded by the
+    deadline plus ten times its own time for the whole model and ``slack_s``, a bound that a
+    busy machine does not reach (CI saw 0.6 s over the deadline) and that the clouds these
+    tests stall (for 60 s and more) exceed."""
     x = zoo.sample_input(model)
     began = time.perf_counter()
     expected = split(x)
@@ -117,4 +120,4 @@ def finished_alone(result: InferenceResult, split: SplitModel, reason: str,
     assert reason in m.fallback, m.fallback
     assert torch.allclose(result.output, expected, atol=1e-5)
     assert m.top1_class == 2  # the sample digit
-    assert m.latency_s <= m.deadline_s + 2 * local_s + slack_s, (m.latency_s, m.deadline_s)
+    assert m.latency_s <= m.deadline_s + 10 * local_s + slack_s, (m.latency_s, m.deadline_s)
