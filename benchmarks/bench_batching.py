@@ -4,7 +4,7 @@ design, all three running at once and measured in alternating rounds.
     python benchmarks/bench_batching.py [--rounds 6] [--seconds 1.5]
 
 Starts the thesis design (``thesis_server.py``: Flask, base64 JSON), ``edgesplit cloud serve``
-as shipped (adaptive batching of up to 8 rows, 2 tail workers) and the same with
+as shipped (adaptive batching of up to 8 rows, one tail worker on every core) and the same with
 ``--max-batch-size 1``, each on its own loopback port, all at once. Then, for the MNIST CNN
 (split point 5) and AlexNet (split point 14), ``--rounds`` rounds; each round runs, in turn
 (the order rotating from round to round), one client for ``--seconds`` against each server (a

@@ -7,10 +7,10 @@ runs the fully connected layers), closed-loop clients on loopback keep ``concurr
 in flight for ``--seconds`` against each server, one after another, in one run:
 
 - ``thesis``: the comparator of ``thesis_server.py`` (Flask, base64 JSON, ``/offload``);
-- ``edgesplit``: ``edgesplit cloud serve`` as shipped (OIP v2, binary tensors, 2 tail workers,
-  adaptive batching of up to 8 rows: no wait while a worker is free);
+- ``edgesplit``: ``edgesplit cloud serve`` as shipped (OIP v2, binary tensors, one tail worker
+  with torch on every core, adaptive batching of up to 8 rows);
 - ``unbatched``: the same with ``--max-batch-size 1`` (what a lone request pays for batching);
-- ``one-worker``: batching on one tail worker with two torch threads;
+- ``two-workers``: batching on two tail workers of one torch thread each;
 - ``ray``: the same app on Ray Serve (``--backend ray``), where the ``ray`` extra is installed.
 
 Prints requests per second, the ratio to the thesis design's in this same run, and p50/p99
@@ -49,8 +49,8 @@ SERVERS: dict[str, tuple[str, Server]] = {
     "thesis": ("thesis", lambda: serving_thesis(MODELS)),
     "edgesplit": ("oip", lambda: serving(MODELS)),
     "unbatched": ("oip", lambda: serving(MODELS, "--max-batch-size", "1")),
-    # One worker whose batches use both cores.
-    "one-worker": ("oip", lambda: serving(MODELS, "--workers", "1", "--torch-threads", "2")),
+    # Two tails at once, each on one core.
+    "two-workers": ("oip", lambda: serving(MODELS, "--workers", "2", "--torch-threads", "1")),
     "ray": ("oip", lambda: serving(MODELS, "--backend", "ray", "--replicas", "1",
                                    "--max-batch-size", "8", "--batch-wait-ms", "2")),
 }

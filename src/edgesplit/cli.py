@@ -487,7 +487,7 @@ def _own_service(settings: ServerSettings) -> Any:
 
     from edgesplit.cloud.service import CloudService
 
-    torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.tail_threads)
     return CloudService.from_zoo(settings.models, settings.max_batch, settings.device)
 
 

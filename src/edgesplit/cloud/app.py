@@ -68,7 +68,7 @@ def create_app(settings: ServerSettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(settings.tail_threads)
         loaded = service or CloudService.from_zoo(settings.listed_models, settings.max_batch,
                                                   settings.device)
         for name in loaded.models:

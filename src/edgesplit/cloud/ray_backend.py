@@ -176,7 +176,7 @@ def serve_on_ray(settings: ServerSettings, *, host: str, port: int, scaling: Sca
                     http_options={"host": "127.0.0.1", "port": private_port})
         ingress = serve.deployment(serve.ingress(build_app)(), name="edgesplit")
         options = scaling.options() | {"max_ongoing_requests": settings.max_pending,
-                                       "ray_actor_options": {"num_cpus": settings.torch_threads}}
+                                       "ray_actor_options": {"num_cpus": settings.tail_threads}}
         serve.run(ingress.options(**options).bind(), name="edgesplit", route_prefix="/")
         check_upstream(upstream)
         log.warning("edgesplit on Ray Serve: http%s://%s:%d, %s", "s" if tls else "", host,

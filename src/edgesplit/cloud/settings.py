@@ -8,6 +8,7 @@ written twice. Model names are checked against the zoo's registry.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -83,8 +84,10 @@ class ServerSettings(BaseSettings):
         "server-wide; past it, 503 and the connection closed.")
     max_batch: int = Field(default=16, ge=1,
                            description="Largest batch of tensors in one request.")
-    workers: int = Field(default=2, ge=1, description="Tails run at once (threads).")
-    torch_threads: int = Field(default=1, ge=1, description="torch threads per tail.")
+    workers: int = Field(default=1, ge=1, description="Tails run at once (threads).")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch threads per tail (default: the CPUs this "
+        "server may use, shared among its workers; 1 per Ray replica).")
     max_pending: int = Field(default=32, ge=1,
                              description="Requests running or waiting before the server "
                              "answers 503.")
@@ -138,6 +141,17 @@ class ServerSettings(BaseSettings):
         if self.model_repository is not None and "models" not in self.model_fields_set:
             return []
         return self.models
+
+    @property
+    def tail_threads(self) -> int:
+        """``torch_threads``, or by default the CPUs this process may use over the workers (a
+        batched tail is bound by reading weights: one tail on every core beats one per core,
+        measured in docs/benchmarks.md), and one per Ray replica (each reserves its threads)."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        if self.backend == "ray":
+            return 1
+        return max(1, len(os.sched_getaffinity(0)) // self.workers)
 
     @property
     def max_body_bytes(self) -> int:
