@@ -11,11 +11,12 @@ alternate. The batcher therefore remembers how many requests were inside at once
 batch ran (its *company*); a free worker whose next batch holds fewer rows than that holds it
 for at most half the time this model's last batch took, or until the rows arrive. A lone client
 has a company of one and never waits; after a burst, the first lone request may wait once.
-(Measured in docs/benchmarks.md: AlexNet's tail at 8 in flight went from 1.84x the thesis
-design's throughput to 3.0x with the hold.) ``wait_s`` above zero adds a wait for company even
-when a worker is free. Batches run first come, first served by their oldest request: a batch that
-fills up never overtakes one queued before it, so a due batch waits at most for the batches
-queued before it, whatever other keys send. Every request is checked on its own before it joins
+(Measured in docs/benchmarks.md: AlexNet's tail at 8 in flight went from 1.8x the thesis
+design's throughput to 3.0x with the hold on two workers, 4.1x on one worker using both
+cores.) ``wait_s`` above zero adds a wait for company even when a worker is free. Batches run
+first come, first served by their oldest request: a batch that fills up never overtakes one
+queued before it, so a due batch waits at most for the batches queued before it (and one
+bounded hold), whatever other keys send. Every request is checked on its own before it joins
 (dtype, NaN, batch limit: a bad one is refused alone and never reaches its batch-mates), and
 answered on its own with its slice of the output, its own queueing time and the batch's compute
 and layer times (what it really waited for). Requests whose decoded tensors differ in dtype or
