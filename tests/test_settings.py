@@ -24,6 +24,20 @@ def test_every_setting_is_an_option_of_serve_with_its_default_and_help() -> None
     assert "[default: 32]" in shown and "alexnet,vgg16,mnist_cnn,resnet18" in shown
 
 
+def test_each_tail_uses_its_share_of_the_cpus_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker with torch on every core the server may use by default (batched tails are
+    bound by reading weights); N workers share the cores; a Ray replica reserves one."""
+    monkeypatch.delenv("EDGESPLIT_TORCH_THREADS", raising=False)
+    monkeypatch.delenv("EDGESPLIT_WORKERS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    assert ServerSettings().workers == 1 and ServerSettings().tail_threads == cpus
+    assert ServerSettings(workers=2).tail_threads == max(1, cpus // 2)
+    assert ServerSettings(workers=4 * cpus).tail_threads == 1
+    assert ServerSettings(workers=2, torch_threads=3).tail_threads == 3
+    assert ServerSettings(backend="ray").tail_threads == 1
+    assert ServerSettings(backend="ray", torch_threads=2).tail_threads == 2
+
+
 def test_a_flag_beats_a_variable_which_beats_the_default(monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     monkeypatch.setenv("EDGESPLIT_MAX_PENDING", "7")
