@@ -1,6 +1,7 @@
 """The adaptive batcher's company: clients that send again as soon as they are answered get full
-batches, a lone client never waits. A real ``CloudService`` and model; the worker is a gate the
-test opens, so which requests share a batch does not depend on the machine's speed."""
+batches, a lone client never waits, nor does one that comes long after a burst. A real
+``CloudService`` and model; the worker is a gate the test opens, so which requests share a batch
+does not depend on the machine's speed."""
 
 from __future__ import annotations
 
@@ -79,9 +80,16 @@ async def company(service: CloudService, tensors: list[torch.Tensor]) -> dict[st
     await settle()
     seen["held"] = len(worker.calls)
     again += submit(batcher, tensors[1:8])
-    await worker.release(3)
+    await worker.release(3, after_s=1.0)
     seen["second round"] = await sizes(again)
-    seen["batches"] = len(worker.calls)
+    # The eight are gone: a request that comes later after that batch ended than a hold would
+    # last (half its second) finds the company stale and runs at once, alone.
+    await asyncio.sleep(0.7)
+    late = submit(batcher, tensors[:1])
+    await settle()
+    seen["late started"] = len(worker.calls)
+    await worker.release(4)
+    seen["late"] = await sizes(late)
     return seen
 
 
@@ -95,7 +103,7 @@ def test_clients_that_send_again_at_once_get_full_batches_and_a_lone_one_never_w
     assert seen["first round"] == [1, 7, 7, 7, 7, 7, 7, 7]
     assert seen["held"] == 3  # the lone batch and the first round's two: none started yet
     assert seen["second round"] == [8] * 8
-    assert seen["batches"] == 4
+    assert seen["late started"] == 5 and seen["late"] == [1]
     # And every answer is the request's own.
     results = asyncio.run(_answers(service, tensors))
     for tensor, result in zip(tensors, results, strict=True):

@@ -10,7 +10,8 @@ worker is free again, so work-conserving dispatch alone splits them into half-fu
 alternate. The batcher therefore remembers how many requests were inside at once while the last
 batch ran (its *company*); a free worker whose next batch holds fewer rows than that holds it
 for at most half the time this model's last batch took, or until the rows arrive. A lone client
-has a company of one and never waits; after a burst, the first lone request may wait once.
+has a company of one and never waits, and a request that comes later after the last batch
+ended than a hold would last is not held either (its company would be back by then).
 (Measured in docs/benchmarks.md: AlexNet's tail at 8 in flight went from 1.8x the thesis
 design's throughput to 3.0x with the hold on two workers, 4.1x on one worker using both
 cores.) ``wait_s`` above zero adds a wait for company even when a worker is free. Batches run
@@ -32,6 +33,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -103,6 +105,7 @@ class TailBatcher:
         self._company = 1  # the peak while the last batch ran: what a free worker waits for
         self._running_rows = 0
         self._took: dict[BatchKey, float] = {}  # the last batch's time, by key
+        self._ended = -math.inf  # when the last batch ended
 
     async def run(self, model: str, split_point: int, tensors: list[torch.Tensor]) -> TailResult:
         """The tail of one request, run in a batch with whatever arrives with it."""
@@ -179,7 +182,8 @@ class TailBatcher:
     def _holding(self, key: BatchKey, batch: _Open) -> bool:
         """Whether a free worker holds ``batch``, the next in line, for company: while it
         has fewer rows than came together last time (less those running), once, for at most
-        ``HOLD_SHARE`` of the time the key's last batch took."""
+        ``HOLD_SHARE`` of the time the key's last batch took, and only when the last batch
+        ended less than that long ago (clients that send again at once are back by then)."""
         wanted = min(self.max_batch_size, self._company - self._running_rows)
         if batch.rows >= wanted or (batch.held and batch.hold is None):
             if batch.hold is not None:
@@ -188,8 +192,8 @@ class TailBatcher:
             return False
         if not batch.held:
             hold_s = HOLD_SHARE * self._took.get(key, 0.0)
-            if hold_s <= 0:
-                return False
+            if hold_s <= 0 or time.perf_counter() - self._ended > hold_s:
+                return False  # its company would have come back by now: a lone request
             batch.held = True
             batch.hold = asyncio.get_running_loop().call_later(hold_s, self._release, batch)
         return True
@@ -218,7 +222,8 @@ class TailBatcher:
         except Exception as exc:  # a worker that cannot run at all: every request learns it
             results = [exc] * len(items)
         finally:
-            self._took[key] = time.perf_counter() - began
+            self._ended = time.perf_counter()
+            self._took[key] = self._ended - began
             self._free += 1
             self._running_rows -= batch.rows
             self._dispatch()
