@@ -75,7 +75,7 @@ class Cloud:
             return respond(200, b'{"live": true}')
         if request.url.path == "/v2/health/ready":
             return respond(200, json.dumps({"ready": self.ready}).encode())
-        self.inferences += 1
+        self.inferences += request.url.path.endswith("/infer")  # not the metadata asked for
         return self.answer(request)
 
 

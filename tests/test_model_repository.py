@@ -5,6 +5,7 @@ for another version of the model refused with 409."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import zipfile
@@ -19,8 +20,10 @@ from torch import nn
 
 from edgesplit.cloud.repository import ModelConfig, load_version
 from edgesplit.edge.client import CloudClient
+from edgesplit.edge.factory import EdgeOptions, build_runtime
 from edgesplit.edge.runtime import check_cloud
 from edgesplit.errors import InvalidArgument
+from edgesplit.measuring.profiler import profile_model
 from edgesplit.models.sources import load_model
 from edgesplit.testbed.processes import CloudProcess
 
@@ -189,3 +192,33 @@ def test_a_version_without_model_pt2_names_what_it_holds(tmp_path: Path) -> None
         load_version(version, ModelConfig())
     assert str(caught.value) == ("no model.pt2 in my_net/1/ (it holds my_net.pt2: a version's "
                                  "program file must be named model.pt2)")
+
+
+def test_an_edge_of_the_older_version_offloads_to_it_while_the_cloud_serves_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling upgrade: the cloud's latest is version 2, this edge has version 1's weights.
+    Its first offload is refused (409) and finishes on the edge; the edge finds version 1 in
+    the cloud's metadata and offloads there until it is removed (404 on its route), then
+    finishes on the edge again, saying so once."""
+    answers = {"1": save(tmp_path, "small", 1, seed=1), "2": save(tmp_path, "small", 2, seed=2)}
+    older = load_model(str(tmp_path / "small" / "1" / "model.pt2"))
+    profile = profile_model("small", split=older.split, sample=SAMPLE, clocks_ghz=(), repeats=1)
+    with CloudProcess("--model-repository", str(tmp_path), "--repository-poll-s", "0.2",
+                      models="mnist_cnn") as server, \
+            build_runtime(EdgeOptions("small", server.url), split=older.split,
+                          profile=profile) as edge, caplog.at_level(logging.WARNING):
+
+        def run() -> str:
+            result = edge.infer(SAMPLE, split_point=0)
+            assert torch.allclose(result.output, answers["1"], atol=1e-5)  # never version 2's
+            return result.measurement.finished
+
+        assert [run(), run(), run()] == ["edge", "cloud", "cloud"]
+        assert edge.cloud_version == "1" and edge.cloud_down_reason is None
+        shutil.rmtree(tmp_path / "small" / "1")
+        wait_until(lambda: ("small", "1") not in states(server), "version 1 was dropped")
+        assert [run(), run()] == ["edge", "edge"]
+        assert edge.cloud_version is None and edge.cloud_down_reason is None
+    said = [r.getMessage() for r in caplog.records if r.name == "edgesplit.edge.runtime"]
+    assert sum("offloading to its version 1" in m for m in said) == 1, said
+    assert sum("another version of small" in m for m in said) == 1, said

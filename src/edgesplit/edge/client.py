@@ -51,6 +51,7 @@ REFUSALS = frozenset({400, 413, 422})
 """Answers about one request (its tensors, its split point), not about the cloud."""
 VERSION_MISMATCH = 409
 """The cloud serves another version of the model: about this model, not about the cloud."""
+NOT_FOUND = 404
 METADATA_BYTES = 1 << 20
 """The most a model's metadata may take (ResNet-18's 69 split points take 15 KB)."""
 KEEPALIVE_S = 2.0
@@ -142,11 +143,14 @@ class CloudClient:
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None, *,
-              expect: Expected | None = None, model_digest: str | None = None) -> CloudReply:
+              expect: Expected | None = None, model_digest: str | None = None,
+              version: str | None = None) -> CloudReply:
         """Offload ``tensors`` at ``split_point``; the answer, checked against ``expect``.
 
         ``model_digest`` (``edgesplit.models.digest``) travels as a request parameter, in the
         signed body: a cloud serving another version answers 409, ``ModelVersionMismatch``.
+        ``version`` asks for that version of the model (OIP's versioned route) instead of the
+        latest; a cloud that no longer serves it answers 404, also ``ModelVersionMismatch``.
 
         The deadline holds for everything up to the result: sending, the cloud's work, reading
         the answer (at most ``expect.max_response_bytes``) and decoding it. An answer that is
@@ -157,13 +161,14 @@ class CloudClient:
         if model_digest is not None:
             parameters["model_digest"] = model_digest
         body, headers = encode_request(tensors, parameters, request_id=request_id)
-        path = f"/v2/models/{model}/infer"
+        path = (f"/v2/models/{model}/infer" if version is None
+                else f"/v2/models/{model}/versions/{version}/infer")
         cap = expect.max_response_bytes if expect else self._max_response_bytes
 
         def call(timeout: httpx.Timeout, ends: float) -> CloudReply:
             answer = self._exchange("POST", path, timeout, ends, cap, content=body,
                                     headers=headers)
-            _check_status(answer)
+            _check_status(answer, versioned=version is not None)
             outputs, cloud_s, layer_times, wait_s = _parse_answer(
                 answer.body, answer.headers.get(HEADER_LENGTH), expect)
             cloud_s, layer_times = bounded_timings(cloud_s, layer_times, answer.seconds)
@@ -325,11 +330,13 @@ class _Answer:
     seconds: float  # send to the end of the answer
 
 
-def _check_status(answer: _Answer) -> None:
-    """``CloudRefused`` for an answer about this request, ``CloudUnavailable`` for any other
-    error status."""
+def _check_status(answer: _Answer, *, versioned: bool = False) -> None:
+    """``CloudRefused`` for an answer about this request, ``ModelVersionMismatch`` for one
+    about the model's version (409, or 404 on a versioned route: that version is gone),
+    ``CloudUnavailable`` for any other error status."""
     if answer.status >= 400:
-        error = (ModelVersionMismatch if answer.status == VERSION_MISMATCH else
+        gone = versioned and answer.status == NOT_FOUND
+        error = (ModelVersionMismatch if answer.status == VERSION_MISMATCH or gone else
                  CloudRefused if answer.status in REFUSALS else CloudUnavailable)
         raise error(f"the cloud answered {answer.status}: {_error_message(answer.body)}")
 

@@ -90,8 +90,8 @@ class Cloud(Protocol):
 
     def infer(self, model: str, split_point: int, tensors: Sequence[EncodedTensor],
               deadline_s: float, request_id: str | None = None, *,
-              expect: Expected | None = None,
-              model_digest: str | None = None) -> CloudReply: ...
+              expect: Expected | None = None, model_digest: str | None = None,
+              version: str | None = None) -> CloudReply: ...
 
     def close(self) -> None: ...
 def check_cloud(client: Cloud, model: str, split_points: int,
@@ -280,6 +280,9 @@ class EdgeRuntime:
         # than answers wrongly; hashing the weights once is worth it only with a cloud.
         self.digest = model_digest(split) if client else None
         self.version_skew: str | None = None  # the cloud's last refusal of this model version
+        # The cloud's version of the model that holds these weights, where its latest does not
+        # (a rolling upgrade): offloads go to it while the cloud serves it.
+        self.cloud_version: str | None = None
 
     @property
     def model(self) -> str:
@@ -429,12 +432,42 @@ class EdgeRuntime:
         return replace(plan, split_point=allowed[0]) if allowed else plan
 
     def _skewed(self, reason: str) -> None:
-        """The cloud serves another version of this model: this inference finishes here. The
-        cloud is not down (it may be given the right version at any time): said once."""
+        """The cloud's latest version of this model holds other weights (409), or the version
+        this edge offloaded to is gone (404): this inference finishes here. If the cloud still
+        serves a version with this edge's weights, the next offloads go to that version (old
+        edges keep offloading through a rolling upgrade). If not, the cloud is not down (it may
+        be given this version at any time): said once, and the next offload tries again."""
+        pinned, self.cloud_version = self.cloud_version, self._version_with_these_weights()
+        if self.cloud_version is not None:
+            if self.cloud_version != pinned:
+                log.warning("the cloud's latest %s holds other weights: offloading to its "
+                            "version %s, which holds this edge's", self.model, self.cloud_version)
+            return
         if self.version_skew is None:
             log.warning("finishing on the edge while the cloud serves another version of %s: "
                         "%s", self.model, reason)
         self.version_skew = reason
+
+    def _version_with_these_weights(self) -> str | None:
+        """The newest ready version of the model in the cloud whose digest is this edge's
+        (from its metadata); None where there is none, or the latest is one."""
+        assert self.client is not None
+        began = self._now()
+        try:
+            status, body = self.client.model_metadata(self.model,
+                                                      deadline_s=self.timing.min_deadline_s)
+        except CloudUnavailable:
+            return None
+        finally:
+            self._count(0, self._now() - began)
+        parameters = body.get("parameters") if status == 200 and isinstance(body, dict) else None
+        if not isinstance(parameters, dict) or parameters.get("model_digest") == self.digest:
+            return None
+        rows = parameters.get("model_versions")
+        held = [str(row.get("version")) for row in (rows if isinstance(rows, list) else [])
+                if isinstance(row, dict) and row.get("state") == "READY"
+                and row.get("digest") == self.digest]
+        return max(held, key=lambda v: (int(v) if v.isdigit() else -1, v)) if held else None
 
     def _refuse(self, split_point: int, reason: str) -> None:
         """The cloud refused a request at ``split_point``: plan without it from now on."""
@@ -476,7 +509,7 @@ class EdgeRuntime:
             reply = self.client.infer(self.model, sp, encoded, deadline,
                                       request_id=str(self._seq + 1),
                                       expect=self._expected(x.shape[0], sp),
-                                      model_digest=self.digest)
+                                      model_digest=self.digest, version=self.cloud_version)
         except CloudUnavailable as exc:
             tail_layers: list[float] = []
             output = self.split.tail(sent, sp, tail_layers)
@@ -554,8 +587,8 @@ class EdgeRuntime:
         rules out the split point; a timeout before the answer began is checked for a slow
         link; anything else (and a timeout that was the cloud's) is an outage. A cut, an error
         answer or an answer too slow to arrive says nothing of the uplink's speed, and is not
-        learned from. Another version of the model in the cloud (409) is neither: said once,
-        and the next offload tries again."""
+        learned from. Another version of the model in the cloud (409, or 404 on the route of
+        the version this edge offloaded to) is neither: see ``_skewed``."""
         if isinstance(exc, ModelVersionMismatch):
             self._skewed(str(exc))
         elif isinstance(exc, CloudRefused):
