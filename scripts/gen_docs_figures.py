@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,10 +196,56 @@ def forward_ms(res: Results, folder: str, model: str) -> str:
     return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
+def _best_splits(res: Results, folder: str, model: str) -> list[int]:
+    """The split point with the least median oracle latency in each setting (rented edge)."""
+    by: dict[tuple[str, int], list[float]] = {}
+    for r in res.csv(folder, "runs.csv"):
+        if (r["model"], r["edge"], r["strategy"]) == (model, "rent", "oracle"):
+            by.setdefault((r["setting"], int(r["split_point"])), []).append(float(r["latency_s"]))
+    best: dict[str, tuple[float, int]] = {}
+    for (setting, split), latencies in by.items():
+        best[setting] = min(best.get(setting, (float("inf"), -1)), (median(latencies), split))
+    return [split for _, split in best.values()]
+
+
+def targets(res: Results, folder: str) -> str:
+    """Issue 16's targets for `profile` OL on the rented edge, per model: where the best split
+    moves, mean regret <= 3%, its interval clear of every baseline's, median absolute
+    prediction error <= 10% at the chosen splits."""
+    rows = [r for r in res.csv(folder, "report/regrets.csv")
+            if (r["edge"], r["objective"]) == ("rent", "latency")]
+    errors = {(r["model"], r["predictor"], r["where"]): r
+              for r in res.csv(folder, "report/prediction-error.csv")}
+    lines = ["| model | the best split moves (splits) | `profile` OL mean regret <= 3% | its "
+             "95% CI clear of every baseline's (the ones it is not, with their lower ends) | "
+             "median absolute prediction error at the chosen splits <= 10% |",
+             "|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = {r["chooser"]: r for r in rows if r["model"] == model}
+        own = mine.get("profile OL")
+        if own is None:
+            continue
+        splits = sorted(set(_best_splits(res, folder, model)))
+        high = float(own["mean_high"])
+        above = [(name, float(r["mean_low"])) for name, r in mine.items()
+                 if name not in ("profile OL", "oracle", BASELINES[0]) and not high < float(r["mean_low"])]
+        error = float(errors[(model, "profile", "chosen")]["median"])
+        word = lambda ok: "met" if ok else "missed"  # noqa: E731
+        clear = (f"met (upper end {high * 100:.2f}%)" if not above else
+                 f"missed (upper end {high * 100:.2f}%; " + ", ".join(
+                     f"{n}{' ' + mine[n]['note'] if mine[n]['note'] else ''} {low * 100:.2f}%"
+                     for n, low in above) + ")")
+        lines.append(
+            f"| {NAMES.get(model, model)} | {'yes' if len(splits) > 1 else 'no'} "
+            f"({', '.join(map(str, splits))}) | {word(float(own['mean_value']) <= 0.03)} "
+            f"({_interval(own, 'mean')}) | {clear} | {word(error <= 0.10)} ({pct(error, 1)}) |")
+    return "\n".join(lines)
+
+
 KINDS: dict[str, Callable[..., str]] = {
     "counts": counts, "evidence": evidence, "headline": headline, "floor": floor,
     "prederr": prederr, "dynamic": dynamic, "dynamic_minutes": dynamic_minutes,
-    "table71": table71, "forward_ms": forward_ms,
+    "table71": table71, "forward_ms": forward_ms, "targets": targets,
 }
 
 

@@ -250,6 +250,29 @@ def test_the_generator_fills_a_region_from_the_data() -> None:
 
 
 @pytest.mark.fast
+def test_the_targets_table_says_met_and_missed_from_the_data(tmp_path: Path) -> None:
+    gen = _generator()
+    run = tmp_path / "run"
+    (run / "report").mkdir(parents=True)
+    oracle = [("0", 1, 0.10), ("0", 2, 0.20), ("1", 1, 0.30), ("1", 2, 0.25)]
+    (run / "runs.csv").write_text("model,edge,strategy,setting,split_point,latency_s\n" + "".join(
+        f"m,{edge},oracle,{setting},{sp},{latency}\n" for setting, sp, latency in oracle
+        for edge in ("rent", "own")))
+    regret = "m,rent,latency,{note},{chooser},2,{value},{low},{high},0,0,0\n"
+    (run / "report" / "regrets.csv").write_text(
+        "model,edge,objective,note,chooser,settings,mean_value,mean_low,mean_high,"
+        "median_value,median_low,median_high\n"
+        + regret.format(note="", chooser="profile OL", value=0.02, low=0.01, high=0.04)
+        + regret.format(note="", chooser="thesis OL", value=0.09, low=0.05, high=0.12)
+        + regret.format(note="split 2", chooser="all-edge", value=0.06, low=0.03, high=0.08))
+    (run / "report" / "prediction-error.csv").write_text(
+        "model,predictor,where,n,median,q25,q75\nm,profile,chosen,4,0.12,0.1,0.2\n")
+    row = gen.targets(gen.Results(tmp_path), "run").splitlines()[-1]
+    assert row == ("| m | yes (1, 2) | met (2.00% [1.00, 4.00]) | missed (upper end 4.00%; "
+                   "all-edge split 2 3.00%) | missed (12.0%) |")
+
+
+@pytest.mark.fast
 def test_the_answer_cap_stated_for_alexnet_is_the_clients() -> None:
     from edgesplit.core import zoo
     from edgesplit.edge.client import Expected
