@@ -89,6 +89,16 @@ def test_misplaced_or_impossible_options_fail_with_one_line(args: tuple[str, ...
 
 
 @pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
+def test_an_own_file_that_cannot_be_served_fails_before_ray_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "my_net.pt2"
+    bad.write_bytes(b"not a program")
+    done = run_cli("--backend", "ray", "--models", f"mnist_cnn,{bad}")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "my_net.pt2" in line and "Ray" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not ray_installed(), reason=RAY_MISSING)
 def test_two_replicas_join_a_running_cluster_behind_a_token(
         split_model: Callable[[str], SplitModel], tmp_path: Path) -> None:
     # A cluster someone else started (`ray start --head`): the server joins it with

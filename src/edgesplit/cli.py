@@ -465,6 +465,7 @@ def serve(**given: Any) -> None:
     if scaling is not None:
         from edgesplit.cloud.ray_backend import serve_on_ray
 
+        _load_own_models(settings)  # one line here, not a failure in every replica
         tls = ((str(settings.tls_cert), str(settings.tls_key))
                if settings.tls_cert and settings.tls_key else None)
         serve_on_ray(settings, host=host, port=settings.port, scaling=scaling,
@@ -489,6 +490,17 @@ def _own_service(settings: ServerSettings) -> Any:
 
     torch.set_num_threads(settings.tail_threads)
     return CloudService.from_zoo(settings.models, settings.max_batch, settings.device)
+
+
+def _load_own_models(settings: ServerSettings) -> None:
+    """Each model of one's own among ``--models`` loaded once in this process (then dropped),
+    so that a file that cannot be served is one line and exit 2 before Ray starts."""
+    from edgesplit.models.names import is_zoo
+    from edgesplit.models.sources import load_model
+
+    for source in settings.models:
+        if not is_zoo(source):
+            load_model(source)
 
 
 def _ray_scaling(settings: ServerSettings) -> Any:
