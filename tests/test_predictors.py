@@ -117,6 +117,11 @@ def test_profile_predictor_learns_codec_sizes_and_times() -> None:
     assert p.offload_bytes[1] == 600  # learned where it was sent
     assert p.offload_bytes[2] == round(2000 * 0.65)  # still the prior elsewhere
     assert p.edge_s[1] == pytest.approx(0.1 + 0.004)  # encoding is edge time
+    # ... and scales with the clock as the layers do: at 1 GHz the edge is twice as slow.
+    slow = predictor.predict(Conditions(bandwidth_kbps=8, rtt_ms=0, clock_ghz=1.0), "raw+zstd")
+    assert slow.edge_s[1] == pytest.approx(2 * (0.1 + 0.004))
+    predictor.partial_fit(clock_ghz=1.0, codec="raw+zstd", split_point=1, codec_s=0.008)
+    assert predictor.codec_s_["raw+zstd"][1] == pytest.approx(0.004)  # the same at 2 GHz
 
 
 def test_profile_predictor_learns_layer_times_online() -> None:

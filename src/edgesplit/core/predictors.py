@@ -206,7 +206,8 @@ class ProfilePredictor:
       bandwidth, plus one round trip (the request goes out, the answer comes back).
     - Codecs: a codec shrinks the payload by a ratio and costs the edge its encoding time; both
       start from priors and are learned from what was actually sent (decoding is part of the
-      cloud's time, which the cloud reports).
+      cloud's time, which the cloud reports). Encoding is edge work: like the layers' times it
+      is kept at the profile's clock and scaled by the law.
 
     ``partial_fit`` folds measurements in (exponentially weighted, ``learning_rate``): the edge's
     own per-layer times (brought back to the profile's clock by the law), the per-layer times the
@@ -287,9 +288,9 @@ class ProfilePredictor:
             if encoded_bytes is not None and raw:
                 ratios = self._codec_table(self.ratio_, codec, codec_ratio_prior(codec))
                 ratios[split_point] += rate * (encoded_bytes / raw - ratios[split_point])
-            if codec_s is not None:
+            if codec_s is not None:  # edge work: kept at the profile's clock, as layers are
                 times = self._codec_table(self.codec_s_, codec, 0.0)
-                times[split_point] += rate * (codec_s - times[split_point])
+                times[split_point] += rate * (codec_s / scale - times[split_point])
         self._refresh()
         return self
 
@@ -316,8 +317,8 @@ class ProfilePredictor:
             times = self.codec_s_.get(codec) or [0.0] * len(self.offload_bytes_)
             sent = tuple(round(size * r) for size, r in zip(self.offload_bytes_, ratios,
                                                               strict=True))
-            edge = tuple(t * scale + c for t, c in zip(self.edge_cumulative_s_, times,
-                                                       strict=True))
+            edge = tuple((t + c) * scale for t, c in zip(self.edge_cumulative_s_, times,
+                                                         strict=True))
         return Prediction(
             edge_s=edge,
             comm_s=tuple(max(0.0, (size + overhead) * per_bit + rtt_s + fix)
