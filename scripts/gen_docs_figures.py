@@ -30,6 +30,7 @@ NAMES = {"alexnet": "AlexNet", "vgg16": "VGG16", "mnist_cnn": "MNIST CNN",
          "resnet18": "ResNet-18"}
 OBJECTIVES = {"latency": "OL", "cost": "OC", "weighted": "CL"}
 BASELINES = ("compressed-input (best)", "all-edge", "all-cloud", "best-fixed")
+REPLAYED = "profile+codecs"  # edgesplit.evaluation.replay's chooser
 
 
 def pct(value: float, digits: int = 2) -> str:
@@ -93,11 +94,13 @@ def evidence(res: Results, folder: str, model: str, edge: str, objective: str) -
     rows = {r["chooser"]: r for r in res.csv(folder, "report/regrets.csv")
             if (r["model"], r["edge"], r["objective"]) == (model, edge, objective)}
     label = OBJECTIVES[objective]
-    wanted = [f"{p} {label}" for p in ("profile", "thesis", "neurosurgeon")] + list(BASELINES)
+    wanted = [f"{p} {label}" for p in ("profile", "thesis", "neurosurgeon", REPLAYED)]
+    wanted += BASELINES
     unit, scale = ("", 1.0) if objective == "weighted" else ("%", 100.0)
     lines = ["| chooser | mean regret [95% CI] | median [95% CI] |", "|---|---|---|"]
     for chooser in (c for c in wanted if c in rows):
         note = f" ({rows[chooser]['note']})" if rows[chooser]["note"] else ""
+        note += " (replayed)" if chooser.startswith(REPLAYED) else ""
         lines.append(f"| {chooser}{note} | {_interval(rows[chooser], 'mean', scale, unit)} | "
                      f"{_interval(rows[chooser], 'median', scale, unit)} |")
     return "\n".join(lines)
@@ -107,12 +110,16 @@ def headline(res: Results, folder: str, edge: str) -> str:
     """Per model: each predictor's OL latency regret and the best baseline's, mean [95% CI]."""
     rows = [r for r in res.csv(folder, "report/regrets.csv")
             if (r["edge"], r["objective"]) == (edge, "latency")]
-    lines = ["| model | `profile` | `thesis` | `neurosurgeon` | the best baseline |",
-             "|---|---|---|---|---|"]
+    predictors = ["profile", "thesis", "neurosurgeon"]
+    if any(r["chooser"] == f"{REPLAYED} OL" for r in rows):
+        predictors.append(REPLAYED)
+    head = [f"`{p}`" + (" (replayed)" if p == REPLAYED else "") for p in predictors]
+    lines = [f"| model | {' | '.join(head)} | the best baseline |",
+             "|---|" + "---|" * (len(predictors) + 1)]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = {r["chooser"]: r for r in rows if r["model"] == model}
         cells = [_interval(mine[f"{p} OL"], "mean") if f"{p} OL" in mine else ""
-                 for p in ("profile", "thesis", "neurosurgeon")]
+                 for p in predictors]
         best = min((mine[b] for b in BASELINES if b in mine),
                    key=lambda r: float(r["mean_value"]))
         name = best["chooser"] + (f" ({best['note']})" if best["note"] else "")
@@ -208,38 +215,63 @@ def _best_splits(res: Results, folder: str, model: str) -> list[int]:
     return [split for _, split in best.values()]
 
 
-def targets(res: Results, folder: str) -> str:
-    """Issue 16's targets for `profile` OL on the rented edge, per model: where the best split
-    moves, mean regret <= 3%, its interval clear of every baseline's, median absolute
-    prediction error <= 10% at the chosen splits."""
+def pairs(res: Results, folder: str, model: str, predictor: str) -> str:
+    """``predictor``'s OL chooser paired with every other chooser on the rented edge's latency
+    regret: the mean difference [95% CI] and its wins, ties and losses over the settings."""
+    chooser = f"{predictor} OL"
+    lines = ["| against | its regret minus theirs, mean [95% CI] | wins / ties / losses |",
+             "|---|---|---|"]
+    for r in res.csv(folder, "report/paired.csv"):
+        if (r["model"], r["edge"], r["objective"]) != (model, "rent", "latency") or \
+                chooser not in (r["a"], r["b"]) or "oracle" in (r["a"], r["b"]) or \
+                BASELINES[0] in (r["a"], r["b"]):
+            continue
+        sign, other = (1, r["b"]) if r["a"] == chooser else (-1, r["a"])
+        value, low, high = (sign * float(r[f"difference_{p}"]) * 100
+                            for p in ("value", "low", "high"))
+        wins, losses = (r["wins"], r["losses"]) if sign == 1 else (r["losses"], r["wins"])
+        low, high = min(low, high), max(low, high)
+        lines.append(f"| {other} | {value:+.2f} points [{low:+.2f}, {high:+.2f}] | "
+                     f"{wins} / {r['ties']} / {losses} |")
+    return "\n".join(lines)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def targets(res: Results, folder: str, predictor: str = "profile") -> str:
+    """Issue 16's targets for ``predictor``'s OL chooser on the rented edge, per model: where
+    the best split moves, mean regret <= 3%, its interval clear of every baseline's, median
+    absolute prediction error <= 10% at the chosen splits."""
+    chooser = f"{predictor} OL"
     rows = [r for r in res.csv(folder, "report/regrets.csv")
             if (r["edge"], r["objective"]) == ("rent", "latency")]
     errors = {(r["model"], r["predictor"], r["where"]): r
               for r in res.csv(folder, "report/prediction-error.csv")}
-    lines = ["| model | the best split moves (splits) | `profile` OL mean regret <= 3% | its "
+    lines = [f"| model | the best split moves (splits) | `{chooser}` mean regret <= 3% | its "
              "95% CI clear of every baseline's (the ones it is not, with their lower ends) | "
              "median absolute prediction error at the chosen splits <= 10% |",
              "|---|---|---|---|---|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = {r["chooser"]: r for r in rows if r["model"] == model}
-        own = mine.get("profile OL")
+        own = mine.get(chooser)
         if own is None:
             continue
         splits = sorted(set(_best_splits(res, folder, model)))
         high = float(own["mean_high"])
-        skip = ("profile OL", "oracle", BASELINES[0])  # (best) repeats one codec's row
+        skip = (chooser, "oracle", BASELINES[0])  # (best) repeats one codec's row
         above = [(name, float(r["mean_low"])) for name, r in mine.items()
                  if name not in skip and not high < float(r["mean_low"])]
-        error = float(errors[(model, "profile", "chosen")]["median"])
-        word = lambda ok: "met" if ok else "missed"  # noqa: E731
+        error = float(errors[(model, predictor, "chosen")]["median"])
         clear = (f"met (upper end {high * 100:.2f}%)" if not above else
                  f"missed (upper end {high * 100:.2f}%; " + ", ".join(
                      f"{n}{' ' + mine[n]['note'] if mine[n]['note'] else ''} {low * 100:.2f}%"
                      for n, low in above) + ")")
         lines.append(
             f"| {NAMES.get(model, model)} | {'yes' if len(splits) > 1 else 'no'} "
-            f"({', '.join(map(str, splits))}) | {word(float(own['mean_value']) <= 0.03)} "
-            f"({_interval(own, 'mean')}) | {clear} | {word(error <= 0.10)} ({pct(error, 1)}) |")
+            f"({', '.join(map(str, splits))}) | {_met(float(own['mean_value']) <= 0.03)} "
+            f"({_interval(own, 'mean')}) | {clear} | {_met(error <= 0.10)} ({pct(error, 1)}) |")
     return "\n".join(lines)
 
 
@@ -247,6 +279,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "counts": counts, "evidence": evidence, "headline": headline, "floor": floor,
     "prederr": prederr, "dynamic": dynamic, "dynamic_minutes": dynamic_minutes,
     "table71": table71, "forward_ms": forward_ms, "targets": targets,
+    "pairs": pairs,
 }
 
 

@@ -270,6 +270,16 @@ def test_the_targets_table_says_met_and_missed_from_the_data(tmp_path: Path) -> 
     row = gen.targets(gen.Results(tmp_path), "run").splitlines()[-1]
     assert row == ("| m | yes (1, 2) | met (2.00% [1.00, 4.00]) | missed (upper end 4.00%; "
                    "all-edge split 2 3.00%) | missed (12.0%) |")
+    # Paired rows name the registry's first chooser as a: one where profile is b is turned.
+    (run / "report" / "paired.csv").write_text(
+        "model,edge,objective,a,b,settings,difference_value,difference_low,difference_high,"
+        "wins,ties,losses,tie_band\n"
+        "m,rent,latency,thesis OL,profile OL,2,0.07,0.04,0.1,0,1,1,0.01\n"
+        "m,rent,latency,profile OL,all-edge,2,-0.04,-0.06,0.01,1,1,0,0.01\n"
+        "m,rent,latency,profile OL,oracle,2,0.02,0.01,0.04,0,0,2,0.01\n")
+    assert gen.pairs(gen.Results(tmp_path), "run", "m", "profile").splitlines()[2:] == [
+        "| thesis OL | -7.00 points [-10.00, -4.00] | 1 / 1 / 0 |",
+        "| all-edge | -4.00 points [-6.00, +1.00] | 1 / 1 / 0 |"]
 
 
 @pytest.mark.fast

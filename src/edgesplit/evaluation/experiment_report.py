@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from edgesplit.errors import InvalidArgument
 from edgesplit.evaluation import evidence as evd
 from edgesplit.evaluation import statistics as st
 from edgesplit.evaluation import tables as ev
+from edgesplit.evaluation.replay import codec_chooser_rows
 from edgesplit.evaluation.runs import THESIS_LABELS, WEIGHT, predictors, read_runs, strategies
 from edgesplit.measuring.store import read_profile
 
@@ -77,13 +78,15 @@ def write_experiment_report(directory: Path, out_dir: Path | None = None) -> Pat
     return path
 
 
-def _evidence(out: Path, config: dict[str, Any], rows: Sequence[dict[str, str]],
+def _evidence(out: Path, config: dict[str, Any], rows: Sequence[Mapping[str, str]],
               profiles: dict[str, Profile], thesis: dict[str, Any]) -> list[str]:
-    """Every chooser judged with its interval (``evidence``): CSVs in ``out`` and the report's
+    """Every chooser judged with its interval (``evidence``), with the replayed chooser of
+    split and codec together beside them (``replay``): CSVs in ``out`` and the report's
     sections."""
+    thesis_rows = evd.table_7_1(rows, thesis["table_7_1"], seed := _seed(config))
+    rows = [*rows, *codec_chooser_rows(rows, profiles)]
     found = {r["predictor"] for r in rows} - {"", "none"}
     names = [p for p in predictors() if p in found] + sorted(found - set(predictors()))
-    seed = int(config["parameters"].get("seed", 0))
     pieces = evd.slices(rows)
     judged: list[evd.Judged] = []
     for piece in pieces:
@@ -94,7 +97,6 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[dict[str, str]],
     errors = evd.chosen_errors(rows) + evd.split_errors(
         pieces, evd.conditions_of(rows), [n for n in names if n in predictors()],
         _predict(profiles))
-    thesis_rows = evd.table_7_1(rows, thesis["table_7_1"], seed)
     _write_csv(out / "regrets.csv", [
         {"model": j.model, "edge": j.edge, "objective": j.objective, "note":
          j.notes.get(r.chooser, ""), **_flat(asdict(r))} for j in judged for r in j.regrets])
@@ -115,6 +117,10 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[dict[str, str]],
     _write_csv(out / "table-7-1-thesis.csv", [_flat(asdict(r)) for r in thesis_rows])
     return [*_evidence_md(config, judged, shares, errors, thesis_rows, names), "",
             *evd.section_7_2(thesis_rows, thesis.get("strategies_section_7_2", {}))]
+
+
+def _seed(config: dict[str, Any]) -> int:
+    return int(config["parameters"].get("seed", 0))
 
 
 def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
