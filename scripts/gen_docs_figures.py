@@ -100,7 +100,6 @@ def evidence(res: Results, folder: str, model: str, edge: str, objective: str) -
     lines = ["| chooser | mean regret [95% CI] | median [95% CI] |", "|---|---|---|"]
     for chooser in (c for c in wanted if c in rows):
         note = f" ({rows[chooser]['note']})" if rows[chooser]["note"] else ""
-        note += " (replayed)" if chooser.startswith(REPLAYED) else ""
         lines.append(f"| {chooser}{note} | {_interval(rows[chooser], 'mean', scale, unit)} | "
                      f"{_interval(rows[chooser], 'median', scale, unit)} |")
     return "\n".join(lines)
@@ -262,7 +261,8 @@ def targets(res: Results, folder: str, predictor: str = "profile") -> str:
         high = float(own["mean_high"])
         skip = (chooser, "oracle", BASELINES[0])  # (best) repeats one codec's row
         above = [(name, float(r["mean_low"])) for name, r in mine.items()
-                 if name not in skip and not high < float(r["mean_low"])]
+                 if name not in skip and r["note"] != "replayed"
+                 and not high < float(r["mean_low"])]
         error = float(errors[(model, predictor, "chosen")]["median"])
         clear = (f"met (upper end {high * 100:.2f}%)" if not above else
                  f"missed (upper end {high * 100:.2f}%; " + ", ".join(

@@ -69,13 +69,15 @@ class Cloud:
         self.answer = answer
         self.ready = True
         self.inferences = 0
+        self.lookups = 0  # GET /v2/models/{model}: its metadata
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v2/health/live":
             return respond(200, b'{"live": true}')
         if request.url.path == "/v2/health/ready":
             return respond(200, json.dumps({"ready": self.ready}).encode())
-        self.inferences += request.url.path.endswith("/infer")  # not the metadata asked for
+        self.inferences += request.url.path.endswith("/infer")
+        self.lookups += request.method == "GET"
         return self.answer(request)
 
 
@@ -177,6 +179,8 @@ def test_another_version_in_the_cloud_is_said_once_per_episode_and_is_no_outage(
         finished_alone(edge.infer(x), split_model(MODEL), "another version")
     said = [r for r in caplog.records if "another version of" in r.getMessage()]
     assert len(said) == 2 and cloud.inferences == 4 and edge.cloud_down_reason is None
+    # Its versions were looked up once, not at every refusal within the retry interval.
+    assert cloud.lookups == 1
 
 
 def test_a_cloud_that_does_not_answer_is_given_up_at_the_deadline(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgesplit.evaluation.replay import REPLAYED, codec_chooser_rows
+from edgesplit.evaluation import evidence as evd
+from edgesplit.evaluation.replay import REPLAYED, REPLAYED_RAW, codec_chooser_rows
 from edgesplit.evaluation.runs import COLUMNS
 
 from .helpers import make_profile
@@ -44,11 +45,11 @@ def _rows(compressed_in: tuple[str, ...] = ("0", "1")) -> list[dict[str, str]]:
 
 
 def test_it_takes_the_codec_where_it_pays_and_the_run_of_what_it_chose() -> None:
-    replayed = codec_chooser_rows(_rows(), {"toy": make_profile(sizes=SIZES)})
-    assert {(r["setting"], r["repeat"], r["edge"]) for r in replayed} == {
-        (s, str(rep), e) for s in SETTINGS for rep in range(2) for e in ("rent", "own")}
-    assert all((r["predictor"], r["strategy"], r["method"]) == (REPLAYED, "OL", "replayed")
-               for r in replayed)
+    rows = codec_chooser_rows(_rows(), {"toy": make_profile(sizes=SIZES)})
+    assert all((r["strategy"], r["method"]) == ("OL", "replayed") for r in rows)
+    replayed = [r for r in rows if r["predictor"] == REPLAYED]
+    assert sorted((r["setting"], r["repeat"], r["edge"]) for r in replayed) == sorted(
+        (s, str(rep), e) for s in SETTINGS for rep in range(2) for e in ("rent", "own"))
     slow = [r for r in replayed if r["setting"] == "0"]
     # 8 kbit/s: int8 at split 0, its own runs' latencies; predicted from setting 1's runs:
     # encoding 0.02 s at 1 GHz is 0.01 s at the profile's 2 GHz, then (100 + 400 request
@@ -61,6 +62,23 @@ def test_it_takes_the_codec_where_it_pays_and_the_run_of_what_it_chose() -> None
     # the cloud's, sending the fewest bytes), the oracle's runs of it.
     assert {(r["codec"], r["split_point"], r["latency_s"]) for r in fast} == {
         ("raw", "3", "13.0"), ("raw", "3", "13.1")}
+    # The twin chooses among the raw split points only: split 3 at 8 kbit/s too.
+    twin = {(r["setting"], r["codec"], r["split_point"]) for r in rows
+            if r["predictor"] == REPLAYED_RAW}
+    assert twin == {("0", "raw", "3"), ("1", "raw", "3")}
+
+
+def test_a_codec_is_part_of_the_choice_and_replayed_choosers_are_no_baselines() -> None:
+    rows = _rows()
+    rows += codec_chooser_rows(rows, {"toy": make_profile(sizes=SIZES)})
+    (piece,) = (p for p in evd.slices(rows) if p.edge == "rent")
+    judged = evd.judge(piece, "latency", ["profile"], evd.draw(piece, 0, draws=50), 0, draws=50)
+    assert judged.choices[f"{REPLAYED} OL"] == ("0 int8+zstd", "3")
+    assert judged.choices["compressed-input int8+zstd"] == ("0 int8+zstd",) * 2
+    assert judged.choices["all-cloud"] == ("0",) * 2  # split 0 with raw tensors: another choice
+    assert judged.notes[f"{REPLAYED} OL"] == judged.notes[f"{REPLAYED_RAW} OL"] == "replayed"
+    aim = evd.target(judged, f"{REPLAYED} OL")
+    assert aim is not None and REPLAYED_RAW not in aim
 
 
 def test_without_codec_runs_in_another_setting_it_has_nothing_to_learn_from() -> None:

@@ -131,7 +131,7 @@ def test_report_judges_every_chooser_with_intervals_and_a_generated_verdict(
     assert "neurosurgeon OL (" in beats and "compressed-input int8-zstd (" in beats
     assert "thesis OL (-" in beats
     assert "profile OL (" in clause("thesis OL", "no, it loses to ")
-    assert ("the same split in every setting as (a difference between runs, not choices) "
+    assert ("the same choice in every setting as (a difference between runs, not choices) "
             "all-edge (") in verdicts["neurosurgeon OL"]
     assert "Target (profile OL: mean latency regret <= 3%" in text
     assert "## Table 7.1 beside the thesis, row by row" in text

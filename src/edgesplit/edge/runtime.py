@@ -94,6 +94,11 @@ class Cloud(Protocol):
               version: str | None = None) -> CloudReply: ...
 
     def close(self) -> None: ...
+LATEST = ""
+"""The cloud's latest version of the model holds the edge's weights: its unversioned route (no
+version is named "")."""
+
+
 def check_cloud(client: Cloud, model: str, split_points: int,
                 source: str | None = None) -> str | None:
     """Ask the cloud about ``model`` before relying on it (``edge run`` asks before it profiles).
@@ -283,6 +288,7 @@ class EdgeRuntime:
         # The cloud's version of the model that holds these weights, where its latest does not
         # (a rolling upgrade): offloads go to it while the cloud serves it.
         self.cloud_version: str | None = None
+        self._next_lookup = -float("inf")  # when the cloud's versions may be looked up again
 
     @property
     def model(self) -> str:
@@ -436,13 +442,22 @@ class EdgeRuntime:
         this edge offloaded to is gone (404): this inference finishes here. If the cloud still
         serves a version with this edge's weights, the next offloads go to that version (old
         edges keep offloading through a rolling upgrade). If not, the cloud is not down (it may
-        be given this version at any time): said once, and the next offload tries again."""
-        pinned, self.cloud_version = self.cloud_version, self._version_with_these_weights()
-        if self.cloud_version is not None:
-            if self.cloud_version != pinned:
+        be given this version at any time): said once, and the next offload tries again. The
+        versions are looked up after the pinned version's refusal, else at most once per retry
+        interval (not at every inference while none holds these weights)."""
+        pinned, self.cloud_version = self.cloud_version, None
+        now = self._now()
+        if pinned is not None or now >= self._next_lookup:
+            found = self._version_with_these_weights()
+            if found == LATEST:
+                log.info("the cloud's latest %s holds this edge's weights again", self.model)
+                return
+            if found is not None and found != pinned:
+                self.cloud_version = found
                 log.warning("the cloud's latest %s holds other weights: offloading to its "
-                            "version %s, which holds this edge's", self.model, self.cloud_version)
-            return
+                            "version %s, which holds this edge's", self.model, found)
+                return
+            self._next_lookup = now + self.timing.retry_s
         if self.version_skew is None:
             log.warning("finishing on the edge while the cloud serves another version of %s: "
                         "%s", self.model, reason)
@@ -450,7 +465,8 @@ class EdgeRuntime:
 
     def _version_with_these_weights(self) -> str | None:
         """The newest ready version of the model in the cloud whose digest is this edge's
-        (from its metadata); None where there is none, or the latest is one."""
+        (from its metadata); ``LATEST`` where the latest is one, None where none is (or the
+        metadata cannot be had)."""
         assert self.client is not None
         began = self._now()
         try:
@@ -461,8 +477,10 @@ class EdgeRuntime:
         finally:
             self._count(0, self._now() - began)
         parameters = body.get("parameters") if status == 200 and isinstance(body, dict) else None
-        if not isinstance(parameters, dict) or parameters.get("model_digest") == self.digest:
+        if not isinstance(parameters, dict):
             return None
+        if parameters.get("model_digest") == self.digest:
+            return LATEST
         rows = parameters.get("model_versions")
         held = [str(row.get("version")) for row in (rows if isinstance(rows, list) else [])
                 if isinstance(row, dict) and row.get("state") == "READY"

@@ -39,26 +39,33 @@ def chooser_of(row: Row) -> str:
     return f"{row['predictor']} {row['strategy']}"
 
 
+def choice(split_point: int | str, codec: str = "raw") -> str:
+    """What a chooser chose: ``"13"`` (split point 13, raw tensors) or ``"0 int8+zstd"``."""
+    return f"{split_point}" if codec == "raw" else f"{split_point} {codec}"
+
+
 @dataclass(frozen=True)
 class Slice:
-    """One model and edge: its settings (in order), the panel of measurements and each
-    measured chooser's split per setting (its most common over repeats; -1: not measured)."""
+    """One model and edge: its settings (in order), the panel of measurements, each measured
+    chooser's choice per setting (its most common over repeats, ``choice``; "": not
+    measured), and the choosers whose rows are replayed (``evaluation.replay``)."""
 
     model: str
     edge: str
     settings: tuple[int, ...]
     panel: st.Panel
-    choices: Mapping[str, tuple[int, ...]]
+    choices: Mapping[str, tuple[str, ...]]
+    replayed: frozenset[str] = frozenset()
 
 
-def _choices(rows: Sequence[Row]) -> dict[tuple[str, str, str], dict[int, int]]:
-    """(model, edge, chooser) -> setting -> the split it chose most often over repeats."""
-    per: dict[tuple[str, str, str, int], Counter[int]] = defaultdict(Counter)
+def _choices(rows: Sequence[Row]) -> dict[tuple[str, str, str], dict[int, str]]:
+    """(model, edge, chooser) -> setting -> what it chose most often over repeats."""
+    per: dict[tuple[str, str, str, int], Counter[str]] = defaultdict(Counter)
     for r in rows:
-        if r["strategy"] not in (ORACLE, COMPRESSED):
+        if r["strategy"] != ORACLE:
             per[(r["model"], r["edge"], chooser_of(r), int(r["setting"]))][
-                int(r["split_point"])] += 1
-    out: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+                choice(r["split_point"], r["codec"])] += 1
+    out: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
     for (model, edge, name, setting), counts in per.items():
         out[(model, edge, name)][setting] = counts.most_common(1)[0][0]
     return out
@@ -96,9 +103,12 @@ def slices(rows: Sequence[Row]) -> list[Slice]:
                 if s in index:
                     x[index[s], rep], y[index[s], rep] = latency, price
             choosers[name] = (x, y)
-        picked = {name: tuple(c.get(s, -1) for s in settings) for (m, e, name), c in
+        picked = {name: tuple(c.get(s, "") for s in settings) for (m, e, name), c in
                   picks.items() if (m, e) == (model, edge)}
-        out.append(Slice(model, edge, settings, st.Panel(lat, cost, choosers), picked))
+        replayed = frozenset(chooser_of(r) for r in rows if r.get("method") == "replayed"
+                             and (r["model"], r["edge"]) == (model, edge))
+        out.append(Slice(model, edge, settings, st.Panel(lat, cost, choosers), picked,
+                         replayed))
     return out
 
 
@@ -113,7 +123,8 @@ class Judged:
     notes: Mapping[str, str]
     pairs: tuple[st.Paired, ...]
     floor: st.NoiseFloor
-    choices: Mapping[str, tuple[int, ...]]
+    choices: Mapping[str, tuple[str, ...]]
+    replayed: frozenset[str] = frozenset()
 
 
 def _order(names: Iterable[str], predictors: Sequence[str]) -> list[str]:
@@ -139,6 +150,7 @@ def judge(piece: Slice, objective: str, predictors: Sequence[str],
     panel, (point, boot) = piece.panel, medians
     last, fixed = panel.oracle_latency.shape[1] - 1, st.best_fixed(objective, panel)
     notes = {"all-edge": f"split {last}", "all-cloud": "split 0", "best-fixed": f"split {fixed}"}
+    notes |= dict.fromkeys(piece.replayed, "replayed")
     measured = [name for name in panel.choosers
                 if name.split(" ")[-1] in JUDGED[objective] or name.startswith(COMPRESSED)]
     names = _order([*measured, *FIXED], predictors)
@@ -162,11 +174,13 @@ def judge(piece: Slice, objective: str, predictors: Sequence[str],
                            draws)
     band = floor.held_out.value if floor.held_out else floor.in_sample.value
     every = len(piece.settings)
-    choices = dict(piece.choices) | {"all-edge": (last,) * every, "all-cloud": (0,) * every,
-                                     "best-fixed": (fixed,) * every}
+    choices = dict(piece.choices) | {name: (choice(sp),) * every for name, sp in
+                                     (("all-edge", last), ("all-cloud", 0), ("best-fixed", fixed))}
+    if codecs:
+        choices[f"{COMPRESSED} (best)"] = choices.get(str(source[f"{COMPRESSED} (best)"]), ())
     return Judged(piece.model, piece.edge, objective,
                   tuple(st.summarise(names, p_reg, b_reg)), notes,
-                  tuple(st.paired(names, p_reg, b_reg, band)), floor, choices)
+                  tuple(st.paired(names, p_reg, b_reg, band)), floor, choices, piece.replayed)
 
 
 def hypervolumes(piece: Slice, predictors: Sequence[str], seed: int,
@@ -456,11 +470,11 @@ def _judgement(d: st.Interval, objective: str) -> int:
 def verdict(model: str, judged: Sequence[Judged], predictors: Sequence[str]) -> list[str]:
     """Generated from the paired intervals: for each predictor's chooser, which choosers it
     beats (the whole 95% CI of the regret difference below 0), loses to (above 0) and cannot
-    be told from; a chooser that picked the same split in every setting is named apart (any
+    be told from; a chooser that made the same choice in every setting is named apart (any
     difference is between runs, not choices)."""
     lines = []
     words = {-1: "yes, it beats", 1: "no, it loses to", 0: "cannot tell, against",
-             2: "the same split in every setting as (a difference between runs, not choices)"}
+             2: "the same choice in every setting as (a difference between runs, not choices)"}
     for j in judged:
         if j.model != model or (j.objective == "latency" and j.edge != "rent"):
             continue
@@ -486,11 +500,12 @@ def _negate(i: st.Interval) -> st.Interval:
 def target(j: Judged, chooser: str = "profile OL") -> str | None:
     """The issue's target for a latency chooser: mean regret <= 3% and its interval's upper end
     below the lower end of every baseline's (fixed splits, other predictors, compressed
-    input); None where the chooser was not measured."""
+    input; not the replayed choosers, which are no baselines); None where the chooser was not
+    measured."""
     own = next((r for r in j.regrets if r.chooser == chooser), None)
     if own is None or j.objective != "latency":
         return None
-    others = [r for r in j.regrets if r.chooser not in (chooser, ORACLE)]
+    others = [r for r in j.regrets if r.chooser not in (chooser, ORACLE, *j.replayed)]
     above = [r.chooser for r in others if not own.mean.high < r.mean.low]
     small = own.mean.value <= 0.03
     met = small and not above

@@ -11,6 +11,11 @@ in round r is the run of what it chose measured in round r: the oracle's at that
 or the compressed-input baseline's with that codec. It has no runs of its own; its rows say so
 (``method`` ``replayed``), and they are made by the report, never written to ``runs.csv``.
 
+Priced at the oracle's runs, a choice has none of a live chooser's own noise, so it is not
+compared with the live choosers alone: its twin ``profile+raw`` replays the same predictor's
+choice among the raw split points (the live ``profile`` OL chooser's choice) priced the same
+way, and the two differ only in the codec.
+
 Pure: rows and profiles in, rows out.
 """
 
@@ -26,12 +31,15 @@ from edgesplit.evaluation.tables import OL, Row
 
 REPLAYED = "profile+codecs"
 """The replayed chooser's predictor column (its chooser: ``profile+codecs OL``)."""
+REPLAYED_RAW = "profile+raw"
+"""Its twin's: the raw split the ``profile`` predictor chooses, priced the same way."""
 ORACLE, COMPRESSED = "oracle", "compressed-input"
 
 
 def codec_chooser_rows(rows: Sequence[Row], profiles: Mapping[str, Profile]) -> list[Row]:
-    """The replayed chooser's rows (see the module's docstring), for every model with a
-    profile and compressed-input runs in at least two settings; none for any other."""
+    """The replayed chooser's rows and its twin's (see the module's docstring), for every
+    model with a profile and compressed-input runs in at least two settings; none for any
+    other."""
     out: list[Row] = []
     for model, profile in profiles.items():
         mine = [r for r in rows if r["model"] == model]
@@ -41,11 +49,14 @@ def codec_chooser_rows(rows: Sequence[Row], profiles: Mapping[str, Profile]) -> 
         if len({setting for setting, _ in encoded}) < 2:
             continue
         for setting in sorted({r["setting"] for r in mine if r["strategy"] == ORACLE}, key=int):
-            pick, predicted = _choose(profile, encoded, setting, _conditions(mine, setting))
-            out += [{**r, "predictor": REPLAYED, "strategy": OL, "predicted_latency_s":
-                     repr(predicted), "method": "replayed"}
-                    for (edge, s, _, sp, codec), r in sorted(measured.items())
-                    if s == setting and (sp, codec) == pick]
+            options = _options(profile, encoded, setting, _conditions(mine, setting))
+            for name, pick in ((REPLAYED, min(options, key=lambda o: options[o])),
+                               (REPLAYED_RAW, min((o for o in options if o[1] == "raw"),
+                                                  key=lambda o: options[o]))):
+                out += [{**r, "predictor": name, "strategy": OL, "predicted_latency_s":
+                         repr(options[pick]), "method": "replayed"}
+                        for (edge, s, _, sp, codec), r in sorted(measured.items())
+                        if s == setting and (sp, codec) == pick]
     return out
 
 
@@ -71,10 +82,11 @@ def _conditions(rows: Sequence[Row], setting: str) -> Conditions:
     return Conditions(float(r["bandwidth_kbps"]), float(r["rtt_ms"]), float(r["clock_ghz"]))
 
 
-def _choose(profile: Profile, encoded: Mapping[tuple[str, str], list[tuple[int, float, float]]],
-            setting: str, conditions: Conditions) -> tuple[tuple[int, str], float]:
-    """The fastest raw split point or codec at split point 0 in ``setting``, learned from the
-    other settings' runs; with its predicted latency."""
+def _options(profile: Profile,
+             encoded: Mapping[tuple[str, str], list[tuple[int, float, float]]], setting: str,
+             conditions: Conditions) -> dict[tuple[int, str], float]:
+    """(split point, codec) -> predicted latency in ``setting``: every raw split point, and
+    each codec at split point 0 as learned from the other settings' runs."""
     predictor = ProfilePredictor(learning_rate=1.0).fit(profile)
     reference = profile.machine.clock_ghz
     options = {(sp, "raw"): latency
@@ -89,5 +101,4 @@ def _choose(profile: Profile, encoded: Mapping[tuple[str, str], list[tuple[int, 
             encoded_bytes=round(statistics.median(b for b, _, _ in runs)),
             codec_s=statistics.median(t / predictor.edge_scale(g) for _, t, g in runs))
         options[(0, codec)] = predictor.predict(conditions, codec).latency_s[0]
-    pick = min(options, key=lambda option: options[option])
-    return pick, options[pick]
+    return options
