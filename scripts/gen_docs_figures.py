@@ -30,7 +30,7 @@ NAMES = {"alexnet": "AlexNet", "vgg16": "VGG16", "mnist_cnn": "MNIST CNN",
          "resnet18": "ResNet-18"}
 OBJECTIVES = {"latency": "OL", "cost": "OC", "weighted": "CL"}
 BASELINES = ("compressed-input (best)", "all-edge", "all-cloud", "best-fixed")
-REPLAYED = "profile+codecs"  # edgesplit.evaluation.replay's chooser
+REPLAYED = ("profile+raw", "profile+codecs")  # edgesplit.evaluation.replay's choosers
 
 
 def pct(value: float, digits: int = 2) -> str:
@@ -94,7 +94,7 @@ def evidence(res: Results, folder: str, model: str, edge: str, objective: str) -
     rows = {r["chooser"]: r for r in res.csv(folder, "report/regrets.csv")
             if (r["model"], r["edge"], r["objective"]) == (model, edge, objective)}
     label = OBJECTIVES[objective]
-    wanted = [f"{p} {label}" for p in ("profile", "thesis", "neurosurgeon", REPLAYED)]
+    wanted = [f"{p} {label}" for p in ("profile", "thesis", "neurosurgeon", *REPLAYED)]
     wanted += BASELINES
     unit, scale = ("", 1.0) if objective == "weighted" else ("%", 100.0)
     lines = ["| chooser | mean regret [95% CI] | median [95% CI] |", "|---|---|---|"]
@@ -110,9 +110,8 @@ def headline(res: Results, folder: str, edge: str) -> str:
     rows = [r for r in res.csv(folder, "report/regrets.csv")
             if (r["edge"], r["objective"]) == (edge, "latency")]
     predictors = ["profile", "thesis", "neurosurgeon"]
-    if any(r["chooser"] == f"{REPLAYED} OL" for r in rows):
-        predictors.append(REPLAYED)
-    head = [f"`{p}`" + (" (replayed)" if p == REPLAYED else "") for p in predictors]
+    predictors += [p for p in REPLAYED if any(r["chooser"] == f"{p} OL" for r in rows)]
+    head = [f"`{p}`" + (" (replayed)" if p in REPLAYED else "") for p in predictors]
     lines = [f"| model | {' | '.join(head)} | the best baseline |",
              "|---|" + "---|" * (len(predictors) + 1)]
     for model in dict.fromkeys(r["model"] for r in rows):
