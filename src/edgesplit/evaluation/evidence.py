@@ -411,7 +411,15 @@ def definitions(draws: int = st.DRAWS) -> list[str]:
         "Noise floor: per setting and repeat, the split point that one repeat of the oracle "
         "picks, judged against the medians of the OTHER repeats (leave one out); the in-sample "
         "floor (judged against medians that contain that repeat) is shown beside, for "
-        "contrast.", ""]
+        "contrast.", "",
+        "Replayed choosers (note `replayed`; `evaluation.replay`): `profile+codecs` chooses "
+        "the split point and the codec together, as `edge run --codec auto` does, learning "
+        "each compressed-input codec from the other settings' runs; `profile+raw` is the "
+        "`profile` predictor's raw choice. Neither has runs of its own: each is priced at the "
+        "run of what it chose in the same round (the oracle's, or the compressed-input "
+        "baseline's), so compare them with each other (they differ only in the codec) rather "
+        "than with the live choosers, whose own runs carry their own noise. They are no "
+        "baselines of the target.", ""]
 
 
 def regret_table(judged: Sequence[Judged]) -> list[str]:
