@@ -69,8 +69,8 @@ def test_it_takes_the_codec_where_it_pays_and_the_run_of_what_it_chose() -> None
 
 
 def test_a_codec_is_part_of_the_choice_and_replayed_choosers_are_no_baselines() -> None:
-    rows = _rows()
-    rows += codec_chooser_rows(rows, {"toy": make_profile(sizes=SIZES)})
+    measured = _rows()
+    rows = [*measured, *codec_chooser_rows(measured, {"toy": make_profile(sizes=SIZES)})]
     (piece,) = (p for p in evd.slices(rows) if p.edge == "rent")
     judged = evd.judge(piece, "latency", ["profile"], evd.draw(piece, 0, draws=50), 0, draws=50)
     assert judged.choices[f"{REPLAYED} OL"] == ("0 int8+zstd", "3")
