@@ -94,6 +94,8 @@ class Cloud(Protocol):
               version: str | None = None) -> CloudReply: ...
 
     def close(self) -> None: ...
+
+
 LATEST = ""
 """The cloud's latest version of the model holds the edge's weights: its unversioned route (no
 version is named "")."""
