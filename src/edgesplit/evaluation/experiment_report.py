@@ -83,7 +83,8 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[Mapping[str, str
     """Every chooser judged with its interval (``evidence``), with the replayed chooser of
     split and codec together beside them (``replay``): CSVs in ``out`` and the report's
     sections."""
-    thesis_rows = evd.table_7_1(rows, thesis["table_7_1"], seed := _seed(config))
+    seed = int(config["parameters"].get("seed", 0))
+    thesis_rows = evd.table_7_1(rows, thesis["table_7_1"], seed)  # the measured rows alone
     rows = [*rows, *codec_chooser_rows(rows, profiles)]
     found = {r["predictor"] for r in rows} - {"", "none"}
     names = [p for p in predictors() if p in found] + sorted(found - set(predictors()))
@@ -117,10 +118,6 @@ def _evidence(out: Path, config: dict[str, Any], rows: Sequence[Mapping[str, str
     _write_csv(out / "table-7-1-thesis.csv", [_flat(asdict(r)) for r in thesis_rows])
     return [*_evidence_md(config, judged, shares, errors, thesis_rows, names), "",
             *evd.section_7_2(thesis_rows, thesis.get("strategies_section_7_2", {}))]
-
-
-def _seed(config: dict[str, Any]) -> int:
-    return int(config["parameters"].get("seed", 0))
 
 
 def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
