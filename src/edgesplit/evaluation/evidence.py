@@ -75,6 +75,7 @@ def slices(rows: Sequence[Row]) -> list[Slice]:
     """Every (model, edge) the oracle measured, its rows gathered into arrays in one pass."""
     oracle: dict[tuple[str, str], list[tuple[int, int, int, float, float]]] = defaultdict(list)
     chosen: dict[tuple[str, str, str], list[tuple[int, int, float, float]]] = defaultdict(list)
+    replayed: dict[tuple[str, str], set[str]] = defaultdict(set)  # (model, edge) -> choosers
     for r in rows:
         values = (int(r["setting"]), int(r["repeat"]), float(r["latency_s"]),
                   float(r["cost_usd"]))
@@ -83,6 +84,8 @@ def slices(rows: Sequence[Row]) -> list[Slice]:
                 (values[0], int(r["split_point"]), values[1], values[2], values[3]))
         else:
             chosen[(r["model"], r["edge"], chooser_of(r))].append(values)
+            if r.get("method") == "replayed":
+                replayed[(r["model"], r["edge"])].add(chooser_of(r))
     out, picks = [], _choices(rows)
     for (model, edge), points in sorted(oracle.items()):
         settings = tuple(sorted({p[0] for p in points}))
@@ -105,10 +108,8 @@ def slices(rows: Sequence[Row]) -> list[Slice]:
             choosers[name] = (x, y)
         picked = {name: tuple(c.get(s, "") for s in settings) for (m, e, name), c in
                   picks.items() if (m, e) == (model, edge)}
-        replayed = frozenset(chooser_of(r) for r in rows if r.get("method") == "replayed"
-                             and (r["model"], r["edge"]) == (model, edge))
         out.append(Slice(model, edge, settings, st.Panel(lat, cost, choosers), picked,
-                         replayed))
+                         frozenset(replayed[(model, edge)])))
     return out
 
 
