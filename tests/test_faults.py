@@ -229,7 +229,9 @@ def test_the_server_frees_what_it_takes_over_10k_requests(split_model: SplitFact
     bodies.append(encode_request([encode_tensor(torch.zeros(1, 3))], {"split_point": 4}))
     with CloudProcess(models="mnist_cnn") as server:
         assert server.process is not None
-        asyncio.run(hammer(server.url, bodies, 1000))  # warm up every path
+        # Warm up every path, and every lazily grown pool (torch's, the servers' threads) to
+        # more requests at once than the measured run sends, which a busy machine can pile up.
+        asyncio.run(hammer(server.url, bodies, 1000, concurrency=32))
         before = process_usage(server.process.pid)
         statuses = asyncio.run(hammer(server.url, bodies, 10_000))
         after = process_usage(server.process.pid)
